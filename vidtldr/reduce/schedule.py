@@ -1,0 +1,127 @@
+"""Per-layer token-reduction schedules.
+
+A schedule is one entry per transformer block. An entry is either an absolute number of tokens to
+remove (int >= 1), a fraction of the block's *current* token count (0 < r < 1, truncated like the
+official ``int(T * r)``), or 0. Whatever the entry, the amount removed is clamped to ``T // 2``
+(bipartite matching cannot remove more than the smaller half).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Union
+
+from vidtldr.errors import ScheduleError
+
+Entry = Union[int, float]
+
+# Published vid-TLDR schedules (official README of mlvlab/vid-TLDR; spec section 2.9), stored as
+# their non-zero prefix: the remaining blocks remove nothing. Keyed by (dataset, backbone).
+VIDTLDR_PRESETS: dict[tuple[str, str], list[int]] = {
+    ("msrvtt", "umt_b"): [600, 200, 100],
+    ("msrvtt", "umt_l"): [550, 400],
+    ("msvd", "umt_b"): [450, 250, 200],
+    ("msvd", "umt_l"): [600, 200, 100, 100],
+    ("anet", "umt_b"): [500],
+    ("anet", "umt_l"): [600, 300],
+    ("didemo", "umt_b"): [250, 150, 150, 150],
+    ("didemo", "umt_l"): [800, 100],
+    ("lsmdc", "umt_b"): [400, 150, 150],
+    ("lsmdc", "umt_l"): [250, 250, 200, 200],
+    ("ssv2_label", "umt_b"): [200, 200, 200, 100],
+    ("ssv2_label", "umt_l"): [450, 250, 100],
+    ("ssv2_template", "umt_b"): [400, 300],
+    ("ssv2_template", "umt_l"): [350, 300, 100, 50],
+    ("msrvtt_qa", "umt_b"): [600, 200],
+    ("msrvtt_qa", "umt_l"): [400, 400, 100],
+    ("msvd_qa", "umt_b"): [600, 200],
+    ("msvd_qa", "umt_l"): [400, 400, 100],
+}
+
+
+def _check_entry(entry: object, where: str) -> Entry:
+    if isinstance(entry, bool) or not isinstance(entry, (int, float)):
+        raise ScheduleError(f"{where}: expected an int (tokens) or a fraction in [0, 1), got {entry!r}")
+    if isinstance(entry, float):
+        if not math.isfinite(entry) or entry < 0:
+            raise ScheduleError(f"{where}: expected a non-negative finite value, got {entry!r}")
+        if entry >= 1:
+            if not entry.is_integer():
+                raise ScheduleError(
+                    f"{where}: {entry!r} is neither a token count (whole number) nor a fraction (< 1)")
+            return int(entry)
+        return entry
+    if entry < 0:
+        raise ScheduleError(f"{where}: expected a non-negative value, got {entry!r}")
+    return int(entry)
+
+
+def tome_decreasing(r: int, inflection: float, depth: int) -> list[int]:
+    """ToMe's (r, inflection) schedule: a linear ramp around r whose slope is set by inflection
+    (0 = constant r, negative = decreasing with depth, positive = increasing)."""
+    if depth < 1:
+        raise ScheduleError(f"depth must be >= 1, got {depth}")
+    low = int(r * (1.0 - inflection))
+    high = 2 * r - low
+    if depth == 1:
+        return [r]
+    step = (high - low) / (depth - 1)
+    return [int(low + step * i) for i in range(depth)]
+
+
+def parse_schedule(r: object, depth: int, *, dataset: str | None = None,
+                   backbone: str | None = None) -> list[Entry]:
+    """Normalise ``r`` into a list of exactly ``depth`` entries.
+
+    Accepts: a single int or fraction (applied to every block); a list of entries (shorter lists
+    are padded with 0, as in the published prefixes; longer lists are an error); a pair
+    ``(r, inflection)`` given as a tuple or as a dict ``{"r": r, "inflection": x}`` for ToMe-style
+    ramps; the string ``"published"`` (the vid-TLDR schedule for ``dataset``/``backbone``); or
+    ``None``/``0`` for no reduction.
+    """
+    if r is None:
+        return [0] * depth
+    if isinstance(r, str):
+        if r != "published":
+            raise ScheduleError(f"merge.r: unknown schedule name {r!r} (expected a list, a number or 'published')")
+        key = (dataset, backbone)
+        if key not in VIDTLDR_PRESETS:
+            known = ", ".join(f"{d}/{b}" for d, b in VIDTLDR_PRESETS)
+            raise ScheduleError(f"merge.r='published': no published vid-TLDR schedule for dataset={dataset!r}, "
+                                f"backbone={backbone!r}. Published ones: {known}. Pass merge.r=[...] explicitly.")
+        return parse_schedule(VIDTLDR_PRESETS[key], depth)
+    if isinstance(r, dict):
+        try:
+            r = (r["r"], r["inflection"])
+        except KeyError as exc:
+            raise ScheduleError(f"merge.r: a dict schedule needs keys 'r' and 'inflection', got {sorted(r)}") from exc
+    if isinstance(r, tuple):
+        if len(r) != 2:
+            raise ScheduleError(f"merge.r: a tuple schedule is (r, inflection), got {r!r}")
+        base = _check_entry(r[0], "merge.r[0]")
+        if not isinstance(base, int):
+            raise ScheduleError(f"merge.r: (r, inflection) needs an integer r, got {r[0]!r}")
+        return tome_decreasing(base, float(r[1]), depth)
+    if isinstance(r, (int, float)) and not isinstance(r, bool):
+        return [_check_entry(r, "merge.r")] * depth
+    if isinstance(r, Sequence):
+        entries = [_check_entry(e, f"merge.r[{i}]") for i, e in enumerate(r)]
+        if len(entries) > depth:
+            raise ScheduleError(f"merge.r has {len(entries)} entries but the encoder has {depth} blocks")
+        return entries + [0] * (depth - len(entries))
+    raise ScheduleError(f"merge.r: cannot interpret {r!r} as a schedule")
+
+
+def tokens_to_remove(entry: Entry, num_tokens: int) -> int:
+    """The official per-block rule: fraction -> int(T * r); clamp to [0, T // 2]."""
+    count = int(num_tokens * entry) if entry < 1 else int(entry)
+    return max(min(count, num_tokens // 2), 0)
+
+
+def token_counts(schedule: Sequence[Entry], num_tokens: int) -> list[int]:
+    """Token count entering block 0, then after each block, for a bipartite-merging schedule."""
+    counts = [num_tokens]
+    for entry in schedule:
+        counts.append(counts[-1] - tokens_to_remove(entry, counts[-1]))
+    return counts
