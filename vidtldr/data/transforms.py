@@ -1,0 +1,43 @@
+"""Test-time transform (spec §8.3): bicubic resize to size x size on uint8 without antialiasing
+(torchvision 0.13.1 tensor semantics), then /255 and ImageNet mean/std. No crop, aspect ratio
+not kept."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resize_uint8(frames: torch.Tensor, size: int = 224) -> torch.Tensor:
+    """uint8 ``[T,3,H,W]`` -> uint8 ``[T,3,size,size]``: float bicubic (A=-0.75), clamp, round.
+
+    The official Resize rounds back to uint8 before normalising; skipping that step changes the
+    output by up to 0.5/255 per pixel, so it is kept.
+    """
+    if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3:
+        raise ValueError(f"expected uint8 frames [T,3,H,W], got {frames.dtype} {tuple(frames.shape)}")
+    out = F.interpolate(frames.float(), size=(size, size), mode="bicubic", align_corners=False,
+                        antialias=False)
+    return out.clamp_(0, 255).round_().to(torch.uint8)
+
+
+def normalize(frames_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[T,3,H,W]`` -> float32 ``(x/255 - mean)/std`` in float32, like ToTensor+Normalize."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
+    return (frames_u8.float().div(255) - mean) / std
+
+
+def eval_transform(frames: torch.Tensor, size: int = 224) -> torch.Tensor:
+    """uint8 ``[T,3,H,W]`` -> float32 ``[T,3,size,size]``, the model's input."""
+    return normalize(resize_uint8(frames, size))
+
+
+def denormalize_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`normalize` (for display, e.g. contact sheets), rounded to uint8."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
+    return (x * std + mean).mul(255).clamp(0, 255).round().to(torch.uint8)
