@@ -1,0 +1,141 @@
+"""One JSON record per run: what ran, on what, with which code, and what came out.
+
+Tables are built from these records only (``vidtldr.results``), so a record must carry everything
+a table row needs: the identity of the run (dataset, backbone, reducer, resolved schedule), whether
+it was complete or partial, provenance (git commit, package versions, checksums) and the numbers
+(metrics, GFLOPs, token counts).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+from vidtldr.cache import atomic_write_text
+
+RECORD_NAME = "record.json"
+SCHEMA_VERSION = 1
+
+# Packages whose versions can change numbers or behaviour.
+_PACKAGES = ("vidtldr", "torch", "numpy", "transformers", "hydra-core", "omegaconf", "decord", "av",
+             "fvcore", "pandas", "wandb")
+
+
+def package_versions(names: Iterable[str] = _PACKAGES) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_info(repo: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Commit and dirtiness of the source tree that holds this package (None outside git)."""
+    where = Path(repo) if repo is not None else Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True,
+                                 timeout=20, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def sha256_file(path: str | os.PathLike, *, memo_dir: str | os.PathLike | None = None) -> str:
+    """sha256 of a file. With ``memo_dir`` the digest is remembered per (absolute path, size,
+    mtime), so a multi-GB checkpoint is hashed once, not on every run."""
+    path = Path(path)
+    stat = path.stat()
+    memo_file = None
+    ident = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    if memo_dir is not None:
+        memo_file = Path(memo_dir) / "checksums" / (hashlib.sha1(ident.encode()).hexdigest() + ".txt")
+        if memo_file.is_file():
+            cached = memo_file.read_text().split()
+            if len(cached) == 2 and cached[1] == hashlib.sha1(ident.encode()).hexdigest():
+                return cached[0]
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    value = digest.hexdigest()
+    if memo_file is not None:
+        atomic_write_text(memo_file, f"{value} {hashlib.sha1(ident.encode()).hexdigest()}\n")
+    return value
+
+
+def file_entry(path: str | os.PathLike | None, *, memo_dir=None) -> dict | None:
+    if path is None:
+        return None
+    path = Path(path)
+    return {"path": str(path), "bytes": path.stat().st_size,
+            "sha256": sha256_file(path, memo_dir=memo_dir)}
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def base_record() -> dict:
+    """The fields every record has, filled with what is known before the run starts."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "created": now_iso(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else None,
+        "host": platform.node(),
+        "git": git_info(),
+        "versions": package_versions(),
+    }
+
+
+def write_record(run_dir: str | os.PathLike, record: dict) -> Path:
+    path = Path(run_dir) / RECORD_NAME
+    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(value: Any):
+    # numpy / torch scalars and paths show up in metrics and configs.
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_record(path: str | os.PathLike) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        record = json.load(handle)
+    record.setdefault("_path", str(path))
+    return record
+
+
+def find_records(roots: Iterable[str | os.PathLike]) -> list[Path]:
+    """Every ``record.json`` under the given directories (or the files themselves), sorted."""
+    found: list[Path] = []
+    for root in roots:
+        root = Path(root)
+        if root.is_file():
+            found.append(root)
+        elif root.is_dir():
+            found.extend(sorted(root.rglob(RECORD_NAME)))
+    return found
