@@ -1,0 +1,34 @@
+#!/usr/bin/env python
+"""Check the data side (readers, pre_text, frame sampling, decoding, transform) against a fixture
+folder of the tests/fixtures/data_formats layout. One line per compared item; exit 1 on any
+mismatch beyond the fixture README's tolerance.
+
+usage: python scripts/check_data_parity.py FIXTURE_DIR
+"""
+
+import sys
+from pathlib import Path
+
+from vidtldr.data.parity import run_parity
+from vidtldr.errors import cli_guard
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    root = Path(argv[0])
+    if not root.is_dir():
+        print(f"check_data_parity: error: not a folder: {root}", file=sys.stderr)
+        return 2
+    with cli_guard("check_data_parity"):
+        items = run_parity(root)
+    for item in items:
+        print(item.line())
+    failed = [i for i in items if not i.ok]
+    print(f"{len(items) - len(failed)}/{len(items)} items match" + (f", {len(failed)} FAIL" if failed else ""))
+    return 1 if failed or not items else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
