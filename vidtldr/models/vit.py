@@ -1,0 +1,290 @@
+"""UMT video ViT (spec section 1) with the token-reducer hook of vid-TLDR.
+
+Module names mirror the official state_dict (``encoder.patch_embed.proj``, ``encoder.blocks.N``,
+``encoder.norm``, ``pool_norm``) so checkpoints load without renaming.
+
+Attention execution modes (``VisionTransformer.attention``):
+
+* ``"fused"`` (default): ``scaled_dot_product_attention`` wherever the reducer needs nothing
+  (``log(size)`` as an additive key bias once sizes exist). Where the reducer needs the attention
+  statistics, the logits are computed in query blocks of bounded size: softmax per head, head mean,
+  ``sum p ln p`` (or the head-mean map itself), and the output from the same block.
+* ``"materialized"``: the official execution: the full softmax map in every block and, once sizes
+  exist, a second softmax with the log-size bias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidtldr.errors import ConfigError
+from vidtldr.models.config import VisionConfig
+from vidtldr.reduce.base import Need, ReductionState, Reducer
+
+AttentionMode = Literal["fused", "materialized"]
+ATTENTION_MODES = ("fused", "materialized")
+
+# Elements of one query block's logits [B, heads, block, T] in the bounded-memory path (64 MiB fp32).
+_BLOCK_ELEMENTS = 1 << 24
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixed positional table
+
+
+def sinusoid_table(num_positions: int, dim: int) -> torch.Tensor:
+    """The official 1-D sinusoid table [1, num_positions, dim]: angle p / 10000^(2*(j//2)/dim),
+    sin on even columns and cos on odd ones (interleaved). Computed in float64 numpy exactly like the
+    original, then cast to float32, so the table is bit-identical."""
+    positions = np.arange(num_positions, dtype=np.float64)[:, None]
+    exponents = np.array([2 * (j // 2) / dim for j in range(dim)], dtype=np.float64)
+    angles = positions / np.power(10000.0, exponents)[None, :]
+    angles[:, 0::2] = np.sin(angles[:, 0::2])
+    angles[:, 1::2] = np.cos(angles[:, 1::2])
+    return torch.tensor(angles[None].astype(np.float32))
+
+
+def video_position_table(cfg: VisionConfig) -> torch.Tensor:
+    """Positions for ``cfg.num_frames``: one flattened (t, h, w) sequence. When the checkpoint was
+    trained for another frame count (``ckpt_num_frames`` set and different), the official code builds
+    the table for that count and linearly interpolates it along time."""
+    frames = cfg.num_frames // cfg.tubelet_size
+    per_frame = cfg.grid * cfg.grid
+    ckpt_frames = cfg.ckpt_num_frames
+    if ckpt_frames == -1 or ckpt_frames // cfg.tubelet_size == frames:
+        return sinusoid_table(frames * per_frame, cfg.width)
+    ckpt_frames //= cfg.tubelet_size
+    table = sinusoid_table(ckpt_frames * per_frame, cfg.width)  # [1, Tc*P*P, C]
+    table = table.reshape(ckpt_frames, per_frame, cfg.width).permute(1, 2, 0)  # [P*P, C, Tc]
+    table = F.interpolate(table, size=frames, mode="linear", align_corners=False)  # [P*P, C, T]
+    return table.permute(2, 0, 1).reshape(1, frames * per_frame, cfg.width)
+
+
+# ---------------------------------------------------------------------------------------------
+# Modules
+
+
+class PatchEmbed(nn.Module):
+    """Conv3d tubelet embedding; tokens come out t-major, then row, then column."""
+
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        kernel = (cfg.tubelet_size, cfg.patch_size, cfg.patch_size)
+        self.proj = nn.Conv3d(3, cfg.width, kernel_size=kernel, stride=kernel)
+
+    def forward(self, video_bcthw: torch.Tensor) -> torch.Tensor:
+        return self.proj(video_bcthw).flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with learned q/v biases and a fixed zero k bias, plus the
+    proportional-attention bias log(size) once tokens have been merged."""
+
+    def __init__(self, width: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = width // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(width))
+        self.v_bias = nn.Parameter(torch.zeros(width))
+        self.proj = nn.Linear(width, width)
+
+    def _qkv(self, x: torch.Tensor):
+        bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        batch, tokens, _ = x.shape
+        qkv = F.linear(x, self.qkv.weight, bias)
+        qkv = qkv.reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return qkv.unbind(0)  # each [B, heads, T, head_dim]
+
+    def forward(self, x: torch.Tensor, size: Optional[torch.Tensor], need: Need,
+                mode: AttentionMode = "fused") -> tuple[torch.Tensor, dict]:
+        q, k, v = self._qkv(x)
+        # [B, 1, 1, T]: added along the key axis (proportional attention)
+        log_size = None if size is None else size.log().transpose(1, 2).unsqueeze(1)
+        aux: dict = {}
+        if need == "keys":
+            aux["keys"] = k.mean(1)
+        if mode == "materialized":
+            out = self._materialized(q, k, v, log_size, need, aux)
+        elif need in ("neg_entropy", "attn"):
+            out = self._blocked(q, k, v, log_size, need, aux)
+        else:
+            mask = None if log_size is None else log_size.to(q.dtype)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
+        return self.proj(out), aux
+
+    def _materialized(self, q, k, v, log_size, need, aux):
+        logits = (q * self.scale) @ k.transpose(-2, -1)
+        probs = logits.float().softmax(dim=-1)  # the pre-size-bias map the reducer scores with
+        _collect(probs, need, aux)
+        if log_size is not None:
+            probs = (logits.float() + log_size.float()).softmax(dim=-1)
+        return probs.to(v.dtype) @ v
+
+    def _blocked(self, q, k, v, log_size, need, aux):
+        batch, heads, tokens, _ = q.shape
+        block = max(1, min(tokens, _BLOCK_ELEMENTS // max(1, batch * heads * tokens)))
+        keys_t = k.transpose(-2, -1)
+        out = torch.empty_like(v)
+        if need == "attn":
+            aux["attn"] = torch.empty(batch, tokens, tokens, dtype=torch.float32, device=q.device)
+        else:
+            aux["neg_entropy"] = torch.empty(batch, tokens, 1, dtype=torch.float32, device=q.device)
+        for start in range(0, tokens, block):
+            stop = min(start + block, tokens)
+            logits = ((q[:, :, start:stop] * self.scale) @ keys_t).float()
+            probs = logits.softmax(dim=-1)
+            mean_probs = probs.mean(1)
+            if need == "attn":
+                aux["attn"][:, start:stop] = mean_probs
+            else:
+                aux["neg_entropy"][:, start:stop, 0] = torch.xlogy(mean_probs, mean_probs).sum(-1)
+            if log_size is not None:
+                probs = (logits + log_size.float()).softmax(dim=-1)
+            out[:, :, start:stop] = probs.to(v.dtype) @ v
+        return out
+
+
+def _collect(probs: torch.Tensor, need: Need, aux: dict) -> None:
+    """Fill ``aux`` from a full softmax map [B, heads, T, T] (pre-size-bias)."""
+    if need == "attn":
+        aux["attn"] = probs.mean(1)
+    elif need == "neg_entropy":
+        mean_probs = probs.mean(1)
+        # xlogy treats 0 * log 0 as 0 (the original code would produce NaN there, spec 10.6)
+        aux["neg_entropy"] = torch.xlogy(mean_probs, mean_probs).sum(-1, keepdim=True)
+
+
+class Mlp(nn.Module):
+    def __init__(self, width: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
+        self.attn = Attention(cfg.width, cfg.num_heads)
+        self.norm2 = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
+        self.mlp = Mlp(cfg.width, int(cfg.width * cfg.mlp_ratio))
+
+    def forward(self, x: torch.Tensor, layer: int, state: ReductionState, reducer: Optional[Reducer],
+                mode: AttentionMode) -> torch.Tensor:
+        need = reducer.needs(layer, x.shape[1]) if reducer is not None else None
+        attn_out, aux = self.attn(self.norm1(x), state.size, need, mode)
+        x = x + attn_out
+        if reducer is not None:
+            # The hook sits between the attention residual and the MLP, so this block's MLP
+            # already runs on the reduced token set.
+            x = reducer.reduce(x, layer, state, aux)
+        return x + self.mlp(self.norm2(x))
+
+
+class VisionEncoder(nn.Module):
+    """Patch embedding + fixed positions + blocks + final norm (official
+    ``PretrainVisionTransformerEncoder``)."""
+
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embed = PatchEmbed(cfg)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
+        # Fixed table, not part of any checkpoint (the original keeps it as a plain attribute).
+        self.register_buffer("pos_embed", video_position_table(cfg), persistent=False)
+
+
+@dataclass
+class VisionOutput:
+    """Result of one encoder forward.
+
+    tokens: [B, N_final, C] after the final norm (what ITM / QA cross-attend to).
+    pooled: [B, 1, C] = pool_norm(mean of tokens) (retrieval), else None.
+    state:  the forward's ReductionState (sizes, token counts, reducer trace).
+    block_outputs / block_sizes: per block (after reduce and MLP, before the final norm) and
+    ``state.size`` after that block; only filled when ``trace=True``.
+    """
+
+    tokens: torch.Tensor
+    pooled: Optional[torch.Tensor]
+    state: ReductionState
+    block_outputs: list = field(default_factory=list)
+    block_sizes: list = field(default_factory=list)
+
+    @property
+    def token_counts(self) -> list[int]:
+        return self.state.token_counts
+
+
+class VisionTransformer(nn.Module):
+    """The official ``PretrainVisionTransformer`` at evaluation (``keep_temporal=False``)."""
+
+    def __init__(self, cfg: VisionConfig, attention: AttentionMode = "fused"):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = VisionEncoder(cfg)
+        self.pool_norm = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps) if cfg.add_pool_norm else None
+        self.attention = attention
+
+    @property
+    def attention(self) -> AttentionMode:
+        return self._attention
+
+    @attention.setter
+    def attention(self, mode: str) -> None:
+        if mode not in ATTENTION_MODES:
+            raise ConfigError(f"attention mode must be one of {ATTENTION_MODES}, got {mode!r}")
+        self._attention = mode
+
+    def _check_input(self, videos: torch.Tensor) -> None:
+        cfg = self.cfg
+        if videos.dim() != 5 or videos.shape[2] != 3:
+            raise ValueError(f"videos must be [B, T, 3, H, W], got {tuple(videos.shape)}")
+        if videos.shape[-1] != cfg.img_size or videos.shape[-2] != cfg.img_size:
+            raise ValueError(f"frames must be {cfg.img_size}x{cfg.img_size}, got "
+                             f"{videos.shape[-2]}x{videos.shape[-1]}")
+        if videos.shape[1] != cfg.num_frames:
+            raise ValueError(f"the model is configured for {cfg.num_frames} frames (positional table), "
+                             f"got {videos.shape[1]}; build it with num_frames={videos.shape[1]}")
+
+    def forward(self, videos: torch.Tensor, reducer: Optional[Reducer] = None, trace: bool = False,
+                trace_source: bool = False) -> VisionOutput:
+        """videos: [B, T, 3, H, W] normalised frames."""
+        self._check_input(videos)
+        state = ReductionState(record_trace=trace, trace_source=trace_source)
+        encoder = self.encoder
+        x = encoder.patch_embed(videos.permute(0, 2, 1, 3, 4))
+        x = x + encoder.pos_embed.to(dtype=x.dtype)
+        state.token_counts.append(x.shape[1])
+        out = VisionOutput(tokens=x, pooled=None, state=state)
+        for layer, block in enumerate(encoder.blocks):
+            x = block(x, layer, state, reducer, self._attention)
+            state.token_counts.append(x.shape[1])
+            if trace:
+                out.block_outputs.append(x)
+                out.block_sizes.append(state.size)
+        x = encoder.norm(x)
+        out.tokens = x
+        if self.pool_norm is not None:
+            # Unweighted mean over the surviving tokens: merge sizes are ignored here (official).
+            out.pooled = self.pool_norm(x.mean(dim=1, keepdim=True))
+        return out
+
+
+__all__ = ["VisionTransformer", "VisionOutput", "VisionEncoder", "Block", "Attention", "PatchEmbed",
+           "sinusoid_table", "video_position_table", "ATTENTION_MODES", "AttentionMode"]
+
