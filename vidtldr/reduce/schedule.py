@@ -40,6 +40,20 @@ VIDTLDR_PRESETS: dict[tuple[str, str], list[int]] = {
 }
 
 
+# Constant-r ToMe schedules for UMT-B (every block), read off the ToMe GFLOPs of the vid-TLDR
+# paper's Figure 1 (paper_numbers.md section 2). MSRVTT (231.4) and DiDeMo (223.9) fit no constant
+# r, so they have no preset; pass merge.r explicitly for them.
+TOME_PRESETS: dict[str, int] = {
+    "msvd": 100,
+    "anet": 80,
+    "lsmdc": 95,
+    "ssv2_label": 85,
+    "ssv2_template": 75,
+    "msrvtt_qa": 75,
+    "msvd_qa": 85,
+}
+
+
 def _check_entry(entry: object, where: str) -> Entry:
     if isinstance(entry, bool) or not isinstance(entry, (int, float)):
         raise ScheduleError(f"{where}: expected an int (tokens) or a fraction in [0, 1), got {entry!r}")
@@ -71,13 +85,14 @@ def tome_decreasing(r: int, inflection: float, depth: int) -> list[int]:
 
 
 def parse_schedule(r: object, depth: int, *, dataset: str | None = None,
-                   backbone: str | None = None) -> list[Entry]:
+                   backbone: str | None = None, reducer: str | None = None) -> list[Entry]:
     """Normalise ``r`` into a list of exactly ``depth`` entries.
 
     Accepts: a single int or fraction (applied to every block); a list of entries (shorter lists
     are padded with 0, as in the published prefixes; longer lists are an error); a pair
     ``(r, inflection)`` given as a tuple or as a dict ``{"r": r, "inflection": x}`` for ToMe-style
-    ramps; the string ``"published"`` (the vid-TLDR schedule for ``dataset``/``backbone``); or
+    ramps; the string ``"published"`` (the vid-TLDR schedule for ``dataset``/``backbone``, or with
+    ``reducer="tome"`` the constant-r ToMe preset of ``TOME_PRESETS``, UMT-B only); or
     ``None``/``0`` for no reduction.
     """
     if r is None:
@@ -85,6 +100,8 @@ def parse_schedule(r: object, depth: int, *, dataset: str | None = None,
     if isinstance(r, str):
         if r != "published":
             raise ScheduleError(f"merge.r: unknown schedule name {r!r} (expected a list, a number or 'published')")
+        if reducer == "tome":
+            return _tome_published(dataset, backbone, depth)
         key = (dataset, backbone)
         if key not in VIDTLDR_PRESETS:
             known = ", ".join(f"{d}/{b}" for d, b in VIDTLDR_PRESETS)
@@ -111,6 +128,14 @@ def parse_schedule(r: object, depth: int, *, dataset: str | None = None,
             raise ScheduleError(f"merge.r has {len(entries)} entries but the encoder has {depth} blocks")
         return entries + [0] * (depth - len(entries))
     raise ScheduleError(f"merge.r: cannot interpret {r!r} as a schedule")
+
+
+def _tome_published(dataset: str | None, backbone: str | None, depth: int) -> list[Entry]:
+    if backbone not in (None, "umt_b") or dataset not in TOME_PRESETS:
+        raise ScheduleError(f"merge.r='published': no ToMe preset for dataset={dataset!r}, backbone={backbone!r}. "
+                            f"Presets exist for umt_b on: {', '.join(TOME_PRESETS)} (msrvtt and didemo fit no "
+                            "constant r). Pass merge.r explicitly.")
+    return [TOME_PRESETS[dataset]] * depth
 
 
 def tokens_to_remove(entry: Entry, num_tokens: int) -> int:
