@@ -7,6 +7,7 @@ Every failure is a :class:`VideoError` naming the file.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,10 +105,14 @@ def open_video(path: str | Path):
     return vr
 
 
+_DECORD_PREFIX = re.compile(r"^\[[0-9:]+\] \S+:\d+: (Check failed: )?")
+
+
 def _short(exc: Exception) -> str:
-    # decord error messages carry a long C++ stack trace; the first line says what happened.
+    # decord error messages carry a C++ stack trace and a "[time] file.cc:line:" prefix; the
+    # first line without the prefix says what happened.
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return _DECORD_PREFIX.sub("", text[0]) if text else type(exc).__name__
 
 
 def plan_frames(vr, path: str | Path, num_frames: int, trimmed30: bool) -> FrameSample:
