@@ -1,0 +1,61 @@
+"""Command line: ``python -m vidtldr.eval [group=option ...] [key=value ...]`` (Hydra).
+
+With no arguments it runs the embedded default: the tiny model (random weights from a seed, no
+checkpoint) on generated MSRVTT-format clips with vid-TLDR, writes ``record.json`` into the run
+directory and prints the result table. Real runs choose a backbone and a dataset, e.g.::
+
+    python -m vidtldr.eval model=umt_b dataset=msrvtt merge=vidtldr
+    python -m vidtldr.eval model=umt_l dataset=didemo merge=vidtldr merge.r=[800,100]
+    python -m vidtldr.eval model=umt_b dataset=msrvtt_qa merge=none data.limit=50 hydra.run.dir=runs/try
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from vidtldr.errors import cli_guard
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+log = logging.getLogger("vidtldr.eval")
+
+
+def report(record: dict) -> str:
+    """The text printed at the end of a run: what ran, the metrics table, where the record is."""
+    from vidtldr.results import single_run_table
+
+    ident = record.get("run", {})
+    counts = record.get("counts", {})
+    lines = [f"\n== {ident.get('dataset')} | model={ident.get('model')} | merge={ident.get('merge')} "
+             f"schedule={ident.get('schedule')} =="]
+    if record.get("note"):
+        lines.append(f"note: {record['note']}")
+    if record.get("partial"):
+        lines.append(f"PARTIAL run ({record.get('partial_reason')}): {counts}")
+    what = (f"{counts.get('videos')} videos, {counts.get('texts')} texts" if "texts" in counts
+            else f"{counts.get('questions')} questions over {counts.get('videos')} videos")
+    lines.append(f"{what}; tokens per layer {record.get('token_counts')}")
+    lines.append(single_run_table(record))
+    lines.append(f"record: {Path(record['run_dir']) / 'record.json'}")
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from vidtldr.tasks.runner import run
+
+    with cli_guard("vidtldr.eval"):
+        run_dir = HydraConfig.get().runtime.output_dir
+        record = run(cfg, run_dir, progress=sys.stderr.isatty())
+        if cfg.print_table:
+            print(report(record), flush=True)
+
+
+if __name__ == "__main__":
+    main()

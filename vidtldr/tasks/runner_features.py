@@ -1,0 +1,108 @@
+"""Video and text features for a run, through the feature cache.
+
+Videos are encoded in batches of the *missing* ones only; each video's features are written to its
+own cache shard as soon as its batch is done, so an interrupted run loses at most the batch in
+flight and a re-run decodes nothing that is already cached. The encoding itself is the task
+modules' / model's (``encode_fn``); this module only decides what to decode and where results go.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from vidtldr.cache import FeatureCache
+from vidtldr.data.dataset import SkippedVideo, VideoDataset, make_loader
+
+log = logging.getLogger(__name__)
+
+# Bump when a code change alters what is stored in a shard (invalidates every cache entry).
+FEATURE_FORMAT = 1
+
+EncodeFn = Callable[[torch.Tensor], list[dict]]  # frames [B,T,3,H,W] -> one dict of tensors per video
+
+
+@dataclass
+class VideoFeatures:
+    by_key: dict[str, dict]  # cache item -> stored tensors (incl. "token_counts")
+    skipped: list[SkippedVideo] = field(default_factory=list)
+    decoded: int = 0  # videos decoded in this run (0 when everything came from the cache)
+    cached: int = 0
+
+
+def unique_in_order(keys: Sequence[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for key in keys:
+        seen.setdefault(key, None)
+    return list(seen)
+
+
+def video_features(paths: Sequence[str], keys: Sequence[str], encode_fn: EncodeFn, cache: FeatureCache, *,
+                   num_frames: int, trimmed30: bool, size: int, batch_size: int, num_workers: int,
+                   skip_unreadable: bool, progress: bool = True) -> VideoFeatures:
+    """Features of every distinct video ``keys[i]`` (read from ``paths[i]``).
+
+    Two records naming the same file share one encoding (LSMDC repeats clips; QA asks several
+    questions per video). Unreadable videos raise, or with ``skip_unreadable`` are reported in
+    ``skipped`` (and never cached, so a later run tries them again).
+    """
+    path_of = {}
+    for key, path in zip(keys, paths):
+        path_of.setdefault(key, path)
+    order = unique_in_order(keys)
+    result = VideoFeatures(by_key={})
+    todo = []
+    for key in order:
+        stored = cache.load(key)
+        if stored is None:
+            todo.append(key)
+        else:
+            result.by_key[key] = stored
+    result.cached = len(order) - len(todo)
+    if not todo:
+        log.info("video features: all %d videos from the cache %s", len(order), cache.dir)
+        return result
+    log.info("video features: %d cached, %d to encode", result.cached, len(todo))
+    dataset = VideoDataset([path_of[k] for k in todo], num_frames, trimmed30, size, skip_unreadable)
+    loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers)
+    bar = tqdm(total=len(todo), desc="video features", unit="video", disable=not progress, leave=False)
+    try:
+        for batch in loader:
+            index = batch["index"].tolist()
+            ok = batch["ok"].tolist()
+            rows = [j for j, good in enumerate(ok) if good]
+            if rows:
+                frames = batch["frames"][rows]
+                for j, stored in zip(rows, encode_fn(frames)):
+                    key = todo[index[j]]
+                    cache.save(key, stored)  # atomic, per video: resume point
+                    result.by_key[key] = stored
+                    result.decoded += 1
+            bar.update(len(index))
+    finally:
+        bar.close()
+    for skip in loader.skipped:
+        result.skipped.append(SkippedVideo(skip.index, skip.path, skip.reason))
+    if result.skipped:
+        log.warning("skipped %d unreadable video(s), e.g. %s: %s", len(result.skipped), result.skipped[0].path,
+                     result.skipped[0].reason)
+    return result
+
+
+def stack(features: VideoFeatures, keys: Sequence[str], name: str) -> torch.Tensor:
+    """``[len(keys), ...]`` tensor of one stored field, in ``keys`` order."""
+    return torch.stack([features.by_key[k][name] for k in keys])
+
+
+def token_counts_of(features: VideoFeatures) -> list[int]:
+    """Per-block token counts (entering block 0, then after each block); identical for every video
+    of a run because every schedule fixes the count per block."""
+    for stored in features.by_key.values():
+        counts = stored.get("token_counts")
+        if counts is not None:
+            return [int(c) for c in (counts.tolist() if hasattr(counts, "tolist") else counts)]
+    return []
