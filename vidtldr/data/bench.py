@@ -1,0 +1,87 @@
+"""Decode + transform throughput (the data part of ``make bench``).
+
+usage: python -m vidtldr.data.bench [videos=a.mp4,b.mp4 | dir=FOLDER] [num_frames=12] [trimmed30=false]
+                                    [batch_size=1] [workers=0] [repeats=3] [warmup=1]
+
+Without ``videos``/``dir`` it measures the tiny synthetic clips (generated in a temporary folder).
+The last output line is one JSON object with ``clips_per_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from vidtldr.data._cli import parse_kv
+from vidtldr.data.dataset import VideoDataset, make_loader
+from vidtldr.errors import ConfigError, cli_guard
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")
+
+
+def decode_throughput(videos: Sequence[str | Path], num_frames: int = 12, trimmed30: bool = False,
+                      size: int = 224, batch_size: int = 1, num_workers: int = 0, repeats: int = 3,
+                      warmup: int = 1) -> dict:
+    """Decode (decord, sampled frames) + eval transform through the same loader as evaluation.
+    Returns ``clips_per_s`` (median over ``repeats`` passes) and the per-pass timings."""
+    if not videos:
+        raise ConfigError("no videos to benchmark")
+    loader = make_loader(VideoDataset(videos, num_frames, trimmed30, size), batch_size, num_workers)
+
+    def one_pass() -> float:
+        start = time.perf_counter()
+        for _ in loader:
+            pass
+        return time.perf_counter() - start
+
+    for _ in range(warmup):
+        one_pass()
+    seconds = [one_pass() for _ in range(max(repeats, 1))]
+    med = statistics.median(seconds)
+    return {"clips": len(videos), "num_frames": num_frames, "size": size, "batch_size": batch_size,
+            "num_workers": num_workers, "repeats": len(seconds), "seconds": seconds,
+            "clips_per_s": len(videos) / med if med > 0 else float("inf"),
+            "frames_per_s": len(videos) * num_frames / med if med > 0 else float("inf"),
+            "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+            "videos": [str(v) for v in videos[:5]] + (["..."] if len(videos) > 5 else [])}
+
+
+OPTIONS = {"videos": str, "dir": str, "num_frames": int, "trimmed30": bool, "size": int, "batch_size": int,
+           "workers": int, "repeats": int, "warmup": int}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())
+        return 0
+    with cli_guard("vidtldr.data.bench"), tempfile.TemporaryDirectory(prefix="vidtldr_bench_") as tmp:
+        args = parse_kv(argv, OPTIONS)
+        if "videos" in args:
+            videos = [v for v in args["videos"].split(",") if v]
+        elif "dir" in args:
+            videos = sorted(str(p) for p in Path(args["dir"]).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+        else:
+            from vidtldr.data.tiny import encode_clips
+
+            videos = [str(p) for p in encode_clips(tmp)]
+        res = decode_throughput(videos, args.get("num_frames", 12), args.get("trimmed30", False),
+                                args.get("size", 224), args.get("batch_size", 1), args.get("workers", 0),
+                                args.get("repeats", 3), args.get("warmup", 1))
+        print(f"decode+transform: {res['clips_per_s']:.2f} clips/s ({res['frames_per_s']:.1f} frames/s), "
+              f"{res['clips']} clips x {res['num_frames']} frames, batch {res['batch_size']}, "
+              f"{res['num_workers']} workers, median of {res['repeats']}")
+        print(json.dumps(res, ensure_ascii=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Show which frames the harness samples from a video.
+
+usage: python -m vidtldr.data.inspect VIDEO [num_frames=12] [trimmed30=true] [sheet=out.png]
+
+Prints the frame count, fps, duration, the trim and the sampled indices (with their times); with
+``sheet=`` also writes a contact sheet PNG of the sampled frames after the eval transform (the
+224x224 uint8 frames the normalisation then turns into the model's input). The last output line
+is one JSON object with ``num_video_frames``, ``fps``, ``indices`` and more.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from vidtldr.data._cli import parse_kv
+from vidtldr.data.transforms import resize_uint8
+from vidtldr.data.video import FrameSample, read_frames_with_info
+from vidtldr.errors import ConfigError, cli_guard
+
+OPTIONS = {"video": str, "num_frames": int, "trimmed30": bool, "sheet": str, "size": int}
+
+
+def contact_sheet(frames_u8: torch.Tensor, indices: list[int], columns: int = 6, pad: int = 4):
+    """PIL image of uint8 ``[T,3,H,W]`` frames in a grid, each labelled with its frame index."""
+    from PIL import Image, ImageDraw
+
+    t, _, h, w = frames_u8.shape
+    cols = min(columns, t)
+    rows = math.ceil(t / cols)
+    sheet = Image.new("RGB", (cols * (w + pad) + pad, rows * (h + pad) + pad), (32, 32, 32))
+    draw = ImageDraw.Draw(sheet)
+    for k in range(t):
+        x, y = pad + (k % cols) * (w + pad), pad + (k // cols) * (h + pad)
+        sheet.paste(Image.fromarray(frames_u8[k].permute(1, 2, 0).numpy()), (x, y))
+        draw.rectangle((x, y, x + 44, y + 12), fill=(0, 0, 0))
+        draw.text((x + 2, y + 1), f"#{indices[k]}", fill=(255, 255, 0))
+    return sheet
+
+
+def describe(info: FrameSample, trimmed30: bool) -> list[str]:
+    lines = [f"video: {info.path}",
+             f"size: {info.width}x{info.height}, frames (decord): {info.num_video_frames}, fps: {info.fps:.6g}, "
+             f"duration: {info.duration_s:.3f} s",
+             f"trimmed30: {trimmed30} -> frames eligible: {info.vlen_used}"
+             + (" (first 30 s only)" if info.trimmed else ""),
+             f"sampled {len(info.indices)} frames (middle of {min(len(info.indices), info.vlen_used)} segments"
+             + (", last index repeated" if len(set(info.indices)) < len(info.indices) else "") + "):"]
+    for k, idx in enumerate(info.indices):
+        lines.append(f"  {k:2d}: frame {idx:6d}  t={idx / info.fps:8.3f} s" if info.fps > 0 else f"  {k:2d}: frame {idx}")
+    return lines
+
+
+def inspect_video(path: str | Path, num_frames: int = 12, trimmed30: bool = False, sheet: str | Path | None = None,
+                  size: int = 224) -> dict:
+    frames, info = read_frames_with_info(path, num_frames, trimmed30)
+    result = {"video": str(path), "num_video_frames": info.num_video_frames, "fps": info.fps,
+              "duration_s": info.duration_s, "width": info.width, "height": info.height,
+              "num_frames": num_frames, "trimmed30": trimmed30, "vlen_used": info.vlen_used,
+              "indices": info.indices, "times_s": [i / info.fps for i in info.indices] if info.fps > 0 else None,
+              "sheet": None}
+    if sheet:
+        sheet = Path(sheet)
+        sheet.parent.mkdir(parents=True, exist_ok=True)
+        tmp = sheet.with_name(sheet.name + ".tmp.png")
+        contact_sheet(resize_uint8(frames, size), info.indices).save(tmp)
+        os.replace(tmp, sheet)
+        result["sheet"] = str(sheet)
+    result["_lines"] = describe(info, trimmed30)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())
+        return 0 if argv else 2
+    with cli_guard("vidtldr.data.inspect"):
+        args = parse_kv(argv, OPTIONS, positional=["video", "num_frames", "trimmed30", "sheet"])
+        if "video" not in args:
+            raise ConfigError("need a VIDEO path")
+        # Positional num_frames/trimmed30 arrive as text: convert them like key=value ones.
+        args = {**args, **parse_kv([f"{k}={v}" for k, v in args.items() if isinstance(v, str) and k != "video"], OPTIONS)}
+        result = inspect_video(args["video"], args.get("num_frames", 12), args.get("trimmed30", False),
+                               args.get("sheet"), args.get("size", 224))
+        for line in result.pop("_lines"):
+            print(line)
+        if result["sheet"]:
+            print(f"contact sheet: {result['sheet']}")
+        print(json.dumps(result, ensure_ascii=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

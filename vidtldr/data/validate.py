@@ -1,0 +1,197 @@
+"""Check a dataset on disk before a run: annotation file, schema, videos, counts, checksums.
+
+usage: python -m vidtldr.data.validate dataset=NAME data.root=DIR [decode=true] [manifest=true]
+                                        [report=PATH.json] [limit=N] [progress=true]
+
+Prints a human summary, then one JSON report line (also written to ``report=`` if given).
+Exit status: 0 when nothing is wrong, 1 when problems were found, 2 for a usage/config error.
+``decode=false`` only checks that video files exist; ``manifest=false`` skips the count and
+checksum comparison (e.g. for the tiny dataset); ``limit=N`` checks the first N videos only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+from vidtldr.data._cli import parse_kv
+from vidtldr.data.annotations import (annotation_path, answer_list_errors, answer_list_path, build_split,
+                                      load_json, schema_errors, video_root)
+from vidtldr.data.manifests import count_mismatches, load_manifest, sha256_file, split_counts
+from vidtldr.data.registry import load_dataset_config
+from vidtldr.data.video import read_frames
+from vidtldr.errors import AnnotationError, ConfigError, VideoError, cli_guard
+
+
+def _problem(kind: str, message: str, **where: Any) -> dict[str, Any]:
+    return {"kind": kind, "message": message, **{k: v for k, v in where.items() if v is not None}}
+
+
+def _video_names(records: Any) -> list[str]:
+    """Every video file name the records mention, first occurrence order, skipping bad fields
+    (those are reported as schema errors)."""
+    seen: dict[str, None] = {}
+    if not isinstance(records, list):
+        return []
+    for rec in records:
+        if not isinstance(rec, dict):
+            continue
+        vid = rec.get("video")
+        for name in (vid if isinstance(vid, list) else [vid]):
+            if isinstance(name, str):
+                seen.setdefault(name, None)
+    return list(seen)
+
+
+def check_videos(paths: Iterable[Path], num_frames: int, trimmed30: bool, decode: bool,
+                 progress: bool = False) -> list[dict[str, Any]]:
+    """Missing files, and (with ``decode``) files decord cannot open or decode at the sampled
+    frames, which is what an evaluation run would read."""
+    from tqdm import tqdm
+
+    paths = list(paths)
+    problems = []
+    for path in tqdm(paths, desc="videos", unit="video", disable=not progress, file=sys.stderr):
+        if not path.is_file():
+            problems.append(_problem("missing_video", f"video not found: {path}", file=str(path)))
+            continue
+        if not decode:
+            continue
+        try:
+            read_frames(path, num_frames, trimmed30)
+        except VideoError as exc:
+            problems.append(_problem("unreadable_video", str(exc), file=str(path)))
+    return problems
+
+
+def validate_dataset(cfg: dict[str, Any], data_root: str | Path, decode: bool = True, use_manifest: bool = True,
+                     limit: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run every check and return the report (``report["ok"]`` is False when anything is wrong)."""
+    data_root = Path(data_root)
+    reader = cfg["reader"]
+    anno = annotation_path(cfg, data_root)
+    report: dict[str, Any] = {"dataset": cfg.get("name"), "data_root": str(data_root), "annotation": str(anno),
+                              "reader": reader, "video_root": str(video_root(cfg, data_root)),
+                              "decode": decode, "counts": None, "manifest": None, "problems": []}
+    problems: list[dict[str, Any]] = report["problems"]
+
+    records = _load(anno, "annotation file", problems)
+    answers = None
+    if reader == "qa":
+        ans_path = answer_list_path(cfg, data_root)
+        answers = _load(ans_path, "answer list", problems) if ans_path else None
+        if answers is not None:
+            for idx, fld, msg in answer_list_errors(answers):
+                problems.append(_problem("schema", msg, file=str(ans_path), record=idx, field=fld))
+
+    split = None
+    if records is not None:
+        errs = schema_errors(records, reader)
+        for idx, fld, msg in errs:
+            problems.append(_problem("schema", msg, file=str(anno), record=idx, field=fld))
+        if not errs and not any(p["kind"] == "schema" for p in problems):
+            split = build_split(records, reader, video_root(cfg, data_root), answers, source=anno)
+            report["counts"] = split_counts(split)
+
+    names = _video_names(records)
+    report["num_video_files"] = len(names)
+    if limit is not None:
+        names = names[:limit]
+    report["num_video_files_checked"] = len(names)
+    trimmed = bool(cfg.get("trimmed30")) and reader != "qa"
+    problems.extend(check_videos((video_root(cfg, data_root) / n for n in names), int(cfg["num_frames"]),
+                                 trimmed, decode, progress))
+
+    if use_manifest and records is not None:
+        _check_manifest(cfg, anno, answer_list_path(cfg, data_root) if reader == "qa" else None, report)
+    report["num_problems"] = len(problems)
+    report["ok"] = not problems
+    return report
+
+
+def _load(path: Path, what: str, problems: list[dict[str, Any]]) -> Any:
+    try:
+        return load_json(path, what)
+    except AnnotationError as exc:
+        kind = "missing_annotation" if not path.is_file() else "invalid_json"
+        problems.append(_problem(kind, str(exc), file=str(path)))
+        return None
+
+
+def _check_manifest(cfg: dict[str, Any], anno: Path, answers: Path | None, report: dict[str, Any]) -> None:
+    manifest = load_manifest(cfg["annotation"])
+    if manifest is None:
+        return
+    report["manifest"] = manifest["_path"]
+    if report["counts"] is not None:
+        for msg in count_mismatches(manifest.get("expected"), report["counts"]):
+            report["problems"].append(_problem("count_mismatch", msg, file=manifest["_path"]))
+    sums = manifest.get("checksums") or {}
+    for key, path in (("annotation_sha256", anno), ("answer_list_sha256", answers)):
+        want = sums.get(key)
+        if want and path is not None and path.is_file():
+            got = sha256_file(path)
+            if got != want:
+                report["problems"].append(_problem("checksum_mismatch", f"{path.name}: sha256 {got}, manifest "
+                                                   f"expects {want}", file=str(path)))
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    lines = [f"dataset {report['dataset']}: annotation {report['annotation']} (reader {report['reader']})",
+             f"videos under {report['video_root']}: {report['num_video_files_checked']} of "
+             f"{report['num_video_files']} checked ({'decoded' if report['decode'] else 'existence only'})"]
+    if report["counts"]:
+        lines.append("counts: " + ", ".join(f"{k} {v}" for k, v in report["counts"].items()))
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for p in report["problems"]:
+        by_kind.setdefault(p["kind"], []).append(p)
+    for kind, items in by_kind.items():
+        lines.append(f"{kind}: {len(items)}")
+        for p in items[:10]:
+            where = f"record {p['record']}" + (f", field {p['field']!r}" if "field" in p else "") + ": " \
+                if "record" in p else ""
+            lines.append(f"  {where}{p['message']}")
+        if len(items) > 10:
+            lines.append(f"  ... and {len(items) - 10} more (see the JSON report)")
+    lines.append("OK: no problems found" if report["ok"] else f"FAILED: {report['num_problems']} problem(s)")
+    return lines
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+OPTIONS = {"dataset": str, "data.root": str, "decode": bool, "manifest": bool, "report": str, "limit": int,
+           "progress": bool}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())
+        return 0
+    with cli_guard("vidtldr.data.validate"):
+        args = parse_kv(argv, OPTIONS, aliases={"paths.data": "data.root", "root": "data.root"})
+        if "dataset" not in args or "data.root" not in args:
+            raise ConfigError("need dataset=NAME and data.root=DIR")
+        cfg = load_dataset_config(args["dataset"])
+        report = validate_dataset(cfg, args["data.root"], decode=args.get("decode", True),
+                                  use_manifest=args.get("manifest", True), limit=args.get("limit"),
+                                  progress=args.get("progress", sys.stderr.isatty()))
+        for line in summary_lines(report):
+            print(line)
+        text = json.dumps(report, ensure_ascii=True)
+        if args.get("report"):
+            _write_atomic(Path(args["report"]), json.dumps(report, indent=1, ensure_ascii=True) + "\n")
+        print(text)
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
