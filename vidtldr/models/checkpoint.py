@@ -1,0 +1,292 @@
+"""Checkpoint loading: official ``.pth`` files and ``.safetensors``, strictly validated.
+
+* ``.pth`` files are read with ``torch.load(..., weights_only=True)``: pickled code is never run.
+  A file that needs more than tensors and plain containers is refused with instructions to
+  convert it once (``scripts/convert_checkpoint.py --trust-pickle``) into ``.safetensors``.
+* The state_dict is ``ckpt["model"]`` when that key exists, else the whole object (official rule).
+* ``kind="pretrained"`` applies the official zero-shot remap (spec 5.4): ``bert.`` is dropped from
+  text keys and, for QA, the answer decoder is derived from the pre-trained text encoder
+  (embeddings, MLM head, and layers >= fusion_layer renumbered from 0).
+* Validation is strict: a missing, unexpected or mis-shaped key is a :class:`CheckpointError`
+  naming the file and listing the keys. The only keys dropped without error are the
+  :data:`IGNORED_PREFIXES` the official loader ignores on purpose (``strict=False`` there), and
+  they are reported in the returned :class:`LoadReport`.
+* Two kinds of key may be absent and are filled, also reported: the ``position_ids`` buffers
+  (deterministic ``arange``; newer transformers versions stopped saving them) and one name of a
+  tied pair when the other name is present (they are one tensor in the model).
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Mapping, Optional
+
+import torch
+from torch import nn
+
+from vidtldr.errors import CheckpointError
+
+Kind = Literal["finetuned", "pretrained"]
+KINDS = ("finetuned", "pretrained")
+
+# Keys the official evaluation ignores on purpose (load_state_dict(strict=False)), by model task
+# and checkpoint kind. Matched as prefixes (a trailing "." ends a module name; "temp" is exact).
+IGNORED_PREFIXES: dict[tuple[str, str], tuple[str, ...]] = {
+    # CLIP-distillation decoders / teacher exist only in pre-training (clip_return_layer > 0).
+    ("retrieval", "finetuned"): ("vision_encoder.clip_decoder.", "clip_teacher."),
+    ("qa", "finetuned"): ("vision_encoder.clip_decoder.", "clip_teacher."),
+    # Pre-trained files also carry the MLM head, which retrieval never uses.
+    ("retrieval", "pretrained"): ("vision_encoder.clip_decoder.", "clip_teacher.", "text_encoder.cls."),
+    # UMT_QA has no pool_norm and deletes the retrieval heads; the MLM head moves to the decoder.
+    ("qa", "pretrained"): ("vision_encoder.clip_decoder.", "clip_teacher.", "vision_encoder.pool_norm.",
+                           "vision_proj.", "text_proj.", "itm_head.", "temp"),
+}
+
+_MAX_LISTED = 25
+_CONVERT_HINT = ("vidtldr reads .pth files with torch.load(weights_only=True) and never executes pickled "
+                 "code. If you trust this file, convert it once with\n"
+                 "    python scripts/convert_checkpoint.py --trust-pickle {path} {stem}.safetensors\n"
+                 "and load the .safetensors file instead.")
+
+
+@dataclass
+class LoadReport:
+    path: str
+    format: str  # "pth" | "safetensors"
+    kind: str
+    loaded: int = 0
+    ignored: list[str] = field(default_factory=list)  # allow-listed keys that were dropped
+    filled: list[str] = field(default_factory=list)  # keys filled from position defaults / tied partners
+    remapped: int = 0  # keys renamed by the pre-trained remap
+
+
+def _listing(keys, limit: int = _MAX_LISTED) -> str:
+    keys = list(keys)
+    shown = "\n    ".join(keys[:limit])
+    more = f"\n    ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return f"\n    {shown}{more}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def _read_safetensors(path: Path) -> dict:
+    try:
+        from safetensors.torch import load_file
+    except ImportError:  # pragma: no cover - safetensors is a dependency
+        raise CheckpointError(f"{path}: reading .safetensors needs the 'safetensors' package") from None
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # SafetensorError, OSError ...
+        raise CheckpointError(f"{path}: not a readable .safetensors file (truncated or corrupt?): {exc}") from None
+
+
+def _read_pth(path: Path) -> object:
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" in text or "weights_only" in text:
+            raise CheckpointError(f"{path}: the file holds Python objects other than tensors and plain "
+                                  f"containers.\n" + _CONVERT_HINT.format(path=path, stem=path.with_suffix(""))
+                                  ) from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (unpickling failed: {text.splitlines()[0]})") from None
+    except (EOFError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path}: the file ends early (truncated download?): {exc!r}") from None
+    except RuntimeError as exc:
+        text = str(exc)
+        if "zip archive" in text or "central directory" in text or "PytorchStreamReader" in text:
+            raise CheckpointError(f"{path}: truncated or corrupt PyTorch zip archive "
+                                  f"({text.splitlines()[0]}); re-download the file") from None
+        raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint: {text.splitlines()[0]}") from None
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint: {exc}") from None
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """Read a checkpoint file -> (state_dict, format). Unwraps ``{"model": ...}``."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint path is not a file: {path}")
+    if path.suffix == ".safetensors":
+        obj, fmt = _read_safetensors(path), "safetensors"
+    else:
+        obj, fmt = _read_pth(path), "pth"
+    if isinstance(obj, Mapping) and "model" in obj:
+        obj = obj["model"]
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a state_dict or {{'model': state_dict}}, got {type(obj).__name__}")
+    not_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"{path}: expected a state_dict (name -> tensor) or {{'model': state_dict}}; "
+                              f"these entries are not tensors:{_listing(map(str, not_tensors))}")
+    return dict(obj), fmt
+
+
+# ---------------------------------------------------------------------------------------------
+# Pre-trained remap (spec 5.4)
+
+
+def remap_pretrained(state_dict: Mapping[str, torch.Tensor], task: str, fusion_layer: int) -> dict:
+    """The official zero-shot key remap of a pre-training checkpoint.
+
+    Every key containing ``bert`` gets a copy without ``bert.`` (the original is dropped for
+    retrieval). For QA, every original ``text_encoder`` key is also moved to ``text_decoder``:
+    layers below ``fusion_layer`` are dropped, the others renumbered from 0; embeddings and the
+    MLM head (``cls.*``) are copied as they are.
+    """
+    has_decoder = task == "qa"
+    out = dict(state_dict)
+    for key in list(state_dict):
+        if "bert" in key:
+            out[key.replace("bert.", "")] = state_dict[key]
+            if not has_decoder:
+                del out[key]
+        if has_decoder and "text_encoder" in key:
+            parts = key.split(".")
+            if "layer" in key:
+                try:
+                    layer = int(parts[4])  # text_encoder.bert.encoder.layer.{n}.
+                except (IndexError, ValueError):
+                    raise CheckpointError(f"pre-trained remap: cannot read a layer number from key {key!r} "
+                                          f"(expected text_encoder.bert.encoder.layer.N...)") from None
+                if layer < fusion_layer:
+                    out.pop(key, None)
+                    continue
+                parts[4] = str(layer - fusion_layer)
+            decoder_key = ".".join(parts).replace("text_encoder", "text_decoder")
+            out[decoder_key] = state_dict[key]
+            out.pop(key, None)
+    return out
+
+
+def looks_pretrained(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    return any(k.startswith("text_encoder.bert.") for k in state_dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation and loading
+
+
+def _tied_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """Names in ``model.state_dict()`` that refer to the same tensor."""
+    seen: dict[int, str] = {}
+    pairs = []
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        ident = id(tensor)
+        if ident in seen:
+            pairs.append((seen[ident], name))
+        else:
+            seen[ident] = name
+    return pairs
+
+
+def _model_task(model: nn.Module) -> str:
+    cfg = getattr(model, "cfg", None)
+    task = getattr(cfg, "task", None)
+    if task not in ("retrieval", "qa"):
+        raise CheckpointError("load_checkpoint needs a UMTRetrieval or UMTQA model (from build_model)")
+    return task
+
+
+def prepare_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], kind: Kind = "finetuned",
+                       source: str = "<state_dict>") -> tuple[dict, LoadReport]:
+    """Remap (pre-trained), drop allow-listed keys, fill defaults, and validate against ``model``.
+    Returns the state_dict ready for ``load_state_dict(strict=True)`` and a report."""
+    if kind not in KINDS:
+        raise CheckpointError(f"checkpoint kind must be one of {KINDS}, got {kind!r}")
+    task = _model_task(model)
+    report = LoadReport(path=source, format="", kind=kind)
+    sd = dict(state_dict)
+    if kind == "pretrained":
+        before = set(sd)
+        sd = remap_pretrained(sd, task, model.cfg.text.fusion_layer)
+        report.remapped = len(set(sd) - before)
+    elif looks_pretrained(sd):
+        raise CheckpointError(f"{source}: this looks like a pre-trained (zero-shot) checkpoint (keys start with "
+                              f"'text_encoder.bert.'); load it with kind='pretrained'")
+
+    prefixes = IGNORED_PREFIXES[(task, kind)]
+    for key in list(sd):
+        if any(key == p or (p.endswith(".") and key.startswith(p)) for p in prefixes):
+            report.ignored.append(key)
+            del sd[key]
+
+    expected = model.state_dict(keep_vars=True)
+    # One tensor under two names: accept either name, insist on equal values when both are there.
+    for first, second in _tied_pairs(model):
+        if first in sd and second in sd:
+            a, b = sd[first], sd[second]
+            if a.shape == b.shape and not torch.equal(a, b):
+                raise CheckpointError(f"{source}: tied entries {first!r} and {second!r} hold different values; "
+                                      f"the model stores them as one tensor")
+        elif first in sd or second in sd:
+            present, absent = (first, second) if first in sd else (second, first)
+            sd[absent] = sd[present]
+            report.filled.append(absent)
+    for key, tensor in expected.items():
+        if key.endswith("embeddings.position_ids") and key not in sd:
+            sd[key] = torch.arange(tensor.shape[-1]).unsqueeze(0)
+            report.filled.append(key)
+
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s):{_listing(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s):{_listing(unexpected)}")
+    mismatched = [f"{k}: checkpoint {list(sd[k].shape)} vs model {list(expected[k].shape)}"
+                  for k in expected if k in sd and tuple(sd[k].shape) != tuple(expected[k].shape)]
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es):{_listing(mismatched)}")
+    if problems:
+        hint = ""
+        if kind == "finetuned" and task == "qa" and any(k.startswith("vision_proj") for k in unexpected):
+            hint = "\n(a retrieval checkpoint given to a QA model?)"
+        elif task == "retrieval" and any(k.startswith("text_decoder.") for k in unexpected):
+            hint = "\n(a QA checkpoint given to a retrieval model?)"
+        raise CheckpointError(f"{source} does not match the {task} model built from this config "
+                              f"(kind={kind}):\n" + "\n".join(problems) + hint)
+    report.loaded = len(sd)
+    return sd, report
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, kind: Kind = "finetuned") -> LoadReport:
+    """Load an official UMT checkpoint into ``model`` strictly; returns a :class:`LoadReport`.
+
+    ``kind="finetuned"``: keys must already be in the model's layout (official evaluate mode);
+    ``kind="pretrained"``: a pre-training checkpoint, remapped as the official zero-shot loader does.
+    Raises :class:`CheckpointError` for unreadable files and any key/shape mismatch.
+    """
+    path = Path(path)
+    raw, fmt = read_state_dict(path)
+    sd, report = prepare_state_dict(model, raw, kind=kind, source=str(path))
+    report.format = fmt
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:  # dtype/device problems that validation cannot foresee
+        raise CheckpointError(f"{path}: load_state_dict failed: {exc}") from None
+    return report
+
+
+def save_safetensors(state_dict: Mapping[str, torch.Tensor], path: str | Path,
+                     metadata: Optional[dict[str, str]] = None) -> None:
+    """Write a state_dict as ``.safetensors`` (tied tensors are stored under each name), atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)
+
+
+__all__ = ["load_checkpoint", "read_state_dict", "prepare_state_dict", "remap_pretrained", "save_safetensors",
+           "LoadReport", "IGNORED_PREFIXES", "looks_pretrained"]
