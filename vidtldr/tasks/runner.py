@@ -170,7 +170,12 @@ def _execute(cfg, run_dir, record, progress, t0, *, load_split, annotation_path,
     spec = resolve(cfg, data_root=None if data_root is None else str(data_root))
     dataset_cfg = _plain(cfg.dataset)
     arch_cfg = load_architecture(spec.arch, task=spec.task, num_frames=spec.num_frames)
-    check_inputs(spec, dataset_cfg)
+    try:
+        tokenizer, tokenizer_name = load_tokenizer_for(cfg, arch_cfg)
+        tokenizer_problem = None
+    except ConfigError as exc:
+        tokenizer, tokenizer_name, tokenizer_problem = None, None, str(exc).split(". ")[0]
+    check_inputs(spec, dataset_cfg, tokenizer_problem)
     record["run"] = {"task": spec.task, "dataset": spec.dataset, "dataset_base": spec.dataset_base,
                      "setting": spec.setting, "model": spec.model, "backbone": spec.backbone,
                      "merge": spec.merge, "schedule": list(spec.schedule), "schedule_spec": spec.schedule_spec,
@@ -183,7 +188,6 @@ def _execute(cfg, run_dir, record, progress, t0, *, load_split, annotation_path,
 
     start = time.perf_counter()
     split = load_split(dataset_cfg, spec.data_root)
-    tokenizer, tokenizer_name = load_tokenizer_for(cfg, arch_cfg)
     model, reducer, report = build(spec, cfg, arch_cfg)
     timings["setup_s"] = time.perf_counter() - start
 

@@ -171,26 +171,33 @@ def _opt_int(value: Any) -> Optional[int]:
     return None if value is None else int(value)
 
 
-def check_inputs(spec: RunSpec, dataset_cfg: Any) -> None:
-    """Raise one :class:`MissingFilesError` listing every missing checkpoint / annotation / video
-    folder of this run, with where to get each."""
+def check_inputs(spec: RunSpec, dataset_cfg: Any, tokenizer_problem: Optional[str] = None) -> None:
+    """Raise one :class:`MissingFilesError` listing every missing input of this run (checkpoint,
+    tokenizer vocabulary, annotation, answer list, video folder) and where to get each kind."""
     from vidtldr.data.annotations import annotation_path, answer_list_path, video_root
 
     missing: list[str] = []
+    help_lines: dict[str, str] = {}
     if spec.checkpoint is not None and not Path(spec.checkpoint).is_file():
-        missing.append(f"checkpoint {spec.checkpoint}  <- download {ZOO_URL}{Path(spec.checkpoint).name} "
-                       "(UMT model zoo) into paths.checkpoints, or set model.checkpoint=/path")
+        missing.append(f"checkpoint   {spec.checkpoint}")
+        help_lines["checkpoint"] = (f"checkpoint: {ZOO_URL}{Path(spec.checkpoint).name} (UMT model zoo, spec §5.5); "
+                                    "put it in paths.checkpoints (env VIDTLDR_CHECKPOINTS) or set model.checkpoint=/path")
+    if tokenizer_problem:
+        missing.append(f"tokenizer    {tokenizer_problem}")
+        help_lines["tokenizer"] = ("tokenizer: the vocab.txt of bert-base-uncased (UMT-B) / bert-large-uncased (UMT-L) "
+                                   "from Hugging Face; set model.tokenizer=/path/to/vocab.txt")
     ann = annotation_path(dataset_cfg, spec.data_root)
     if not ann.is_file():
-        missing.append(f"annotation {ann}  <- {DATA_HELP}")
+        missing.append(f"annotation   {ann}")
     ans = answer_list_path(dataset_cfg, spec.data_root)
     if ans is not None and not ans.is_file():
-        missing.append(f"answer list {ans}  <- {DATA_HELP}")
+        missing.append(f"answer list  {ans}")
     vroot = video_root(dataset_cfg, spec.data_root)
     if not vroot.is_dir():
-        missing.append(f"video folder {vroot}/  <- {DATA_HELP}")
+        missing.append(f"video folder {vroot}/")
+    if len(missing) > len(help_lines):
+        help_lines["data"] = DATA_HELP
     if missing:
         raise MissingFilesError(
-            f"{len(missing)} file(s) needed by dataset={spec.dataset} model={spec.model} are missing "
-            "(set paths.data / paths.checkpoints or VIDTLDR_DATA / VIDTLDR_CHECKPOINTS):\n  "
-            + "\n  ".join(missing))
+            f"{len(missing)} input(s) of dataset={spec.dataset} model={spec.model} are missing:\n  "
+            + "\n  ".join(missing) + "\nwhere to get them:\n  " + "\n  ".join(help_lines.values()))

@@ -1,0 +1,38 @@
+"""Shared helpers for the evaluation-runner tests: compose the Hydra config in-process and run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from vidtldr.eval import CONFIG_DIR
+
+
+def make_cfg(tmp_cache: Path, *overrides: str):
+    """The composed run config with caches under ``tmp_cache`` (tiny data is generated there once)."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=[f"paths.cache={tmp_cache}", f"paths.runs={tmp_cache / 'runs'}",
+                                             *overrides])
+
+
+def read(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "record.json").read_text())
+
+
+# Fields that legitimately differ between two runs of the same thing.
+VOLATILE = ("created", "finished", "timings", "cache", "run_dir", "command", "host", "git", "config", "wandb")
+
+
+def stable_view(record: dict) -> dict:
+    out = {k: v for k, v in record.items() if k not in VOLATILE}
+    counts = dict(out.get("counts", {}))
+    for key in ("videos_decoded", "videos_from_cache"):
+        counts.pop(key, None)
+    out["counts"] = counts
+    # Where the data and caches live is not part of what was computed.
+    out["checksums"] = {k: (None if v is None else {f: x for f, x in v.items() if f != "path"})
+                        for k, v in out.get("checksums", {}).items()}
+    out["resolved"] = {k: v for k, v in out.get("resolved", {}).items() if k != "data_root"}
+    return out

@@ -1,0 +1,198 @@
+"""End-to-end runs of the evaluation runner on the tiny model and generated tiny clips:
+record contents, tables built from records, cache hits, resume after interruption, wandb offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import vidtldr.data.dataset as data_module
+import vidtldr.tasks.retrieval as retrieval_module
+from vidtldr import results
+from vidtldr.errors import VideoError
+from vidtldr.tasks.runner import run
+
+from _eval_helpers import make_cfg, read, stable_view
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("eval_cache")
+
+
+@pytest.fixture(scope="module")
+def baseline(cache, tmp_path_factory):
+    """One clean vid-TLDR retrieval run on tiny MSRVTT (shared by several tests)."""
+    run_dir = tmp_path_factory.mktemp("baseline")
+    record = run(make_cfg(cache, "data.batch_size=2"), run_dir, progress=False)
+    return run_dir, record
+
+
+def test_retrieval_record_and_tables(baseline, tmp_path):
+    run_dir, record = baseline
+    assert read(run_dir) == json.loads(json.dumps(record, default=str))  # what was returned is what was written
+    assert record["status"] == "complete" and record["partial"] is False
+    assert record["run"] == {"task": "retrieval", "dataset": "msrvtt", "dataset_base": "msrvtt", "setting": "finetuned",
+                             "model": "tiny", "backbone": "tiny", "merge": "vidtldr", "schedule": [48, 24, 0, 0],
+                             "schedule_spec": "published", "data_source": "tiny"}
+    assert "random weights" in record["note"]
+    # 4 frames x 49 patches; the tiny schedule removes 48 then 24 tokens.
+    assert record["token_counts"] == [196, 148, 124, 124, 124]
+    assert record["counts"]["videos"] == 7 and record["counts"]["texts"] == 7
+    assert record["counts"]["k_test_effective"] == {"v2t": 4, "t2v": 4}
+    assert record["checksums"]["checkpoint"] is None
+    assert len(record["checksums"]["annotation"]["sha256"]) == 64
+    assert record["git"]["commit"] and record["versions"]["torch"]
+    for key in ("setup_s", "video_features_s", "text_features_s", "itc_s", "itm_s", "total_s"):
+        assert record["timings"][key] >= 0
+    g = record["gflops"]
+    assert 0 < g["paper"] < g["base_paper"] and g["tokens_per_layer_counted"] == record["token_counts"]
+    for block in ("itm", "itc"):
+        m = record["metrics"][block]
+        for key in ("img_r1", "img_r5", "img_r10", "txt_r1", "txt_r5", "txt_r10", "r_mean", "img_medr", "txt_medr"):
+            assert key in m
+        assert 0 <= m["img_r1"] <= m["img_r5"] <= m["img_r10"] <= 100
+    # ITM re-ranks only the top k_test=4 of 7: whatever ITM says, a GT outside the ITC top 4 stays there.
+    assert record["metrics"]["itm"]["img_r5"] <= 100
+
+    out = tmp_path / "tables"
+    written = results.build_all([run_dir.parent], out)
+    runs_csv = (out / "runs.csv").read_text()
+    assert "tiny" in runs_csv and str(record["metrics"]["itm"]["img_r1"]) in runs_csv
+    # A tiny-model run never fills a paper row: every row of the paper tables says "not run".
+    for name in ("finetuned", "zeroshot", "qa", "fig1"):
+        table = results.build_table(results.TABLES[name], results.load_runs([run_dir.parent]),
+                                    results.load_reference())
+        assert set(table["run"]) == {results.NOT_RUN}
+        assert written[name]["md"].read_text().count("not run") >= len(table)
+
+
+def test_qa_record_predictions_and_accuracy(cache, tmp_path):
+    record = run(make_cfg(cache, "dataset=msrvtt_qa"), tmp_path, progress=False)
+    assert record["run"]["task"] == "qa" and record["status"] == "complete"
+    assert record["counts"]["questions"] == 7 and record["counts"]["videos"] == 6  # one clip has 2 questions
+    assert record["counts"]["videos_decoded"] == 6  # one encoding per distinct clip
+    assert record["checksums"]["answer_list"]["sha256"]
+    preds = json.loads((tmp_path / "predictions.json").read_text())
+    root = cache / "tiny_data" / "msrvtt_qa" / "anno_downstream"
+    gold = {r["question_id"]: r["answer"] for r in json.loads((root / "msrvtt_qa_test.json").read_text())}
+    answers = json.loads((root / "msrvtt_qa_answer_list.json").read_text())
+    assert sorted(p["question_id"] for p in preds) == sorted(gold)
+    assert all(p["answer"] in answers for p in preds)
+    expected = round(100 * sum(gold[p["question_id"]] == p["answer"] for p in preds) / len(gold), 2)
+    assert record["metrics"] == {"acc": expected}
+
+
+def test_rerun_hits_cache_and_decodes_nothing(baseline, cache, tmp_path, monkeypatch):
+    _, first = baseline
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a video was decoded although its features are cached")
+
+    monkeypatch.setattr(data_module, "read_frames", no_decoding)
+    again = run(make_cfg(cache, "data.batch_size=2"), tmp_path / "again", progress=False)
+    assert again["counts"]["videos_decoded"] == 0 and again["counts"]["videos_from_cache"] == 7
+    assert again["cache"]["video"]["hits"] == 7 and again["cache"]["text"]["hits"] == 1
+    assert stable_view(again) == stable_view(first)
+    # k_test is not part of the feature key: a different re-ranking depth still decodes nothing.
+    deeper = run(make_cfg(cache, "eval.k_test=2"), tmp_path / "k2", progress=False)
+    assert deeper["counts"]["videos_decoded"] == 0
+    assert deeper["counts"]["k_test_effective"] == {"v2t": 2, "t2v": 2}
+    # A different schedule changes the features: the cache must miss (and decoding is attempted).
+    with pytest.raises(AssertionError, match="decoded"):
+        run(make_cfg(cache, "merge.r=[40]"), tmp_path / "other", progress=False)
+
+
+def test_resume_after_interruption_gives_same_record(baseline, tmp_path, monkeypatch):
+    _, clean = baseline
+    cache = tmp_path / "fresh_cache"  # nothing cached yet
+    real = retrieval_module.encode_videos
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # as if Ctrl-C arrived during the second batch
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(retrieval_module, "encode_videos", interrupted)
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run(make_cfg(cache, "data.batch_size=2"), run_dir, progress=False)
+    assert read(run_dir)["status"] == "interrupted"
+    shards = [p for p in (cache / "features").rglob("*.pt")]
+    assert len(shards) == 2  # the first batch (2 videos) survived; the batch in flight is lost
+    assert not list((cache / "features").rglob("*.tmp"))
+
+    monkeypatch.setattr(retrieval_module, "encode_videos", real)
+    resumed = run(make_cfg(cache, "data.batch_size=2"), run_dir, progress=False)
+    assert resumed["status"] == "complete"
+    assert resumed["counts"]["videos_from_cache"] == 2 and resumed["counts"]["videos_decoded"] == 5
+    assert stable_view(read(run_dir)) == stable_view(clean)
+
+
+def test_limit_marks_run_partial(cache, tmp_path):
+    record = run(make_cfg(cache, "data.limit=3"), tmp_path, progress=False)
+    assert record["partial"] is True and record["partial_reason"] == "data.limit"
+    assert record["counts"]["videos"] == 3 and record["counts"]["videos_total"] == 7
+    row = results.run_row(record)
+    assert row["partial"] and row["videos"] == 3
+
+
+def test_unreadable_video_is_skipped_or_raises(cache, tmp_path):
+    import shutil
+
+    src = cache / "tiny_data" / "msrvtt"
+    if not src.exists():
+        run(make_cfg(cache, "data.limit=1"), tmp_path / "gen", progress=False)
+    data = tmp_path / "data"
+    shutil.copytree(src, data)
+    (data / "videos" / "msrvtt" / "v3_36f_12fps_80x60.mp4").write_bytes(b"not a video")
+    common = (f"paths.data={data}", "data.source=real", "cache.enabled=false")
+    with pytest.raises(VideoError, match="v3_36f"):
+        run(make_cfg(cache, *common), tmp_path / "raise", progress=False)
+    record = run(make_cfg(cache, *common, "data.on_error=skip"), tmp_path / "skip", progress=False)
+    assert [s["path"].endswith("v3_36f_12fps_80x60.mp4") for s in record["skipped_videos"]] == [True]
+    assert record["partial"] is True and record["counts"]["videos"] == 6 and record["counts"]["texts"] == 6
+
+
+def test_wandb_offline_run_directory(cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    record = run(make_cfg(cache, "logger.wandb.enabled=true", "logger.wandb.mode=offline"), tmp_path,
+                 progress=False)
+    assert record["wandb"]["mode"] == "offline"
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("*.wandb")), "the offline run holds no .wandb log"
+
+
+def test_cli_default_prints_table(cache, tmp_path):
+    """`python -m vidtldr.eval` with only a run dir: the embedded default, as `make demo` runs it."""
+    env = {**os.environ, "VIDTLDR_CACHE": str(cache)}
+    proc = subprocess.run([sys.executable, "-m", "vidtldr.eval", f"hydra.run.dir={tmp_path}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "ITM re-ranked" in proc.stdout and "random weights" in proc.stdout
+    record = read(tmp_path)
+    assert record["run"]["dataset"] == "msrvtt" and record["run"]["merge"] == "vidtldr"
+
+
+def test_cli_missing_inputs_one_message(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "vidtldr.eval", "model=umt_b", "dataset=msvd_qa",
+                           f"hydra.run.dir={tmp_path}", f"paths.data={tmp_path / 'nodata'}",
+                           f"paths.checkpoints={tmp_path / 'nockpt'}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2
+    err = proc.stderr
+    assert "Traceback" not in err
+    for piece in ("qa_msvd_b16_25m.pth", "msvd_qa_test.json", "msvd_qa_answer_list.json", "videos/msvd",
+                  "pjlab-gvm-data"):
+        assert piece in err
