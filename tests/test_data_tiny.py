@@ -166,3 +166,19 @@ def test_skip_unreadable_videos_are_reported(tiny, tmp_path):
     assert "missing.mp4" in loader.skipped[0].reason and loader.num_skipped == 2
     with pytest.raises(VideoError, match="missing.mp4"):
         list(make_loader(VideoDataset(videos, 4), batch_size=2))
+    with pytest.raises(VideoError, match="missing.mp4") as exc:  # raised from a worker process
+        list(make_loader(VideoDataset(videos, 4), batch_size=1, num_workers=2))
+    assert "Traceback" not in str(exc.value)
+    with pytest.raises(VideoError, match="missing.mp4"):  # direct indexing raises too
+        VideoDataset(videos, 4)[1]
+
+
+def test_data_package_never_imports_models():
+    import ast
+
+    pkg = Path(__file__).resolve().parent.parent / "vidtldr" / "data"
+    for src in pkg.glob("*.py"):
+        for node in ast.walk(ast.parse(src.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.startswith("vidtldr.models") for n in names), src.name

@@ -38,6 +38,9 @@ class VideoDataset(Dataset):
         self.trimmed30 = bool(trimmed30)
         self.size = int(size)
         self.skip_unreadable = bool(skip_unreadable)
+        # Set by make_loader: a worker then returns the error with the item and the main process
+        # raises it, so the user sees the VideoError's own message rather than a worker traceback.
+        self.errors_in_band = False
 
     @classmethod
     def from_split(cls, split: Any, dataset_cfg: Mapping[str, Any], size: int = 224,
@@ -55,7 +58,7 @@ class VideoDataset(Dataset):
         try:
             frames = eval_transform(read_frames(path, self.num_frames, self.trimmed30), self.size)
         except VideoError as exc:
-            if not self.skip_unreadable:
+            if not (self.skip_unreadable or self.errors_in_band):
                 raise
             frames = torch.zeros(self.num_frames, 3, self.size, self.size)
             return {"frames": frames, "index": i, "ok": False, "error": str(exc)}
@@ -77,6 +80,8 @@ class VideoLoader:
         self.skipped = []
         for batch in self.loader:
             for idx, ok, err in zip(batch["index"].tolist(), batch["ok"].tolist(), batch["error"]):
+                if not ok and not self.dataset.skip_unreadable:
+                    raise VideoError(err)
                 if not ok:
                     self.skipped.append(SkippedVideo(idx, self.dataset.videos[idx], err))
             yield batch
@@ -87,7 +92,9 @@ class VideoLoader:
 
 
 def make_loader(dataset: VideoDataset, batch_size: int = 1, num_workers: int = 0) -> VideoLoader:
-    """Ordered, non-shuffled loader; batches are dicts of stacked tensors."""
+    """Ordered, non-shuffled loader; batches are dicts of stacked tensors. A video that cannot be
+    read raises VideoError (naming the file) unless the dataset skips unreadable videos."""
+    dataset.errors_in_band = True
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         drop_last=False, persistent_workers=False, pin_memory=False)
     return VideoLoader(loader)

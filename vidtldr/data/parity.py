@@ -81,7 +81,7 @@ def reader_for(flags: dict[str, Any], folder: Path) -> str:
     return "caption"
 
 
-def check_format(folder: Path) -> Iterator[Item]:
+def check_format(folder: Path, settings: dict[str, Any] | None = None) -> Iterator[Item]:
     group = f"format {folder.name}"
     flags = load_json(folder / "flags.json") if (folder / "flags.json").is_file() else {}
     expected = load_json(folder / "expected.json")
@@ -102,7 +102,7 @@ def check_format(folder: Path) -> Iterator[Item]:
             yield _eq(group, "len_dataset", len(split.videos), expected["len_dataset"])
         for g in expected.get("getitem", []):
             yield _eq(group, f"getitem {g['index']} video", split.video_names[g["index"]], g["video"])
-    yield from _check_frames_key(group, flags, expected)
+    yield from _check_frames_key(group, flags, expected, settings or {})
 
 
 def _check_qa(group: str, split, expected: dict[str, Any]) -> Iterator[Item]:
@@ -125,15 +125,21 @@ def _check_qa(group: str, split, expected: dict[str, Any]) -> Iterator[Item]:
         yield _eq(group, "answer texts handed to the tokenizer", [a + eos for a in split.answer_list], answer_texts)
 
 
-def _check_frames_key(group: str, flags: dict[str, Any], expected: dict[str, Any]) -> Iterator[Item]:
-    """The frame setting each item used must be the one a config with these flags gives."""
-    keys = {g.get("frames_key") for g in expected.get("getitem", [])} - {None}
+def _check_frames_key(group: str, flags: dict[str, Any], expected: dict[str, Any],
+                      settings: dict[str, Any]) -> Iterator[Item]:
+    """Each item's recorded frame setting must be the (num_frames, trimmed30) our dataset uses for
+    a config with these flags (QA never trims)."""
+    keys = sorted({g.get("frames_key") for g in expected.get("getitem", [])} - {None})
     if not keys or "num_frames_test" not in flags:
         return
     qa = flags.get("dataset_type") == "qa_eval"
-    trimmed = bool(flags.get("trimmed30")) and not qa
-    want = f"n{flags['num_frames_test']}" + ("_trim30" if trimmed else "")
-    yield _eq(group, "frame setting", sorted(keys), [want])
+    ours = {"num_frames": int(flags["num_frames_test"]), "trimmed30": bool(flags.get("trimmed30")) and not qa}
+    for key in keys:
+        if key not in settings:
+            yield Item(group, f"frame setting {key}", True, "setting not described in frames_expected.json; not compared")
+            continue
+        theirs = {"num_frames": int(settings[key]["num_frames"]), "trimmed30": bool(settings[key]["trimmed30"])}
+        yield _eq(group, f"frame setting {key}", ours, theirs)
 
 
 # ----------------------------------------------------------------------------- frames
@@ -228,9 +234,11 @@ def run_parity(fixture_dir: str | Path) -> list[Item]:
     items: list[Item] = []
     if (root / "pre_text_cases.json").is_file():
         items.extend(check_pre_text(root / "pre_text_cases.json"))
+    fj = root / "frames_expected.json"
+    settings = load_json(fj).get("settings", {}) if fj.is_file() else {}
     for folder in format_folders(root):
         try:
-            items.extend(check_format(folder))
+            items.extend(check_format(folder, settings))
         except Exception as exc:  # one broken folder must not hide the others' results
             items.append(Item(f"format {folder.name}", "build", False, f"{type(exc).__name__}: {exc}"))
     items.extend(check_frames(root))
