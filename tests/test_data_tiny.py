@@ -182,3 +182,16 @@ def test_data_package_never_imports_models():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(n.startswith("vidtldr.models") for n in names), src.name
+
+
+def test_make_tiny_dataset_script(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "make_tiny_dataset.py"
+    res = subprocess.run([sys.executable, str(script), str(tmp_path), "msvd", "ssv2_template"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert set(json.loads(res.stdout.splitlines()[-1])["datasets"]) == {"msvd", "ssv2_template"}
+    assert (tmp_path / "anno_downstream" / "ssv2_ret_template_val_small.json").is_file()
+    assert len(list((tmp_path / "videos" / "ssv2").glob("*.mp4"))) == len(CLIPS)
