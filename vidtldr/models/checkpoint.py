@@ -101,10 +101,11 @@ def _read_pth(path: Path) -> object:
         text = str(exc)
         if "zip archive" in text or "central directory" in text or "PytorchStreamReader" in text:
             raise CheckpointError(f"{path}: truncated or corrupt PyTorch zip archive "
-                                  f"({text.splitlines()[0]}); re-download the file") from None
+                                  f"({text.split('.')[0]}); re-download the file") from None
         raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint: {text.splitlines()[0]}") from None
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint: {exc}") from None
+    except Exception as exc:  # the weights-only unpickler fails in many ways on arbitrary bytes
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint, or a corrupt one "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
