@@ -1,0 +1,142 @@
+"""Tables from run records: our numbers beside the paper's, "not run" rows, partial runs,
+choice among several records, output formats, and the reference sheet itself."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from vidtldr import results
+from vidtldr.record import write_record
+
+REF = Path(__file__).resolve().parent.parent / "results" / "paper_reference.csv"
+PAPER_MD = Path("/work/shared/reference/paper_numbers.md")
+
+
+def fake_record(run_dir: Path, *, dataset="msrvtt", setting="finetuned", backbone="umt_l", merge="vidtldr",
+                t2v_r1=60.0, v2t_r1=59.0, gflops=540.0, base=984.6, partial=False, created="2026-01-01T00:00:00",
+                status="complete", acc=None) -> dict:
+    metrics = ({"acc": acc} if acc is not None else
+               {"itm": {"img_r1": t2v_r1, "img_r5": 80.0, "img_r10": 88.0, "txt_r1": v2t_r1, "txt_r5": 81.0,
+                        "txt_r10": 89.0, "r_mean": 70.0, "img_medr": 1.0, "txt_medr": 1.0},
+                "itc": {"img_r1": t2v_r1 - 5, "img_r5": 70.0, "img_r10": 80.0, "txt_r1": v2t_r1 - 5, "txt_r5": 70.0,
+                        "txt_r10": 80.0, "r_mean": 60.0}})
+    record = {"status": status, "created": created, "partial": partial,
+              "run": {"task": "qa" if acc is not None else "retrieval", "dataset": dataset, "dataset_base": dataset,
+                      "setting": setting, "model": backbone, "backbone": backbone, "merge": merge,
+                      "schedule": [550, 400]},
+              "counts": {"videos": 10 if partial else 1000, "videos_total": 1000},
+              "gflops": {"paper": gflops, "base_paper": base}, "metrics": metrics}
+    write_record(run_dir, record)
+    return record
+
+
+def row(table: pd.DataFrame, dataset: str, backbone: str, method: str) -> dict:
+    hit = table[(table.dataset == dataset) & (table.backbone == backbone) & (table.method == method)]
+    assert len(hit) == 1
+    return hit.iloc[0].to_dict()
+
+
+def test_ours_beside_paper_with_deltas_and_not_run(tmp_path):
+    fake_record(tmp_path / "runs" / "a", t2v_r1=60.0, gflops=540.0)
+    fake_record(tmp_path / "runs" / "b", merge="none", t2v_r1=61.0, gflops=984.6)
+    table = results.build_table(results.TABLES["finetuned"], results.load_runs([tmp_path / "runs"]),
+                                results.load_reference())
+    ours = row(table, "msrvtt", "umt_l", "vidtldr")
+    assert ours["run"] == "complete"
+    assert ours["t2v_r1"] == 60.0 and ours["t2v_r1_paper"] == 58.1 and ours["t2v_r1_delta"] == pytest.approx(1.9)
+    assert ours["gflops"] == 540.0 and ours["gflops_reduction_pct"] == pytest.approx(45.2)
+    missing = row(table, "didemo", "umt_l", "vidtldr")
+    assert missing["run"] == results.NOT_RUN
+    assert pd.isna(missing["t2v_r1"]) and missing["t2v_r1_paper"] == 72.3  # the paper's number stays in its column
+    shown = results.display_table(results.TABLES["finetuned"], table)
+    didemo = shown[(shown.Dataset == "DiDeMo") & (shown.Backbone == "UMT-L/16") & (shown.Method == "+vid-TLDR")]
+    assert didemo.iloc[0]["T2V R@1"].startswith("not run") and didemo.iloc[0]["GFLOPs"] == "not run"
+    msrvtt = shown[(shown.Dataset == "MSRVTT") & (shown.Backbone == "UMT-L/16") & (shown.Method == "+vid-TLDR")]
+    assert msrvtt.iloc[0]["T2V R@1"] == "60.00 (58.1, +1.9)"
+
+
+def test_partial_and_failed_records(tmp_path):
+    fake_record(tmp_path / "p", partial=True, t2v_r1=10.0, created="2026-02-01")
+    fake_record(tmp_path / "f", status="failed", t2v_r1=99.0, created="2026-03-01")
+    runs = results.load_runs([tmp_path])
+    assert len(runs) == 1  # the failed run is not a result
+    table = results.build_table(results.TABLES["finetuned"], runs, results.load_reference())
+    assert row(table, "msrvtt", "umt_l", "vidtldr")["run"] == "partial (10/1000 videos)"
+    # A complete record, even an older one, wins over a partial one.
+    fake_record(tmp_path / "c", t2v_r1=50.0, created="2025-12-01")
+    table = results.build_table(results.TABLES["finetuned"], results.load_runs([tmp_path]), results.load_reference())
+    assert row(table, "msrvtt", "umt_l", "vidtldr")["t2v_r1"] == 50.0
+
+
+def test_fig1_qa_and_zeroshot_rows(tmp_path):
+    fake_record(tmp_path / "a", backbone="umt_b", t2v_r1=51.0, v2t_r1=50.0, gflops=178.0, base=303.3)
+    fake_record(tmp_path / "q", dataset="msrvtt_qa", backbone="umt_b", acc=44.5, gflops=188.5, base=303.3)
+    fake_record(tmp_path / "z", setting="zeroshot", merge="none", t2v_r1=40.0)
+    runs = results.load_runs([tmp_path])
+    ref = results.load_reference()
+    fig1 = results.build_table(results.TABLES["fig1"], runs, ref)
+    ret = row(fig1, "msrvtt", "umt_b", "vidtldr")
+    assert ret["r1_mean"] == 50.5 and ret["r1_mean_paper"] == 50.8 and ret["gflops_paper"] == 178.0
+    qa = row(fig1, "msrvtt_qa", "umt_b", "vidtldr")
+    assert qa["acc"] == 44.5 and qa["acc_paper"] == 44.8 and "r1_mean" not in qa or pd.isna(qa.get("r1_mean"))
+    assert row(fig1, "msrvtt", "umt_b", "tome")["run"] == results.NOT_RUN
+    zs = results.build_table(results.TABLES["zeroshot"], runs, ref)
+    assert row(zs, "msrvtt", "umt_l", "none")["t2v_r1"] == 40.0
+    assert row(zs, "msrvtt", "umt_l", "none")["t2v_r1_paper"] == 40.7
+    assert row(zs, "msrvtt", "umt_l", "none")["gflops_paper"] == 267.8  # 4-frame baseline
+    # The fine-tuned table does not pick up the zero-shot run.
+    ft = results.build_table(results.TABLES["finetuned"], runs, ref)
+    assert row(ft, "msrvtt", "umt_l", "none")["run"] == results.NOT_RUN
+
+
+def test_files_written_in_three_formats(tmp_path):
+    fake_record(tmp_path / "runs" / "a")
+    written = results.build_all([tmp_path / "runs"], tmp_path / "out")
+    for name in ("finetuned", "zeroshot", "qa", "fig1"):
+        md, csv, tex = (written[name][k].read_text() for k in ("md", "csv", "tex"))
+        assert md.startswith("# ") and "| Dataset |" in md
+        assert csv.splitlines()[0].startswith("dataset,backbone,method,run")
+        assert "\\begin{tabular}" in tex and "\\bottomrule" in tex and "_" not in tex.replace("\\_", "")
+    assert "60.0" in written["runs"]["csv"].read_text()
+
+
+def test_cli_writes_tables(tmp_path, capsys):
+    fake_record(tmp_path / "runs" / "a")
+    assert results.main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "o"), "--tables", "qa"]) == 0
+    assert (tmp_path / "o" / "qa.md").is_file() and not (tmp_path / "o" / "fig1.md").exists()
+    with pytest.raises(SystemExit) as exc:
+        results.main(["--runs", str(tmp_path), "--out", str(tmp_path / "o"), "--tables", "nope"])
+    assert exc.value.code == 2 and "unknown table" in capsys.readouterr().err
+
+
+def test_reference_sheet_is_complete_and_sourced():
+    ref = results.load_reference(REF)
+    assert ref["provenance"].str.len().min() > 0
+    assert not ref.duplicated(["table", "setting", "dataset", "backbone", "method", "metric"]).any()
+    # Spot checks against the reference document, one per block.
+    expect = {("finetuned", "lsmdc", "umt_l", "vidtldr", "v2t_r10"): 70.2,
+              ("zeroshot", "anet", "umt_l", "vidtldr", "v2t_r10"): 79.1,
+              ("qa", "msvd_qa", "umt_l", "vidtldr", "acc"): 54.9,
+              ("fig1", "ssv2_template", "umt_b", "tome", "gflops"): 241.4,
+              ("finetuned", "msvd", "umt_b", "none", "v2t_r1"): 73.3,
+              ("qa", "anet_qa", "umt_l", "none", "acc"): 47.9}
+    for (table, dataset, backbone, method, metric), value in expect.items():
+        hit = ref[(ref.table == table) & (ref.dataset == dataset) & (ref.backbone == backbone)
+                  & (ref.method == method) & (ref.metric == metric)]
+        assert hit["value"].tolist() == [value]
+
+
+@pytest.mark.skipif(not PAPER_MD.is_file(), reason="reference document not available")
+def test_every_number_of_the_reference_document_is_in_the_sheet():
+    ref = results.load_reference(REF)
+    have = {f"{v:.1f}" for v in ref["value"]} | {f"{v:.2f}" for v in ref["value"]}
+    text = PAPER_MD.read_text()
+    numbers = set(re.findall(r"(?<![\w.§])\d{1,3}\.\d{1,2}(?![\w.])", text))
+    ignore = {"0.1", "0.2"}  # section references such as "§2.9" do not match; stray decimals
+    missing = sorted(n for n in numbers - ignore if n not in have and f"{float(n):.1f}" not in have)
+    assert not missing, f"numbers of paper_numbers.md absent from paper_reference.csv: {missing}"
