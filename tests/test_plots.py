@@ -91,3 +91,14 @@ def test_empty_runs_still_show_the_paper_figure1(tmp_path):
     assert _point(pts, "msrvtt", "tome", "paper")[["accuracy", "gflops"]].tolist() == [47.0, 231.4]
     assert _point(pts, "msvd_qa", "none", "paper")[["accuracy", "gflops"]].tolist() == [49.5, 303.3]
     assert out["svg"].read_text().count("no run") == 9
+
+
+def test_table_builder_writes_the_fig1_figure(tmp_path):
+    from vidtldr import results
+
+    written = results.build_all([tmp_path / "no_runs"], tmp_path / "out", tables=["fig1"])
+    assert written["fig1"]["png"] == tmp_path / "out" / "fig1.png"
+    with Image.open(written["fig1"]["png"]) as img:
+        assert img.format == "PNG"
+    svg = written["fig1"]["svg"].read_text()
+    assert "SSv2-template" in svg and "MSVD-QA" in svg and svg.count("no run") == 9

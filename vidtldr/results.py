@@ -318,6 +318,14 @@ def write_table(spec: TableSpec, runs: pd.DataFrame, ref: pd.DataFrame, out_dir:
     atomic_write_text(paths["csv"], table.to_csv(index=False))
     atomic_write_text(paths["md"], f"# {spec.title}\n\n{to_markdown(shown)}\n{LEGEND}\n")
     atomic_write_text(paths["tex"], to_latex(shown, spec.title))
+    if spec.name == "fig1":
+        # Accuracy-vs-GFLOPs figure beside the Figure 1 table (plotting lives in vidtldr/plots.py).
+        from vidtldr.plots import plot_accuracy_vs_gflops
+
+        figure = plot_accuracy_vs_gflops(runs, ref, out_dir / spec.name, datasets=spec.datasets,
+                                         backbone=spec.backbones[0], setting=spec.setting,
+                                         methods=spec.methods, title=spec.title)
+        paths["png"], paths["svg"] = figure["png"], figure["svg"]
     return paths
 
 
