@@ -66,16 +66,27 @@ def load_tokenizer(name_or_path: str | Path):
         return _from_vocab_file(path / "vocab.txt")
     if path.is_file():
         return _from_vocab_file(path)
-    from transformers import BertTokenizer
+    cached = _cached_vocab(str(name_or_path))
+    if cached is not None:
+        return _from_vocab_file(cached)
+    raise ConfigError(
+        f"tokenizer {str(name_or_path)!r}: not a vocab.txt path and not in the local Hugging Face cache. "
+        f"Nothing is downloaded: pass the path of a vocab.txt (e.g. bert-base-uncased's), or fetch it where a "
+        f"network is available (`huggingface-cli download {name_or_path} vocab.txt`).")
 
+
+def _cached_vocab(name: str) -> Path | None:
+    """vocab.txt of a model in the local Hugging Face cache, or None. (transformers >= 5 silently
+    returns a 5-token tokenizer for an unknown name, so the file is looked up explicitly.)"""
     try:
-        return BertTokenizer.from_pretrained(str(name_or_path), local_files_only=True)
-    except Exception as exc:  # OSError / EnvironmentError / ValueError from the hub layer
-        raise ConfigError(
-            f"tokenizer {str(name_or_path)!r}: not a vocab.txt path and not in the local Hugging Face cache "
-            f"({type(exc).__name__}). Nothing is downloaded: pass the path of a vocab.txt (e.g. the "
-            f"bert-base-uncased one), or run `huggingface-cli download {name_or_path} vocab.txt` where a network "
-            f"is available.") from None
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - a transformers dependency
+        return None
+    try:
+        found = try_to_load_from_cache(repo_id=name, filename="vocab.txt")
+    except Exception:  # invalid repo id etc.
+        return None
+    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
 
 
 @dataclass

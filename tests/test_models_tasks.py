@@ -1,0 +1,87 @@
+"""Retrieval scoring (ITC, ITM re-ranking in both directions) and QA ranking over batches."""
+
+import pytest
+import torch
+
+from vidtldr.models import build_model, config_from_official, load_checkpoint
+from vidtldr.tasks.qa import QABatch, rank_all
+from vidtldr.tasks.retrieval import NOT_RERANKED, TextFeatures, encode_texts, itc_scores, itm_rerank
+
+
+@pytest.fixture(scope="module")
+def retrieval(umt_tiny_dir):
+    model = build_model(config_from_official(umt_tiny_dir / "config.json", umt_tiny_dir / "bert_config.json"))
+    load_checkpoint(model, umt_tiny_dir / "checkpoint.pth")
+    inputs = torch.load(umt_tiny_dir / "inputs.pt", weights_only=True)
+    with torch.no_grad():
+        out = model.encode_vision(inputs["videos"])
+    text = encode_texts(model, inputs["input_ids"], inputs["attention_mask"], batch_size=5)
+    return model, out, text
+
+
+def test_itc_is_plain_cosine_similarity(retrieval):
+    model, out, text = retrieval
+    vision = model.itc_vision(out.pooled)
+    scores = itc_scores(vision, text.feat)
+    want = torch.nn.functional.cosine_similarity(model.vision_proj(out.pooled)[:, 0, None],
+                                                 model.text_proj(text.embeds[:, 0])[None], dim=-1)
+    assert scores.shape == (6, 12) and torch.allclose(scores, want, atol=1e-6)
+    assert torch.allclose(itc_scores(vision[:, 0], text.feat), scores)
+
+
+def test_itm_rerank_fills_top_k_with_itm_logits_and_the_rest_with_minus_100(retrieval):
+    model, out, text = retrieval
+    i2t_emb = itc_scores(model.itc_vision(out.pooled), text.feat)
+    scores = itm_rerank(model, i2t_emb, text, out.tokens, k_test=3, chunk=2)
+    for i in range(6):
+        top = set(i2t_emb[i].topk(3).indices.tolist())
+        assert set(torch.nonzero(scores.i2t[i] != NOT_RERANKED).flatten().tolist()) == top
+        for j in top:
+            direct = model.itm_logit(text.embeds[j:j + 1], text.mask[j:j + 1], out.tokens[i:i + 1])
+            assert torch.allclose(scores.i2t[i, j], direct[0], atol=1e-5)
+    for j in range(12):
+        top = set(i2t_emb[:, j].topk(3).indices.tolist())
+        assert set(torch.nonzero(scores.t2i[j] != NOT_RERANKED).flatten().tolist()) == top
+        for i in top:
+            direct = model.itm_logit(text.embeds[j:j + 1], text.mask[j:j + 1], out.tokens[i:i + 1])
+            assert torch.allclose(scores.t2i[j, i], direct[0], atol=1e-5)
+            if scores.i2t[i, j] != NOT_RERANKED:  # a pair re-ranked in both directions scores the same
+                assert torch.allclose(scores.t2i[j, i], scores.i2t[i, j], atol=1e-5)
+    one_chunk = itm_rerank(model, i2t_emb, text, out.tokens, k_test=3, chunk=32)
+    assert torch.allclose(one_chunk.i2t, scores.i2t, atol=1e-5)
+    everything = itm_rerank(model, i2t_emb, text, out.tokens, k_test=100)
+    assert (everything.i2t != NOT_RERANKED).all() and everything.t2i_topk.shape == (12, 6)
+
+
+def test_text_features_do_not_depend_on_the_chunk(retrieval, umt_tiny_dir):
+    model, _, text = retrieval
+    inputs = torch.load(umt_tiny_dir / "inputs.pt", weights_only=True)
+    whole = encode_texts(model, inputs["input_ids"], inputs["attention_mask"], batch_size=256)
+    assert isinstance(whole, TextFeatures)
+    assert torch.allclose(whole.embeds, text.embeds, atol=1e-6) and torch.allclose(whole.feat, text.feat, atol=1e-6)
+
+
+def test_qa_ranking_over_batches(umt_tiny_dir):
+    model = build_model(config_from_official(umt_tiny_dir / "config.json", task="qa"))
+    load_checkpoint(model, umt_tiny_dir / "qa_checkpoint.pth")
+    qa = torch.load(umt_tiny_dir / "qa_inputs.pt", weights_only=True)
+    videos = torch.load(umt_tiny_dir / "inputs.pt", weights_only=True)["videos"][qa["video_index"]]
+    qids = qa["question_ids"].tolist()
+
+    def run(batch_size, k):
+        batches = [QABatch(videos[s:s + batch_size], qa["question_input_ids"][s:s + batch_size],
+                           qa["question_attention_mask"][s:s + batch_size], qids[s:s + batch_size])
+                   for s in range(0, 6, batch_size)]
+        return rank_all(model, batches, qa["answer_list"], qa["answer_input_ids"], qa["answer_attention_mask"], k=k)
+
+    small, big = run(1, 10), run(4, 10)
+    assert torch.equal(small.topk_ids, big.topk_ids) and torch.allclose(small.topk_probs, big.topk_probs, atol=1e-5)
+    assert torch.allclose(big.topk_probs.sum(1), torch.ones(6), atol=1e-5)
+    assert (big.topk_probs[:, :-1] >= big.topk_probs[:, 1:]).all()
+    assert sorted(big.topk_ids[0].tolist()) == list(range(10))  # k = all answers: a permutation
+    assert big.predictions == [qa["answer_list"][i] for i in big.topk_ids[:, 0].tolist()]
+    assert big.records()[0] == {"question_id": qids[0], "answer": big.predictions[0]}
+    assert big.token_counts == [64] * 5
+    # With k=4 the candidates are the 4 most likely first pieces, re-ordered by the full score.
+    four = run(6, 4)
+    assert four.topk_ids.shape == (6, 4) and set(four.topk_ids[0].tolist()) <= set(range(10))
