@@ -109,7 +109,8 @@ def resolve_schedule(cfg: DictConfig, depth: int, dataset: str, setting: str) ->
     if r == "published" and setting == "zeroshot":
         raise ConfigError(f"merge.r=published: no schedule was published for zero-shot runs "
                           f"(dataset={dataset}); pass merge.r=[...] explicitly (see README)")
-    return r, parse_schedule(r, depth, dataset=dataset_base(dataset), backbone=cfg.model.backbone, reducer=name)
+    # The published schedules are per dataset, whatever the split (didemo_val uses didemo's).
+    return r, parse_schedule(r, depth, dataset=checkpoint_key(dataset), backbone=cfg.model.backbone, reducer=name)
 
 
 def _cap(value: Optional[int], cap: Optional[int]) -> Optional[int]:
@@ -171,9 +172,10 @@ def _opt_int(value: Any) -> Optional[int]:
     return None if value is None else int(value)
 
 
-def check_inputs(spec: RunSpec, dataset_cfg: Any, tokenizer_problem: Optional[str] = None) -> None:
-    """Raise one :class:`MissingFilesError` listing every missing input of this run (checkpoint,
-    tokenizer vocabulary, annotation, answer list, video folder) and where to get each kind."""
+def missing_inputs(spec: RunSpec, dataset_cfg: Any, tokenizer_problem: Optional[str] = None
+                   ) -> tuple[list[str], dict[str, str]]:
+    """(one line per missing input: checkpoint, tokenizer vocabulary, annotation, answer list,
+    video folder; where to get each kind of input that is missing)."""
     from vidtldr.data.annotations import annotation_path, answer_list_path, video_root
 
     missing: list[str] = []
@@ -197,7 +199,17 @@ def check_inputs(spec: RunSpec, dataset_cfg: Any, tokenizer_problem: Optional[st
         missing.append(f"video folder {vroot}/")
     if len(missing) > len(help_lines):
         help_lines["data"] = DATA_HELP
+    return missing, help_lines
+
+
+def format_missing(missing: list[str], help_lines: dict[str, str], what: str) -> str:
+    return (f"{len(missing)} input(s) of {what} are missing:\n  " + "\n  ".join(missing)
+            + "\nwhere to get them:\n  " + "\n  ".join(help_lines.values()))
+
+
+def check_inputs(spec: RunSpec, dataset_cfg: Any, tokenizer_problem: Optional[str] = None) -> None:
+    """Raise one :class:`MissingFilesError` listing every missing input of this run and where to
+    get each kind."""
+    missing, help_lines = missing_inputs(spec, dataset_cfg, tokenizer_problem)
     if missing:
-        raise MissingFilesError(
-            f"{len(missing)} input(s) of dataset={spec.dataset} model={spec.model} are missing:\n  "
-            + "\n  ".join(missing) + "\nwhere to get them:\n  " + "\n  ".join(help_lines.values()))
+        raise MissingFilesError(format_missing(missing, help_lines, f"dataset={spec.dataset} model={spec.model}"))

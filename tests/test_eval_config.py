@@ -1,0 +1,110 @@
+"""Config grammar and resolution: checkpoint per (backbone, dataset), zero-shot variants, published
+schedules and overrides, model caps, env-var paths, and the paper-table plans with their
+missing-input check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vidtldr.errors import ConfigError, MissingFilesError, ScheduleError
+from vidtldr.tasks import runner_paper
+from vidtldr.tasks.runspec import check_inputs, dataset_base, resolve
+
+from _eval_helpers import make_cfg
+
+
+@pytest.mark.parametrize("model,dataset,file,kind", [
+    ("umt_b", "msrvtt", "ret_msrvtt_b16_25m.pth", "finetuned"),
+    ("umt_l", "ssv2_template", "ret_ssv2_tpl_l16_25m.pth", "finetuned"),
+    ("umt_b", "msvd_qa", "qa_msvd_b16_25m.pth", "finetuned"),
+    ("umt_l", "msrvtt_zs", "l16_25m.pth", "pretrained"),
+    ("umt_b", "lsmdc_zs", "b16_25m.pth", "pretrained"),
+    ("umt_b", "didemo_val", "ret_didemo_b16_25m.pth", "finetuned"),
+])
+def test_checkpoint_per_backbone_and_dataset(tmp_path, model, dataset, file, kind):
+    spec = resolve(make_cfg(tmp_path, f"model={model}", f"dataset={dataset}", "merge=none", "paths.checkpoints=/ckpt"))
+    assert spec.checkpoint == f"/ckpt/{file}" and spec.checkpoint_kind == kind
+    explicit = resolve(make_cfg(tmp_path, f"model={model}", f"dataset={dataset}", "merge=none", "model.checkpoint=/x/y.pth"))
+    assert explicit.checkpoint == "/x/y.pth"
+
+
+def test_published_schedule_and_override(tmp_path):
+    spec = resolve(make_cfg(tmp_path, "model=umt_b", "dataset=msrvtt"))
+    assert spec.schedule == [600, 200, 100] + [0] * 9 and spec.schedule_spec == "published"
+    assert spec.num_frames == 12 and spec.k_test == 128 and spec.max_txt_l == 32 and spec.setting == "finetuned"
+    spec = resolve(make_cfg(tmp_path, "model=umt_l", "dataset=didemo", "merge.r=[800,100]"))
+    assert spec.schedule == [800, 100] + [0] * 22 and spec.trimmed30
+    spec = resolve(make_cfg(tmp_path, "model=umt_b", "dataset=msvd", "merge=none"))
+    assert spec.schedule == [0] * 12
+    spec = resolve(make_cfg(tmp_path, "model=umt_b", "dataset=msvd", "merge=tome"))
+    assert spec.schedule == [100] * 12
+    with pytest.raises(ConfigError, match="zero-shot"):
+        resolve(make_cfg(tmp_path, "model=umt_b", "dataset=msrvtt_zs"))
+    with pytest.raises(ConfigError, match="merge.r=100"):
+        resolve(make_cfg(tmp_path, "merge=random"))
+    with pytest.raises(ScheduleError):
+        resolve(make_cfg(tmp_path, "model=umt_b", "merge.r=[1,2,3,4,5,6,7,8,9,10,11,12,13]"))
+
+
+def test_tiny_model_caps_and_own_schedule(tmp_path):
+    spec = resolve(make_cfg(tmp_path))
+    assert (spec.model, spec.dataset, spec.merge, spec.init) == ("tiny", "msrvtt", "vidtldr", "random")
+    assert spec.num_frames == 4 and spec.k_test == 4 and spec.schedule == [48, 24, 0, 0]
+    assert spec.checkpoint is None and spec.data_source == "tiny"
+    assert resolve(make_cfg(tmp_path, "eval.k_test=2", "eval.num_frames=2")).k_test == 2
+
+
+def test_paths_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIDTLDR_DATA", "/data/here")
+    monkeypatch.setenv("VIDTLDR_CHECKPOINTS", "/ckpt/here")
+    with_env = make_cfg(tmp_path, "model=umt_b")
+    assert with_env.paths.data == "/data/here"
+    assert resolve(with_env).checkpoint == "/ckpt/here/ret_msrvtt_b16_25m.pth"
+
+
+def test_dataset_base_names():
+    assert dataset_base("msrvtt_zs") == "msrvtt" and dataset_base("lsmdc_zs_l16") == "lsmdc"
+    assert dataset_base("anet_zs_l16_official") == "anet_zs_l16_official"
+    assert dataset_base("didemo_val") == "didemo_val"
+
+
+def test_missing_inputs_listed_together(tmp_path):
+    from omegaconf import OmegaConf
+
+    cfg = make_cfg(tmp_path, "model=umt_l", "dataset=msvd_qa", f"paths.data={tmp_path}/d",
+                   f"paths.checkpoints={tmp_path}/c")
+    with pytest.raises(MissingFilesError) as exc:
+        check_inputs(resolve(cfg), OmegaConf.to_container(cfg.dataset))
+    message = str(exc.value)
+    for piece in ("qa_msvd_l16_25m.pth", "msvd_qa_test.json", "msvd_qa_answer_list.json", "videos/msvd/",
+                  "where to get them", "UMT model zoo"):
+        assert piece in message
+
+
+def test_paper_table_plans():
+    assert len(runner_paper.plan("finetuned")) == 7 * 2 * 2
+    assert len(runner_paper.plan("qa")) == 2 * 2 * 2 + 2
+    fig1 = runner_paper.plan("fig1")
+    assert len(fig1) == 9 * 3 and {r.model for r in fig1} == {"umt_b"}
+    assert [r.overrides for r in fig1 if r.dataset == "msrvtt" and r.merge == "tome"] == [("merge.r=85",)]
+    zs = runner_paper.plan("zeroshot", backbones=["umt_l"], datasets=["lsmdc"])
+    assert [(r.dataset, r.merge) for r in zs] == [("lsmdc_zs_l16", "none"), ("lsmdc_zs_l16", "vidtldr")]
+    # 600/2352, 200/1752, 100/1552 of the published UMT-B MSRVTT schedule
+    assert runner_paper.zero_shot_fractions("msrvtt", "umt_b") == [0.2551, 0.1142, 0.0644]
+
+
+def test_paper_table_checks_everything_before_running(tmp_path, monkeypatch):
+    import vidtldr.tasks.runner as runner_module
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a run started although inputs are missing")
+
+    monkeypatch.setattr(runner_module, "run", must_not_run)
+    with pytest.raises(MissingFilesError) as exc:
+        runner_paper.run_table("qa", tmp_path / "runs", [f"paths.data={tmp_path}/d", f"paths.checkpoints={tmp_path}/c"])
+    message = str(exc.value)
+    for name in ("qa_msrvtt_b16_25m.pth", "qa_msrvtt_l16_25m.pth", "qa_msvd_b16_25m.pth", "qa_anet_l16_25m.pth",
+                 "anet_qa_test.json"):
+        assert message.count(name) == 1, name
