@@ -215,3 +215,25 @@ def test_wrong_task_and_diverging_tied_weights(fixture_dir, tmp_path):
 def test_read_state_dict_reports_format(fixture_dir):
     sd, fmt = read_state_dict(fixture_dir / "checkpoint.pth")
     assert fmt == "pth" and "temp" in sd and sd["temp"].shape == ()
+
+
+def test_convert_script_writes_a_loadable_safetensors_file(fixture_dir, tmp_path):
+    import argparse
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    script = ROOT / "scripts" / "convert_checkpoint.py"
+    src = tmp_path / "with_config.pth"
+    # A training-time save: the config object is not a plain container, so weights_only refuses it.
+    torch.save({"model": _official(fixture_dir), "config": argparse.Namespace(lr=1e-4)}, src)
+    refused = subprocess.run([sys.executable, str(script), str(src), str(tmp_path / "a.safetensors")],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert refused.returncode == 2 and "--trust-pickle" in refused.stderr
+    done = subprocess.run([sys.executable, str(script), "--trust-pickle", str(src), str(tmp_path / "a.safetensors")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    model = _model(fixture_dir)
+    load_checkpoint(model, tmp_path / "a.safetensors")
+    _assert_loaded(model, _official(fixture_dir))
