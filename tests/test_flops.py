@@ -103,3 +103,124 @@ def test_extra_costs_scale_with_merged_tokens():
     assert full > kv
     assert flops.text_query_cost(text, 32).paper_total < full / 100
     assert flops.qa_cost(text, 1552).paper_total < flops.qa_cost(text, 2352).paper_total
+
+
+# ---------------------------------------------------------------------------------------------
+# Analytic == traced (fvcore on the real module), small inputs only
+
+
+def _reducer(name, schedule, depth):
+    from vidtldr.flops import _import_reducers
+    from vidtldr.reduce.base import REDUCERS
+    from vidtldr.reduce.schedule import parse_schedule
+
+    _import_reducers()
+    return None if name == "none" else REDUCERS[name](parse_schedule(schedule, depth))
+
+
+@pytest.mark.parametrize("attention", ["fused", "materialized"])
+@pytest.mark.parametrize("merge", ["none", "vidtldr", "tome", "random"])
+def test_traced_equals_analytic_tiny(merge, attention):
+    from vidtldr.models.config import load_architecture
+
+    cfg = load_architecture("tiny", num_frames=4)
+    vision, _ = flops.dims_from_config(cfg)
+    reducer = _reducer(merge, [48, 0.2, 5], vision.depth)
+    analytic = flops.reducer_cost(vision, 4, reducer)
+    traced = flops.traced_vision_cost(cfg.vision, _reducer(merge, [48, 0.2, 5], vision.depth), attention)
+    check = flops.compare(analytic, traced)
+    assert check["exact"], check
+    assert traced.token_counts == analytic.tokens_per_layer
+    if merge != "none":
+        assert analytic.tokens_per_layer[:4] == [196, 148, 119, 114]
+    if attention == "fused":
+        # without the added handle fvcore would count fused attention as 0
+        assert traced.by_operator.get("attention", 0) > 0
+
+
+def test_traced_equals_analytic_full_width_umt_b_one_frame():
+    # the real UMT-B widths (768, 12 heads, 12 blocks) on 1 frame (196 tokens): cheap on CPU
+    from vidtldr.models.config import load_architecture
+
+    cfg = load_architecture("umt_b16", num_frames=1)
+    vision, _ = flops.dims_from_config(cfg)
+    analytic = flops.reducer_cost(vision, 1, _reducer("vidtldr", [50, 30, 20], 12))
+    traced = flops.traced_vision_cost(cfg.vision, _reducer("vidtldr", [50, 30, 20], 12), "fused")
+    assert flops.compare(analytic, traced)["exact"]
+    assert analytic.paper_by_op["match"] == 98 * 98 * 768 + 73 * 73 * 768 + 58 * 58 * 768
+
+
+@pytest.mark.parametrize("dataset", ["msrvtt", "msrvtt_qa"])
+def test_extra_costs_equal_traced_text_modules(dataset):
+    spec = flops.resolve_spec(flops.compose("flops", ["model=tiny", f"dataset={dataset}"]))
+    cfg = spec.umt_config()
+    _, text = flops.dims_from_config(cfg)
+    analytic = flops.extra_costs(text, spec, 124)
+    traced = flops.traced_extra_costs(cfg, spec, 124)
+    assert set(analytic) == set(traced)
+    for name, total in traced.items():
+        assert total == round(analytic[name]["gflops_paper"] * 1e9), name
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration grammar and command line
+
+
+def test_resolve_published_schedule_from_config_groups():
+    spec = flops.resolve_spec(flops.compose("flops", ["model=umt_b", "dataset=msrvtt", "merge=vidtldr"]))
+    assert spec.arch == "umt_b16" and spec.num_frames == 12 and spec.k_test == 128 and spec.max_txt_l == 32
+    assert spec.schedule == [600, 200, 100] + [0] * 9
+    spec = flops.resolve_spec(flops.compose("flops", ["model=umt_l", "dataset=didemo", "merge.r=[800,100]"]))
+    assert spec.schedule == [800, 100] + [0] * 22
+    spec = flops.resolve_spec(flops.compose("flops", ["model=umt_b", "merge=none"]))
+    assert spec.schedule == [] and spec.reducer() is None
+    spec = flops.resolve_spec(flops.compose("flops", ["model=umt_b", "dataset=msrvtt_zs", "merge=none"]))
+    assert spec.num_frames == 4
+
+
+def test_resolve_rejects_missing_baseline_schedule():
+    from vidtldr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="merge.r"):
+        flops.resolve_spec(flops.compose("flops", ["model=umt_b", "merge=random"]))
+
+
+def _run_cli(*args):
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "vidtldr.flops", *args], capture_output=True, text=True,
+                          timeout=300)
+    return proc, (json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None)
+
+
+def test_cli_published_schedule_without_trace():
+    proc, rep = _run_cli("model=umt_b", "dataset=msrvtt", "merge=vidtldr", "trace=false")
+    assert proc.returncode == 0, proc.stderr
+    assert rep["gflops_paper_1dp"] == 178.0 and abs(rep["gflops_paper"] - 177.98) < 0.01
+    assert 2 * rep["gflops_paper"] < rep["gflops_true"] < 2.05 * rep["gflops_paper"]
+    assert rep["tokens_per_layer"] == [2352, 1752, 1552] + [1452] * 10
+    assert rep["published"]["gflops"] == 178.0
+    assert "published recount 178.0: matches" in proc.stdout
+    assert set(rep["extra"]) == {"text_per_query", "itm_rerank_per_query"}
+
+
+def test_cli_figure1_mismatch_is_reported():
+    proc, rep = _run_cli("model=umt_b", "dataset=didemo", "trace=false")
+    assert rep["gflops_paper_1dp"] == 212.8 and rep["published"]["figure1"] == 183.6
+    assert "Figure 1 prints 183.6" in proc.stdout
+
+
+def test_cli_tiny_traced_and_explicit_schedule():
+    proc, rep = _run_cli("model=tiny", "merge.r=[40,20]")
+    assert proc.returncode == 0, proc.stderr
+    assert rep["tokens_per_layer"] == [196, 156, 136, 136, 136]
+    assert rep["traced"]["exact"] is True
+    assert all(e["traced_exact"] for e in rep["extra"].values())
+
+
+def test_cli_error_is_one_line():
+    proc, _ = _run_cli("model=umt_b", "merge=tome", "trace=false")  # no ToMe preset for MSRVTT
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("vidtldr.flops: error:") and "Traceback" not in proc.stderr

@@ -38,6 +38,7 @@ The last line printed is one JSON object (``gflops_paper``, ``gflops_true``, ``t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -205,6 +206,7 @@ class VisionCost:
     paper_by_op: dict[str, int]
     true_by_op: dict[str, int]
     batch: int = 1
+    paper_per_block: list[int] = field(default_factory=list)  # blocks only (no embed / final norms)
 
     @property
     def paper(self) -> int:
@@ -233,7 +235,7 @@ def _as_counts(schedule: Sequence, num_tokens: int, depth: int) -> list[int]:
 
 def vision_cost(dims: VisionDims, num_frames: int, schedule: Optional[Sequence] = None, *,
                 token_counts: Optional[Sequence[int]] = None, match_dim: Optional[int] = None,
-                saliency: bool = True, batch: int = 1) -> VisionCost:
+                saliency: bool = True, sizes: bool = True, batch: int = 1) -> VisionCost:
     """Analytic cost of the UMT vision encoder.
 
     Either ``schedule`` (a merge.r list, bipartite clamp rule) or explicit ``token_counts``
@@ -243,6 +245,8 @@ def vision_cost(dims: VisionDims, num_frames: int, schedule: Optional[Sequence] 
     the hidden width C for vid-TLDR, which matches on the hidden state; ``head_dim`` for a reducer
     matching on head-mean keys; 0 for one that does not match, e.g. random drop), and, when
     ``saliency``, vid-TLDR's entropy score over the ``T x T`` head-mean attention (true FLOPs only).
+    ``sizes``: the reducer tracks merged-token sizes, so every later block adds ``log(size)`` to its
+    attention logits (true FLOPs only; random dropping creates no sizes).
     """
     C, H = dims.width, dims.heads
     n0 = dims.num_tokens(num_frames)
@@ -262,7 +266,9 @@ def vision_cost(dims: VisionDims, num_frames: int, schedule: Optional[Sequence] 
     L.elementwise("add", B * n0 * C)                   # + sinusoid position embedding
     sized = False                                      # proportional attention starts after a merge
     removed = []
+    per_block = []
     for i in range(dims.depth):
+        before = L.paper_total
         t_in, t_out = counts[i], counts[i + 1]
         rows = B * t_in
         L.layer_norm(rows * C)                                           # norm1
@@ -290,19 +296,20 @@ def vision_cost(dims: VisionDims, num_frames: int, schedule: Optional[Sequence] 
                 L.elementwise("cosine", B * a * b, cat="match_other")
             # size-weighted average: x*s, src*saliency, scatter-add, divide by merged size
             L.flops_only("merge", B * (t_in + 2 * r + t_out) * (C + 1))
-            sized = True
+            sized = sized or sizes
         rows = B * t_out
         L.layer_norm(rows * C)                                           # norm2
         L.linear(rows, C, dims.mlp_hidden)                               # fc1
         L.elementwise("gelu", rows * dims.mlp_hidden)
         L.linear(rows, dims.mlp_hidden, C)                               # fc2
         L.elementwise("add", rows * C)                                   # residual 2
+        per_block.append(L.paper_total - before)
     L.layer_norm(B * counts[-1] * C)                                     # final norm
     if dims.pool_norm:
         L.flops_only("pool", B * counts[-1] * C)                         # mean over tokens
         L.layer_norm(B * C)                                              # pool_norm
     return VisionCost(tokens_per_layer=counts, removed=removed, paper_by_op=dict(L.paper),
-                      true_by_op=dict(L.true), batch=batch)
+                      true_by_op=dict(L.true), batch=batch, paper_per_block=per_block)
 
 
 def match_dim_for(merge_name: str, dims: VisionDims, needs: Optional[str] = None) -> int:
@@ -477,3 +484,666 @@ DATASET_TEXT = {
 def round1(x: float) -> float:
     """Round to one decimal the way the official ``round(total / 1e9, 1)`` does."""
     return round(x, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# From the model package's configs and reducers
+# ----------------------------------------------------------------------------------------------
+
+def dims_from_config(cfg) -> tuple[VisionDims, TextDims]:
+    """:class:`VisionDims`/:class:`TextDims` of a ``vidtldr.models.config.UMTConfig``."""
+    v, t = cfg.vision, cfg.text
+    vision = VisionDims(width=v.width, depth=v.depth, heads=v.num_heads, mlp_hidden=int(v.width * v.mlp_ratio),
+                        patch_size=v.patch_size, tubelet_size=v.tubelet_size, img_size=v.img_size,
+                        pool_norm=bool(v.add_pool_norm))
+    text = TextDims(hidden=t.hidden_size, layers=t.num_layers, fusion_layer=t.fusion_layer,
+                    intermediate=t.intermediate_size, vocab=t.vocab_size, encoder_width=t.encoder_width,
+                    embed_dim=cfg.embed_dim)
+    return vision, text
+
+
+def reducer_cost(dims: VisionDims, num_frames: int, reducer=None, batch: int = 1) -> VisionCost:
+    """Analytic cost of the encoder run with a ``vidtldr.reduce`` reducer (None = no reduction).
+
+    The matching metric's width is read from what the reducer asks the attention for at a block
+    where it removes tokens (``needs``): keys -> head_dim; vid-TLDR matches on the hidden state."""
+    if reducer is None or not getattr(reducer, "schedule", None):
+        return vision_cost(dims, num_frames, None, batch=batch)
+    n0 = dims.num_tokens(num_frames)
+    counts = _as_counts(reducer.schedule, n0, dims.depth)
+    needs = None
+    for i in range(dims.depth):
+        if counts[i + 1] < counts[i]:
+            needs = reducer.needs(i, counts[i])
+            break
+    name = getattr(reducer, "name", "none")
+    return vision_cost(dims, num_frames, token_counts=counts, match_dim=match_dim_for(name, dims, needs),
+                       saliency=(needs in ("neg_entropy", "attn")), sizes=(name != "random"), batch=batch)
+
+
+# ----------------------------------------------------------------------------------------------
+# Traced count (fvcore on the real module)
+# ----------------------------------------------------------------------------------------------
+
+def _sdpa_flop_jit(inputs, outputs) -> Counter:
+    """fvcore handle for ``aten::scaled_dot_product_attention``: q.k^T plus A.v multiply-adds,
+    counted under "attention" (the materialised execution counts the same work as "matmul")."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(t) for t in inputs[:3])
+    *batch, n_q, d = q
+    n_k, d_v = k[-2], v[-1]
+    lead = math.prod(batch)
+    return Counter({"attention": lead * n_q * n_k * (d + d_v)})
+
+
+def _counting_analysis(module, args):
+    from fvcore.nn import FlopCountAnalysis
+
+    analysis = FlopCountAnalysis(module, args)
+    analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_flop_jit)
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    analysis.tracer_warnings("none")
+    return analysis
+
+
+@dataclass
+class TracedCount:
+    total: int
+    by_operator: dict[str, int]
+    token_counts: list[int]
+
+    def merged_attention(self) -> dict[str, int]:
+        """``by_operator`` with the fused "attention" folded into "matmul" (paper view)."""
+        out = dict(self.by_operator)
+        out["matmul"] = out.get("matmul", 0) + out.pop("attention", 0)
+        return out
+
+
+@contextlib.contextmanager
+def _quiet_trace():
+    """fvcore traces with torch.jit, which torch 2.x marks deprecated and which warns about every
+    Python-side shape computation; neither says anything about the count."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
+@contextlib.contextmanager
+def _untraced_random_draws():
+    """Random drop seeds one generator per sample from Python integers computed from the tokens'
+    shape and values, which the JIT tracer cannot follow. Its index draw counts no operator for
+    fvcore anyway, so while tracing it is run with the tracer paused (its indices enter the graph as
+    constants); the gather that applies them stays traced, so nothing upstream is pruned."""
+    try:
+        from vidtldr.reduce import random_drop
+    except ImportError:
+        yield
+        return
+    original = getattr(random_drop, "per_sample_keep_indices", None)
+    if original is None:
+        yield
+        return
+    import torch
+
+    def paused(*args, **kwargs):
+        state = torch._C._get_tracing_state()
+        torch._C._set_tracing_state(None)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            torch._C._set_tracing_state(state)
+
+    random_drop.per_sample_keep_indices = paused
+    try:
+        yield
+    finally:
+        random_drop.per_sample_keep_indices = original
+
+
+def traced_vision_cost(vision_cfg, reducer=None, attention: str = "fused", batch: int = 1,
+                       seed: int = 0) -> TracedCount:
+    """fvcore's count of one forward of the real ``VisionTransformer`` (random weights).
+
+    ``attention="fused"`` traces SDPA / query-blocked attention (counted by the added handle),
+    ``"materialized"`` the official explicit map; both must give the same total. The reducer's
+    similarity matmul is counted as fvcore's "matmul"; :func:`compare` splits it off analytically.
+    """
+    import torch
+
+    from vidtldr.models.vit import VisionTransformer
+
+    torch.manual_seed(seed)
+    model = VisionTransformer(vision_cfg, attention=attention).eval()
+    seen: dict = {}
+
+    class _Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vit = model
+
+        def forward(self, videos):
+            out = self.vit(videos, reducer=reducer)
+            seen["counts"] = list(out.state.token_counts)
+            return (out.tokens,) if out.pooled is None else (out.tokens, out.pooled)
+
+    size = vision_cfg.img_size
+    videos = torch.randn(batch, vision_cfg.num_frames, 3, size, size)
+    with torch.no_grad(), _untraced_random_draws(), _quiet_trace():
+        analysis = _counting_analysis(_Encoder().eval(), (videos,))
+        by_op = dict(analysis.by_operator())
+        total = int(analysis.total())
+    return TracedCount(total=total, by_operator={k: int(v) for k, v in by_op.items()},
+                       token_counts=seen.get("counts", []))
+
+
+def traced_extra_costs(umt_cfg, spec: "RunSpec", vision_tokens: int, seed: int = 0) -> dict:
+    """fvcore counts (paper convention) of the costs outside the encoder, on the real text modules
+    (random weights): text-mode encoder + ITC projection for one caption and one ITM pair (times
+    ``k_test``) for retrieval; question encoder + first-token pass + ``k_test`` candidates for QA."""
+    import torch
+
+    from vidtldr.models.umt import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(umt_cfg)
+    width = umt_cfg.vision.width
+
+    class _Call(torch.nn.Module):
+        def __init__(self, fn):
+            super().__init__()
+            self.model = model
+            self.fn = fn
+
+        def forward(self, *args):
+            return self.fn(*args)
+
+    def traced(fn, *args) -> int:
+        with torch.no_grad(), _quiet_trace():
+            return int(_counting_analysis(_Call(fn), args).total())
+
+    def ids(rows: int, length: int):
+        return torch.randint(5, max(6, umt_cfg.text.vocab_size - 1), (rows, length))
+
+    vision = torch.randn(1, vision_tokens, width)
+    out = {}
+    if spec.task == "qa":
+        q_ids, q_mask = ids(1, spec.max_q_len), torch.ones(1, spec.max_q_len, dtype=torch.long)
+        with torch.no_grad():
+            states = model.encode_question(vision, q_ids, q_mask)
+        k = spec.k_test
+        a_ids, a_mask = ids(k, spec.max_a_len), torch.ones(k, spec.max_a_len, dtype=torch.long)
+        total = traced(lambda v, i, m: model.encode_question(v, i, m), vision, q_ids, q_mask)
+        total += traced(lambda q, m: model.start_logits(q, m, 2), states, q_mask)
+        total += traced(lambda a, am, q, m: model.answer_loss(a, am, q, m), a_ids, a_mask,
+                        states.repeat(k, 1, 1), q_mask.repeat(k, 1))
+        out["qa_per_question"] = total
+    else:
+        t_ids, t_mask = ids(1, spec.max_txt_l), torch.ones(1, spec.max_txt_l, dtype=torch.long)
+        out["text_per_query"] = traced(lambda i, m: model.itc_text(model.encode_text(i, m)), t_ids, t_mask)
+        with torch.no_grad():
+            text_states = model.encode_text(t_ids, t_mask)
+        pair = traced(lambda t, m, v: model.itm_logit(t, m, v), text_states, t_mask, vision)
+        out["itm_rerank_per_query"] = pair * spec.k_test
+    return out
+
+
+def compare(analytic: VisionCost, traced: TracedCount) -> dict:
+    """Cross-check: per fvcore operator, analytic minus traced (all zero when they agree).
+
+    The analytic "attention" (q.k^T, A.v) and "match" categories are both "matmul" for fvcore,
+    unless the trace ran fused attention (then attention is the SDPA handle's category)."""
+    a = Counter(analytic.paper_by_op)
+    a["matmul"] += a.pop("match", 0)
+    t = Counter(traced.merged_attention())
+    ops = sorted(set(a) | set(t))
+    diff = {op: int(a.get(op, 0) - t.get(op, 0)) for op in ops}
+    return {"exact": all(v == 0 for v in diff.values()) and analytic.tokens_per_layer == traced.token_counts,
+            "diff_by_op": {k: v for k, v in diff.items() if v},
+            "analytic": analytic.paper, "traced": traced.total}
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration -> what to count (shared with vidtldr.bench)
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class RunSpec:
+    """Everything a FLOP count or a benchmark needs from a composed Hydra config."""
+
+    model: str                 # config name: umt_b | umt_l | tiny
+    arch: str                  # architecture file: umt_b16 | umt_l16 | tiny
+    backbone: str
+    dataset: str
+    task: str
+    num_frames: int
+    merge: str
+    schedule: list             # full per-block schedule (empty for merge=none)
+    merge_kwargs: dict = field(default_factory=dict)
+    k_test: int = 128
+    max_txt_l: int = 32
+    max_q_len: int = 25
+    max_a_len: int = 5
+
+    def umt_config(self):
+        from vidtldr.models.config import load_architecture
+
+        return load_architecture(self.arch, task=self.task, num_frames=self.num_frames)
+
+    def reducer(self):
+        """A fresh reducer instance (None for merge=none)."""
+        if self.merge == "none":
+            return None
+        from vidtldr.reduce.base import REDUCERS
+
+        _import_reducers()
+        if self.merge not in REDUCERS:
+            raise ConfigError(f"merge.name={self.merge!r} is not a registered reducer; known: {sorted(REDUCERS)}")
+        return REDUCERS[self.merge](list(self.schedule), **self.merge_kwargs)
+
+
+def _import_reducers() -> None:
+    import importlib
+
+    for mod in ("vidtldr.reduce.vidtldr", "vidtldr.reduce.tome", "vidtldr.reduce.random_drop"):
+        try:
+            importlib.import_module(mod)
+        except ImportError:  # a reducer not (yet) in the package simply is not selectable
+            pass
+
+
+def _cap(value, caps: dict, key: str):
+    cap = caps.get(key) if caps else None
+    return value if cap is None or value is None else min(int(value), int(cap))
+
+
+def resolve_spec(cfg, merge_override: Optional[dict] = None) -> RunSpec:
+    """Resolve a composed config (model / dataset / merge groups + top-level options) the way the
+    evaluation does: frame count and text lengths from the dataset, capped by the model; the
+    schedule from ``merge.r`` (``published`` = the model's own preset if it has one, else the
+    official README schedule for the dataset and backbone)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
+
+    from vidtldr.models.config import load_architecture
+
+    model, data = cfg.model, cfg.dataset
+    merge = OmegaConf.to_container(cfg.merge, resolve=False) if merge_override is None else dict(merge_override)
+    caps = model.get("caps")
+    caps = OmegaConf.to_container(caps, resolve=True) if OmegaConf.is_config(caps) else dict(caps or {})
+    frames = cfg.get("num_frames") or (cfg.get("eval") or {}).get("num_frames") or data.num_frames
+    frames = _cap(int(frames), caps, "num_frames")
+    task = data.task
+    arch = load_architecture(model.arch, task=task, num_frames=frames)
+    depth = arch.vision.depth
+    name = merge.get("name", "none")
+    r = merge.get("r")
+    if r == "???":
+        raise ConfigError(f"merge={name} has no default schedule: give one, e.g. merge.r=100 or merge.r=[600,200,100]")
+    if name == "none":
+        schedule: list = []
+    else:
+        if r == "published" and model.get("published_schedule") is not None:
+            r = OmegaConf.to_container(model.published_schedule)  # the model's own preset (tiny)
+        schedule = parse_schedule(r, depth, dataset=data.name, backbone=model.backbone, reducer=name)
+    extra = {k: v for k, v in merge.items() if k not in ("name", "r")}
+    try:
+        k_test = cfg.get("k_test") or (cfg.get("eval") or {}).get("k_test") or data.k_test
+    except MissingMandatoryValue:
+        k_test = data.k_test
+    return RunSpec(
+        model=model.name, arch=model.arch, backbone=model.backbone, dataset=data.name, task=task,
+        num_frames=frames, merge=name, schedule=list(schedule), merge_kwargs=extra,
+        k_test=_cap(int(k_test), caps, "k_test"),
+        max_txt_l=_cap(data.get("max_txt_l") or 32, caps, "max_txt_l"),
+        max_q_len=_cap(data.get("max_q_len") or 25, caps, "max_q_len"),
+        max_a_len=_cap(data.get("max_a_len") or 5, caps, "max_a_len"),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# One configuration: report
+# ----------------------------------------------------------------------------------------------
+
+def extra_costs(text: TextDims, spec: RunSpec, vision_tokens: int) -> dict:
+    """Per-query costs outside the vision encoder, both conventions, in GFLOPs."""
+    out = {}
+    if spec.task == "qa":
+        qa = qa_cost(text, vision_tokens, spec.k_test, spec.max_q_len, spec.max_a_len)
+        out["qa_per_question"] = {"gflops_paper": qa.paper_total / 1e9, "gflops_true": qa.true_total / 1e9,
+                                  "k_test": spec.k_test, "max_q_len": spec.max_q_len, "max_a_len": spec.max_a_len}
+    else:
+        tq = text_query_cost(text, spec.max_txt_l)
+        itm = itm_rerank_cost(text, spec.max_txt_l, vision_tokens, spec.k_test)
+        out["text_per_query"] = {"gflops_paper": tq.paper_total / 1e9, "gflops_true": tq.true_total / 1e9,
+                                 "max_txt_l": spec.max_txt_l}
+        out["itm_rerank_per_query"] = {"gflops_paper": itm.paper_total / 1e9, "gflops_true": itm.true_total / 1e9,
+                                       "k_test": spec.k_test, "vision_tokens": vision_tokens}
+    return out
+
+
+def count(spec: RunSpec, trace: bool = True, attention: str = "fused", batch: int = 1) -> dict:
+    """The full report of one configuration (the JSON the command line prints last)."""
+    cfg = spec.umt_config()
+    vision, text = dims_from_config(cfg)
+    reducer = spec.reducer()
+    cost = reducer_cost(vision, spec.num_frames, reducer, batch=batch)
+    report = {
+        "model": spec.model, "arch": spec.arch, "dataset": spec.dataset, "task": spec.task,
+        "merge": spec.merge, "r": list(spec.schedule), "num_frames": spec.num_frames, "batch": batch,
+        "input_shape": [batch, spec.num_frames, 3, vision.img_size, vision.img_size],
+        "tokens_per_layer": cost.tokens_per_layer,
+        "removed_per_layer": cost.removed,
+        "gflops_paper": round(cost.gflops_paper, 4),
+        "gflops_paper_1dp": round1(cost.gflops_paper),
+        "gflops_true": round(cost.gflops_true, 4),
+        "paper_by_op_g": {k: round(v / 1e9, 4) for k, v in sorted(cost.paper_by_op.items())},
+        "true_by_op_g": {k: round(v / 1e9, 4) for k, v in sorted(cost.true_by_op.items())},
+        "paper_per_block_g": [round(v / 1e9, 4) for v in cost.paper_per_block],
+        "extra": extra_costs(text, spec, cost.tokens_per_layer[-1]),
+    }
+    key = (spec.dataset, spec.backbone)
+    if spec.merge == "vidtldr" and spec.num_frames == 12 and key in PUBLISHED_GFLOPS \
+            and list(spec.schedule) == parse_schedule(VIDTLDR_PRESETS[key], vision.depth):
+        report["published"] = {"gflops": PUBLISHED_GFLOPS[key], "figure1": FIGURE1_GFLOPS.get(spec.dataset)
+                               if spec.backbone == "umt_b" else None}
+    elif spec.merge == "none" and (spec.backbone, spec.num_frames) in PUBLISHED_BASELINES:
+        report["published"] = {"gflops": PUBLISHED_BASELINES[(spec.backbone, spec.num_frames)]}
+    if trace:
+        traced = traced_vision_cost(cfg.vision, spec.reducer(), attention=attention, batch=batch)
+        check = compare(cost, traced)
+        report["traced"] = {"gflops_paper": round(traced.total / 1e9, 4), "attention": attention,
+                            "exact": check["exact"], "diff_by_op": check["diff_by_op"]}
+        for name, total in traced_extra_costs(cfg, spec, cost.tokens_per_layer[-1]).items():
+            entry = report["extra"][name]
+            entry["traced_gflops_paper"] = total / 1e9
+            entry["traced_exact"] = abs(total - entry["gflops_paper"] * 1e9) < 0.5
+    return report
+
+
+def format_report(rep: dict) -> str:
+    lines = []
+    sched = rep["r"]
+    nz = len(sched) - next((i for i, e in enumerate(reversed(sched)) if e), len(sched))
+    shown = "none" if not any(sched) else "[" + ", ".join(str(e) for e in sched[:nz]) + (", 0, ..." if nz < len(sched) else "") + "]"
+    lines.append(f"model={rep['model']} ({rep['arch']})  dataset={rep['dataset']} ({rep['task']})  "
+                 f"merge={rep['merge']}  r={shown}")
+    lines.append(f"input {rep['input_shape']}  tokens: " + " -> ".join(
+        str(t) for i, t in enumerate(rep["tokens_per_layer"]) if i == 0 or t != rep["tokens_per_layer"][i - 1]))
+    lines.append("")
+    lines.append(f"vision encoder, paper convention (fvcore, multiply-add = 1): {rep['gflops_paper']:.2f} GFLOPs "
+                 f"-> {rep['gflops_paper_1dp']:.1f}")
+    lines.append("  " + "  ".join(f"{k} {v:.2f}" for k, v in rep["paper_by_op_g"].items()))
+    if "published" in rep:
+        pub = rep["published"]
+        ok = "matches" if pub["gflops"] == rep["gflops_paper_1dp"] else "DIFFERS"
+        extra = ""
+        if pub.get("figure1") is not None and pub["figure1"] != pub["gflops"]:
+            extra = f"; the paper's Figure 1 prints {pub['figure1']:.1f} (differs from its own schedule)"
+        lines.append(f"  published recount {pub['gflops']:.1f}: {ok}{extra}")
+    if "traced" in rep:
+        tr = rep["traced"]
+        lines.append(f"  traced with fvcore ({tr['attention']} attention): {tr['gflops_paper']:.2f} "
+                     + ("(analytic == traced, exact)" if tr["exact"] else f"MISMATCH {tr['diff_by_op']}"))
+    lines.append(f"vision encoder, true FLOPs (multiply-add = 2, elementwise counted): {rep['gflops_true']:.2f} GFLOPs")
+    lines.append("")
+    lines.append("per block (paper convention): block  tokens_in  removed  GFLOPs")
+    for i, g in enumerate(rep["paper_per_block_g"]):
+        lines.append(f"  {i:5d}  {rep['tokens_per_layer'][i]:9d}  {rep['removed_per_layer'][i]:7d}  {g:7.2f}")
+    lines.append(f"  final tokens {rep['tokens_per_layer'][-1]}")
+    lines.append("")
+    lines.append("not in the paper's count (per query, GFLOPs paper / true):")
+    for name, e in rep["extra"].items():
+        detail = ", ".join(f"{k}={v}" for k, v in e.items() if not k.startswith(("gflops", "traced")))
+        if "traced_exact" in e:
+            detail += ", traced " + ("exact" if e["traced_exact"] else f"MISMATCH {e['traced_gflops_paper']:.3f}")
+        lines.append(f"  {name:22s} {e['gflops_paper']:9.2f} / {e['gflops_true']:9.2f}   ({detail})")
+    return "\n".join(lines)
+
+
+def main_cli(cfg) -> dict:
+    if cfg.get("table"):
+        return write_table(Path(cfg.table_out), Path(cfg.table_json) if cfg.get("table_json") else None,
+                           trace=bool(cfg.trace))
+    spec = resolve_spec(cfg)
+    rep = count(spec, trace=bool(cfg.trace), attention=str(cfg.attention), batch=int(cfg.batch))
+    print(format_report(rep))
+    print(json.dumps(rep))
+    return rep
+
+
+# ----------------------------------------------------------------------------------------------
+# Config composition outside a running Hydra app (table, bench, tests)
+# ----------------------------------------------------------------------------------------------
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def compose(config_name: str, overrides: Sequence[str] = ()):
+    """Compose ``configs/<config_name>.yaml`` with overrides, inside or outside a Hydra app."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+# ----------------------------------------------------------------------------------------------
+# results/flops.md
+# ----------------------------------------------------------------------------------------------
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _schedule_str(schedule: Sequence) -> str:
+    nz = [e for e in schedule]
+    while nz and not nz[-1]:
+        nz.pop()
+    return ",".join(str(e) for e in nz) if nz else "-"
+
+
+def _versions() -> str:
+    import importlib.metadata as md
+
+    parts = []
+    for pkg in ("torch", "fvcore"):
+        try:
+            parts.append(f"{pkg} {md.version(pkg)}")
+        except md.PackageNotFoundError:
+            parts.append(f"{pkg} (not installed)")
+    return ", ".join(parts)
+
+
+def table_rows(trace: bool = True, progress=None) -> dict:
+    """Every published schedule, the no-reduction baselines, and the ToMe Figure-1 check."""
+    rows, baselines = [], []
+    for (dataset, backbone) in VIDTLDR_PRESETS:
+        spec = resolve_spec(compose("flops", [f"model={backbone}", f"dataset={dataset}", "merge=vidtldr"]))
+        rep = count(spec, trace=trace)
+        if progress:
+            progress(f"{dataset}/{backbone}: {rep['gflops_paper']:.2f}")
+        rows.append(rep)
+    for backbone in ("umt_b", "umt_l"):
+        for dataset in ("msrvtt", "msrvtt_zs"):
+            spec = resolve_spec(compose("flops", [f"model={backbone}", f"dataset={dataset}", "merge=none"]))
+            rep = count(spec, trace=trace)
+            if progress:
+                progress(f"baseline {backbone} {spec.num_frames} frames: {rep['gflops_paper']:.2f}")
+            baselines.append(rep)
+    tome = []
+    try:
+        from vidtldr.reduce.schedule import TOME_PRESETS
+    except ImportError:
+        TOME_PRESETS = {}
+    vision = BACKBONES["umt_b"][0]
+    for dataset, g in FIGURE1_TOME_GFLOPS.items():
+        fits = [r for r in range(1, 200) if round1(vision_cost(vision, 12, [r] * 12).gflops_paper) == g]
+        preset = TOME_PRESETS.get(dataset)
+        tome.append({
+            "dataset": dataset, "figure1": g, "preset_r": preset,
+            "keys_metric": round(vision_cost(vision, 12, [preset] * 12, match_dim=vision.head_dim).gflops_paper, 2)
+            if preset else None,
+            "hidden_metric": round(vision_cost(vision, 12, [preset] * 12).gflops_paper, 2) if preset else None,
+            "constant_r_fits_hidden": fits,
+        })
+    return {"schedules": rows, "baselines": baselines, "tome_figure1": tome}
+
+
+def render_table(data: dict, traced: bool) -> str:
+    L = []
+    L.append("# GFLOPs of the UMT vision encoder, paper convention and true FLOPs")
+    L.append("")
+    L.append("Generated by `make flops` (`python -m vidtldr.flops table=true`) from `vidtldr/flops.py`; "
+             "do not edit by hand.")
+    L.append(f"Environment: {_versions()}.")
+    L.append("")
+    L.append("**Paper convention** (`GFLOPs`): fvcore's count of the vision encoder only, batch 1, "
+             "input `[1, T, 3, 224, 224]`, one multiply-add = 1 flop; counted operators: conv, linear, "
+             "matmul (q.k^T, A.v, vid-TLDR's similarity m_A.m_B^T at merging blocks), layer norm "
+             f"({FVCORE_LN_PER_ELEM} per element). **True** = every multiply-add as 2 flops plus the "
+             "arithmetic fvcore ignores (bias, softmax, GELU, residual adds, proportional-attention bias, "
+             "saliency, merging; rules in `vidtldr.flops.TRUE_COST`).")
+    if traced:
+        L.append("**Traced** = fvcore run on the real `VisionTransformer` (random weights, fused attention "
+                 "with an added `scaled_dot_product_attention` handle); `exact` means analytic and traced "
+                 "counts agree to the multiply-add, per operator, with identical token counts per block.")
+    else:
+        L.append("(Generated with `trace=false`: analytic counts only.)")
+    L.append("")
+    L.append("Columns beyond the paper (per query, GFLOPs in the paper convention): **text** = one caption "
+             "through the text-mode encoder padded to the dataset's `max_txt_l`; **ITM** = re-ranking the "
+             "`k_test` = 128 candidates of one query (fusion layers cross-attending to every final vision "
+             "token, recomputed per pair as the official code does); **QA** = one question: multi-modal "
+             "question encoder + answer decoder (first-token pass + 128 candidates).")
+    L.append("")
+    L.append("## Published vid-TLDR schedules (12 frames)")
+    L.append("")
+    hdr = ["task", "backbone", "r (first blocks)", "final tokens", "GFLOPs", "published recount", "Fig. 1",
+           "true GFLOPs"]
+    if traced:
+        hdr.append("traced")
+    hdr += ["text/query", "ITM k=128/query", "QA/question"]
+    L.append("| " + " | ".join(hdr) + " |")
+    L.append("|" + "---|" * len(hdr))
+    for rep in data["schedules"]:
+        key = (rep["dataset"], BACKBONE_OF_ARCH.get(rep["arch"], rep["model"]))
+        pub = PUBLISHED_GFLOPS[key]
+        ours = rep["gflops_paper_1dp"]
+        fig = FIGURE1_GFLOPS.get(rep["dataset"]) if key[1] == "umt_b" else None
+        fig_s = "-" if fig is None else (f"{fig:.1f}" if fig == pub else f"**{fig:.1f} (differs from the schedule's {pub:.1f})**")
+        pub_s = f"{pub:.1f}" + (" ok" if ours == pub else " **MISMATCH**")
+        cells = [DATASET_LABEL.get(rep["dataset"], rep["dataset"]), BACKBONE_LABEL.get(key[1], key[1]),
+                 _schedule_str(rep["r"]), str(rep["tokens_per_layer"][-1]), f"{ours:.1f}", pub_s, fig_s,
+                 f"{rep['gflops_true']:.1f}"]
+        if traced:
+            cells.append("exact" if rep["traced"]["exact"] else f"**{rep['traced']['gflops_paper']:.2f}**")
+        ex = rep["extra"]
+        cells += [f"{ex['text_per_query']['gflops_paper']:.2f}" if "text_per_query" in ex else "-",
+                  f"{ex['itm_rerank_per_query']['gflops_paper']:.1f}" if "itm_rerank_per_query" in ex else "-",
+                  f"{ex['qa_per_question']['gflops_paper']:.1f}" if "qa_per_question" in ex else "-"]
+        L.append("| " + " | ".join(cells) + " |")
+    n_ok = sum(1 for rep in data["schedules"]
+               if rep["gflops_paper_1dp"] == PUBLISHED_GFLOPS[(rep["dataset"], BACKBONE_OF_ARCH[rep["arch"]])])
+    L.append("")
+    L.append(f"{n_ok} of {len(data['schedules'])} schedules reproduce the published recount to 0.1 GFLOPs. "
+             "The paper's Figure 1 prints 182.2 for MSVD and 183.6 for DiDeMo; the published UMT-B schedules "
+             "for those datasets cost 181.3 and 212.8, so those two Figure-1 points were not produced by the "
+             "released schedules.")
+    L.append("")
+    L.append("## No reduction")
+    L.append("")
+    hdr = ["backbone", "frames", "tokens", "GFLOPs", "published", "true GFLOPs"] + (["traced"] if traced else []) \
+        + ["text/query", "ITM k=128/query"]
+    L.append("| " + " | ".join(hdr) + " |")
+    L.append("|" + "---|" * len(hdr))
+    for rep in data["baselines"]:
+        b = BACKBONE_OF_ARCH[rep["arch"]]
+        pub = PUBLISHED_BASELINES.get((b, rep["num_frames"]))
+        ours = rep["gflops_paper_1dp"]
+        cells = [BACKBONE_LABEL[b], str(rep["num_frames"]), str(rep["tokens_per_layer"][0]), f"{ours:.1f}",
+                 "-" if pub is None else f"{pub:.1f}" + (" ok" if pub == ours else " **MISMATCH**"),
+                 f"{rep['gflops_true']:.1f}"]
+        if traced:
+            cells.append("exact" if rep["traced"]["exact"] else f"**{rep['traced']['gflops_paper']:.2f}**")
+        ex = rep["extra"]
+        cells += [f"{ex['text_per_query']['gflops_paper']:.2f}", f"{ex['itm_rerank_per_query']['gflops_paper']:.1f}"]
+        L.append("| " + " | ".join(cells) + " |")
+    L.append("")
+    L.append("Text lengths: MSRVTT's (`max_txt_l` 32). The ITM column is what a retrieval query costs on top of "
+             "the encoder: with k_test = 128 it exceeds the vision encoder itself, and it shrinks with the "
+             "merged token count because each fusion layer's cross-attention reads every final vision token.")
+    L.append("")
+    L.append("## ToMe GFLOPs in Figure 1 (UMT-B, constant r in all 12 blocks)")
+    L.append("")
+    L.append("| task | Fig. 1 ToMe | ToMe preset r | count, keys metric (this repo's ToMe) | count, hidden-state metric | "
+             "constant r matching Fig. 1 (hidden-state metric) |")
+    L.append("|---|---|---|---|---|---|")
+    for t in data["tome_figure1"]:
+        L.append(f"| {DATASET_LABEL[t['dataset']]} | {t['figure1']:.1f} | {t['preset_r'] if t['preset_r'] else '-'} | "
+                 f"{'-' if t['keys_metric'] is None else format(t['keys_metric'], '.2f')} | "
+                 f"{'-' if t['hidden_metric'] is None else format(t['hidden_metric'], '.2f')} | "
+                 f"{', '.join(map(str, t['constant_r_fits_hidden'])) or 'none'} |")
+    L.append("")
+    L.append("The Figure-1 ToMe numbers fit a constant r only if the similarity matmul has the full hidden width "
+             "(ToMe run on the hidden state, like vid-TLDR's matcher); ToMe proper matches on head-mean keys "
+             "(width 64), which costs 0.6-0.8 GFLOPs less at the same r. MSRVTT (231.4) and DiDeMo (223.9) fit "
+             "no constant r either way.")
+    L.append("")
+    L.append("## True-FLOP rules")
+    L.append("")
+    L.append("| item | flops per element |")
+    L.append("|---|---|")
+    for k, v in TRUE_COST.items():
+        L.append(f"| {k} | {v} |")
+    L.append("")
+    L.append("Comparisons (max, argsort, top-k), gathers, copies, casts and the scatter of unchanged rows count 0.")
+    return "\n".join(L) + "\n"
+
+
+BACKBONE_OF_ARCH = {"umt_b16": "umt_b", "umt_l16": "umt_l", "tiny": "tiny"}
+
+
+def write_table(md_path: Path, json_path: Optional[Path] = None, trace: bool = True) -> dict:
+    data = table_rows(trace=trace, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    _atomic_write(md_path, render_table(data, traced=trace))
+    if json_path is not None:
+        _atomic_write(json_path, json.dumps(data, indent=1) + "\n")
+    n_ok = sum(1 for rep in data["schedules"]
+               if rep["gflops_paper_1dp"] == PUBLISHED_GFLOPS[(rep["dataset"], BACKBONE_OF_ARCH[rep["arch"]])])
+    summary = {"table": str(md_path), "schedules": len(data["schedules"]), "schedules_matching": n_ok,
+               "baselines_matching": sum(1 for rep in data["baselines"] if rep["gflops_paper_1dp"] ==
+                                         PUBLISHED_BASELINES[(BACKBONE_OF_ARCH[rep["arch"]], rep["num_frames"])]),
+               "traced_exact": all(r.get("traced", {}).get("exact", True)
+                                   for r in data["schedules"] + data["baselines"])}
+    print(f"wrote {md_path}" + (f" and {json_path}" if json_path else ""))
+    print(json.dumps(summary))
+    return summary
+
+
+def main() -> None:
+    import hydra
+
+    @hydra.main(config_path=str(CONFIG_DIR), config_name="flops", version_base=None)
+    def _run(cfg) -> None:
+        with cli_guard("vidtldr.flops"):
+            main_cli(cfg)
+
+    _run()
+
+
+if __name__ == "__main__":
+    main()

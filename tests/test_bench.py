@@ -1,0 +1,88 @@
+"""The benchmark on the tiny architecture: schema and output equality, never timings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vidtldr import bench, flops
+
+
+@pytest.fixture(scope="module")
+def tiny_result():
+    spec = flops.resolve_spec(flops.compose("bench", ["model=tiny"]))
+    return bench.run_bench(spec, reducers=["none", "vidtldr", "tome", "random"],
+                           attentions=["fused", "materialized"], repeats=1, warmup=1, device="cpu")
+
+
+def test_one_row_per_execution(tiny_result):
+    rows = tiny_result["rows"]
+    got = {(r["merge"], r["attention"]) for r in rows}
+    assert got == {(m, a) for m in ("none", "vidtldr", "tome", "random") for a in ("fused", "materialized")}
+    assert len(rows) == 8
+    for r in rows:
+        for key in ("merge", "attention", "clips_per_s", "gflops_paper", "peak_mem_mb", "s_per_clip",
+                    "final_tokens", "times_s"):
+            assert key in r, key
+        assert r["clips_per_s"] > 0 and len(r["times_s"]) == 1
+        assert r["peak_mem_mb"] is None or r["peak_mem_mb"] >= 0
+
+
+def test_rows_carry_the_flop_counts_of_their_schedule(tiny_result):
+    by = {(r["merge"], r["attention"]): r for r in tiny_result["rows"]}
+    assert by[("none", "fused")]["final_tokens"] == 196
+    # the tiny model's published schedule [48, 24]; baselines copy it (baseline_r=vidtldr)
+    for merge in ("vidtldr", "tome", "random"):
+        assert by[(merge, "fused")]["final_tokens"] == 124
+        assert by[(merge, "fused")]["r"] == [48, 24]
+    assert by[("vidtldr", "fused")]["gflops_paper"] < by[("none", "fused")]["gflops_paper"]
+
+
+def test_fused_and_materialized_outputs_agree(tiny_result):
+    check = tiny_result["output_check"]
+    assert set(check) == {"none", "vidtldr", "tome", "random"}
+    for merge, c in check.items():
+        assert c["same_token_counts"], merge
+        assert c["agree"], (merge, c)
+        assert c["max_abs_diff"] < 1e-4
+
+
+def test_overhead_breakdown_is_present(tiny_result):
+    ov = tiny_result["overhead"]
+    assert ov["encoder_s"] > 0 and ov["match_merge_s"] >= 0
+    assert [x["block"] for x in ov["scoring_layers"]] == [0, 1]
+
+
+def test_markdown_renders_from_json(tiny_result, tmp_path):
+    path = tmp_path / "bench.json"
+    db = bench.merge_results(path, tiny_result)
+    path.write_text(json.dumps(db))
+    db = bench.merge_results(path, tiny_result)  # same model/dataset/device: replaced, not appended
+    assert len(db["runs"]) == 1
+    md = bench.render_md(db)
+    assert "| vidtldr | fused |" in md and "| none | materialized |" in md
+    assert "Fused vs materialized outputs" in md
+
+
+def test_cli_last_line_is_json(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "vidtldr.bench", "model=tiny", "repeats=1", "reducers=[none,vidtldr]",
+         f"out_json={tmp_path}/b.json", f"out_md={tmp_path}/b.md", "breakdown=false"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {(r["merge"], r["attention"]) for r in res["rows"]} == {
+        ("none", "fused"), ("none", "materialized"), ("vidtldr", "fused"), ("vidtldr", "materialized")}
+    assert all(c["agree"] for c in res["output_check"].values())
+    written = json.loads((tmp_path / "b.json").read_text())
+    assert len(written["runs"]) == 1
+    assert (tmp_path / "b.md").read_text().startswith("# Encoder benchmark")
+
+
+def test_cli_rejects_unknown_attention_mode():
+    proc = subprocess.run([sys.executable, "-m", "vidtldr.bench", "model=tiny", "repeats=1", "write=false",
+                           "attention=[fused,flash]"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("vidtldr.bench: error:")
