@@ -6,8 +6,27 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # CPU wheel by default; GPU users: make setup TORCH_REQ='torch==2.13.0 --index-url <your CUDA index>'
 TORCH_REQ ?= -r requirements-cpu.txt
+# Paper-table targets: restrict with BACKBONES / DATASETS, pass Hydra overrides with ARGS, e.g.
+#   make table-finetuned BACKBONES=umt_b DATASETS="msrvtt didemo" ARGS="device=cuda data.batch_size=8"
+BACKBONES ?= umt_b umt_l
+DATASETS ?=
+ARGS ?=
+TABLE_OPTS = --backbones $(BACKBONES) $(if $(strip $(DATASETS)),--datasets $(DATASETS)) $(if $(strip $(ARGS)),-- $(ARGS))
 
-.PHONY: setup demo test smoke flops bench table-finetuned table-zeroshot table-qa fig1 tables clean-cache
+.PHONY: help setup demo test smoke flops bench table-finetuned table-zeroshot table-qa fig1 tables clean-cache
+
+help:
+	@echo "make demo            tiny model on generated clips with vid-TLDR; prints the result table"
+	@echo "make test            the test suite (includes smoke evaluations of every dataset format)"
+	@echo "make setup           create .venv and install the package (CPU torch by default)"
+	@echo "make smoke           tiny-model evaluations of every dataset config (records in runs/smoke)"
+	@echo "make flops           GFLOPs table of the published schedules (results/flops.md)"
+	@echo "make bench           encoder throughput / peak memory (random weights)"
+	@echo "make table-finetuned fine-tuned retrieval table (needs UMT checkpoints + datasets)"
+	@echo "make table-zeroshot  zero-shot retrieval table (needs pre-trained checkpoints + datasets)"
+	@echo "make table-qa        video QA table (needs QA checkpoints + datasets)"
+	@echo "make fig1            UMT-B: UMT vs ToMe vs vid-TLDR (paper Figure 1)"
+	@echo "make tables          rebuild every table in results/ from the run records in runs/"
 
 $(STAMP): pyproject.toml requirements-cpu.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -33,17 +52,19 @@ flops: $(STAMP)
 bench: $(STAMP)
 	$(PYTHON) -m vidtldr.bench
 
+# These check every checkpoint / annotation / video folder first and stop with one message
+# listing what is missing and where to get it.
 table-finetuned: $(STAMP)
-	$(PYTHON) scripts/paper_table.py finetuned
+	$(PYTHON) scripts/paper_table.py finetuned $(TABLE_OPTS)
 
 table-zeroshot: $(STAMP)
-	$(PYTHON) scripts/paper_table.py zeroshot
+	$(PYTHON) scripts/paper_table.py zeroshot $(TABLE_OPTS)
 
 table-qa: $(STAMP)
-	$(PYTHON) scripts/paper_table.py qa
+	$(PYTHON) scripts/paper_table.py qa $(TABLE_OPTS)
 
 fig1: $(STAMP)
-	$(PYTHON) scripts/paper_table.py fig1
+	$(PYTHON) scripts/paper_table.py fig1 $(if $(strip $(DATASETS)),--datasets $(DATASETS)) $(if $(strip $(ARGS)),-- $(ARGS))
 
 tables: $(STAMP)
 	$(PYTHON) -m vidtldr.results
