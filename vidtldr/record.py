@@ -93,12 +93,22 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
+def command_line() -> str | None:
+    """How this process was started, e.g. ``python -m vidtldr.eval model=umt_b``."""
+    if not sys.argv:
+        return None
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    program = f"python -m {spec.name}" if spec is not None and spec.name else Path(sys.argv[0]).name
+    return " ".join([program, *sys.argv[1:]])
+
+
 def base_record() -> dict:
     """The fields every record has, filled with what is known before the run starts."""
     return {
         "schema": SCHEMA_VERSION,
         "created": now_iso(),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else None,
+        "command": command_line(),
         "host": platform.node(),
         "git": git_info(),
         "versions": package_versions(),
