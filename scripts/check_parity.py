@@ -39,7 +39,7 @@ from vidtldr.reduce import build_reducer, parse_schedule
 from vidtldr.reduce.base import ReductionState
 from vidtldr.reduce.vidtldr import objective_score, official_vidtldr_call
 from vidtldr.tasks.qa import QABatch, rank_all
-from vidtldr.tasks.retrieval import encode_texts, encode_videos, itc_scores, itm_rerank
+from vidtldr.tasks.retrieval import encode_texts, itc_scores, itm_rerank
 
 FLOAT_ATOL = 1e-4
 MERGE_ATOL = 1e-5

@@ -85,7 +85,7 @@ def _reference_attention(attn_module, x, size):
 
 
 @pytest.mark.parametrize("need", [None, "neg_entropy", "attn", "keys"])
-def test_fused_and_materialized_agree_and_match_the_reference(need, monkeypatch):
+def test_fused_and_materialized_agree_and_match_the_reference(need):
     cfg = _cfg()
     videos = torch.randn(2, 2, 3, 32, 32)
     outs = {}
