@@ -30,7 +30,7 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def baseline(cache, tmp_path_factory):
     """One clean vid-TLDR retrieval run on tiny MSRVTT (shared by several tests)."""
-    run_dir = tmp_path_factory.mktemp("baseline")
+    run_dir = tmp_path_factory.mktemp("baseline") / "run"  # its parent holds this record only
     record = run(make_cfg(cache, "data.batch_size=2"), run_dir, progress=False)
     return run_dir, record
 

@@ -100,6 +100,9 @@ def run_row(record: dict) -> dict:
     counts = record.get("counts") or {}
     row["videos"] = counts.get("videos")
     row["videos_total"] = counts.get("videos_total")
+    # What data.limit counts: videos for retrieval, questions for QA.
+    unit = "questions" if "questions" in counts else "videos"
+    row["limit_unit"], row["n"], row["n_total"] = unit, counts.get(unit), counts.get(f"{unit}_total")
     for prefix, block in (("", metrics.get("itm")), ("itc_", metrics.get("itc"))):
         if not block:
             continue
@@ -191,7 +194,7 @@ def _run_status(run: dict | None) -> str:
     if run is None:
         return NOT_RUN
     if run.get("partial"):
-        return f"partial ({run.get('videos')}/{run.get('videos_total')} videos)"
+        return f"partial ({run.get('n')}/{run.get('n_total')} {run.get('limit_unit')})"
     return "complete"
 
 
