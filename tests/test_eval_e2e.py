@@ -196,3 +196,28 @@ def test_cli_missing_inputs_one_message(tmp_path):
     for piece in ("qa_msvd_b16_25m.pth", "msvd_qa_test.json", "msvd_qa_answer_list.json", "videos/msvd",
                   "pjlab-gvm-data"):
         assert piece in err
+
+
+def test_checkpoint_path_recorded_and_equivalent_to_its_weights(baseline, cache, tmp_path):
+    """Saving the tiny model's seeded weights as an official-style checkpoint and loading them
+    (with a different seed for the random init) reproduces the random-init run; the record carries
+    the checkpoint's checksum, and the feature cache is keyed by it."""
+    import hashlib
+
+    import torch
+
+    from vidtldr.models.config import load_architecture
+    from vidtldr.models.umt import build_model
+
+    _, first = baseline
+    torch.manual_seed(0)
+    model = build_model(load_architecture("tiny", task="retrieval", num_frames=4))
+    ckpt = tmp_path / "tiny_seed0.pth"
+    torch.save({"model": model.state_dict()}, ckpt)
+    record = run(make_cfg(cache, "data.batch_size=2", "model.init=checkpoint", "model.seed=1",
+                          f"model.checkpoint={ckpt}"), tmp_path / "run", progress=False)
+    entry = record["checksums"]["checkpoint"]
+    assert entry["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest() and entry["path"] == str(ckpt)
+    assert record["resolved"]["checkpoint_kind"] == "finetuned" and "note" not in record
+    assert record["counts"]["videos_decoded"] == 7  # different weights id: no cache reuse
+    assert record["metrics"] == first["metrics"] and record["token_counts"] == first["token_counts"]
