@@ -221,3 +221,10 @@ def test_checkpoint_path_recorded_and_equivalent_to_its_weights(baseline, cache,
     assert record["resolved"]["checkpoint_kind"] == "finetuned" and "note" not in record
     assert record["counts"]["videos_decoded"] == 7  # different weights id: no cache reuse
     assert record["metrics"] == first["metrics"] and record["token_counts"] == first["token_counts"]
+
+
+def test_bf16_autocast_run_has_its_own_cache_entry(baseline, cache, tmp_path):
+    record = run(make_cfg(cache, "precision=bf16"), tmp_path, progress=False)
+    assert record["status"] == "complete" and record["resolved"]["precision"] == "bf16"
+    assert record["counts"]["videos_decoded"] == 7  # fp32 features are not reused for bf16
+    assert record["token_counts"] == baseline[1]["token_counts"]

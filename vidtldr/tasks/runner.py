@@ -100,7 +100,7 @@ def cache_keys(spec: RunSpec, arch_cfg, weights_id: dict, reducer, img_size: int
     """Everything that changes video features, and everything that changes text features.
     k_test, batch sizes, data.limit and table options are deliberately absent."""
     common = {"format": FEATURE_FORMAT, "vidtldr": vidtldr.__version__, "weights": weights_id,
-              "device": torch.device(spec.device).type, "dtype": "float32"}
+              "device": torch.device(spec.device).type, "precision": spec.precision}
     video = {**common, "kind": "video", "task": spec.task, "arch": arch_cfg.to_dict(),
              "reducer": reducer.describe() if reducer is not None else {"name": "none"},
              "schedule": list(spec.schedule) if reducer is not None else [],
@@ -168,6 +168,10 @@ def _execute(cfg, run_dir, record, progress, t0, *, load_split, annotation_path,
     elif cfg.data.source != "real":
         raise ConfigError(f"data.source must be 'real' or 'tiny', got {cfg.data.source!r}")
     spec = resolve(cfg, data_root=None if data_root is None else str(data_root))
+    from vidtldr.models.precision import autocast_context, resolve_device
+
+    resolve_device(spec.device)  # a clear error when CUDA is asked for but absent
+    autocast = autocast_context(spec.device, spec.precision)  # validates the precision now
     dataset_cfg = _plain(cfg.dataset)
     arch_cfg = load_architecture(spec.arch, task=spec.task, num_frames=spec.num_frames)
     try:
@@ -219,14 +223,16 @@ def _execute(cfg, run_dir, record, progress, t0, *, load_split, annotation_path,
         from vidtldr.tasks.runner_retrieval import run_retrieval
 
         text_cache = FeatureCache(cfg.cache.dir, text_key, enabled=enabled)
-        result = run_retrieval(model, tokenizer, reducer, split, spec=spec, video_cache=video_cache,
-                               text_cache=text_cache, img_size=img_size, settings=settings, progress=progress)
+        with autocast:
+            result = run_retrieval(model, tokenizer, reducer, split, spec=spec, video_cache=video_cache,
+                                   text_cache=text_cache, img_size=img_size, settings=settings, progress=progress)
         record["cache"] = {"video": video_cache.stats(), "text": text_cache.stats()}
     elif spec.task == "qa":
         from vidtldr.tasks.runner_qa import run_qa
 
-        result = run_qa(model, tokenizer, reducer, split, spec=spec, video_cache=video_cache, img_size=img_size,
-                        settings=settings, progress=progress)
+        with autocast:
+            result = run_qa(model, tokenizer, reducer, split, spec=spec, video_cache=video_cache,
+                            img_size=img_size, settings=settings, progress=progress)
         record["cache"] = {"video": video_cache.stats()}
         if cfg.get("save_predictions", True):
             from vidtldr.cache import atomic_write_text

@@ -109,9 +109,16 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
     timings["itm_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
+
+    def numpy_ready(m: torch.Tensor) -> torch.Tensor:
+        # numpy has no bfloat16; widening is exact, so the order of tied scores is unchanged.
+        # float16 (the official autocast dtype) is kept as is.
+        return m.float() if m.dtype == torch.bfloat16 else m
+
     metrics = {
-        "itm": retrieval_metrics(scores.i2t, scores.t2i, split.txt2img, split.img2txt),
-        "itc": retrieval_metrics(scores.i2t_emb, scores.t2i_emb, split.txt2img, split.img2txt),
+        "itm": retrieval_metrics(numpy_ready(scores.i2t), numpy_ready(scores.t2i), split.txt2img, split.img2txt),
+        "itc": retrieval_metrics(numpy_ready(scores.i2t_emb), numpy_ready(scores.t2i_emb), split.txt2img,
+                                 split.img2txt),
     }
     timings["metrics_s"] = time.perf_counter() - start
     counts = {"videos": n_v, "texts": n_t, "videos_total": total_videos, "texts_total": total_texts,

@@ -74,6 +74,7 @@ class RunSpec:
     schedule: list = field(default_factory=list)  # resolved, one entry per block
     limit: Optional[int] = None
     device: str = "cpu"
+    precision: str = "fp32"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -165,6 +166,7 @@ def resolve(cfg: DictConfig, *, data_root: Optional[str] = None) -> RunSpec:
         trimmed30=bool(ds.get("trimmed30", False)) and task != "qa",
         merge=str(cfg.merge.name), merge_args=merge_args, schedule_spec=schedule_spec, schedule=schedule,
         limit=int(limit) if limit is not None else None, device=str(cfg.device),
+        precision=str(cfg.get("precision", "fp32")),
     )
 
 
