@@ -30,8 +30,11 @@ from vidtldr.reduce.base import Need, ReductionState, Reducer
 AttentionMode = Literal["fused", "materialized"]
 ATTENTION_MODES = ("fused", "materialized")
 
-# Elements of one query block's logits [B, heads, block, T] in the bounded-memory path (64 MiB fp32).
-_BLOCK_ELEMENTS = 1 << 24
+# Elements of one query block's logits [B, heads, block, T] in the bounded-memory path (16 MiB fp32).
+# Blocks this size stay in the last-level cache through matmul -> softmax -> head mean -> P.V; at
+# 64 MiB the scoring attention of UMT-B (T = 2352) ran as slowly as the fully materialised map on a
+# 2-core CPU (see results/bench.md), at 16 MiB about 1.6x faster.
+_BLOCK_ELEMENTS = 1 << 22
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,7 +133,7 @@ class Attention(nn.Module):
         return probs.to(v.dtype) @ v
 
     def _blocked(self, q, k, v, log_size, need, aux):
-        batch, heads, tokens, _ = q.shape
+        batch, heads, tokens, head_dim = q.shape
         block = max(1, min(tokens, _BLOCK_ELEMENTS // max(1, batch * heads * tokens)))
         keys_t = k.transpose(-2, -1)
         out = torch.empty_like(v)
@@ -138,18 +141,28 @@ class Attention(nn.Module):
             aux["attn"] = torch.empty(batch, tokens, tokens, dtype=torch.float32, device=q.device)
         else:
             aux["neg_entropy"] = torch.empty(batch, tokens, 1, dtype=torch.float32, device=q.device)
+        values = v
+        if log_size is not None:
+            # softmax(L + log s) V = (P diag(s) V) / (P s) with P = softmax(L): the size bias needs
+            # no second pass over the [block, T] scores. Scale the values by the key sizes and
+            # append the sizes as one more value column, whose output is the denominator.
+            size = log_size.float().exp().squeeze(2).unsqueeze(-1)  # [B, 1, T, 1]
+            values = torch.cat((v * size.to(v.dtype), size.to(v.dtype).expand(batch, heads, tokens, 1)), dim=-1)
         for start in range(0, tokens, block):
             stop = min(start + block, tokens)
             logits = ((q[:, :, start:stop] * self.scale) @ keys_t).float()
             probs = logits.softmax(dim=-1)
+            del logits
             mean_probs = probs.mean(1)
             if need == "attn":
                 aux["attn"][:, start:stop] = mean_probs
             else:
                 aux["neg_entropy"][:, start:stop, 0] = torch.xlogy(mean_probs, mean_probs).sum(-1)
+            del mean_probs
+            weighted = probs.to(v.dtype) @ values
             if log_size is not None:
-                probs = (logits + log_size.float()).softmax(dim=-1)
-            out[:, :, start:stop] = probs.to(v.dtype) @ v
+                weighted = weighted[..., :head_dim] / weighted[..., head_dim:]
+            out[:, :, start:stop] = weighted
         return out
 
 
