@@ -23,7 +23,6 @@ import math
 import torch
 
 from vidtldr.reduce.base import ReductionState, Reducer, register_reducer
-from vidtldr.reduce.schedule import tokens_to_remove
 
 _MASK64 = (1 << 64) - 1
 _MANTISSA_BITS = 10
@@ -94,13 +93,8 @@ class RandomDrop(Reducer):
     def describe(self) -> dict:
         return {**super().describe(), "seed": self.seed}
 
-    def reduce(self, x: torch.Tensor, layer: int, state: ReductionState, aux: dict) -> torch.Tensor:
-        if layer >= len(self.schedule):
-            return x
+    def remove(self, x: torch.Tensor, r: int, layer: int, state: ReductionState, aux: dict) -> torch.Tensor:
         batch, n_tok, channels = x.shape
-        r = tokens_to_remove(self.schedule[layer], n_tok)
-        if r == 0:
-            return x
         keep = per_sample_keep_indices(x, r, self.seed, layer)
         if state.trace_source:
             if state.source is None:

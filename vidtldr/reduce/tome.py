@@ -14,8 +14,7 @@ from typing import Optional
 
 import torch
 
-from vidtldr.reduce.base import Need, ReductionState, Reducer, register_reducer
-from vidtldr.reduce.schedule import tokens_to_remove
+from vidtldr.reduce.base import ReductionState, Reducer, apply_merge, register_reducer
 
 
 @dataclass
@@ -76,28 +75,16 @@ def tome_merge_source(match: ToMeMatch, x: torch.Tensor, source: Optional[torch.
 class ToMe(Reducer):
     """ToMe as a ViT hook: asks for head-mean keys at blocks that remove tokens."""
 
-    def needs(self, layer: int, num_tokens: int) -> Need:
-        if layer < len(self.schedule) and tokens_to_remove(self.schedule[layer], num_tokens) > 0:
-            return "keys"
-        return None
+    need = "keys"
 
-    def reduce(self, x: torch.Tensor, layer: int, state: ReductionState, aux: dict) -> torch.Tensor:
-        if layer >= len(self.schedule):
-            return x
-        n_tok = x.shape[1]
-        r = tokens_to_remove(self.schedule[layer], n_tok)
-        if r == 0:
-            return x
+    def remove(self, x: torch.Tensor, r: int, layer: int, state: ReductionState, aux: dict) -> torch.Tensor:
         keys = aux.get("keys")
         if keys is None:
             raise ValueError(f"tome at block {layer}: aux has no 'keys' (got keys {sorted(aux)}); "
                              "the attention must compute what needs() asks for")
+        n_tok = x.shape[1]
         match = tome_match(keys, r)
-        if state.trace_source:
-            state.source = tome_merge_source(match, x, state.source)
-        if state.size is None:
-            state.size = torch.ones_like(x[..., 0, None])
-        x, state.size = tome_merge_wavg(match, x, state.size)
+        x = apply_merge(match, x, state, tome_merge_wavg, tome_merge_source)
         if state.record_trace:
             state.trace.append({"layer": layer, "tokens_in": n_tok, "r_merge": r, "unm_idx": match.unm_idx,
                                 "src_idx": match.src_idx, "dst_idx": match.dst_idx})

@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from vidtldr.reduce.base import Need, ReductionState, Reducer, register_reducer
+from vidtldr.reduce.base import ReductionState, Reducer, apply_merge, register_reducer
 from vidtldr.reduce.schedule import tokens_to_remove
 
 
@@ -212,18 +212,9 @@ def official_vidtldr_call(x: torch.Tensor, attn: torch.Tensor, info: dict, layer
 class VidTLDR(Reducer):
     """vid-TLDR as a ViT hook: asks for the per-query negative entropy only at merging blocks."""
 
-    def needs(self, layer: int, num_tokens: int) -> Need:
-        if layer < len(self.schedule) and tokens_to_remove(self.schedule[layer], num_tokens) > 0:
-            return "neg_entropy"
-        return None
+    need = "neg_entropy"
 
-    def reduce(self, x: torch.Tensor, layer: int, state: ReductionState, aux: dict) -> torch.Tensor:
-        if layer >= len(self.schedule):
-            return x
-        n_tok = x.shape[1]
-        r = tokens_to_remove(self.schedule[layer], n_tok)
-        if r == 0:
-            return x
+    def remove(self, x: torch.Tensor, r: int, layer: int, state: ReductionState, aux: dict) -> torch.Tensor:
         if aux.get("neg_entropy") is not None:
             score = saliency_from_neg_entropy(aux["neg_entropy"])
         elif aux.get("attn") is not None:
@@ -231,12 +222,9 @@ class VidTLDR(Reducer):
         else:
             raise ValueError(f"vidtldr at block {layer}: aux has neither 'neg_entropy' nor 'attn' "
                              f"(got keys {sorted(aux)}); the attention must compute what needs() asks for")
+        n_tok = x.shape[1]
         match = bipartite_match(x, r, score)
-        if state.trace_source:
-            state.source = merge_source(match, x, state.source)
-        if state.size is None:
-            state.size = torch.ones_like(x[..., 0, None])
-        x, state.size = merge_wavg(match, x, state.size)
+        x = apply_merge(match, x, state, merge_wavg, merge_source)
         if state.record_trace:
             state.trace.append({
                 "layer": layer, "tokens_in": n_tok, "r_merge": r, "score_obj": score,
