@@ -98,28 +98,30 @@ class FeatureCache:
     def missing(self, items: Iterable[str]) -> list[str]:
         return [item for item in items if not self.has(item)]
 
-    def load(self, item: str) -> dict | None:
+    def load(self, item: str, *, count: bool = True) -> dict | None:
         """The stored tensors for ``item``, or None (a miss). An unreadable shard counts as a miss
-        and is removed, so a damaged file cannot poison later runs."""
+        and is removed, so a damaged file cannot poison later runs. ``count=False`` re-reads a shard
+        (e.g. to pack the feature store) without counting it again in the run's hit/miss stats."""
+        step = 1 if count else 0
         if not self.enabled:
-            self.misses += 1
+            self.misses += step
             return None
         path = self.shard_path(item)
         if not path.is_file():
-            self.misses += 1
+            self.misses += step
             return None
         try:
             value = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - any decoding failure means "recompute"
             with contextlib.suppress(OSError):
                 path.unlink()
-            self.misses += 1
+            self.misses += step
             return None
         if not isinstance(value, dict) or value.get("item") != item:
             # A hash collision or a foreign file: treat as absent.
-            self.misses += 1
+            self.misses += step
             return None
-        self.hits += 1
+        self.hits += step
         return value
 
     def save(self, item: str, tensors: dict) -> None:

@@ -1,0 +1,202 @@
+"""Disk-backed store of the vision tokens that ITM re-ranking cross-attends to.
+
+Keeping every video's final tokens in one in-memory tensor makes a run's memory grow with the
+number of videos (UMT-L, 5k ActivityNet videos: tens of GB). The store instead packs the tokens of
+the run's videos into one flat file, read one video at a time through a memory map:
+
+    <dir>/tokens.bin   all videos' tokens, row after row ([sum of N_i, C] in ``dtype``)
+    <dir>/feat.npy     the small ITC projections [V, E] (float32), loaded whole
+    <dir>/index.json   keys in order, per-video row offset and token count, dims, dtype
+
+Token counts may differ between videos (a reducer need not remove the same number everywhere), so
+each video has its own offset and length. A store is built from the per-video cache shards after
+extraction (by one process), in a temporary folder renamed into place, so a reader sees a complete
+store or none. ``dtype="fp32"`` (the default) stores the encoder's float32 output unchanged, so
+re-ranking from the store is bit-for-bit the in-memory path; ``"fp16"`` halves the file but rounds
+the ITM inputs.
+
+Reading maps the file and copies out one video's rows. Mapped pages that were touched count towards
+the process's resident memory until unmapped, so the reader re-maps after every ``window_mb`` read:
+resident memory stays bounded by the window whatever the number of videos (the OS page cache still
+keeps hot pages, outside the process).
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from vidtldr.cache import FeatureCache, atomic_write_text, stable_hash
+from vidtldr.errors import VidtldrError
+
+STORE_FORMAT = 1
+DTYPES = {"fp32": np.float32, "fp16": np.float16}
+INDEX = "index.json"
+TOKENS = "tokens.bin"
+FEAT = "feat.npy"
+
+
+def store_dir(cache: FeatureCache, keys: Sequence[str], dtype: str = "fp32") -> Path:
+    """Where the store of ``keys`` (in this order) lives: inside the feature cache directory, whose
+    name already hashes everything that changes the features; the store adds the video list and dtype."""
+    return cache.dir / "stores" / stable_hash({"format": STORE_FORMAT, "keys": list(keys), "dtype": dtype})
+
+
+def build_store(out: str | os.PathLike, keys: Sequence[str], load: Callable[[str], Optional[dict]],
+                dtype: str = "fp32") -> Path:
+    """Write the store of ``keys`` to ``out`` from ``load(key) -> {"tokens": [N, C], "feat": [1, E] or
+    [E], "token_counts": ...}`` (a cache shard), holding one video's tokens in memory at a time.
+    An existing complete store at ``out`` is kept (another process built the same thing)."""
+    if dtype not in DTYPES:
+        raise VidtldrError(f"feature store dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    out = Path(out)
+    if _complete(out):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        offsets, lengths, feats = [], [], []
+        dim, counts, row = None, None, 0
+        with open(tmp / TOKENS, "wb") as handle:
+            for key in keys:
+                stored = load(key)
+                if stored is None:
+                    raise VidtldrError(f"feature store: no cached features for {key!r} (was extraction complete?)")
+                tokens = stored["tokens"].float()
+                if tokens.dim() != 2 or (dim is not None and tokens.shape[1] != dim):
+                    raise VidtldrError(f"feature store: tokens of {key!r} have shape {tuple(tokens.shape)}")
+                dim = int(tokens.shape[1])
+                handle.write(tokens.numpy().astype(DTYPES[dtype], copy=False).tobytes())
+                offsets.append(row)
+                lengths.append(int(tokens.shape[0]))
+                row += int(tokens.shape[0])
+                feats.append(stored["feat"].float().reshape(-1).numpy())
+                if counts is None and stored.get("token_counts") is not None:
+                    counts = [int(c) for c in stored["token_counts"].tolist()]
+            handle.flush()
+            os.fsync(handle.fileno())
+        feat = np.stack(feats) if feats else np.zeros((0, 0), np.float32)
+        np.save(tmp / FEAT, feat.astype(np.float32, copy=False))
+        index = {"format": STORE_FORMAT, "dtype": dtype, "dim": dim or 0, "rows": row, "keys": list(keys),
+                 "offsets": offsets, "lengths": lengths, "token_counts": counts or [],
+                 "bytes": row * (dim or 0) * np.dtype(DTYPES[dtype]).itemsize}
+        # The index is the completion marker: written last, inside the folder that is renamed.
+        atomic_write_text(tmp / INDEX, json.dumps(index))
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            if not _complete(out):  # lost a race to an identical store: fine; anything else is not
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def build_from_cache(cache: FeatureCache, keys: Sequence[str], dtype: str = "fp32") -> Path:
+    return build_store(store_dir(cache, keys, dtype), keys, lambda k: cache.load(k, count=False), dtype)
+
+
+def _complete(path: Path) -> bool:
+    try:
+        index = json.loads((path / INDEX).read_text())
+        return (index.get("format") == STORE_FORMAT and (path / TOKENS).stat().st_size == index["bytes"]
+                and (path / FEAT).is_file())
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+class TokenStore:
+    """Read side: ``store.tokens(key)`` -> float32 ``[N, C]``; ``store.view(keys)`` is an indexable
+    sequence for :func:`vidtldr.tasks.retrieval.itm_rerank`; ``store.feats(keys)`` the ITC inputs."""
+
+    def __init__(self, path: str | os.PathLike, window_mb: float = 64):
+        self.path = Path(path)
+        if not _complete(self.path):
+            raise VidtldrError(f"feature store {self.path} is missing or incomplete")
+        index = json.loads((self.path / INDEX).read_text())
+        self.dtype = index["dtype"]
+        self._np_dtype = np.dtype(DTYPES[self.dtype])
+        self.dim = int(index["dim"])
+        self.keys: list[str] = index["keys"]
+        self.position = {k: i for i, k in enumerate(self.keys)}
+        self.offsets = index["offsets"]
+        self.lengths = index["lengths"]
+        self.token_counts: list[int] = index["token_counts"]
+        self.nbytes = int(index["bytes"])
+        self._feat = torch.from_numpy(np.load(self.path / FEAT))
+        self._window = max(1, int(window_mb * 2**20))
+        self._file = None
+        self._map: Optional[mmap.mmap] = None
+        self._since_map = 0
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _mapping(self) -> mmap.mmap:
+        if self._map is not None and self._since_map >= self._window:
+            # Unmapping drops the touched pages from this process's resident set.
+            self._map.close()
+            self._map = None
+        if self._map is None:
+            if self._file is None:
+                self._file = open(self.path / TOKENS, "rb")
+            self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+            self._since_map = 0
+        return self._map
+
+    def tokens(self, key: str) -> torch.Tensor:
+        i = self.position[key]
+        count = self.lengths[i] * self.dim
+        if count == 0:
+            return torch.zeros(self.lengths[i], self.dim)
+        item = self._np_dtype.itemsize
+        view = np.frombuffer(self._mapping(), dtype=self._np_dtype, count=count, offset=self.offsets[i] * self.dim * item)
+        array = view.astype(np.float32)  # a copy: nothing keeps the mapping alive
+        del view
+        self._since_map += count * item
+        return torch.from_numpy(array).view(self.lengths[i], self.dim)
+
+    def feats(self, keys: Sequence[str]) -> torch.Tensor:
+        """``[len(keys), 1, E]`` ITC projections (the clip axis the ITC einsum expects)."""
+        rows = torch.tensor([self.position[k] for k in keys], dtype=torch.long)
+        return self._feat[rows][:, None]
+
+    def view(self, keys: Sequence[str]) -> "TokenView":
+        return TokenView(self, list(keys))
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "TokenStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class TokenView:
+    """``view[i]`` = tokens of ``keys[i]``, read on demand (one row per split video, so clips that
+    several records share are stored once)."""
+
+    def __init__(self, store: TokenStore, keys: list[str]):
+        self.store, self.keys = store, keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.store.tokens(self.keys[int(i)])
