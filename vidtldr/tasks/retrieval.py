@@ -87,11 +87,21 @@ def itc_scores(vision_feat: torch.Tensor, text_feat: torch.Tensor) -> torch.Tens
 
 @torch.no_grad()
 def itm_rerank(model, i2t_emb: torch.Tensor, text: TextFeatures, vision_tokens: torch.Tensor | Sequence[torch.Tensor],
-               k_test: int = 128, chunk: int = 32) -> RetrievalScores:
-    """ITM re-ranking in both directions with ``k = min(candidates, k_test)`` and the -100 fill."""
+               k_test: int = 128, chunk: int = 32, video_rows: Optional[Sequence[int]] = None,
+               text_rows: Optional[Sequence[int]] = None) -> RetrievalScores:
+    """ITM re-ranking in both directions with ``k = min(candidates, k_test)`` and the -100 fill.
+
+    ``vision_tokens[i]`` is video i's ``[N, C]`` tokens: a tensor, or any indexable that reads them on
+    demand (the disk-backed feature store). ``video_rows`` / ``text_rows`` restrict the ITM work to
+    those rows of the video->text / text->video matrices (one rank's share in a data-parallel run);
+    other rows keep the -100 fill. The candidate lists (``*_topk``) are always complete: they cost
+    one ``topk`` per row.
+    """
     device = _device(model)
     num_videos, num_texts = i2t_emb.shape
     t2i_emb = i2t_emb.t()
+    do_video = range(num_videos) if video_rows is None else [int(i) for i in video_rows]
+    do_text = range(num_texts) if text_rows is None else [int(j) for j in text_rows]
 
     def video(i: int) -> torch.Tensor:
         return vision_tokens[i].to(device)
@@ -104,8 +114,9 @@ def itm_rerank(model, i2t_emb: torch.Tensor, text: TextFeatures, vision_tokens: 
     i2t = torch.full((num_videos, num_texts), NOT_RERANKED, dtype=torch.float32)
     i2t_topk = torch.empty(num_videos, k_i2t, dtype=torch.long)
     for i in range(num_videos):
-        candidates = i2t_emb[i].topk(k_i2t).indices
-        i2t_topk[i] = candidates
+        i2t_topk[i] = i2t_emb[i].topk(k_i2t).indices
+    for i in do_video:
+        candidates = i2t_topk[i]
         tokens = video(i)
         for start in range(0, k_i2t, chunk):
             rows = candidates[start:start + chunk]
@@ -115,8 +126,9 @@ def itm_rerank(model, i2t_emb: torch.Tensor, text: TextFeatures, vision_tokens: 
     t2i = torch.full((num_texts, num_videos), NOT_RERANKED, dtype=torch.float32)
     t2i_topk = torch.empty(num_texts, k_t2i, dtype=torch.long)
     for j in range(num_texts):
-        candidates = t2i_emb[j].topk(k_t2i).indices
-        t2i_topk[j] = candidates
+        t2i_topk[j] = t2i_emb[j].topk(k_t2i).indices
+    for j in do_text:
+        candidates = t2i_topk[j]
         for start in range(0, k_t2i, chunk):
             cols = candidates[start:start + chunk]
             tokens = torch.stack([video(int(c)) for c in cols])
