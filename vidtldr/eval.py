@@ -45,16 +45,47 @@ def report(record: dict) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    from vidtldr import distributed as D
     from vidtldr.tasks.runner import run
 
     with cli_guard("vidtldr.eval"):
-        run_dir = HydraConfig.get().runtime.output_dir
-        record = run(cfg, run_dir, progress=sys.stderr.isatty())
-        if cfg.print_table:
-            print(report(record), flush=True)
+        ctx = D.init(str(cfg.device))  # a single process unless torchrun / SLURM started several
+        try:
+            run_dir = HydraConfig.get().runtime.output_dir
+            if ctx.enabled:
+                # All ranks must share one run directory (scratch features live there); rank 0's wins.
+                main_dir = D.broadcast_object(run_dir, ctx)
+                if main_dir != run_dir:
+                    log.warning("rank %d: Hydra chose %s, using rank 0's %s (pass hydra.run.dir=... to all ranks)",
+                                ctx.rank, run_dir, main_dir)
+                run_dir = main_dir
+            record = run(cfg, run_dir, progress=sys.stderr.isatty() and ctx.is_main, dist_ctx=ctx)
+            if cfg.print_table and ctx.is_main:
+                print(report(record), flush=True)
+        finally:
+            D.shutdown(ctx)
+
+
+def rank_overrides(environ=None) -> list[str]:
+    """Hydra overrides for ranks other than 0 of a data-parallel run: they write no ``.hydra/`` copy
+    and log to their own file, so rank 0's run directory holds one config and one ``eval.log``."""
+    from vidtldr.distributed import env_world
+
+    rank, world, _ = env_world() if environ is None else (int(environ.get("RANK", 0)),
+                                                          int(environ.get("WORLD_SIZE", 1)), 0)
+    if world <= 1 or rank == 0:
+        return []
+    return ["hydra.output_subdir=null",
+            f"hydra.job_logging.handlers.file.filename=${{hydra.runtime.output_dir}}/${{hydra.job.name}}.rank{rank}.log"]
+
+
+def main() -> None:
+    """Console entry point (``python -m vidtldr.eval`` and ``vidtldr-eval``)."""
+    sys.argv.extend(rank_overrides())
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ command line; :mod:`vidtldr.eval` is the thin Hydra entry point around it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -20,6 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import vidtldr
+from vidtldr import distributed as D
 from vidtldr.cache import FeatureCache
 from vidtldr.errors import ConfigError, VidtldrError
 from vidtldr.record import base_record, file_entry, now_iso, write_record
@@ -29,6 +31,8 @@ from vidtldr.tasks.runspec import RunSpec, check_inputs, resolve
 log = logging.getLogger(__name__)
 
 TINY_MARKER = ".complete"
+# Run-scoped feature shards when the cache is off but the feature store or several ranks need them.
+SCRATCH = ".scratch_features"
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -134,40 +138,61 @@ def gflops_entry(arch_cfg, spec: RunSpec, reducer, token_counts: list) -> Option
 # ----------------------------------------------------------------------------- run
 
 
-def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True) -> dict:
-    """Run one evaluation and write ``run_dir/record.json``; returns the record."""
+def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True,
+        dist_ctx: Optional[D.DistContext] = None) -> dict:
+    """Run one evaluation and write ``run_dir/record.json``; returns the record.
+
+    With a data-parallel ``dist_ctx`` (:func:`vidtldr.distributed.init`) every rank calls this with
+    the same ``run_dir``; the ranks share the work and only rank 0 writes anything into ``run_dir``.
+    """
     from vidtldr.data.annotations import annotation_path, answer_list_path, load_split, video_root
     from vidtldr.models.config import load_architecture
 
+    ctx = dist_ctx or D.SINGLE
     run_dir = Path(run_dir)
+    scratch = run_dir / SCRATCH
+    writes = ctx.is_main
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     record = base_record()
     record.update(status="running", run_dir=str(run_dir), config=_plain(cfg))
-    write_record(run_dir, record)
+    if writes:
+        write_record(run_dir, record)
     try:
         _execute(cfg, run_dir, record, progress, t0, load_split=load_split, annotation_path=annotation_path,
-                 answer_list_path=answer_list_path, video_root=video_root, load_architecture=load_architecture)
+                 answer_list_path=answer_list_path, video_root=video_root, load_architecture=load_architecture,
+                 ctx=ctx, scratch=scratch)
+        D.barrier(ctx)  # nobody reads the scratch features any more
     except BaseException as exc:
-        record["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        record["error"] = f"{type(exc).__name__}: {exc}"
-        record["finished"] = now_iso()
-        write_record(run_dir, record)
+        if writes:
+            record["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            record["error"] = f"{type(exc).__name__}: {exc}"
+            record["finished"] = now_iso()
+            write_record(run_dir, record)
         raise
+    finally:
+        if writes and scratch.exists():
+            shutil.rmtree(scratch, ignore_errors=True)
     return record
 
 
 def _execute(cfg, run_dir, record, progress, t0, *, load_split, annotation_path, answer_list_path, video_root,
-             load_architecture) -> None:
+             load_architecture, ctx: D.DistContext, scratch: Path) -> None:
     timings: dict[str, float] = {}
     data_root = None
     if cfg.data.source == "tiny":
         start = time.perf_counter()
+        if ctx.is_main:  # generated once; the other ranks then find it complete
+            data_root = ensure_tiny_data(cfg.paths.cache, str(cfg.dataset.name))
+        D.barrier(ctx)
         data_root = ensure_tiny_data(cfg.paths.cache, str(cfg.dataset.name))
         timings["tiny_data_s"] = time.perf_counter() - start
     elif cfg.data.source != "real":
         raise ConfigError(f"data.source must be 'real' or 'tiny', got {cfg.data.source!r}")
     spec = resolve(cfg, data_root=None if data_root is None else str(data_root))
+    if ctx.enabled:
+        spec = dataclasses.replace(spec, device=D.device_for(ctx, spec.device))
+        record["distributed"] = ctx.describe()
     from vidtldr.models.precision import autocast_context, resolve_device
 
     resolve_device(spec.device)  # a clear error when CUDA is asked for but absent
@@ -215,7 +240,9 @@ def _execute(cfg, run_dir, record, progress, t0, *, load_split, annotation_path,
     video_cache = FeatureCache(cfg.cache.dir, video_key, enabled=enabled)
     settings = {"batch_size": int(cfg.data.batch_size), "num_workers": int(cfg.data.num_workers),
                 "skip_unreadable": cfg.data.on_error == "skip", "text_batch": int(cfg.eval.text_batch),
-                "itm_batch": int(cfg.eval.itm_batch)}
+                "itm_batch": int(cfg.eval.itm_batch), "token_store": str(cfg.eval.get("token_store", "disk")),
+                "store_dtype": str(cfg.eval.get("token_store_dtype", "fp32")),
+                "store_window_mb": float(cfg.eval.get("token_store_window_mb", 64))}
     if cfg.data.on_error not in ("raise", "skip"):
         raise ConfigError(f"data.on_error must be 'raise' or 'skip', got {cfg.data.on_error!r}")
 
@@ -225,16 +252,18 @@ def _execute(cfg, run_dir, record, progress, t0, *, load_split, annotation_path,
         text_cache = FeatureCache(cfg.cache.dir, text_key, enabled=enabled)
         with autocast:
             result = run_retrieval(model, tokenizer, reducer, split, spec=spec, video_cache=video_cache,
-                                   text_cache=text_cache, img_size=img_size, settings=settings, progress=progress)
-        record["cache"] = {"video": video_cache.stats(), "text": text_cache.stats()}
+                                   text_cache=text_cache, img_size=img_size, settings=settings, progress=progress,
+                                   dist_ctx=ctx, scratch=scratch)
+        record["cache"] = result.cache
+        record["feature_store"] = result.extra.get("feature_store")
     elif spec.task == "qa":
         from vidtldr.tasks.runner_qa import run_qa
 
         with autocast:
             result = run_qa(model, tokenizer, reducer, split, spec=spec, video_cache=video_cache,
-                            img_size=img_size, settings=settings, progress=progress)
+                            img_size=img_size, settings=settings, progress=progress, dist_ctx=ctx, scratch=scratch)
         record["cache"] = {"video": video_cache.stats()}
-        if cfg.get("save_predictions", True):
+        if cfg.get("save_predictions", True) and ctx.is_main:
             from vidtldr.cache import atomic_write_text
             import json
 
@@ -262,5 +291,7 @@ def _execute(cfg, run_dir, record, progress, t0, *, load_split, annotation_path,
     if wandb_cfg.enabled:
         from vidtldr.wandb_logger import log_to_wandb
 
-        record["wandb"] = log_to_wandb(_plain(wandb_cfg), record, run_dir)
-    write_record(run_dir, record)
+        if ctx.is_main:
+            record["wandb"] = log_to_wandb(_plain(wandb_cfg), record, run_dir)
+    if ctx.is_main:
+        write_record(run_dir, record)

@@ -43,13 +43,17 @@ def unique_in_order(keys: Sequence[str]) -> list[str]:
 
 def video_features(paths: Sequence[str], keys: Sequence[str], encode_fn: EncodeFn, cache: FeatureCache, *,
                    num_frames: int, trimmed30: bool, size: int, batch_size: int, num_workers: int,
-                   skip_unreadable: bool, progress: bool = True) -> VideoFeatures:
+                   skip_unreadable: bool, progress: bool = True,
+                   retain: Callable[[dict], dict] | None = None) -> VideoFeatures:
     """Features of every distinct video ``keys[i]`` (read from ``paths[i]``).
 
     Two records naming the same file share one encoding (LSMDC repeats clips; QA asks several
     questions per video). Unreadable videos raise, or with ``skip_unreadable`` are reported in
-    ``skipped`` (and never cached, so a later run tries them again).
+    ``skipped`` (and never cached, so a later run tries them again). ``retain`` picks what of each
+    video stays in memory (``by_key``) after its shard is written; the default keeps everything,
+    the feature-store path keeps only the small fields so memory does not grow with the videos.
     """
+    keep = retain or (lambda stored: stored)
     path_of = {}
     for key, path in zip(keys, paths):
         path_of.setdefault(key, path)
@@ -61,7 +65,7 @@ def video_features(paths: Sequence[str], keys: Sequence[str], encode_fn: EncodeF
         if stored is None:
             todo.append(key)
         else:
-            result.by_key[key] = stored
+            result.by_key[key] = keep(stored)
     result.cached = len(order) - len(todo)
     if not todo:
         log.info("video features: all %d videos from the cache %s", len(order), cache.dir)
@@ -80,7 +84,7 @@ def video_features(paths: Sequence[str], keys: Sequence[str], encode_fn: EncodeF
                 for j, stored in zip(rows, encode_fn(frames)):
                     key = todo[index[j]]
                     cache.save(key, stored)  # atomic, per video: resume point
-                    result.by_key[key] = stored
+                    result.by_key[key] = keep(stored)
                     result.decoded += 1
             bar.update(len(index))
     finally:

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from vidtldr import distributed as D
 from vidtldr.cache import FeatureCache
+from vidtldr.errors import ConfigError
 from vidtldr.data.annotations import QASplit
 from vidtldr.metrics import qa_accuracy
 from vidtldr.models.tokenizer import tokenize, tokenize_answers
-from vidtldr.tasks.runner_features import stack, token_counts_of, video_features
+from vidtldr.tasks.runner_features import stack, token_counts_of, unique_in_order, video_features
 from vidtldr.tasks.runner_retrieval import TaskResult
 from vidtldr.tasks.runner_subset import subset_qa
 
@@ -25,7 +28,10 @@ def _device(model) -> torch.device:
 
 
 def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: FeatureCache, img_size: int,
-           settings: dict, progress: bool = True) -> TaskResult:
+           settings: dict, progress: bool = True, dist_ctx: D.DistContext = D.SINGLE,
+           scratch: Path | None = None) -> TaskResult:
+    """Under ``torch.distributed`` the ranks split the videos to encode and then the questions to
+    answer; predictions are gathered so that every rank returns the full result."""
     timings: dict[str, float] = {}
     total = len(split.questions)
     total_videos = len(set(split.video_names))
@@ -41,15 +47,34 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
         counts = torch.tensor(out.token_counts, dtype=torch.long)
         return [{"tokens": tokens[i].contiguous(), "token_counts": counts} for i in range(tokens.shape[0])]
 
+    shared = video_cache
+    if dist_ctx.enabled and not video_cache.enabled:  # ranks exchange features through disk
+        if scratch is None:
+            raise ConfigError("a data-parallel QA run needs the feature cache or a scratch folder")
+        shared = FeatureCache(scratch, video_cache.key)
     start = time.perf_counter()
-    videos = video_features(split.videos, split.video_names, encode, video_cache, num_frames=spec.num_frames,
+    order = unique_in_order(split.video_names)
+    path_of = dict(reversed(list(zip(split.video_names, split.videos))))  # first path of each key
+    mine = D.shard(order, dist_ctx)
+    videos = video_features([path_of[k] for k in mine], mine, encode, shared, num_frames=spec.num_frames,
                             trimmed30=False, size=img_size, batch_size=settings["batch_size"],
                             num_workers=settings["num_workers"], skip_unreadable=settings["skip_unreadable"],
                             progress=progress)
+    skipped, decoded, cached = videos.skipped, videos.decoded, videos.cached
+    if dist_ctx.enabled:
+        shares = D.all_gather_objects((videos.skipped, videos.decoded, videos.cached), dist_ctx)
+        skipped = [s for share in shares for s in share[0]]
+        decoded, cached = sum(x[1] for x in shares), sum(x[2] for x in shares)
+        D.barrier(dist_ctx)
     timings["video_features_s"] = time.perf_counter() - start
-    if videos.skipped:
-        bad = {s.path for s in videos.skipped}
+    if skipped:
+        bad = {s.path for s in skipped}
         split = subset_qa(split, [i for i, p in enumerate(split.videos) if p not in bad])
+    questions_mine = D.shard(range(len(split.questions)), dist_ctx)
+    if dist_ctx.enabled:  # this rank's questions' videos, read from the shared shards
+        for key in unique_in_order([split.video_names[i] for i in questions_mine]):
+            if key not in videos.by_key:
+                videos.by_key[key] = shared.load(key)
 
     start = time.perf_counter()
     answers = tokenize_answers(tokenizer, split.answer_list, spec.max_a_len)
@@ -57,10 +82,11 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
     k = min(spec.k_test, len(split.answer_list))
     predictions: dict = {}
     batch = settings["batch_size"]
-    with torch.no_grad(), tqdm(total=len(split.questions), desc="answer ranking", unit="question",
+    first, end = (questions_mine[0], questions_mine[-1] + 1) if questions_mine else (0, 0)
+    with torch.no_grad(), tqdm(total=end - first, desc="answer ranking", unit="question",
                                disable=not progress, leave=False) as bar:
-        for lo in range(0, len(split.questions), batch):
-            hi = min(lo + batch, len(split.questions))
+        for lo in range(first, end, batch):
+            hi = min(lo + batch, end)
             tokens = stack(videos, split.video_names[lo:hi], "tokens").to(device)
             topk_ids, _ = model.rank_answers(tokens, questions.input_ids[lo:hi].to(device),
                                              questions.attention_mask[lo:hi].to(device),
@@ -68,12 +94,17 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
             for qid, row in zip(split.question_ids[lo:hi], topk_ids.cpu()):
                 predictions[qid] = split.answer_list[int(row[0])]
             bar.update(hi - lo)
+    if dist_ctx.enabled:  # contiguous shares in rank order: merging keeps the question order
+        merged: dict = {}
+        for share in D.all_gather_objects(predictions, dist_ctx):
+            merged.update(share)
+        predictions = merged
     timings["answer_ranking_s"] = time.perf_counter() - start
     gold = dict(zip(split.question_ids, split.answers))
     metrics = {"acc": qa_accuracy(predictions, gold)}
     counts = {"questions": len(split.questions), "questions_total": total, "videos": len(set(split.video_names)),
-              "videos_total": total_videos, "videos_skipped": len(videos.skipped), "videos_decoded": videos.decoded,
-              "videos_from_cache": videos.cached, "answers": len(split.answer_list), "k_effective": k}
+              "videos_total": total_videos, "videos_skipped": len(skipped), "videos_decoded": decoded,
+              "videos_from_cache": cached, "answers": len(split.answer_list), "k_effective": k}
     return TaskResult(metrics=metrics, counts=counts, token_counts=token_counts_of(videos), timings=timings,
-                      skipped=[{"path": s.path, "reason": s.reason} for s in videos.skipped],
+                      skipped=[{"path": s.path, "reason": s.reason} for s in skipped],
                       extra={"predictions": [{"question_id": q, "answer": a} for q, a in predictions.items()]})

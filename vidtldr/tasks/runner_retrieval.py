@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from vidtldr import distributed as D
 from vidtldr.cache import FeatureCache
 from vidtldr.data.annotations import RetrievalSplit
+from vidtldr.errors import ConfigError
+from vidtldr.feature_store import TokenStore, build_from_cache, store_dir
 from vidtldr.metrics import retrieval_metrics
 from vidtldr.models.tokenizer import tokenize
 from vidtldr.tasks import retrieval as R
-from vidtldr.tasks.runner_features import VideoFeatures, stack, token_counts_of, video_features
+from vidtldr.tasks.runner_features import VideoFeatures, stack, token_counts_of, unique_in_order, video_features
 from vidtldr.tasks.runner_subset import subset_retrieval
 
 log = logging.getLogger(__name__)
@@ -65,9 +69,29 @@ def text_features(model, tokenizer, texts: list[str], max_len: int, batch: int, 
     return feats
 
 
+def _small_fields(stored: dict) -> dict:
+    # What the feature-store path keeps in memory per video: the ITC projection and the counts
+    # (a few hundred floats), not the tokens, which stay in the shard and then the store.
+    return {k: v for k, v in stored.items() if k != "tokens"}
+
+
+def _sum_stats(stats: list[dict]) -> dict:
+    out = dict(stats[0])
+    for key in ("hits", "misses", "writes"):
+        out[key] = sum(s[key] for s in stats)
+    return out
+
+
 def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, video_cache: FeatureCache,
-                  text_cache: FeatureCache, img_size: int, settings: dict, progress: bool = True) -> TaskResult:
+                  text_cache: FeatureCache, img_size: int, settings: dict, progress: bool = True,
+                  dist_ctx: D.DistContext = D.SINGLE, scratch: Path | None = None) -> TaskResult:
+    """``settings["token_store"]``: ``disk`` (default) re-ranks from the memory-mapped feature store,
+    ``memory`` from one stacked tensor (the original path). Under ``torch.distributed`` the videos and
+    the ITM rows are split across ranks (``vidtldr.distributed``); every rank returns the same result."""
     timings: dict[str, float] = {}
+    mode = settings.get("token_store", "disk")
+    if mode not in ("disk", "memory"):
+        raise ConfigError(f"eval.token_store must be 'disk' or 'memory', got {mode!r}")
     total_videos, total_texts = len(split.videos), len(split.texts)
     if spec.limit is not None and spec.limit < total_videos:
         split = subset_retrieval(split, range(spec.limit))
@@ -80,32 +104,93 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
         return [{"tokens": feats.tokens[i].contiguous(), "feat": feats.feat[i].contiguous(), "token_counts": counts}
                 for i in range(feats.tokens.shape[0])]
 
-    start = time.perf_counter()
-    videos: VideoFeatures = video_features(
-        split.videos, split.video_names, encode, video_cache, num_frames=spec.num_frames, trimmed30=spec.trimmed30,
-        size=img_size, batch_size=settings["batch_size"], num_workers=settings["num_workers"],
-        skip_unreadable=settings["skip_unreadable"], progress=progress)
-    timings["video_features_s"] = time.perf_counter() - start
-    if videos.skipped:
-        bad = {s.path for s in videos.skipped}
-        split = subset_retrieval(split, [v for v, p in enumerate(split.videos) if p not in bad])
+    # Ranks exchange features, and the store is packed, through the on-disk cache; when the user
+    # turned the cache off, a run-scoped scratch cache (removed by the runner) stands in for it.
+    on_disk = mode == "disk" or dist_ctx.enabled
+    shared_video, shared_text = video_cache, text_cache
+    if on_disk and not video_cache.enabled:
+        shared_video = FeatureCache(_need(scratch), video_cache.key)
+    if dist_ctx.enabled and not text_cache.enabled:
+        shared_text = FeatureCache(_need(scratch), text_cache.key)
 
     start = time.perf_counter()
-    text = text_features(model, tokenizer, split.texts, spec.max_txt_l, settings["text_batch"], text_cache)
+    order = unique_in_order(split.video_names)
+    path_of: dict[str, str] = {}
+    for key, path in zip(split.video_names, split.videos):
+        path_of.setdefault(key, path)
+    mine = D.shard(order, dist_ctx)  # everything in a single process
+    videos: VideoFeatures = video_features(
+        [path_of[k] for k in mine], mine, encode, shared_video, num_frames=spec.num_frames,
+        trimmed30=spec.trimmed30, size=img_size, batch_size=settings["batch_size"],
+        num_workers=settings["num_workers"], skip_unreadable=settings["skip_unreadable"], progress=progress,
+        retain=_small_fields if mode == "disk" else None)
+    skipped, decoded, cached = videos.skipped, videos.decoded, videos.cached
+    if dist_ctx.enabled:
+        shares = D.all_gather_objects((videos.skipped, videos.decoded, videos.cached), dist_ctx)
+        skipped = [s for share in shares for s in share[0]]
+        decoded, cached = sum(share[1] for share in shares), sum(share[2] for share in shares)
+        D.barrier(dist_ctx)  # every rank's shards are on disk from here on
+    timings["video_features_s"] = time.perf_counter() - start
+    if skipped:
+        bad = {s.path for s in skipped}
+        split = subset_retrieval(split, [v for v, p in enumerate(split.videos) if p not in bad])
+    distinct = len(order) - len({s.path for s in skipped})
+
+    start = time.perf_counter()
+    if dist_ctx.enabled:  # computed once, on rank 0, and shared through the (text) cache
+        if dist_ctx.is_main:
+            text = text_features(model, tokenizer, split.texts, spec.max_txt_l, settings["text_batch"], shared_text)
+        D.barrier(dist_ctx)
+        if not dist_ctx.is_main:
+            text = text_features(model, tokenizer, split.texts, spec.max_txt_l, settings["text_batch"], shared_text)
+    else:
+        text = text_features(model, tokenizer, split.texts, spec.max_txt_l, settings["text_batch"], text_cache)
     timings["text_features_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    vision_feat = stack(videos, split.video_names, "feat")
-    vision_tokens = stack(videos, split.video_names, "tokens")
+    store = None
+    store_info = {"mode": mode}
+    if mode == "disk":
+        keys = unique_in_order(split.video_names)
+        dtype = str(settings.get("store_dtype", "fp32"))
+        where = store_dir(shared_video, keys, dtype)
+        if dist_ctx.is_main:
+            build_from_cache(shared_video, keys, dtype)
+        D.barrier(dist_ctx)
+        store = TokenStore(where, window_mb=float(settings.get("store_window_mb", 64)))
+        vision_feat = store.feats(split.video_names)
+        vision_tokens = store.view(split.video_names)
+        token_counts = list(store.token_counts)
+        store_info.update(dtype=dtype, bytes=store.nbytes, videos=len(store))
+        timings["feature_store_s"] = time.perf_counter() - start
+    else:
+        if dist_ctx.enabled:  # every rank needs every video's tokens: read them from the shared shards
+            have = set(videos.by_key)
+            for key in unique_in_order(split.video_names):
+                if key not in have:
+                    videos.by_key[key] = shared_video.load(key)
+        vision_feat = stack(videos, split.video_names, "feat")
+        vision_tokens = stack(videos, split.video_names, "tokens")
+        token_counts = token_counts_of(videos)
     i2t_emb = R.itc_scores(vision_feat, text.feat)
     timings["itc_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
     n_v, n_t = i2t_emb.shape
-    pairs = n_v * min(n_t, spec.k_test) + n_t * min(n_v, spec.k_test)
-    with tqdm(total=pairs, desc="ITM re-ranking", unit="pair", disable=not progress, leave=False) as bar:
-        scores = R.itm_rerank(_ProgressModel(model, bar), i2t_emb, text, vision_tokens, k_test=spec.k_test,
-                              chunk=settings["itm_batch"])
+    rows_v = D.shard(range(n_v), dist_ctx) if dist_ctx.enabled else None
+    rows_t = D.shard(range(n_t), dist_ctx) if dist_ctx.enabled else None
+    pairs = (n_v if rows_v is None else len(rows_v)) * min(n_t, spec.k_test) + \
+        (n_t if rows_t is None else len(rows_t)) * min(n_v, spec.k_test)
+    try:
+        with tqdm(total=pairs, desc="ITM re-ranking", unit="pair", disable=not progress, leave=False) as bar:
+            scores = R.itm_rerank(_ProgressModel(model, bar), i2t_emb, text, vision_tokens, k_test=spec.k_test,
+                                  chunk=settings["itm_batch"], video_rows=rows_v, text_rows=rows_t)
+    finally:
+        if store is not None:
+            store.close()
+    if dist_ctx.enabled:
+        scores.i2t = D.combine_rows(scores.i2t, rows_v, dist_ctx)
+        scores.t2i = D.combine_rows(scores.t2i, rows_t, dist_ctx)
     timings["itm_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -122,8 +207,18 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
     }
     timings["metrics_s"] = time.perf_counter() - start
     counts = {"videos": n_v, "texts": n_t, "videos_total": total_videos, "texts_total": total_texts,
-              "videos_skipped": len(videos.skipped), "videos_decoded": videos.decoded,
-              "videos_from_cache": videos.cached, "distinct_video_files": len(videos.by_key),
+              "videos_skipped": len(skipped), "videos_decoded": decoded,
+              "videos_from_cache": cached, "distinct_video_files": distinct,
               "k_test_effective": {"v2t": min(n_t, spec.k_test), "t2v": min(n_v, spec.k_test)}}
-    return TaskResult(metrics=metrics, counts=counts, token_counts=token_counts_of(videos), timings=timings,
-                      skipped=[{"path": s.path, "reason": s.reason} for s in videos.skipped])
+    cache_stats = {"video": video_cache.stats(), "text": text_cache.stats()}
+    if dist_ctx.enabled and video_cache.enabled:
+        cache_stats["video"] = _sum_stats(D.all_gather_objects(video_cache.stats(), dist_ctx))
+    return TaskResult(metrics=metrics, counts=counts, token_counts=token_counts, timings=timings,
+                      skipped=[{"path": s.path, "reason": s.reason} for s in skipped], cache=cache_stats,
+                      extra={"feature_store": store_info})
+
+
+def _need(scratch: Path | None) -> Path:
+    if scratch is None:
+        raise ConfigError("the feature store needs the feature cache (cache.enabled=true) or a scratch folder")
+    return Path(scratch)
