@@ -31,9 +31,10 @@ AttentionMode = Literal["fused", "materialized"]
 ATTENTION_MODES = ("fused", "materialized")
 
 # Elements of one query block's logits [B, heads, block, T] in the bounded-memory path (16 MiB fp32).
-# Blocks this size stay in the last-level cache through matmul -> softmax -> head mean -> P.V; at
-# 64 MiB the scoring attention of UMT-B (T = 2352) ran as slowly as the fully materialised map on a
-# 2-core CPU (see results/bench.md), at 16 MiB about 1.6x faster.
+# glibc serves blocks below its largest dynamic mmap threshold (32 MiB) from recycled heap memory;
+# bigger ones are freshly mapped and page-faulted (kernel-zeroed) at every block. At 64 MiB the
+# scoring attention of UMT-B (T = 2352) therefore ran as slowly as the fully materialised map on a
+# 2-core CPU; at 16 MiB about 1.6x faster, and the block still fits the last-level cache.
 _BLOCK_ELEMENTS = 1 << 22
 
 
