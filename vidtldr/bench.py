@@ -106,13 +106,19 @@ def build_encoder(spec: RunSpec, device: str, autocast: bool, seed: int = 0) -> 
     return Encoder(model=model, device=device, autocast=autocast)
 
 
-def timed_forward(enc: Encoder, videos, reducer, mode: str) -> tuple[float, object]:
+def timed_forward(enc: Encoder, videos, reducer, mode: str, cpu_times: Optional[list] = None) -> tuple[float, object]:
+    """Wall time of one forward; the process CPU time is appended to ``cpu_times`` when given
+    (on a shared CPU, wall time includes waiting for a core and CPU time does not)."""
     enc.model.attention = mode
     _sync(enc.device)
+    cpu0 = time.process_time()
     start = time.perf_counter()
     out = enc.forward(videos, reducer)
     _sync(enc.device)
-    return time.perf_counter() - start, out
+    wall = time.perf_counter() - start
+    if cpu_times is not None:
+        cpu_times.append(time.process_time() - cpu0)
+    return wall, out
 
 
 def peak_memory_mb(enc: Encoder, videos, reducer, mode: str) -> dict:
@@ -129,12 +135,23 @@ def peak_memory_mb(enc: Encoder, videos, reducer, mode: str) -> dict:
         peak = torch.cuda.max_memory_allocated()
         return {"peak_mem_mb": (peak - before) / 2 ** 20, "peak_total_mb": peak / 2 ** 20,
                 "mem_method": "cuda max_memory_allocated"}
+    import resource
+
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
     if not _reset_cpu_peak():
-        return {"peak_mem_mb": None, "peak_total_mb": None, "mem_method": "unavailable"}
-    before = _rss_kb("VmRSS")
-    enc.forward(videos, reducer)
-    peak = _rss_kb("VmHWM")
-    return {"peak_mem_mb": (peak - before) / 1024, "peak_total_mb": peak / 1024, "mem_method": "VmHWM - VmRSS"}
+        enc.forward(videos, reducer)
+        out = {"peak_mem_mb": None, "peak_total_mb": None, "mem_method": "unavailable"}
+    else:
+        before = _rss_kb("VmRSS")
+        enc.forward(videos, reducer)
+        peak = _rss_kb("VmHWM")
+        out = {"peak_mem_mb": (peak - before) / 1024, "peak_total_mb": peak / 1024, "mem_method": "VmHWM - VmRSS"}
+    usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    # Kernel time and minor page faults of that forward: freshly mapped buffers (glibc mmaps
+    # allocations above 32 MiB, e.g. a materialised T x T map) are zero-filled by the kernel.
+    out["sys_s"] = usage1.ru_stime - usage0.ru_stime
+    out["minor_faults"] = usage1.ru_minflt - usage0.ru_minflt
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -210,28 +227,60 @@ def _attention_times(enc: Encoder, videos, reducer, mode: str) -> tuple[list[flo
     return times, total
 
 
-def reduction_overhead(enc: Encoder, videos, reducer, repeats: int = 1) -> dict:
+def reduction_overhead(enc: Encoder, videos, reducer, repeats: int = 3) -> dict:
     """Scoring + matching + merging time of a vid-TLDR forward (fused execution), as a share of it.
 
     scoring = attention time at the scoring blocks minus the same blocks' attention time when
     nothing is asked (same token counts, same size bias); matching + merging = time in ``reduce``.
-    Medians over ``repeats`` instrumented pairs."""
-    scoring, matching, totals, per_layer = [], [], [], []
+    The two instrumented forwards alternate ``repeats`` times and every quantity is the minimum over
+    repeats: background load only ever adds time, so minima compare like with like."""
+    full_attn, plain_attn, matching, totals, layers = [], [], [], [], []
     for _ in range(max(1, repeats)):
         full = _TimedReducer(reducer, enc.device)
         t_full, total = _attention_times(enc, videos, full, "fused")
         plain = _NoScoreReducer(reducer, enc.device)
         t_plain, _ = _attention_times(enc, videos, plain, "fused")
-        scoring_layers = sorted(set(full.scoring_layers))
-        scoring.append(sum(t_full[i] - t_plain[i] for i in scoring_layers))
+        layers = sorted(set(full.scoring_layers))
+        full_attn.append(t_full)
+        plain_attn.append(t_plain)
         matching.append(full.seconds)
         totals.append(total)
-        per_layer.append([(i, t_full[i], t_plain[i]) for i in scoring_layers])
-    enc_s = statistics.median(totals)
-    sc, mm = statistics.median(scoring), statistics.median(matching)
-    return {"encoder_s": enc_s, "scoring_s": sc, "match_merge_s": mm,
-            "overhead_s": sc + mm, "overhead_pct": 100.0 * (sc + mm) / enc_s,
-            "scoring_layers": [{"block": i, "attn_scoring_s": a, "attn_plain_s": b} for i, a, b in per_layer[-1]]}
+    per_layer = [{"block": i, "attn_scoring_s": min(t[i] for t in full_attn),
+                  "attn_plain_s": min(t[i] for t in plain_attn)} for i in layers]
+    sc = sum(x["attn_scoring_s"] - x["attn_plain_s"] for x in per_layer)
+    mm, enc_s = min(matching), min(totals)
+    return {"encoder_s": enc_s, "scoring_s": sc, "match_merge_s": mm, "overhead_s": sc + mm,
+            "overhead_pct": 100.0 * (sc + mm) / enc_s, "repeats": max(1, repeats), "scoring_layers": per_layer}
+
+
+_OP_CATEGORY = {
+    "aten::addmm": "linear", "aten::mm": "linear",
+    "aten::bmm": "attention", "aten::_softmax": "attention", "aten::softmax": "attention",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "attention",
+    "aten::_scaled_dot_product_flash_attention": "attention",
+    "aten::_scaled_dot_product_efficient_attention": "attention",
+    "aten::_scaled_dot_product_cudnn_attention": "attention",
+    "aten::mkldnn_convolution": "conv", "aten::convolution": "conv", "aten::_convolution": "conv",
+}
+
+
+def profile_breakdown(enc: Encoder, videos, reducer, mode: str) -> dict:
+    """Self time of one profiled forward, grouped: linear layers, attention kernels (q.k^T and
+    A.v matmuls, softmax, fused SDPA; vid-TLDR's similarity matmul is a batched matmul too and lands
+    here), conv, everything else (norms, GELU, copies, merging)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    enc.model.attention = mode
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if enc.device.startswith("cuda") else [])
+    with profile(activities=activities) as prof:
+        enc.forward(videos, reducer)
+        _sync(enc.device)
+    groups: dict = {}
+    for ev in prof.key_averages():
+        cat = _OP_CATEGORY.get(ev.key, "other")
+        us = ev.self_device_time_total if enc.device.startswith("cuda") else ev.self_cpu_time_total
+        groups[cat] = groups.get(cat, 0.0) + us / 1e6
+    return {k: round(v, 4) for k, v in sorted(groups.items())}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,6 +295,7 @@ class Execution:
     reducer_factory: Callable[[], object]
     schedule_source: str = ""
     times: list = field(default_factory=list)
+    cpu_times: list = field(default_factory=list)
 
 
 def plan_executions(spec: RunSpec, reducers: list[str], attentions: list[str], baseline_r) -> tuple[list, list]:
@@ -312,7 +362,7 @@ def _load() -> Optional[list]:
 
 def run_bench(spec: RunSpec, *, reducers: list[str], attentions: list[str], baseline_r="vidtldr",
               repeats: int = 5, warmup: int = 1, batch: int = 1, device: str = "cpu", autocast: bool = True,
-              seed: int = 0, breakdown: bool = True, check_outputs: bool = True,
+              seed: int = 0, breakdown: bool = True, check_outputs: bool = True, profile: bool = False,
               log: Callable[[str], None] = lambda m: None) -> dict:
     import torch
 
@@ -341,7 +391,7 @@ def run_bench(spec: RunSpec, *, reducers: list[str], attentions: list[str], base
     # Interleaved timed repeats.
     for rep in range(repeats):
         for ex in execs:
-            t, _ = timed_forward(enc, videos, ex.reducer_factory(), ex.attention)
+            t, _ = timed_forward(enc, videos, ex.reducer_factory(), ex.attention, ex.cpu_times)
             ex.times.append(t)
         log(f"repeat {rep + 1}/{repeats}: " + ", ".join(f"{e.merge}/{e.attention} {e.times[-1]:.2f}s" for e in execs))
     load_after = _load()
@@ -355,6 +405,8 @@ def run_bench(spec: RunSpec, *, reducers: list[str], attentions: list[str], base
                "final_tokens": cost.tokens_per_layer[-1],
                "gflops_paper": round(cost.gflops_paper, 2), "gflops_true": round(cost.gflops_true, 2),
                "s_per_clip": med / batch, "clips_per_s": batch / med,
+               "best_s_per_clip": min(ex.times) / batch,
+               "cpu_s_per_clip": statistics.median(ex.cpu_times) / batch,
                "times_s": [round(t, 4) for t in ex.times]}
         row.update({k: (round(v, 1) if isinstance(v, float) else v) for k, v in memory[(ex.merge, ex.attention)].items()})
         rows.append(row)
@@ -364,8 +416,14 @@ def run_bench(spec: RunSpec, *, reducers: list[str], attentions: list[str], base
         result["output_check"] = _output_check(outputs)
     if breakdown and any(e.merge == "vidtldr" and e.attention == "fused" for e in execs):
         vid = next(e for e in execs if e.merge == "vidtldr")
-        result["overhead"] = reduction_overhead(enc, videos, vid.reducer_factory(), repeats=1 if repeats < 3 else 3)
+        result["overhead"] = reduction_overhead(enc, videos, vid.reducer_factory(), repeats=min(max(repeats, 1), 5))
         result["summary"]["reduction_overhead_pct"] = round(result["overhead"]["overhead_pct"], 2)
+    if profile:
+        prof = {}
+        for ex in (e for e in execs if e.merge in ("none", "vidtldr")):
+            prof[f"{ex.merge}/{ex.attention}"] = profile_breakdown(enc, videos, ex.reducer_factory(), ex.attention)
+            log(f"profiled {ex.merge}/{ex.attention}: {prof[f'{ex.merge}/{ex.attention}']}")
+        result["profile_s"] = prof
     result["environment"] = environment(device, load_before, load_after)
     result["targets"] = check_targets(result["summary"]) if spec.model != "tiny" else {}
     return result
@@ -395,9 +453,9 @@ def _add_ratios(rows: list) -> None:
 def summarise(rows: list) -> dict:
     by = {(r["merge"], r["attention"]): r for r in rows}
 
-    def ratio(a, b):
+    def ratio(a, b, key="s_per_clip"):
         if a in by and b in by:
-            return round(by[a]["clips_per_s"] / by[b]["clips_per_s"], 3)
+            return round(by[b][key] / by[a][key], 3)
         return None
 
     out = {
@@ -407,6 +465,12 @@ def summarise(rows: list) -> dict:
         "vidtldr_materialized_vs_none_materialized": ratio(("vidtldr", "materialized"), ("none", "materialized")),
         "vidtldr_fused_vs_none_materialized": ratio(("vidtldr", "fused"), ("none", "materialized")),
     }
+    # The same ratios from the fastest repeat and from CPU time: less sensitive to other jobs.
+    for key, suffix in (("best_s_per_clip", "_best"), ("cpu_s_per_clip", "_cpu")):
+        for name, (a, b) in (("vidtldr_fused_vs_vidtldr_materialized", (("vidtldr", "fused"), ("vidtldr", "materialized"))),
+                             ("none_fused_vs_none_materialized", (("none", "fused"), ("none", "materialized"))),
+                             ("vidtldr_fused_vs_none_fused", (("vidtldr", "fused"), ("none", "fused")))):
+            out[name + suffix] = ratio(a, b, key)
     if ("none", "fused") in by and ("vidtldr", "fused") in by:
         out["gflops_ratio_none_over_vidtldr"] = round(by[("none", "fused")]["gflops_paper"]
                                                       / by[("vidtldr", "fused")]["gflops_paper"], 3)
@@ -504,19 +568,21 @@ def render_md(db: dict) -> str:
         L.append(f"torch {env.get('torch')}; load average before / after: {env.get('loadavg_before')} / "
                  f"{env.get('loadavg_after')}; repeats: {len(r0['times_s'])}.")
         L.append("")
-        L.append("| merge | attention | r (first blocks) | final tokens | GFLOPs | s/clip | clips/s | "
-                 "x vs none/fused | x vs none/materialized | peak mem (MB) |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|")
+        L.append("| merge | attention | r (first blocks) | final tokens | GFLOPs | s/clip (median) | clips/s | "
+                 "x vs none/fused | x vs none/materialized | s/clip (fastest) | CPU s/clip | peak mem (MB) |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in run["rows"]:
             mem = "-" if r.get("peak_mem_mb") is None else f"{r['peak_mem_mb']:.0f}"
             L.append(f"| {r['merge']} | {r['attention']} | {','.join(map(str, r['r'])) or '-'}"
                      f"{'' if r['merge'] in ('none', 'vidtldr') else ' (' + r['schedule_source'] + ')'} | "
                      f"{r['final_tokens']} | {r['gflops_paper']:.1f} | {r['s_per_clip']:.3f} | {r['clips_per_s']:.3f} | "
-                     f"{r.get('speedup_vs_none_fused', '-')} | {r.get('speedup_vs_none_materialized', '-')} | {mem} |")
+                     f"{r.get('speedup_vs_none_fused', '-')} | {r.get('speedup_vs_none_materialized', '-')} | "
+                     f"{r.get('best_s_per_clip', float('nan')):.3f} | {r.get('cpu_s_per_clip', float('nan')):.3f} | {mem} |")
         L.append("")
+        s_ = run.get("summary", {})
         if run.get("targets"):
-            L.append("| target | measured | required | met |")
-            L.append("|---|---|---|---|")
+            L.append("| target | measured (medians) | fastest repeats | CPU time | required | met (medians) |")
+            L.append("|---|---|---|---|---|---|")
             names = {"vidtldr_fused_vs_vidtldr_materialized": "vid-TLDR fused vs vid-TLDR materialized (x)",
                      "none_fused_vs_none_materialized": "none fused vs none materialized (x)",
                      "vidtldr_fused_vs_none_fused": "vid-TLDR fused vs none fused (x)",
@@ -524,7 +590,9 @@ def render_md(db: dict) -> str:
             for k, t in run["targets"].items():
                 req = f"<= {t['target']}" if k.endswith("_max") else f">= {t['target']}"
                 met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
-                L.append(f"| {names.get(k, k)} | {t['measured']} | {req} | {met} |")
+                best = s_.get(k + "_best", "-") if not k.endswith("_max") else "-"
+                cpu = s_.get(k + "_cpu", "-") if not k.endswith("_max") else "-"
+                L.append(f"| {names.get(k, k)} | {t['measured']} | {best} | {cpu} | {req} | {met} |")
             L.append("")
         s = run.get("summary", {})
         if s.get("vidtldr_materialized_vs_none_materialized") is not None:
@@ -534,12 +602,31 @@ def render_md(db: dict) -> str:
             L.append("")
         ov = run.get("overhead")
         if ov:
-            L.append(f"Reduction overhead (vid-TLDR, fused, one instrumented forward of {ov['encoder_s']:.3f} s): "
+            L.append(f"Reduction overhead (vid-TLDR, fused; minima over {ov.get('repeats', 1)} alternating instrumented "
+                     f"forward pairs, encoder {ov['encoder_s']:.3f} s): "
                      f"scoring {ov['scoring_s']:.3f} s + matching/merging {ov['match_merge_s']:.3f} s = "
                      f"{ov['overhead_pct']:.1f}% of encoder time. Scoring blocks (attention with entropy vs the "
                      "same block without): " + "; ".join(
                          f"block {x['block']}: {x['attn_scoring_s']:.3f} vs {x['attn_plain_s']:.3f} s"
                          for x in ov["scoring_layers"]) + ".")
+            L.append("")
+        prof = run.get("profile_s")
+        if prof:
+            cats = sorted({c for v in prof.values() for c in v})
+            L.append("Where the time goes (one profiled forward each, operator self time in s; the profiler "
+                     "adds overhead, compare within the table):")
+            L.append("")
+            L.append("| execution | " + " | ".join(cats) + " | total |")
+            L.append("|---|" + "---|" * (len(cats) + 1))
+            for name, v in prof.items():
+                L.append(f"| {name} | " + " | ".join(f"{v.get(c, 0.0):.3f}" for c in cats)
+                         + f" | {sum(v.values()):.3f} |")
+            L.append("")
+        faults = [r for r in run["rows"] if r.get("minor_faults") is not None]
+        if faults:
+            L.append("Kernel time and minor page faults of one forward (fresh mappings zero-filled by the kernel): "
+                     + "; ".join(f"{r['merge']}/{r['attention']} {r['sys_s']:.2f} s, {r['minor_faults']:,} faults"
+                                 for r in faults) + ".")
             L.append("")
         oc = run.get("output_check")
         if oc:
@@ -609,7 +696,7 @@ def main_cli(cfg) -> dict:
     result = run_bench(spec, reducers=reducers, attentions=attentions, baseline_r=baseline_r,
                        repeats=int(cfg.repeats), warmup=int(cfg.warmup), batch=int(cfg.batch), device=device,
                        autocast=bool(cfg.autocast), seed=int(cfg.seed), breakdown=bool(cfg.breakdown),
-                       check_outputs=bool(cfg.check_outputs),
+                       check_outputs=bool(cfg.check_outputs), profile=bool(cfg.get("profile", False)),
                        log=lambda m: print(m, file=sys.stderr, flush=True))
     if cfg.get("data"):
         import tempfile
