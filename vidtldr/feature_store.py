@@ -118,7 +118,7 @@ class TokenStore:
     """Read side: ``store.tokens(key)`` -> float32 ``[N, C]``; ``store.view(keys)`` is an indexable
     sequence for :func:`vidtldr.tasks.retrieval.itm_rerank`; ``store.feats(keys)`` the ITC inputs."""
 
-    def __init__(self, path: str | os.PathLike, window_mb: float = 64):
+    def __init__(self, path: str | os.PathLike, window_mb: float = 16):
         self.path = Path(path)
         if not _complete(self.path):
             raise VidtldrError(f"feature store {self.path} is missing or incomplete")

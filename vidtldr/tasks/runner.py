@@ -242,7 +242,7 @@ def _execute(cfg, run_dir, record, progress, t0, *, load_split, annotation_path,
                 "skip_unreadable": cfg.data.on_error == "skip", "text_batch": int(cfg.eval.text_batch),
                 "itm_batch": int(cfg.eval.itm_batch), "token_store": str(cfg.eval.get("token_store", "disk")),
                 "store_dtype": str(cfg.eval.get("token_store_dtype", "fp32")),
-                "store_window_mb": float(cfg.eval.get("token_store_window_mb", 64))}
+                "store_window_mb": float(cfg.eval.get("token_store_window_mb", 16))}
     if cfg.data.on_error not in ("raise", "skip"):
         raise ConfigError(f"data.on_error must be 'raise' or 'skip', got {cfg.data.on_error!r}")
 

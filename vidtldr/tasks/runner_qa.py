@@ -45,7 +45,8 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
         out = model.encode_vision(frames.to(device), reducer=reducer)
         tokens = out.tokens.float().cpu()
         counts = torch.tensor(out.token_counts, dtype=torch.long)
-        return [{"tokens": tokens[i].contiguous(), "token_counts": counts} for i in range(tokens.shape[0])]
+        # clone: a contiguous() row would still save the whole batch's storage into each shard
+        return [{"tokens": tokens[i].clone(), "token_counts": counts} for i in range(tokens.shape[0])]
 
     shared = video_cache
     if dist_ctx.enabled and not video_cache.enabled:  # ranks exchange features through disk

@@ -69,10 +69,10 @@ def text_features(model, tokenizer, texts: list[str], max_len: int, batch: int, 
     return feats
 
 
-def _small_fields(stored: dict) -> dict:
-    # What the feature-store path keeps in memory per video: the ITC projection and the counts
-    # (a few hundred floats), not the tokens, which stay in the shard and then the store.
-    return {k: v for k, v in stored.items() if k != "tokens"}
+def _nothing(stored: dict) -> dict:
+    # The feature-store path keeps nothing per video in memory: tokens, ITC projections and token
+    # counts are all read back from the store, so memory does not grow with the number of videos.
+    return {}
 
 
 def _sum_stats(stats: list[dict]) -> dict:
@@ -101,7 +101,9 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
     def encode(frames: torch.Tensor) -> list[dict]:
         feats = R.encode_videos(model, [frames], reducer=reducer)
         counts = torch.tensor(feats.token_counts, dtype=torch.long)
-        return [{"tokens": feats.tokens[i].contiguous(), "feat": feats.feat[i].contiguous(), "token_counts": counts}
+        # clone, not contiguous(): a row of the batch is already contiguous, and torch.save of that view
+        # would write (and every later load would allocate) the whole batch's storage into each shard.
+        return [{"tokens": feats.tokens[i].clone(), "feat": feats.feat[i].clone(), "token_counts": counts}
                 for i in range(feats.tokens.shape[0])]
 
     # Ranks exchange features, and the store is packed, through the on-disk cache; when the user
@@ -123,7 +125,7 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
         [path_of[k] for k in mine], mine, encode, shared_video, num_frames=spec.num_frames,
         trimmed30=spec.trimmed30, size=img_size, batch_size=settings["batch_size"],
         num_workers=settings["num_workers"], skip_unreadable=settings["skip_unreadable"], progress=progress,
-        retain=_small_fields if mode == "disk" else None)
+        retain=_nothing if mode == "disk" else None)
     skipped, decoded, cached = videos.skipped, videos.decoded, videos.cached
     if dist_ctx.enabled:
         shares = D.all_gather_objects((videos.skipped, videos.decoded, videos.cached), dist_ctx)
@@ -157,7 +159,7 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
         if dist_ctx.is_main:
             build_from_cache(shared_video, keys, dtype)
         D.barrier(dist_ctx)
-        store = TokenStore(where, window_mb=float(settings.get("store_window_mb", 64)))
+        store = TokenStore(where, window_mb=float(settings.get("store_window_mb", 16)))
         vision_feat = store.feats(split.video_names)
         vision_tokens = store.view(split.video_names)
         token_counts = list(store.token_counts)
