@@ -13,7 +13,7 @@ DATASETS ?=
 ARGS ?=
 TABLE_OPTS = --backbones $(BACKBONES) $(if $(strip $(DATASETS)),--datasets $(DATASETS)) $(if $(strip $(ARGS)),-- $(ARGS))
 
-.PHONY: help setup demo test smoke flops bench table-finetuned table-zeroshot table-qa fig1 tables clean-cache
+.PHONY: help setup demo test smoke flops bench bench-scale table-finetuned table-zeroshot table-qa fig1 tables clean-cache
 
 help:
 	@echo "make demo            tiny model on generated clips with vid-TLDR; prints the result table"
@@ -22,6 +22,7 @@ help:
 	@echo "make smoke           tiny-model evaluations of every dataset config (records in runs/smoke)"
 	@echo "make flops           GFLOPs table of the published schedules (results/flops.md)"
 	@echo "make bench           encoder throughput / peak memory (random weights)"
+	@echo "make bench-scale     peak RSS of a tiny evaluation on 100 vs 1000 clips (results/bench_scale.md)"
 	@echo "make table-finetuned fine-tuned retrieval table (needs UMT checkpoints + datasets)"
 	@echo "make table-zeroshot  zero-shot retrieval table (needs pre-trained checkpoints + datasets)"
 	@echo "make table-qa        video QA table (needs QA checkpoints + datasets)"
@@ -51,6 +52,9 @@ flops: $(STAMP)
 
 bench: $(STAMP)
 	$(PYTHON) -m vidtldr.bench
+
+bench-scale: $(STAMP)
+	$(PYTHON) -m vidtldr.bench_scale --sizes 100 1000
 
 # These check every checkpoint / annotation / video folder first and stop with one message
 # listing what is missing and where to get it.
