@@ -5,16 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
-from vidtldr.eval import CONFIG_DIR
+from vidtldr.config_utils import compose_config
 
 
 def make_cfg(tmp_cache: Path, *overrides: str):
     """The composed run config with caches under ``tmp_cache`` (tiny data is generated there once)."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=[f"paths.cache={tmp_cache}", f"paths.runs={tmp_cache / 'runs'}",
-                                             *overrides])
+    return compose_config([f"paths.cache={tmp_cache}", f"paths.runs={tmp_cache / 'runs'}", *overrides])
 
 
 def read(run_dir: Path) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from vidtldr.eval import CONFIG_DIR
+from vidtldr.config_utils import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 HAVE_SUBMITIT = importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
@@ -43,7 +43,7 @@ def test_local_multirun_writes_one_record_per_point(cache, tmp_path):
 
 
 def _launcher(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("config", overrides=["hydra/launcher=slurm", *overrides], return_hydra_config=True).hydra.launcher
 
 

@@ -19,7 +19,19 @@ PAPER_MD = Path("/work/shared/reference/paper_numbers.md")
 
 def fake_record(run_dir: Path, *, dataset="msrvtt", setting="finetuned", backbone="umt_l", merge="vidtldr",
                 t2v_r1=60.0, v2t_r1=59.0, gflops=540.0, base=984.6, partial=False, created="2026-01-01T00:00:00",
-                status="complete", acc=None) -> dict:
+                status="complete", acc=None, **settings) -> dict:
+    """A record of a run; its settings are those of its paper row unless ``settings`` override some
+    (``schedule``, ``num_frames``, ``k_test``, ``precision``, ``checkpoint``, ``eval`` config keys)."""
+    table = ("zeroshot" if setting == "zeroshot" else "qa" if dataset.endswith("_qa")
+             else "fig1" if merge == "tome" else "finetuned")
+    row_cfg = results.row_settings(table, dataset, backbone, merge) or {}
+    schedule = settings.pop("schedule", row_cfg.get("schedule"))
+    resolved = {k: row_cfg.get(k) for k in ("num_frames", "k_test", "max_txt_l", "max_q_len", "max_a_len",
+                                            "data_source")}
+    resolved.update(precision="fp32", checkpoint=f"/ckpt/{row_cfg.get('checkpoint_file')}")
+    model_cfg = {"checkpoint": settings.pop("explicit_checkpoint", None)}
+    eval_cfg = {"attention": "fused", "token_store_dtype": "fp32", **settings.pop("eval", {})}
+    resolved.update(settings)
     metrics = ({"acc": acc} if acc is not None else
                {"itm": {"img_r1": t2v_r1, "img_r5": 80.0, "img_r10": 88.0, "txt_r1": v2t_r1, "txt_r5": 81.0,
                         "txt_r10": 89.0, "r_mean": 70.0, "img_medr": 1.0, "txt_medr": 1.0},
@@ -28,7 +40,8 @@ def fake_record(run_dir: Path, *, dataset="msrvtt", setting="finetuned", backbon
     record = {"status": status, "created": created, "partial": partial,
               "run": {"task": "qa" if acc is not None else "retrieval", "dataset": dataset, "dataset_base": dataset,
                       "setting": setting, "model": backbone, "backbone": backbone, "merge": merge,
-                      "schedule": [550, 400]},
+                      "schedule": schedule},
+              "resolved": resolved, "config": {"model": model_cfg, "eval": eval_cfg},
               "counts": {"videos": 10 if partial else 1000, "videos_total": 1000},
               "gflops": {"paper": gflops, "base_paper": base}, "metrics": metrics}
     write_record(run_dir, record)
@@ -92,6 +105,35 @@ def test_fig1_qa_and_zeroshot_rows(tmp_path):
     # The fine-tuned table does not pick up the zero-shot run.
     ft = results.build_table(results.TABLES["finetuned"], runs, ref)
     assert row(ft, "msrvtt", "umt_l", "none")["run"] == results.NOT_RUN
+
+
+def test_only_records_with_the_rows_settings_fill_a_paper_row(tmp_path):
+    published = [550, 400] + [0] * 22  # UMT-L/16 MSRVTT, the official README's schedule
+    fake_record(tmp_path / "published", t2v_r1=58.0, schedule=published, created="2026-01-01")
+    # Newer records of the same (setting, dataset, backbone, method), each run with other settings.
+    others = {"sched": dict(schedule=[600, 200] + [0] * 22), "frames": dict(num_frames=8),
+              "k": dict(k_test=16), "txt": dict(max_txt_l=64), "bf16": dict(precision="bf16"),
+              "store": dict(eval={"token_store_dtype": "fp16"}), "attn": dict(eval={"attention": "materialized"}),
+              "ckpt": dict(checkpoint="/x/my_finetune.pth", explicit_checkpoint="/x/my_finetune.pth")}
+    for i, (name, extra) in enumerate(others.items()):
+        fake_record(tmp_path / name, t2v_r1=10.0 + i, created=f"2026-02-0{i + 1}", **extra)
+    runs = results.load_runs([tmp_path])
+    table = results.build_table(results.TABLES["finetuned"], runs, results.load_reference())
+    ours = row(table, "msrvtt", "umt_l", "vidtldr")
+    assert ours["t2v_r1"] == 58.0 and ours["record"].endswith("published/record.json")
+    assert ours["schedule"] == published
+    # fp16 (the official autocast) and the default file given explicitly are the row's settings.
+    fake_record(tmp_path / "fp16", t2v_r1=57.0, precision="fp16", created="2026-03-01",
+                explicit_checkpoint="/elsewhere/ret_msrvtt_l16_25m.pth")
+    table = results.build_table(results.TABLES["finetuned"], results.load_runs([tmp_path]), results.load_reference())
+    assert row(table, "msrvtt", "umt_l", "vidtldr")["t2v_r1"] == 57.0
+    # Without its own record the row is "not run", and every record is still in the runs table.
+    (tmp_path / "published" / "record.json").unlink()
+    (tmp_path / "fp16" / "record.json").unlink()
+    runs = results.load_runs([tmp_path])
+    table = results.build_table(results.TABLES["finetuned"], runs, results.load_reference())
+    assert row(table, "msrvtt", "umt_l", "vidtldr")["run"] == results.NOT_RUN
+    assert len(results.runs_table(runs)) == len(others)
 
 
 def test_files_written_in_three_formats(tmp_path):

@@ -20,7 +20,8 @@ from omegaconf import DictConfig
 
 from vidtldr.errors import cli_guard
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+from vidtldr.config_utils import CONFIG_DIR
+
 log = logging.getLogger("vidtldr.eval")
 
 
@@ -44,7 +45,7 @@ def report(record: dict) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 

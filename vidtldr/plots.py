@@ -54,8 +54,10 @@ def _run_accuracy(row: dict, dataset: str) -> tuple[Optional[float], str]:
     return value, "r1_mean"
 
 
-def _pick(runs: pd.DataFrame, setting: str, dataset: str, backbone: str, method: str) -> Optional[dict]:
-    """The run that stands for a point: newest complete one, else the newest partial one."""
+def _pick(runs: pd.DataFrame, setting: str, dataset: str, backbone: str, method: str,
+          table: Optional[str] = None) -> Optional[dict]:
+    """The run that stands for a point: newest complete one, else the newest partial one; with
+    ``table``, only among the runs with that paper row's settings (as in the table beside it)."""
     if runs is None or runs.empty:
         return None
     need = {"setting", "dataset", "backbone", "method"}
@@ -65,6 +67,15 @@ def _pick(runs: pd.DataFrame, setting: str, dataset: str, backbone: str, method:
                & (runs["method"] == method)]
     if hit.empty:
         return None
+    if table is not None:
+        from vidtldr.results import row_settings, settings_mismatch
+
+        expected = row_settings(table, dataset, backbone, method)
+        if expected is None:
+            return None
+        hit = hit[[not settings_mismatch(r, expected) for r in hit.to_dict("records")]]
+        if hit.empty:
+            return None
     partial = hit["partial"].fillna(False).astype(bool) if "partial" in hit else pd.Series(False, index=hit.index)
     created = hit["created"].fillna("").astype(str) if "created" in hit else pd.Series("", index=hit.index)
     order = pd.DataFrame({"partial": partial, "created": created}).sort_values(
@@ -106,14 +117,14 @@ def _paper_point(ref: pd.DataFrame, setting: str, dataset: str, backbone: str, m
 
 
 def accuracy_points(runs: pd.DataFrame, ref: pd.DataFrame, datasets: Sequence[str], backbone: str = "umt_b",
-                    setting: str = "finetuned", methods: Sequence[str] = ("none", "tome", "vidtldr")
-                    ) -> pd.DataFrame:
+                    setting: str = "finetuned", methods: Sequence[str] = ("none", "tome", "vidtldr"),
+                    table: Optional[str] = None) -> pd.DataFrame:
     """Every point the figure shows, one row each (columns ``POINT_COLUMNS``); ``source`` is
     ``ours`` or ``paper``. Points lacking either coordinate are left out."""
     rows = []
     for dataset in datasets:
         for method in methods:
-            run = _pick(runs, setting, dataset, backbone, method)
+            run = _pick(runs, setting, dataset, backbone, method, table)
             if run is not None:
                 acc, metric = _run_accuracy(run, dataset)
                 gflops = _num(run.get("gflops"))
@@ -131,7 +142,7 @@ def accuracy_points(runs: pd.DataFrame, ref: pd.DataFrame, datasets: Sequence[st
 def plot_accuracy_vs_gflops(runs: pd.DataFrame, ref: pd.DataFrame, out_stem: str | Path,
                             datasets: Sequence[str], backbone: str = "umt_b", setting: str = "finetuned",
                             methods: Sequence[str] = ("none", "tome", "vidtldr"), title: str = "",
-                            ncols: int = 3) -> dict[str, Any]:
+                            ncols: int = 3, table: Optional[str] = None) -> dict[str, Any]:
     """Write ``<out_stem>.png`` and ``<out_stem>.svg``; returns ``{"png": Path, "svg": Path,
     "points": DataFrame}`` (the points drawn, for tests and captions)."""
     import matplotlib
@@ -140,7 +151,7 @@ def plot_accuracy_vs_gflops(runs: pd.DataFrame, ref: pd.DataFrame, out_stem: str
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    points = accuracy_points(runs, ref, datasets, backbone, setting, methods)
+    points = accuracy_points(runs, ref, datasets, backbone, setting, methods, table)
     out_stem = Path(out_stem)
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     ncols = max(1, min(ncols, len(datasets)))

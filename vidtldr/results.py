@@ -12,6 +12,7 @@ Our columns come from ``record.json`` files only; the paper's from ``results/pap
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,16 @@ def run_row(record: dict) -> dict:
     gflops = record.get("gflops") or {}
     row["gflops"] = _num(gflops.get("paper"))
     row["gflops_base"] = _num(gflops.get("base_paper"))
+    # The settings that decide whether the record stands for a paper row (see row_settings).
+    resolved = record.get("resolved") or {}
+    config = record.get("config") or {}
+    ev = config.get("eval") or {}
+    for key in ("num_frames", "k_test", "max_txt_l", "max_q_len", "max_a_len", "precision", "data_source"):
+        row[key] = resolved.get(key)
+    row["checkpoint_file"] = Path(resolved["checkpoint"]).name if resolved.get("checkpoint") else None
+    row["explicit_checkpoint"] = (config.get("model") or {}).get("checkpoint")
+    row["token_store_dtype"] = ev.get("token_store_dtype", "fp32")
+    row["attention"] = ev.get("attention", "fused")
     return row
 
 
@@ -137,15 +148,72 @@ def load_runs(roots: Iterable[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def pick_run(runs: pd.DataFrame, setting: str, dataset: str, backbone: str, method: str) -> dict | None:
-    """The run that stands for a table row: the newest complete (non-partial) record, else the
-    newest partial one."""
+# Precisions a paper row accepts: the fp32 reference and the official evaluation's CUDA fp16 autocast.
+PAPER_PRECISIONS = ("fp32", "fp16")
+
+
+@functools.lru_cache(maxsize=None)
+def row_settings(table: str, dataset: str, backbone: str, method: str) -> dict | None:
+    """What a run must have been run with to stand for one row of a paper table: exactly what
+    ``make table-<table>`` runs for it (:func:`vidtldr.tasks.runner_paper.plan`, resolved like a
+    real run): the schedule (published vid-TLDR, the ToMe preset or nearest r, none for UMT), the
+    dataset's own frames, k_test and text lengths, the default checkpoint file and attention mode.
+    None when the table has no planned run for the row (no record can fill it)."""
+    from vidtldr.tasks.runner_paper import plan
+    from vidtldr.tasks.runspec import resolve
+    from vidtldr.config_utils import compose_config
+
+    planned = [p for p in plan(table, backbones=(backbone,), datasets=(dataset,))
+               if p.model == backbone and p.merge == method]
+    if not planned:
+        return None
+    cfg = compose_config(planned[0].all_overrides())
+    spec = resolve(cfg)
+    return {"schedule": list(spec.schedule), "num_frames": spec.num_frames, "k_test": spec.k_test,
+            "max_txt_l": spec.max_txt_l, "max_q_len": spec.max_q_len, "max_a_len": spec.max_a_len,
+            "checkpoint_file": Path(spec.checkpoint).name if spec.checkpoint else None,
+            "attention": str(cfg.eval.attention), "data_source": spec.data_source}
+
+
+def settings_mismatch(run: dict, expected: dict) -> list[str]:
+    """``key=ours (expected)`` for every setting in which a run differs from its paper row."""
+    out = []
+    for key, want in expected.items():
+        have = run.get(key)
+        if isinstance(have, float) and math.isnan(have):
+            have = None  # pandas fills a column's missing values with NaN
+        if key == "schedule":
+            have = list(have) if isinstance(have, (list, tuple)) else have
+        if have != want:
+            out.append(f"{key}={have!r} (row: {want!r})")
+    if run.get("precision") not in PAPER_PRECISIONS:
+        out.append(f"precision={run.get('precision')!r} (row: one of {PAPER_PRECISIONS})")
+    if run.get("token_store_dtype") != "fp32":
+        out.append(f"token_store_dtype={run.get('token_store_dtype')!r} (row: 'fp32')")
+    return out
+
+
+def pick_run(runs: pd.DataFrame, setting: str, dataset: str, backbone: str, method: str,
+             table: str | None = None) -> dict | None:
+    """The run that stands for a table row: among the records of this row whose settings are the
+    row's own (:func:`row_settings` of ``table``; any settings when ``table`` is None), the newest
+    complete (non-partial) one, else the newest partial one. Records run with other settings
+    (another schedule, frame count, k_test, checkpoint, ...) never fill a paper row; the ``runs``
+    table still lists them."""
     if runs.empty:
         return None
     match = runs[(runs["setting"] == setting) & (runs["dataset"] == dataset) & (runs["backbone"] == backbone)
                  & (runs["method"] == method)]
     if match.empty:
         return None
+    if table is not None:
+        expected = row_settings(table, dataset, backbone, method)
+        if expected is None:
+            return None
+        keep = [not settings_mismatch(r, expected) for r in match.to_dict("records")]
+        match = match[keep]
+        if match.empty:
+            return None
     match = match.sort_values(["partial", "created"], ascending=[True, False], kind="stable")
     return match.iloc[0].to_dict()
 
@@ -211,9 +279,9 @@ def build_table(spec: TableSpec, runs: pd.DataFrame, ref: pd.DataFrame) -> pd.Da
     for dataset in spec.datasets:
         metrics = [m for m in spec.metrics if (m == "acc") == dataset.endswith("_qa")]
         for backbone in spec.backbones:
-            base_run = pick_run(runs, spec.setting, dataset, backbone, "none")
+            base_run = pick_run(runs, spec.setting, dataset, backbone, "none", spec.name)
             for method in spec.methods:
-                run = pick_run(runs, spec.setting, dataset, backbone, method)
+                run = pick_run(runs, spec.setting, dataset, backbone, method, spec.name)
                 row: dict[str, Any] = {"dataset": dataset, "backbone": backbone, "method": method,
                                        "run": _run_status(run)}
                 for metric in metrics:
@@ -327,7 +395,7 @@ def write_table(spec: TableSpec, runs: pd.DataFrame, ref: pd.DataFrame, out_dir:
 
         figure = plot_accuracy_vs_gflops(runs, ref, out_dir / spec.name, datasets=spec.datasets,
                                          backbone=spec.backbones[0], setting=spec.setting,
-                                         methods=spec.methods, title=spec.title)
+                                         methods=spec.methods, title=spec.title, table=spec.name)
         paths["png"], paths["svg"] = figure["png"], figure["svg"]
     return paths
 
@@ -336,7 +404,8 @@ def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Every run as recorded (including tiny-model and partial runs), newest first."""
     if runs.empty:
         return pd.DataFrame(columns=["dataset", "model", "method", "schedule", "run"])
-    cols = ["dataset_config", "model", "method", "schedule", "videos", "videos_total", "partial",
+    cols = ["dataset_config", "model", "method", "schedule", "num_frames", "k_test", "precision", "videos",
+            "videos_total", "partial",
             "t2v_r1", "v2t_r1", "r1_mean", "itc_t2v_r1", "itc_v2t_r1", "acc", "gflops", "created", "path"]
     present = [c for c in cols if c in runs.columns]
     return runs.sort_values("created", ascending=False)[present]

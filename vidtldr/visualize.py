@@ -42,7 +42,6 @@ import torch
 from vidtldr.errors import ConfigError, VidtldrError, cli_guard
 from vidtldr.reduce.base import ReductionState, Reducer
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 GAP = 4  # white pixels between the frames of a strip
 TOOL_KEYS = ("video", "out", "gif", "frames", "checkpoint", "checkpoint_kind", "seed", "device", "panel")
 GROUP_KEYS = ("model", "merge", "dataset")
@@ -330,15 +329,9 @@ def parse_args(argv: Sequence[str]) -> tuple[dict, list[str]]:
 
 def compose(overrides: Sequence[str]):
     """The run configuration ``python -m vidtldr.eval`` would compose from these overrides."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
+    from vidtldr.config_utils import compose_config
 
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(f"cannot compose the configuration from {list(overrides)}: {exc}") from None
+    return compose_config(overrides)
 
 
 def resolve_schedule(cfg, depth: int) -> list:

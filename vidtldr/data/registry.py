@@ -9,7 +9,7 @@ from typing import Any
 import vidtldr
 from vidtldr.errors import ConfigError
 
-CONFIG_DIR = Path(vidtldr.__file__).resolve().parent.parent / "configs"
+from vidtldr.config_utils import CONFIG_DIR  # noqa: E402  (re-exported for data.manifests)
 DATASET_CONFIG_DIR = CONFIG_DIR / "dataset"
 REQUIRED_KEYS = ("name", "task", "reader", "annotation", "video_dir", "trimmed30", "num_frames",
                  "test_name", "k_test")

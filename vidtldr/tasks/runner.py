@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import vidtldr
 from vidtldr import distributed as D
 from vidtldr.cache import FeatureCache
+from vidtldr.config_utils import plain as _plain
 from vidtldr.errors import ConfigError, VidtldrError
 from vidtldr.record import base_record, file_entry, now_iso, write_record
 from vidtldr.tasks.runner_features import FEATURE_FORMAT
@@ -64,10 +65,6 @@ def ensure_tiny_data(cache_root: str | Path, dataset: str) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
     log.info("generated tiny %s data under %s", dataset, root)
     return root
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def load_tokenizer_for(cfg: DictConfig, arch_cfg):

@@ -91,13 +91,13 @@ def missing_for(runs: Sequence[PlannedRun], common: Sequence[str] = ()) -> tuple
     """Every missing input over all planned runs (each listed once)."""
     from omegaconf import OmegaConf
 
-    from vidtldr.tasks.runner_smoke import compose_run
+    from vidtldr.config_utils import compose_config
     from vidtldr.tasks.runspec import missing_inputs, resolve
 
     missing: dict[str, None] = {}
     help_lines: dict[str, str] = {}
     for run in runs:
-        cfg = compose_run([*run.all_overrides(), *common])
+        cfg = compose_config([*run.all_overrides(), *common])
         spec = resolve(cfg)
         lines, helps = missing_inputs(spec, OmegaConf.to_container(cfg.dataset, resolve=True))
         for line in lines:
@@ -114,7 +114,7 @@ def run_table(table: str, runs_root: str | Path, common: Sequence[str] = (), **p
     """Check every input, then run the table's evaluations (one run directory each)."""
     from vidtldr.errors import MissingFilesError
     from vidtldr.tasks.runner import run
-    from vidtldr.tasks.runner_smoke import compose_run
+    from vidtldr.config_utils import compose_config
     from vidtldr.tasks.runspec import format_missing
 
     runs = plan(table, **plan_args)
@@ -123,6 +123,6 @@ def run_table(table: str, runs_root: str | Path, common: Sequence[str] = (), **p
         raise MissingFilesError(format_missing(missing, helps, f"the {table} table ({len(runs)} runs)"))
     records = []
     for planned in runs:
-        cfg = compose_run([*planned.all_overrides(), *common])
+        cfg = compose_config([*planned.all_overrides(), *common])
         records.append(run(cfg, Path(runs_root) / planned.run_dir_name))
     return records

@@ -7,14 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from hydra import compose, initialize_config_dir
-
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent.parent / "configs")
-
-
-def compose_run(overrides: Sequence[str]):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+from vidtldr.config_utils import compose_config
 
 
 def smoke_one(dataset: str, cache_dir: str | Path, out_dir: str | Path, extra: Sequence[str] = (),
@@ -22,7 +15,7 @@ def smoke_one(dataset: str, cache_dir: str | Path, out_dir: str | Path, extra: S
     """One tiny run of ``dataset`` (vid-TLDR with the tiny model's schedule); returns its record."""
     from vidtldr.tasks.runner import run
 
-    cfg = compose_run([f"dataset={dataset}", "model=tiny", "merge=vidtldr", f"paths.cache={cache_dir}",
+    cfg = compose_config([f"dataset={dataset}", "model=tiny", "merge=vidtldr", f"paths.cache={cache_dir}",
                        "logger.wandb.enabled=false", *extra])
     return run(cfg, Path(out_dir) / dataset, progress=progress)
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
+from vidtldr.config_utils import plain as _plain
 from vidtldr.errors import ConfigError, MissingFilesError
 
 ZOO_URL = "https://pjlab-gvm-data.oss-cn-shanghai.aliyuncs.com/umt/multi_modality/"
@@ -78,10 +79,6 @@ class RunSpec:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def _merge_r(cfg: DictConfig) -> Any:
