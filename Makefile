@@ -50,8 +50,11 @@ smoke: $(STAMP)
 flops: $(STAMP)
 	$(PYTHON) -m vidtldr.flops table=true
 
+# Full-size UMT-B then UMT-L (random weights, 12 frames): each run merges its rows into
+# results/bench.json and regenerates results/bench.md. Minutes on a CPU.
 bench: $(STAMP)
-	$(PYTHON) -m vidtldr.bench
+	$(PYTHON) -m vidtldr.bench model=umt_b dataset=msrvtt
+	$(PYTHON) -m vidtldr.bench model=umt_l dataset=msrvtt repeats=3
 
 bench-scale: $(STAMP)
 	$(PYTHON) -m vidtldr.bench_scale --sizes 100 1000
