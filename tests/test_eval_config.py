@@ -108,3 +108,24 @@ def test_paper_table_checks_everything_before_running(tmp_path, monkeypatch):
     for name in ("qa_msrvtt_b16_25m.pth", "qa_msrvtt_l16_25m.pth", "qa_msvd_b16_25m.pth", "qa_anet_l16_25m.pth",
                  "anet_qa_test.json"):
         assert message.count(name) == 1, name
+
+
+@pytest.mark.parametrize("override,key", [
+    ("eval.k_test=0", "eval.k_test"), ("eval.k_test=-1", "eval.k_test"), ("eval.itm_batch=0", "eval.itm_batch"),
+    ("eval.text_batch=0", "eval.text_batch"), ("data.batch_size=0", "data.batch_size"),
+    ("data.num_workers=-1", "data.num_workers"), ("data.limit=0", "data.limit"),
+    ("eval.num_frames=0", "eval.num_frames"), ("eval.k_test=1.5", "eval.k_test"),
+])
+def test_bad_numbers_are_one_line_errors_on_the_command_line(tmp_path, override, key):
+    import subprocess
+    import sys
+
+    value = override.split("=", 1)[1]
+    proc = subprocess.run([sys.executable, "-m", "vidtldr.eval", override, f"hydra.run.dir={tmp_path / 'run'}",
+                           f"paths.cache={tmp_path / 'cache'}"], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(lines) == 1 and key in lines[0] and value in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "cache" / "tiny_data").exists()  # stopped before generating any data

@@ -27,7 +27,7 @@ from vidtldr.config_utils import plain as _plain
 from vidtldr.errors import ConfigError, VidtldrError
 from vidtldr.record import base_record, file_entry, now_iso, write_record
 from vidtldr.tasks.runner_features import FEATURE_FORMAT
-from vidtldr.tasks.runspec import RunSpec, check_inputs, resolve
+from vidtldr.tasks.runspec import RunSpec, check_inputs, check_numbers, resolve
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True,
 def _execute(cfg, run_dir, record, progress, t0, *, load_split, annotation_path, answer_list_path, video_root,
              load_architecture, ctx: D.DistContext, scratch: Path) -> None:
     timings: dict[str, float] = {}
+    check_numbers(cfg)  # before tiny data is generated or anything is loaded
     data_root = None
     if cfg.data.source == "tiny":
         start = time.perf_counter()

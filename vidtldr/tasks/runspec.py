@@ -117,6 +117,36 @@ def _cap(value: Optional[int], cap: Optional[int]) -> Optional[int]:
     return min(int(value), int(cap))
 
 
+def _count(key: str, value: Any, minimum: int) -> int:
+    """``value`` of config key ``key`` as an int >= ``minimum``, else a ConfigError naming both
+    (a zero k_test would "complete" with meaningless ITM metrics; zero batches crash deep inside)."""
+    if isinstance(value, bool):
+        value = str(value)
+    try:
+        number = int(value)
+        exact = float(value) == number
+    except (TypeError, ValueError):
+        exact = False
+    if not exact:
+        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    if number < minimum:
+        raise ConfigError(f"{key} must be >= {minimum}, got {number}")
+    return number
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """The numeric settings given on the command line: batch sizes, worker count, and where set,
+    data.limit, eval.k_test and eval.num_frames (cheap, so a run checks them before anything else)."""
+    for key, minimum in (("eval.itm_batch", 1), ("eval.text_batch", 1), ("data.batch_size", 1),
+                         ("data.num_workers", 0)):
+        section, name = key.split(".")
+        _count(key, cfg[section].get(name), minimum)
+    for key in ("data.limit", "eval.k_test", "eval.num_frames"):
+        section, name = key.split(".")
+        if cfg[section].get(name) is not None:
+            _count(key, cfg[section][name], 1)
+
+
 def resolve(cfg: DictConfig, *, data_root: Optional[str] = None) -> RunSpec:
     """Resolve a composed config. ``data_root`` overrides where the data is (the tiny dataset)."""
     from vidtldr.models.config import load_architecture
@@ -127,9 +157,12 @@ def resolve(cfg: DictConfig, *, data_root: Optional[str] = None) -> RunSpec:
     setting = dataset_setting(name)
     caps = _plain(model.get("caps")) or {}
     ev = cfg.eval
-    num_frames = int(ev.num_frames) if ev.get("num_frames") is not None else int(ds.num_frames)
+    check_numbers(cfg)
+    num_frames = (_count("eval.num_frames", ev.num_frames, 1) if ev.get("num_frames") is not None
+                  else _count(f"dataset {name}: num_frames", ds.num_frames, 1))
     num_frames = _cap(num_frames, caps.get("num_frames"))
-    k_test = int(ev.k_test) if ev.get("k_test") is not None else int(ds.k_test)
+    k_test = (_count("eval.k_test", ev.k_test, 1) if ev.get("k_test") is not None
+              else _count(f"dataset {name}: k_test", ds.k_test, 1))
     k_test = _cap(k_test, caps.get("k_test"))
     arch_cfg = load_architecture(str(model.arch), task=task, num_frames=num_frames)
 
@@ -151,8 +184,6 @@ def resolve(cfg: DictConfig, *, data_root: Optional[str] = None) -> RunSpec:
     schedule_spec, schedule = resolve_schedule(cfg, arch_cfg.vision.depth, name, setting)
     merge_args = {k: _plain(v) for k, v in cfg.merge.items() if k not in ("name", "r")}
     limit = cfg.data.get("limit")
-    if limit is not None and int(limit) < 1:
-        raise ConfigError(f"data.limit must be a positive number of videos/questions, got {limit}")
     return RunSpec(
         task=task, dataset=name, dataset_base=dataset_base(name), setting=setting, model=str(model.name),
         backbone=str(model.backbone), arch=str(model.arch), init=str(model.init), seed=int(model.get("seed", 0)),
