@@ -237,3 +237,9 @@ def test_convert_script_writes_a_loadable_safetensors_file(fixture_dir, tmp_path
     model = _model(fixture_dir)
     load_checkpoint(model, tmp_path / "a.safetensors")
     _assert_loaded(model, _official(fixture_dir))
+
+
+def test_finetuned_file_given_as_pretrained_is_refused(fixture_dir):
+    path = fixture_dir / "checkpoint.pth"  # the fine-tuned tiny retrieval checkpoint
+    msg = _error(_model(fixture_dir), path, kind="pretrained")
+    assert str(path) in msg and "looks like a fine-tuned" in msg and "without _zs" in msg

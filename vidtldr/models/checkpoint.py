@@ -206,6 +206,14 @@ def prepare_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
     report = LoadReport(path=source, format="", kind=kind)
     sd = dict(state_dict)
     if kind == "pretrained":
+        if not looks_pretrained(sd):
+            # Remapping a fine-tuned file would leave its keys as they are and "succeed", so a
+            # zero-shot run would silently evaluate fine-tuned weights.
+            raise CheckpointError(
+                f"{source}: loaded as a pre-trained (zero-shot) checkpoint, but it looks like a fine-tuned one "
+                f"(no 'text_encoder.bert.' keys). Zero-shot datasets (*_zs) need the pre-trained file "
+                f"(b16_25m.pth / l16_25m.pth, model.checkpoint=/path); to evaluate these fine-tuned weights, "
+                f"use the dataset config without _zs (or load_checkpoint(..., kind='finetuned'))")
         before = set(sd)
         sd = remap_pretrained(sd, task, model.cfg.text.fusion_layer)
         report.remapped = len(set(sd) - before)
