@@ -1,5 +1,7 @@
 """Retrieval scoring (ITC, ITM re-ranking in both directions) and QA ranking over batches."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -85,3 +87,25 @@ def test_qa_ranking_over_batches(umt_tiny_dir):
     # With k=4 the candidates are the 4 most likely first pieces, re-ordered by the full score.
     four = run(6, 4)
     assert four.topk_ids.shape == (6, 4) and set(four.topk_ids[0].tolist()) <= set(range(10))
+
+
+def test_one_ranking_step_for_runner_rank_all_and_parity(umt_tiny_dir):
+    """The evaluation runner and the parity check rank through the same function, on tokens that
+    were encoded beforehand; it agrees with rank_all (which encodes first) and caps k."""
+    from vidtldr.tasks import qa as qa_module, runner_qa
+    from vidtldr.tasks.qa import rank_questions
+
+    assert runner_qa.rank_questions is qa_module.rank_questions
+    parity = (Path(__file__).resolve().parent.parent / "scripts" / "check_parity.py").read_text()
+    assert "rank_questions(" in parity
+    model = build_model(config_from_official(umt_tiny_dir / "config.json", task="qa"))
+    load_checkpoint(model, umt_tiny_dir / "qa_checkpoint.pth")
+    qa = torch.load(umt_tiny_dir / "qa_inputs.pt", weights_only=True)
+    videos = torch.load(umt_tiny_dir / "inputs.pt", weights_only=True)["videos"][qa["video_index"]]
+    with torch.no_grad():
+        tokens = model.encode_vision(videos).tokens
+    ids, probs = rank_questions(model, tokens, qa["question_input_ids"], qa["question_attention_mask"],
+                                qa["answer_input_ids"], qa["answer_attention_mask"], k=1000)
+    whole = rank_all(model, [QABatch(videos, qa["question_input_ids"], qa["question_attention_mask"])],
+                     qa["answer_list"], qa["answer_input_ids"], qa["answer_attention_mask"], k=10)
+    assert ids.shape == (6, 10) and torch.equal(ids, whole.topk_ids) and torch.allclose(probs, whole.topk_probs)

@@ -28,6 +28,11 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device a model's weights are on (where its inputs must go)."""
+    return next(model.parameters()).device
+
+
 def autocast_context(device: str | torch.device, precision: Precision = "fp32"):
     """A context manager for running the model at ``precision`` on ``device``."""
     if precision not in PRECISIONS:

@@ -12,6 +12,7 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 
+from vidtldr.models.precision import model_device
 from vidtldr.reduce.base import Reducer
 
 
@@ -36,32 +37,38 @@ class QARanking:
         return [{"question_id": q, "answer": a} for q, a in zip(self.qids, self.predictions)]
 
 
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
-def rank_batch(model, batch: QABatch, answer_ids: torch.Tensor, answer_mask: torch.Tensor, k: int,
-               reducer: Optional[Reducer] = None, pad_token_id: int = 0):
-    """Encode one video batch (with the reducer) and rank the answer list for its questions.
-    Returns (topk_ids, topk_probs, vision output)."""
-    device = _device(model)
-    vision = model.encode_vision(batch.videos.to(device), reducer=reducer)
-    topk_ids, topk_probs = model.rank_answers(vision.tokens, batch.question_ids.to(device),
-                                              batch.question_mask.to(device), answer_ids.to(device),
+def rank_questions(model, vision_tokens: torch.Tensor, question_ids: torch.Tensor, question_mask: torch.Tensor,
+                   answer_ids: torch.Tensor, answer_mask: torch.Tensor, k: int,
+                   pad_token_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank the answer list for a batch of questions whose videos are already encoded
+    (``vision_tokens[i]``: the final vision tokens of question i's video, ``[B, N, C]``).
+
+    The one ranking step of every QA path: the evaluation runner (tokens from the feature cache),
+    :func:`rank_all` and the parity check. ``k`` is capped at the answer list's length. Returns
+    ``(topk_ids [B, k], topk_probs [B, k] float32)`` on the CPU, best first."""
+    device = model_device(model)
+    k = min(int(k), int(answer_ids.shape[0]))
+    topk_ids, topk_probs = model.rank_answers(vision_tokens.to(device), question_ids.to(device),
+                                              question_mask.to(device), answer_ids.to(device),
                                               answer_mask.to(device), k, pad_token_id=pad_token_id)
-    return topk_ids.cpu(), topk_probs.float().cpu(), vision
+    return topk_ids.cpu(), topk_probs.float().cpu()
 
 
 def rank_all(model, batches: Iterable[QABatch], answer_list: Sequence[str], answer_ids: torch.Tensor,
              answer_mask: torch.Tensor, k: int = 128, reducer: Optional[Reducer] = None,
              pad_token_id: int = 0) -> QARanking:
-    """Rank the answer list for every question; the prediction is the top re-ranked candidate."""
+    """Encode each batch's videos (with the reducer) and rank the answer list for its questions
+    (:func:`rank_questions`); the prediction is the top re-ranked candidate."""
     if len(answer_list) != answer_ids.shape[0]:
         raise ValueError(f"answer_list has {len(answer_list)} entries but answer_ids has {answer_ids.shape[0]} rows")
     ids, probs, qids, counts = [], [], [], []
+    device = model_device(model)
     for batch in batches:
-        topk_ids, topk_probs, vision = rank_batch(model, batch, answer_ids, answer_mask, k, reducer, pad_token_id)
+        with torch.no_grad():
+            vision = model.encode_vision(batch.videos.to(device), reducer=reducer)
+        topk_ids, topk_probs = rank_questions(model, vision.tokens, batch.question_ids, batch.question_mask,
+                                              answer_ids, answer_mask, k, pad_token_id)
         ids.append(topk_ids)
         probs.append(topk_probs)
         qids.extend(list(batch.qids) if len(batch.qids) else [None] * topk_ids.shape[0])
@@ -72,4 +79,4 @@ def rank_all(model, batches: Iterable[QABatch], answer_list: Sequence[str], answ
                      token_counts=counts)
 
 
-__all__ = ["QABatch", "QARanking", "rank_batch", "rank_all"]
+__all__ = ["QABatch", "QARanking", "rank_questions", "rank_all"]

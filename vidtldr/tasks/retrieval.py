@@ -18,6 +18,7 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 
+from vidtldr.models.precision import model_device as _device
 from vidtldr.reduce.base import Reducer
 
 NOT_RERANKED = -100.0
@@ -45,10 +46,6 @@ class RetrievalScores:
     t2i: torch.Tensor  # [N_t, N_v]
     i2t_topk: torch.Tensor  # [N_v, k] candidate texts per video (topk order)
     t2i_topk: torch.Tensor  # [N_t, k] candidate videos per text
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 @torch.no_grad()
@@ -137,12 +134,5 @@ def itm_rerank(model, i2t_emb: torch.Tensor, text: TextFeatures, vision_tokens: 
                            t2i_topk=t2i_topk)
 
 
-def retrieval_scores(model, vision: VisionFeatures, text: TextFeatures, k_test: int = 128,
-                     chunk: int = 32) -> RetrievalScores:
-    """ITC matrices and ITM re-ranked matrices from encoded features."""
-    i2t_emb = itc_scores(vision.feat, text.feat)
-    return itm_rerank(model, i2t_emb, text, vision.tokens, k_test=k_test, chunk=chunk)
-
-
 __all__ = ["TextFeatures", "VisionFeatures", "RetrievalScores", "encode_texts", "encode_videos", "itc_scores",
-           "itm_rerank", "retrieval_scores", "NOT_RERANKED"]
+           "itm_rerank", "NOT_RERANKED"]

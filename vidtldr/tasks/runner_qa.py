@@ -15,16 +15,14 @@ from vidtldr.cache import FeatureCache
 from vidtldr.errors import ConfigError
 from vidtldr.data.annotations import QASplit
 from vidtldr.metrics import qa_accuracy
+from vidtldr.models.precision import model_device
 from vidtldr.models.tokenizer import tokenize, tokenize_answers
+from vidtldr.tasks.qa import rank_questions
 from vidtldr.tasks.runner_features import stack, token_counts_of, unique_in_order, video_features
 from vidtldr.tasks.runner_retrieval import TaskResult
 from vidtldr.tasks.runner_subset import subset_qa
 
 log = logging.getLogger(__name__)
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
 
 
 def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: FeatureCache, img_size: int,
@@ -38,7 +36,7 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
     if spec.limit is not None and spec.limit < total:
         split = subset_qa(split, range(spec.limit))
         log.info("data.limit=%d: %d of %d questions", spec.limit, len(split.questions), total)
-    device = _device(model)
+    device = model_device(model)
 
     @torch.no_grad()
     def encode(frames: torch.Tensor) -> list[dict]:
@@ -88,11 +86,10 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
                                disable=not progress, leave=False) as bar:
         for lo in range(first, end, batch):
             hi = min(lo + batch, end)
-            tokens = stack(videos, split.video_names[lo:hi], "tokens").to(device)
-            topk_ids, _ = model.rank_answers(tokens, questions.input_ids[lo:hi].to(device),
-                                             questions.attention_mask[lo:hi].to(device),
-                                             answers.input_ids.to(device), answers.attention_mask.to(device), k)
-            for qid, row in zip(split.question_ids[lo:hi], topk_ids.cpu()):
+            tokens = stack(videos, split.video_names[lo:hi], "tokens")
+            topk_ids, _ = rank_questions(model, tokens, questions.input_ids[lo:hi], questions.attention_mask[lo:hi],
+                                         answers.input_ids, answers.attention_mask, k)
+            for qid, row in zip(split.question_ids[lo:hi], topk_ids):
                 predictions[qid] = split.answer_list[int(row[0])]
             bar.update(hi - lo)
     if dist_ctx.enabled:  # contiguous shares in rank order: merging keeps the question order
