@@ -428,7 +428,7 @@ def run_bench(spec: RunSpec, *, reducers: list[str], attentions: list[str], base
     _add_ratios(rows)
     result = {"rows": rows, "skipped": skipped, "summary": summarise(rows)}
     if check_outputs:
-        result["output_check"] = _output_check(outputs)
+        result["output_check"] = _output_check(outputs, half=device.startswith("cuda") and autocast)
     if breakdown and any(e.merge == "vidtldr" and e.attention == "fused" for e in execs):
         vid = next(e for e in execs if e.merge == "vidtldr")
         result["overhead"] = reduction_overhead(enc, videos, vid.reducer_factory(), repeats=min(max(repeats, 1), 5))
@@ -506,9 +506,12 @@ def check_targets(summary: dict) -> dict:
     return out
 
 
-def _output_check(outputs: dict) -> dict:
-    """Fused vs materialized tokens, per merge: same token counts and max |difference|."""
+def _output_check(outputs: dict, half: bool = False) -> dict:
+    """Fused vs materialized tokens, per merge: same token counts and max |difference|, within
+    rtol 1e-3 / atol 1e-4 in float32 (1e-2 / 1e-2 under fp16 autocast)."""
     import torch
+
+    rtol, atol = (1e-2, 1e-2) if half else (1e-3, 1e-4)
 
     out = {}
     for (merge, mode), (tokens, counts) in outputs.items():
@@ -520,7 +523,8 @@ def _output_check(outputs: dict) -> dict:
         scale = other.abs().max().item() if same_shape else 1.0
         out[merge] = {"same_token_counts": counts == other_counts, "max_abs_diff": diff,
                       "max_abs_value": scale, "agree": bool(same_shape and counts == other_counts
-                                                            and torch.allclose(tokens, other, rtol=1e-3, atol=1e-4))}
+                                                            and torch.allclose(tokens, other, rtol=rtol, atol=atol)),
+                      "rtol": rtol, "atol": atol}
     return out
 
 
