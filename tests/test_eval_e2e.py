@@ -59,8 +59,6 @@ def test_retrieval_record_and_tables(baseline, tmp_path):
         for key in ("img_r1", "img_r5", "img_r10", "txt_r1", "txt_r5", "txt_r10", "r_mean", "img_medr", "txt_medr"):
             assert key in m
         assert 0 <= m["img_r1"] <= m["img_r5"] <= m["img_r10"] <= 100
-    # ITM re-ranks only the top k_test=4 of 7: whatever ITM says, a GT outside the ITC top 4 stays there.
-    assert record["metrics"]["itm"]["img_r5"] <= 100
 
     out = tmp_path / "tables"
     written = results.build_all([run_dir.parent], out)
@@ -72,6 +70,48 @@ def test_retrieval_record_and_tables(baseline, tmp_path):
                                     results.load_reference())
         assert set(table["run"]) == {results.NOT_RUN}
         assert written[name]["md"].read_text().count("not run") >= len(table)
+
+
+def test_record_metrics_are_those_of_the_score_matrices(baseline, cache, tmp_path, monkeypatch):
+    """The recorded metrics are the ranks of the ground truth in the runner's own score matrices,
+    and those matrices hold ITM logits exactly for the ITC top-k_test candidates (-100 elsewhere)."""
+    import json as _json
+
+    import torch
+
+    from vidtldr.data.annotations import load_split
+    from vidtldr.metrics import retrieval_metrics
+
+    seen = {}
+    real = retrieval_module.itm_rerank
+
+    def spy(*args, **kwargs):
+        seen["scores"] = real(*args, **kwargs)
+        return seen["scores"]
+
+    monkeypatch.setattr(retrieval_module, "itm_rerank", spy)
+    record = run(make_cfg(cache, "data.batch_size=2"), tmp_path / "run", progress=False)  # features from the cache
+    assert record["metrics"] == baseline[1]["metrics"]
+    scores = seen["scores"]
+    k = record["resolved"]["k_test"]
+    assert k == 4 and scores.i2t.shape == (7, 7)
+    for itc, itm, topk in ((scores.i2t_emb, scores.i2t, scores.i2t_topk), (scores.t2i_emb, scores.t2i, scores.t2i_topk)):
+        for row in range(itc.shape[0]):
+            top = set(itc[row].topk(k).indices.tolist())
+            assert set(topk[row].tolist()) == top
+            reranked = itm[row] != retrieval_module.NOT_RERANKED
+            assert set(torch.nonzero(reranked).flatten().tolist()) == top  # ITM logits exactly there
+    split = load_split(record["config"]["dataset"], record["resolved"]["data_root"])
+    again = retrieval_metrics(scores.i2t, scores.t2i, split.txt2img, split.img2txt)
+    assert record["metrics"]["itm"] == _json.loads(_json.dumps(again))
+    assert record["metrics"]["itc"] == _json.loads(_json.dumps(
+        retrieval_metrics(scores.i2t_emb, scores.t2i_emb, split.txt2img, split.img2txt)))
+    # Independently: text->video R@1 is the share of texts whose video has the row's highest score,
+    # and a video outside the ITC top k can only rank after the k re-ranked ones.
+    t2v_hits = [int(scores.t2i[j].argmax()) == split.txt2img[j] for j in range(7)]
+    assert record["metrics"]["itm"]["img_r1"] == round(100 * sum(t2v_hits) / 7, 2)
+    outside = [j for j in range(7) if split.txt2img[j] not in scores.t2i_topk[j].tolist()]
+    assert record["metrics"]["itm"]["img_r1"] <= round(100 * (7 - len(outside)) / 7, 2)
 
 
 def test_qa_record_predictions_and_accuracy(cache, tmp_path):
