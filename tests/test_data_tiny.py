@@ -35,8 +35,9 @@ def test_configs_cover_every_benchmark_and_zero_shot_variant():
     # spec §3.4 text lengths, §8.2 frames
     assert [cfgs[n]["max_txt_l"] for n in ("msrvtt", "msvd", "anet", "didemo", "lsmdc", "ssv2_label", "ssv2_template")] \
         == [32, 64, 150, 64, 96, 25, 25]
-    assert [cfgs[n]["max_txt_l"] for n in ("msrvtt_zs", "msvd_zs", "anet_zs", "didemo_zs", "lsmdc_zs", "lsmdc_zs_l16")] \
-        == [32, 64, 150, 64, 64, 96]
+    assert [cfgs[n]["max_txt_l"] for n in ("msrvtt_zs", "msvd_zs", "anet_zs", "didemo_zs", "lsmdc_zs")] \
+        == [32, 64, 150, 64, 64]
+    assert cfgs["lsmdc_zs"]["max_txt_l_by_backbone"] == {"umt_l": 96}  # L/16 zero-shot LSMDC: 96 tokens
     assert all(cfgs[n]["num_frames"] == 4 for n in names if n.endswith("_zs") or "_zs_" in n)
     assert all((cfgs[n]["max_q_len"], cfgs[n]["max_a_len"]) == (25, 5) for n in ("msrvtt_qa", "msvd_qa", "anet_qa"))
     assert sorted(n for n in names if cfgs[n]["trimmed30"]) == sorted(n for n in names if n.startswith("didemo"))

@@ -65,7 +65,7 @@ def test_paths_from_environment(tmp_path, monkeypatch):
 
 
 def test_dataset_base_names():
-    assert dataset_base("msrvtt_zs") == "msrvtt" and dataset_base("lsmdc_zs_l16") == "lsmdc"
+    assert dataset_base("msrvtt_zs") == "msrvtt" and dataset_base("lsmdc_zs") == "lsmdc"
     assert dataset_base("anet_zs_l16_official") == "anet_zs_l16_official"
     assert dataset_base("didemo_val") == "didemo_val"
 
@@ -90,7 +90,7 @@ def test_paper_table_plans():
     assert len(fig1) == 9 * 3 and {r.model for r in fig1} == {"umt_b"}
     assert [r.overrides for r in fig1 if r.dataset == "msrvtt" and r.merge == "tome"] == [("merge.r=85",)]
     zs = runner_paper.plan("zeroshot", backbones=["umt_l"], datasets=["lsmdc"])
-    assert [(r.dataset, r.merge) for r in zs] == [("lsmdc_zs_l16", "none"), ("lsmdc_zs_l16", "vidtldr")]
+    assert [(r.dataset, r.merge) for r in zs] == [("lsmdc_zs", "none"), ("lsmdc_zs", "vidtldr")]
     # 600/2352, 200/1752, 100/1552 of the published UMT-B MSRVTT schedule
     assert runner_paper.zero_shot_fractions("msrvtt", "umt_b") == [0.2551, 0.1142, 0.0644]
 
@@ -129,3 +129,14 @@ def test_bad_numbers_are_one_line_errors_on_the_command_line(tmp_path, override,
     assert len(lines) == 1 and key in lines[0] and value in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "cache" / "tiny_data").exists()  # stopped before generating any data
+
+
+@pytest.mark.parametrize("model,length", [("umt_b", 64), ("umt_l", 96), ("tiny", 64)])
+def test_zero_shot_lsmdc_text_length_follows_the_backbone(tmp_path, model, length):
+    # Official zero-shot LSMDC: 64 text tokens for B/16, 96 for L/16; one config serves both.
+    spec = resolve(make_cfg(tmp_path, f"model={model}", "dataset=lsmdc_zs", "merge=none"))
+    assert spec.max_txt_l == length
+    assert resolve(make_cfg(tmp_path, f"model={model}", "dataset=lsmdc", "merge=none")).max_txt_l == 96
+    with pytest.raises(ConfigError, match="max_txt_l_by_backbone"):
+        resolve(make_cfg(tmp_path, f"model={model}", "dataset=lsmdc_zs", "merge=none",
+                         "dataset.max_txt_l_by_backbone=[96]"))

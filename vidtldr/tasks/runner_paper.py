@@ -17,7 +17,6 @@ from typing import Iterable, Sequence
 from vidtldr.results import FT_DATASETS
 
 ZS_DATASETS = {"msrvtt": "msrvtt_zs", "msvd": "msvd_zs", "didemo": "didemo_zs", "anet": "anet_zs", "lsmdc": "lsmdc_zs"}
-ZS_L16_OVERRIDE = {"lsmdc": "lsmdc_zs_l16"}  # the L/16 zero-shot LSMDC config uses 96 text tokens
 TOME_NEAREST = {"msrvtt": 85, "didemo": 95}
 QA_DATASETS = ("msrvtt_qa", "msvd_qa")
 
@@ -66,10 +65,10 @@ def plan(table: str, backbones: Sequence[str] = ("umt_b", "umt_l"), datasets: It
     elif table == "zeroshot":
         for d, cfg in ZS_DATASETS.items():
             for b in backbones:
-                name = ZS_L16_OVERRIDE.get(d, cfg) if b == "umt_l" else cfg
-                add(PlannedRun(table, name, b, "none"), d)
+                # One config per dataset: per-backbone text lengths are resolved from it (runspec).
+                add(PlannedRun(table, cfg, b, "none"), d)
                 r = "[" + ",".join(str(f) for f in zero_shot_fractions(d, b)) + "]"
-                add(PlannedRun(table, name, b, "vidtldr", (f"merge.r={r}",)), d)
+                add(PlannedRun(table, cfg, b, "vidtldr", (f"merge.r={r}",)), d)
     elif table == "qa":
         for d in QA_DATASETS:
             for b in backbones:

@@ -31,8 +31,7 @@ def dataset_setting(name: str) -> str:
 
 
 def dataset_base(name: str) -> str:
-    """The dataset a config stands for in the paper's tables: ``msrvtt_zs`` -> ``msrvtt``,
-    ``lsmdc_zs_l16`` -> ``lsmdc``. Configs that mirror a quirk (``*_official``) or another split
+    """The dataset a config stands for in the paper's tables: ``msrvtt_zs`` -> ``msrvtt``. Configs that mirror a quirk (``*_official``) or another split
     (``didemo_val``) keep their own name so they never fill a paper row."""
     if name.endswith("_official") or name.endswith("_val"):
         return name
@@ -189,13 +188,25 @@ def resolve(cfg: DictConfig, *, data_root: Optional[str] = None) -> RunSpec:
         backbone=str(model.backbone), arch=str(model.arch), init=str(model.init), seed=int(model.get("seed", 0)),
         checkpoint=checkpoint, checkpoint_kind=kind, data_source=str(cfg.data.source),
         data_root=str(data_root if data_root is not None else cfg.paths.data), num_frames=num_frames,
-        k_test=k_test, max_txt_l=_opt_int(ds.get("max_txt_l")), max_q_len=_opt_int(ds.get("max_q_len")),
+        k_test=k_test, max_txt_l=text_length(ds, str(model.backbone)), max_q_len=_opt_int(ds.get("max_q_len")),
         max_a_len=_opt_int(ds.get("max_a_len")),
         trimmed30=bool(ds.get("trimmed30", False)) and task != "qa",
         merge=str(cfg.merge.name), merge_args=merge_args, schedule_spec=schedule_spec, schedule=schedule,
         limit=int(limit) if limit is not None else None, device=str(cfg.device),
         precision=str(cfg.get("precision", "fp32")),
     )
+
+
+def text_length(ds: Any, backbone: str) -> Optional[int]:
+    """The dataset's ``max_txt_l``, or its ``max_txt_l_by_backbone[backbone]`` where the official
+    configs use another length for that backbone (zero-shot LSMDC: 64 for B/16, 96 for L/16)."""
+    by_backbone = _plain(ds.get("max_txt_l_by_backbone")) or {}
+    if not isinstance(by_backbone, dict):
+        raise ConfigError(f"dataset {ds.get('name')}: max_txt_l_by_backbone must map a backbone to a length, "
+                          f"got {by_backbone!r}")
+    if backbone in by_backbone:
+        return _count(f"dataset {ds.get('name')}: max_txt_l_by_backbone.{backbone}", by_backbone[backbone], 1)
+    return _opt_int(ds.get("max_txt_l"))
 
 
 def _opt_int(value: Any) -> Optional[int]:
