@@ -268,3 +268,17 @@ def test_bf16_autocast_run_has_its_own_cache_entry(baseline, cache, tmp_path):
     assert record["status"] == "complete" and record["resolved"]["precision"] == "bf16"
     assert record["counts"]["videos_decoded"] == 7  # fp32 features are not reused for bf16
     assert record["token_counts"] == baseline[1]["token_counts"]
+
+
+def test_tokenizer_vocabulary_must_match_the_model(cache, tmp_path):
+    from vidtldr.errors import ConfigError
+    from vidtldr.models.tokenizer import packaged_vocab_path
+
+    words = Path(str(packaged_vocab_path())).read_text().splitlines()
+    assert len(words) == 210  # the tiny model's vocab_size
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(words + ["extraword"]) + "\n")  # a valid vocabulary, one entry too many
+    with pytest.raises(ConfigError) as info:
+        run(make_cfg(cache, f"model.tokenizer={vocab}"), tmp_path / "run", progress=False)
+    msg = str(info.value)
+    assert str(vocab) in msg and "211" in msg and "210" in msg

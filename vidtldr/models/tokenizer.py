@@ -59,16 +59,31 @@ def _from_vocab_file(path: Path):
 
 def load_tokenizer(name_or_path: str | Path):
     """A lower-casing WordPiece ``BertTokenizer`` from a vocab path, ``"tiny"``, or a cached name."""
+    return _from_vocab_file(vocab_path(name_or_path))
+
+
+def check_vocab_size(tokenizer, vocab_size: int, source: str | Path) -> None:
+    """The tokenizer must have exactly the model's ``vocab_size`` entries: a different vocabulary
+    maps words to other ids (or past the embedding table) without any error at run time."""
+    have = len(tokenizer)
+    if have != int(vocab_size):
+        raise ConfigError(f"tokenizer vocabulary {source} has {have} entries but the model's text encoder has "
+                          f"vocab_size {int(vocab_size)}; pass the vocab.txt that belongs to the checkpoint "
+                          f"(model.tokenizer=/path/to/vocab.txt)")
+
+
+def vocab_path(name_or_path: str | Path) -> Path:
+    """The vocab.txt that ``name_or_path`` names (see :func:`load_tokenizer`)."""
     if str(name_or_path) == TINY_VOCAB:
-        return _from_vocab_file(packaged_vocab_path())
+        return Path(str(packaged_vocab_path()))
     path = Path(name_or_path)
     if path.is_dir() and (path / "vocab.txt").is_file():
-        return _from_vocab_file(path / "vocab.txt")
+        return path / "vocab.txt"
     if path.is_file():
-        return _from_vocab_file(path)
+        return path
     cached = _cached_vocab(str(name_or_path))
     if cached is not None:
-        return _from_vocab_file(cached)
+        return cached
     raise ConfigError(
         f"tokenizer {str(name_or_path)!r}: not a vocab.txt path and not in the local Hugging Face cache. "
         f"Nothing is downloaded: pass the path of a vocab.txt (e.g. bert-base-uncased's), or fetch it where a "

@@ -68,12 +68,14 @@ def ensure_tiny_data(cache_root: str | Path, dataset: str) -> Path:
 
 
 def load_tokenizer_for(cfg: DictConfig, arch_cfg):
-    from vidtldr.models.tokenizer import load_tokenizer
+    """(tokenizer, its name as configured, the vocab.txt it was read from)."""
+    from vidtldr.models.tokenizer import load_tokenizer, vocab_path
 
     name = cfg.model.get("tokenizer") or arch_cfg.tokenizer
     if not name:
         raise ConfigError(f"model={cfg.model.name}: no tokenizer named (set model.tokenizer=/path/to/vocab.txt)")
-    return load_tokenizer(name), str(name)
+    path = vocab_path(name)
+    return load_tokenizer(path), str(name), path
 
 
 def build(spec: RunSpec, cfg: DictConfig, arch_cfg):
@@ -198,11 +200,15 @@ def _execute(cfg, run_dir, record, progress, t0, *, load_split, annotation_path,
     dataset_cfg = _plain(cfg.dataset)
     arch_cfg = load_architecture(spec.arch, task=spec.task, num_frames=spec.num_frames)
     try:
-        tokenizer, tokenizer_name = load_tokenizer_for(cfg, arch_cfg)
+        tokenizer, tokenizer_name, vocab_file = load_tokenizer_for(cfg, arch_cfg)
         tokenizer_problem = None
     except ConfigError as exc:
         tokenizer, tokenizer_name, tokenizer_problem = None, None, str(exc).split(". ")[0]
     check_inputs(spec, dataset_cfg, tokenizer_problem)
+    if tokenizer is not None:
+        from vidtldr.models.tokenizer import check_vocab_size
+
+        check_vocab_size(tokenizer, arch_cfg.text.vocab_size, vocab_file)
     record["run"] = {"task": spec.task, "dataset": spec.dataset, "dataset_base": spec.dataset_base,
                      "setting": spec.setting, "model": spec.model, "backbone": spec.backbone,
                      "merge": spec.merge, "schedule": list(spec.schedule), "schedule_spec": spec.schedule_spec,
