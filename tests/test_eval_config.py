@@ -83,6 +83,18 @@ def test_missing_inputs_listed_together(tmp_path):
         assert piece in message
 
 
+def test_explicit_checkpoint_gets_no_model_zoo_hint(tmp_path):
+    from omegaconf import OmegaConf
+
+    cfg = make_cfg(tmp_path, "model=umt_b", "dataset=msrvtt", "model.checkpoint=/x/nonexistent.pth",
+                   f"paths.data={tmp_path}/d")
+    with pytest.raises(MissingFilesError) as exc:
+        check_inputs(resolve(cfg), OmegaConf.to_container(cfg.dataset))
+    message = str(exc.value)
+    assert "/x/nonexistent.pth" in message and "does not exist" in message
+    assert "http" not in message and "model zoo, spec" not in message
+
+
 def test_paper_table_plans():
     assert len(runner_paper.plan("finetuned")) == 7 * 2 * 2
     assert len(runner_paper.plan("qa")) == 2 * 2 * 2 + 2

@@ -100,9 +100,11 @@ def missing_for(runs: Sequence[PlannedRun], common: Sequence[str] = ()) -> tuple
         spec = resolve(cfg)
         lines, helps = missing_inputs(spec, OmegaConf.to_container(cfg.dataset, resolve=True))
         for line in lines:
-            if line.startswith("checkpoint"):
+            if line.startswith("checkpoint") and spec.checkpoint_from_zoo:
                 help_lines.setdefault("zoo", "checkpoints: " + helps["checkpoint"].split(": ", 1)[1]
                                       .replace(Path(spec.checkpoint).name, "<file>"))
+            elif line.startswith("checkpoint"):
+                help_lines.setdefault("checkpoint", helps["checkpoint"])
             missing.setdefault(line, None)
         if "data" in helps:
             help_lines["data"] = helps["data"]

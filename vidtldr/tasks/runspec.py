@@ -60,6 +60,7 @@ class RunSpec:
     seed: int
     checkpoint: Optional[str]      # path, or None for random init
     checkpoint_kind: Optional[str]  # finetuned | pretrained
+    checkpoint_from_zoo: bool      # the file comes from model.checkpoints (a UMT model-zoo name), not model.checkpoint
     data_source: str               # real | tiny
     data_root: str
     num_frames: int
@@ -166,6 +167,7 @@ def resolve(cfg: DictConfig, *, data_root: Optional[str] = None) -> RunSpec:
     arch_cfg = load_architecture(str(model.arch), task=task, num_frames=num_frames)
 
     checkpoint = kind = None
+    from_zoo = False
     if model.init == "checkpoint":
         kind = "pretrained" if setting == "zeroshot" else "finetuned"
         if model.get("checkpoint"):
@@ -177,6 +179,7 @@ def resolve(cfg: DictConfig, *, data_root: Optional[str] = None) -> RunSpec:
                 raise ConfigError(f"model={model.name} has no checkpoint for dataset={name} "
                                   f"(model.checkpoints has {sorted(files)}); set model.checkpoint=/path/to/file.pth")
             checkpoint = str(Path(cfg.paths.checkpoints) / files[key])
+            from_zoo = True
     elif model.init != "random":
         raise ConfigError(f"model.init must be 'checkpoint' or 'random', got {model.init!r}")
 
@@ -186,7 +189,7 @@ def resolve(cfg: DictConfig, *, data_root: Optional[str] = None) -> RunSpec:
     return RunSpec(
         task=task, dataset=name, dataset_base=dataset_base(name), setting=setting, model=str(model.name),
         backbone=str(model.backbone), arch=str(model.arch), init=str(model.init), seed=int(model.get("seed", 0)),
-        checkpoint=checkpoint, checkpoint_kind=kind, data_source=str(cfg.data.source),
+        checkpoint=checkpoint, checkpoint_kind=kind, checkpoint_from_zoo=from_zoo, data_source=str(cfg.data.source),
         data_root=str(data_root if data_root is not None else cfg.paths.data), num_frames=num_frames,
         k_test=k_test, max_txt_l=text_length(ds, str(model.backbone)), max_q_len=_opt_int(ds.get("max_q_len")),
         max_a_len=_opt_int(ds.get("max_a_len")),
@@ -223,8 +226,12 @@ def missing_inputs(spec: RunSpec, dataset_cfg: Any, tokenizer_problem: Optional[
     help_lines: dict[str, str] = {}
     if spec.checkpoint is not None and not Path(spec.checkpoint).is_file():
         missing.append(f"checkpoint   {spec.checkpoint}")
-        help_lines["checkpoint"] = (f"checkpoint: {ZOO_URL}{Path(spec.checkpoint).name} (UMT model zoo, spec §5.5); "
-                                    "put it in paths.checkpoints (env VIDTLDR_CHECKPOINTS) or set model.checkpoint=/path")
+        if spec.checkpoint_from_zoo:
+            help_lines["checkpoint"] = (f"checkpoint: {ZOO_URL}{Path(spec.checkpoint).name} (UMT model zoo, spec §5.5); "
+                                        "put it in paths.checkpoints (env VIDTLDR_CHECKPOINTS) or set model.checkpoint=/path")
+        else:  # a file the user named: the zoo may not have it under that name, so no URL is guessed
+            help_lines["checkpoint"] = ("checkpoint: model.checkpoint names a file that does not exist; "
+                                        "check the path (or leave model.checkpoint unset to use the model-zoo file)")
     if tokenizer_problem:
         missing.append(f"tokenizer    {tokenizer_problem}")
         help_lines["tokenizer"] = ("tokenizer: the vocab.txt of bert-base-uncased (UMT-B) / bert-large-uncased (UMT-L) "
