@@ -156,6 +156,18 @@ def test_cli_writes_tables(tmp_path, capsys):
     assert exc.value.code == 2 and "unknown table" in capsys.readouterr().err
 
 
+def test_cli_missing_runs_root_is_an_error_and_no_records_a_warning(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        results.main(["--runs", str(tmp_path / "nonexistent"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert exc.value.code != 0 and len(err.strip().splitlines()) == 1 and "nonexistent" in err
+    assert not (tmp_path / "o").exists()
+    (tmp_path / "empty").mkdir()
+    fake_record(tmp_path / "empty" / "f", status="failed")
+    assert results.main(["--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--tables", "qa"]) == 0
+    assert "warning: no complete run records" in capsys.readouterr().err
+
+
 def test_reference_sheet_is_complete_and_sourced():
     ref = results.load_reference(REF)
     assert ref["provenance"].str.len().min() > 0

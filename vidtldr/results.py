@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -460,13 +461,20 @@ def build_all(run_roots: Sequence[str | Path], out_dir: str | Path, tables: Sequ
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vidtldr.results", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", nargs="+", default=["runs"], help="directories searched for record.json")
+    parser.add_argument("--runs", nargs="+", default=None, help="directories searched for record.json (default: runs)")
     parser.add_argument("--out", default="results", help="where the tables are written")
     parser.add_argument("--tables", nargs="+", default=None, help=f"subset of {[*TABLES, 'runs']}")
     parser.add_argument("--reference", default=str(REFERENCE_CSV), help="paper reference CSV")
     args = parser.parse_args(argv)
     with cli_guard("vidtldr.results"):
-        written = build_all(args.runs, args.out, args.tables, args.reference)
+        roots = args.runs or ["runs"]
+        missing = [str(r) for r in roots if not Path(r).exists()]
+        if missing and args.runs:  # a typo in --runs would otherwise give tables that say "not run" everywhere
+            raise ConfigError(f"runs folder(s) not found: {', '.join(missing)}")
+        if load_runs(roots).empty:  # (the default runs/ may not exist yet: tables of "not run" rows)
+            print(f"vidtldr.results: warning: no complete run records under {', '.join(map(str, roots))}; "
+                  "every row will say 'not run'", file=sys.stderr)
+        written = build_all(roots, args.out, args.tables, args.reference)
         for name, paths in written.items():
             print(f"{name}: " + ", ".join(str(p) for p in paths.values()))
     return 0
