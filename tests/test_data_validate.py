@@ -60,7 +60,8 @@ def test_missing_corrupt_and_bad_width_videos(tiny_msrvtt, capsys):
 
 def test_existence_only_mode_does_not_decode(tiny_msrvtt, capsys):
     (tiny_msrvtt / "videos" / "msrvtt" / CLIPS[1].name).write_bytes(b"garbage")
-    code, _, rep = _run_main(capsys, "dataset=msrvtt", f"data.root={tiny_msrvtt}", "manifest=false", "decode=false")
+    # paths.data= (the evaluation's key) works as data.root=
+    code, _, rep = _run_main(capsys, "dataset=msrvtt", f"paths.data={tiny_msrvtt}", "manifest=false", "decode=false")
     assert code == 0 and rep["decode"] is False
 
 

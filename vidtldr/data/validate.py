@@ -1,7 +1,9 @@
 """Check a dataset on disk before a run: annotation file, schema, videos, counts, checksums.
 
-usage: python -m vidtldr.data.validate dataset=NAME data.root=DIR [decode=true] [manifest=true]
+usage: python -m vidtldr.data.validate dataset=NAME paths.data=DIR [decode=true] [manifest=true]
                                         [report=PATH.json] [limit=N] [progress=true]
+
+``paths.data=`` is the evaluation's key; ``data.root=`` and ``root=`` are accepted too.
 
 Prints a human summary, then one JSON report line (also written to ``report=`` if given).
 Exit status: 0 when nothing is wrong, 1 when problems were found, 2 for a usage/config error.
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     with cli_guard("vidtldr.data.validate"):
         args = parse_kv(argv, OPTIONS, aliases={"paths.data": "data.root", "root": "data.root"})
         if "dataset" not in args or "data.root" not in args:
-            raise ConfigError("need dataset=NAME and data.root=DIR")
+            raise ConfigError("need dataset=NAME and paths.data=DIR")
         cfg = load_dataset_config(args["dataset"])
         report = validate_dataset(cfg, args["data.root"], decode=args.get("decode", True),
                                   use_manifest=args.get("manifest", True), limit=args.get("limit"),
