@@ -17,6 +17,9 @@ from typing import Any, Optional, Sequence
 
 import pandas as pd
 
+# results imports this module lazily (write_table), so importing it here is not circular.
+from vidtldr.results import pick_run
+
 METHOD_STYLE = {  # colour, marker, label
     "none": ("#555555", "o", "UMT (no reduction)"),
     "tome": ("#1f77b4", "s", "ToMe"),
@@ -52,35 +55,6 @@ def _run_accuracy(row: dict, dataset: str) -> tuple[Optional[float], str]:
         t2v, v2t = _num(row.get("t2v_r1")), _num(row.get("v2t_r1"))
         value = None if t2v is None or v2t is None else (t2v + v2t) / 2
     return value, "r1_mean"
-
-
-def _pick(runs: pd.DataFrame, setting: str, dataset: str, backbone: str, method: str,
-          table: Optional[str] = None) -> Optional[dict]:
-    """The run that stands for a point: newest complete one, else the newest partial one; with
-    ``table``, only among the runs with that paper row's settings (as in the table beside it)."""
-    if runs is None or runs.empty:
-        return None
-    need = {"setting", "dataset", "backbone", "method"}
-    if not need <= set(runs.columns):
-        return None
-    hit = runs[(runs["setting"] == setting) & (runs["dataset"] == dataset) & (runs["backbone"] == backbone)
-               & (runs["method"] == method)]
-    if hit.empty:
-        return None
-    if table is not None:
-        from vidtldr.results import row_settings, settings_mismatch
-
-        expected = row_settings(table, dataset, backbone, method)
-        if expected is None:
-            return None
-        hit = hit[[not settings_mismatch(r, expected) for r in hit.to_dict("records")]]
-        if hit.empty:
-            return None
-    partial = hit["partial"].fillna(False).astype(bool) if "partial" in hit else pd.Series(False, index=hit.index)
-    created = hit["created"].fillna("").astype(str) if "created" in hit else pd.Series("", index=hit.index)
-    order = pd.DataFrame({"partial": partial, "created": created}).sort_values(
-        ["partial", "created"], ascending=[True, False], kind="stable")
-    return hit.loc[order.index[0]].to_dict()
 
 
 def _ref_value(ref: pd.DataFrame, tables: Sequence[str], setting: str, dataset: str, backbone: str,
@@ -124,7 +98,7 @@ def accuracy_points(runs: pd.DataFrame, ref: pd.DataFrame, datasets: Sequence[st
     rows = []
     for dataset in datasets:
         for method in methods:
-            run = _pick(runs, setting, dataset, backbone, method, table)
+            run = pick_run(runs, setting, dataset, backbone, method, table)  # as the table beside it
             if run is not None:
                 acc, metric = _run_accuracy(run, dataset)
                 gflops = _num(run.get("gflops"))

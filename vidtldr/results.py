@@ -201,7 +201,7 @@ def pick_run(runs: pd.DataFrame, setting: str, dataset: str, backbone: str, meth
     complete (non-partial) one, else the newest partial one. Records run with other settings
     (another schedule, frame count, k_test, checkpoint, ...) never fill a paper row; the ``runs``
     table still lists them."""
-    if runs.empty:
+    if runs is None or runs.empty or not {"setting", "dataset", "backbone", "method"} <= set(runs.columns):
         return None
     match = runs[(runs["setting"] == setting) & (runs["dataset"] == dataset) & (runs["backbone"] == backbone)
                  & (runs["method"] == method)]
@@ -215,8 +215,13 @@ def pick_run(runs: pd.DataFrame, setting: str, dataset: str, backbone: str, meth
         match = match[keep]
         if match.empty:
             return None
-    match = match.sort_values(["partial", "created"], ascending=[True, False], kind="stable")
-    return match.iloc[0].to_dict()
+    # Records without the field sort as complete / oldest.
+    partial = (match["partial"].fillna(False).astype(bool) if "partial" in match
+               else pd.Series(False, index=match.index))
+    created = match["created"].fillna("").astype(str) if "created" in match else pd.Series("", index=match.index)
+    order = pd.DataFrame({"partial": partial, "created": created}).sort_values(
+        ["partial", "created"], ascending=[True, False], kind="stable")
+    return match.loc[order.index[0]].to_dict()
 
 
 # ----------------------------------------------------------------------------- reference

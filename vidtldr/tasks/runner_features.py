@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from vidtldr import distributed as D
 from vidtldr.cache import FeatureCache
 from vidtldr.data.dataset import SkippedVideo, VideoDataset, make_loader
 
@@ -32,6 +33,18 @@ class VideoFeatures:
     skipped: list[SkippedVideo] = field(default_factory=list)
     decoded: int = 0  # videos decoded in this run (0 when everything came from the cache)
     cached: int = 0
+
+
+def all_ranks_outcome(videos: VideoFeatures, dist_ctx) -> tuple[list[SkippedVideo], int, int]:
+    """(skipped videos, number decoded, number from the cache) over every rank of a data-parallel
+    run (each rank encoded its own share), after a barrier so that every rank's shards are on disk;
+    this rank's own numbers in a single-process run."""
+    if not dist_ctx.enabled:
+        return videos.skipped, videos.decoded, videos.cached
+    shares = D.all_gather_objects((videos.skipped, videos.decoded, videos.cached), dist_ctx)
+    D.barrier(dist_ctx)
+    return ([s for share in shares for s in share[0]], sum(share[1] for share in shares),
+            sum(share[2] for share in shares))
 
 
 def unique_in_order(keys: Sequence[str]) -> list[str]:

@@ -18,7 +18,7 @@ from vidtldr.metrics import qa_accuracy
 from vidtldr.models.precision import model_device
 from vidtldr.models.tokenizer import tokenize, tokenize_answers
 from vidtldr.tasks.qa import rank_questions
-from vidtldr.tasks.runner_features import stack, token_counts_of, unique_in_order, video_features
+from vidtldr.tasks.runner_features import all_ranks_outcome, stack, token_counts_of, unique_in_order, video_features
 from vidtldr.tasks.runner_retrieval import TaskResult
 from vidtldr.tasks.runner_subset import subset_qa
 
@@ -59,12 +59,7 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
                             trimmed30=False, size=img_size, batch_size=settings["batch_size"],
                             num_workers=settings["num_workers"], skip_unreadable=settings["skip_unreadable"],
                             progress=progress)
-    skipped, decoded, cached = videos.skipped, videos.decoded, videos.cached
-    if dist_ctx.enabled:
-        shares = D.all_gather_objects((videos.skipped, videos.decoded, videos.cached), dist_ctx)
-        skipped = [s for share in shares for s in share[0]]
-        decoded, cached = sum(x[1] for x in shares), sum(x[2] for x in shares)
-        D.barrier(dist_ctx)
+    skipped, decoded, cached = all_ranks_outcome(videos, dist_ctx)
     timings["video_features_s"] = time.perf_counter() - start
     if skipped:
         bad = {s.path for s in skipped}

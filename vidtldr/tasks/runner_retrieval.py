@@ -23,7 +23,8 @@ from vidtldr.feature_store import TokenStore, build_from_cache, store_dir
 from vidtldr.metrics import retrieval_metrics
 from vidtldr.models.tokenizer import tokenize
 from vidtldr.tasks import retrieval as R
-from vidtldr.tasks.runner_features import VideoFeatures, stack, token_counts_of, unique_in_order, video_features
+from vidtldr.tasks.runner_features import (VideoFeatures, all_ranks_outcome, stack, token_counts_of,
+                                           unique_in_order, video_features)
 from vidtldr.tasks.runner_subset import subset_retrieval
 
 log = logging.getLogger(__name__)
@@ -126,12 +127,7 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
         trimmed30=spec.trimmed30, size=img_size, batch_size=settings["batch_size"],
         num_workers=settings["num_workers"], skip_unreadable=settings["skip_unreadable"], progress=progress,
         retain=_nothing if mode == "disk" else None)
-    skipped, decoded, cached = videos.skipped, videos.decoded, videos.cached
-    if dist_ctx.enabled:
-        shares = D.all_gather_objects((videos.skipped, videos.decoded, videos.cached), dist_ctx)
-        skipped = [s for share in shares for s in share[0]]
-        decoded, cached = sum(share[1] for share in shares), sum(share[2] for share in shares)
-        D.barrier(dist_ctx)  # every rank's shards are on disk from here on
+    skipped, decoded, cached = all_ranks_outcome(videos, dist_ctx)  # every rank's shards are on disk from here on
     timings["video_features_s"] = time.perf_counter() - start
     if skipped:
         bad = {s.path for s in skipped}
