@@ -25,16 +25,16 @@ def test_scaled_dataset_has_distinct_videos_over_the_same_files(tmp_path):
 
 @pytest.mark.slow
 def test_report_schema(tmp_path):
-    result = bench([10, 20], tmp_path / "out", tmp_path / "work", modes=("cold", "memory"))
+    result = bench([2, 3], tmp_path / "out", tmp_path / "work", modes=("cold", "memory"))
     saved = json.loads((tmp_path / "out" / "bench_scale.json").read_text())
     assert saved == json.loads(json.dumps(result))
-    assert [(r["clips"], r["mode"]) for r in saved["rows"]] == [(10, "cold"), (10, "memory"), (20, "cold"),
-                                                               (20, "memory")]
+    assert [(r["clips"], r["mode"]) for r in saved["rows"]] == [(2, "cold"), (2, "memory"), (3, "cold"),
+                                                               (3, "memory")]
     for row in saved["rows"]:
         assert row["rc"] == 0 and row["status"] == "complete" and row["peak_rss_mib"] > 0
         assert row["videos"] == row["texts"] == row["clips"]
     cold = [r for r in saved["rows"] if r["mode"] == "cold"]
-    assert [r["videos_decoded"] for r in cold] == [10, 20] and [r["store_bytes"] for r in cold] == [10 * 31744, 20 * 31744]
+    assert [r["videos_decoded"] for r in cold] == [2, 3] and [r["store_bytes"] for r in cold] == [2 * 31744, 3 * 31744]
     assert set(saved["ratios"]) == {"cold", "memory"}
     md = (tmp_path / "out" / "bench_scale.md").read_text()
-    assert "| 20 | memory |" in md and "Peak RSS ratio 20 / 10 clips" in md
+    assert "| 3 | memory |" in md and "Peak RSS ratio 3 / 2 clips" in md
