@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# CPU wheel by default; GPU users: make setup TORCH_REQ='torch==2.13.0 --index-url <your CUDA index>'
+# CPU wheel by default (README: 'Which torch'); override e.g. TORCH_REQ='torch==2.13.0 --index-url <index>'
 TORCH_REQ ?= -r requirements-cpu.txt
 # Paper-table targets: restrict with BACKBONES / DATASETS, pass Hydra overrides with ARGS, e.g.
 #   make table-finetuned BACKBONES=umt_b DATASETS="msrvtt didemo" ARGS="device=cuda data.batch_size=8"
