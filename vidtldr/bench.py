@@ -568,7 +568,7 @@ def merge_results(path: Path, result: dict) -> dict:
 
 def _run_key(run: dict) -> tuple:
     r0 = run["rows"][0]
-    return (r0["model"], r0["dataset"], r0["device"], r0["batch"])
+    return (r0["model"], r0["dataset"], r0["device"], r0["batch"], run.get("environment", {}).get("threads", 0))
 
 
 def render_md(db: dict) -> str:
