@@ -16,7 +16,17 @@ from hydra import compose, initialize_config_dir
 from vidtldr.config_utils import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
-HAVE_SUBMITIT = importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
+
+
+def _have_module(name: str) -> bool:
+    # find_spec on a dotted name raises when the parent package (hydra_plugins) is absent
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+HAVE_SUBMITIT = _have_module("hydra_plugins.hydra_submitit_launcher")
 
 
 @pytest.fixture(scope="module")
