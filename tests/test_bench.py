@@ -86,3 +86,12 @@ def test_cli_rejects_unknown_attention_mode():
     proc = subprocess.run([sys.executable, "-m", "vidtldr.bench", "model=tiny", "repeats=1", "write=false",
                            "attention=[fused,flash]"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.startswith("vidtldr.bench: error:")
+
+
+def test_render_only_regenerates_markdown(tiny_result, tmp_path):
+    (tmp_path / "b.json").write_text(json.dumps(bench.merge_results(tmp_path / "none.json", tiny_result)))
+    proc = subprocess.run([sys.executable, "-m", "vidtldr.bench", "render_only=true", f"out_json={tmp_path}/b.json",
+                           f"out_md={tmp_path}/b.md"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "## tiny / msrvtt" in (tmp_path / "b.md").read_text()
+    assert len(json.loads(proc.stdout.strip().splitlines()[-1])["rows"]) == 8
