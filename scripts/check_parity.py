@@ -29,7 +29,7 @@ from typing import Any, Optional
 import torch
 
 from vidtldr.errors import VidtldrError, cli_guard
-from vidtldr.metrics import qa_accuracy, retrieval_metrics
+from vidtldr.tasks.metrics import qa_accuracy, retrieval_metrics
 from vidtldr.models.checkpoint import load_checkpoint
 from vidtldr.models.config import config_from_official
 from vidtldr.models.tokenizer import load_tokenizer, tokenize, tokenize_answers

@@ -15,8 +15,8 @@ import os
 import sys
 
 from vidtldr.errors import cli_guard
-from vidtldr.results import build_all
-from vidtldr.tasks.runner_paper import missing_for, plan, run_table
+from vidtldr.report.results import build_all
+from vidtldr.report.plan import missing_for, plan, run_table
 
 
 def main(argv=None) -> int:

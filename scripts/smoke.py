@@ -10,7 +10,7 @@ import argparse
 import os
 
 from vidtldr.errors import cli_guard
-from vidtldr.tasks.runner_smoke import smoke_all
+from vidtldr.run.runner_smoke import smoke_all
 
 
 def main() -> int:

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from vidtldr.bench_scale import bench, make_scaled_dataset
+from vidtldr.analysis.bench_scale import bench, make_scaled_dataset
 from vidtldr.data.annotations import load_split
 from vidtldr.data.registry import load_dataset_config
-from vidtldr.tasks.runner import ensure_tiny_data
+from vidtldr.run.runner import ensure_tiny_data
 
 
 def test_scaled_dataset_has_distinct_videos_over_the_same_files(tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import vidtldr.cache as cache_module
-from vidtldr.cache import FeatureCache, atomic_write_text, stable_hash
+import vidtldr.run.cache as cache_module
+from vidtldr.run.cache import FeatureCache, atomic_write_text, stable_hash
 
 
 def test_key_hash_is_stable_and_order_independent():

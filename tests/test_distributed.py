@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidtldr import distributed as D
+from vidtldr.run import distributed as D
 from vidtldr.eval import rank_overrides
 from vidtldr.tasks.retrieval import NOT_RERANKED, TextFeatures, itc_scores, itm_rerank
-from vidtldr.tasks.runner import SCRATCH, run
+from vidtldr.run.runner import SCRATCH, run
 
 from _eval_helpers import make_cfg, read, stable_view
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from vidtldr.errors import ConfigError, MissingFilesError, ScheduleError
-from vidtldr.tasks import runner_paper
-from vidtldr.tasks.runspec import check_inputs, dataset_base, resolve
+from vidtldr.report import plan as runner_paper
+from vidtldr.run.runspec import check_inputs, dataset_base, resolve
 
 from _eval_helpers import make_cfg
 
@@ -108,7 +108,7 @@ def test_paper_table_plans():
 
 
 def test_paper_table_checks_everything_before_running(tmp_path, monkeypatch):
-    import vidtldr.tasks.runner as runner_module
+    import vidtldr.run.runner as runner_module
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("a run started although inputs are missing")

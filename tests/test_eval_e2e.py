@@ -13,9 +13,9 @@ import pytest
 
 import vidtldr.data.dataset as data_module
 import vidtldr.tasks.retrieval as retrieval_module
-from vidtldr import results
+from vidtldr.report import results
 from vidtldr.errors import VideoError
-from vidtldr.tasks.runner import run
+from vidtldr.run.runner import run
 
 from _eval_helpers import make_cfg, read, stable_view
 
@@ -80,7 +80,7 @@ def test_record_metrics_are_those_of_the_score_matrices(baseline, cache, tmp_pat
     import torch
 
     from vidtldr.data.annotations import load_split
-    from vidtldr.metrics import retrieval_metrics
+    from vidtldr.tasks.metrics import retrieval_metrics
 
     seen = {}
     real = retrieval_module.itm_rerank

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vidtldr.data.registry import all_dataset_configs
-from vidtldr.tasks.runner_smoke import smoke_one, summary_line
+from vidtldr.run.runner_smoke import smoke_one, summary_line
 
 DATASETS = all_dataset_configs()
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidtldr.cache import FeatureCache
+from vidtldr.run.cache import FeatureCache
 from vidtldr.errors import VidtldrError
-from vidtldr.feature_store import INDEX, TOKENS, TokenStore, build_from_cache, build_store, store_dir
-from vidtldr.tasks.runner import SCRATCH, run
+from vidtldr.run.feature_store import INDEX, TOKENS, TokenStore, build_from_cache, build_store, store_dir
+from vidtldr.run.runner import SCRATCH, run
 
 from _eval_helpers import make_cfg, stable_view
 

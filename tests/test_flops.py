@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from vidtldr import flops
-from vidtldr.flops import (BACKBONES, PUBLISHED_BASELINES, PUBLISHED_GFLOPS, VisionDims, round1,
+from vidtldr.analysis import flops
+from vidtldr.analysis.flops import (BACKBONES, PUBLISHED_BASELINES, PUBLISHED_GFLOPS, VisionDims, round1,
                            vision_cost)
 from vidtldr.reduce.schedule import VIDTLDR_PRESETS
 
@@ -110,7 +110,7 @@ def test_extra_costs_scale_with_merged_tokens():
 
 
 def _reducer(name, schedule, depth):
-    from vidtldr.flops import _import_reducers
+    from vidtldr.analysis.flops import _import_reducers
     from vidtldr.reduce.base import REDUCERS
     from vidtldr.reduce.schedule import parse_schedule
 
@@ -190,7 +190,7 @@ def _run_cli(*args):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "vidtldr.flops", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "vidtldr.analysis.flops", *args], capture_output=True, text=True,
                           timeout=300)
     return proc, (json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None)
 
@@ -223,4 +223,4 @@ def test_cli_tiny_traced_and_explicit_schedule():
 def test_cli_error_is_one_line():
     proc, _ = _run_cli("model=umt_b", "merge=tome", "trace=false")  # no ToMe preset for MSRVTT
     assert proc.returncode == 2
-    assert proc.stderr.startswith("vidtldr.flops: error:") and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("vidtldr.analysis.flops: error:") and "Traceback" not in proc.stderr

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidtldr.metrics import OFFICIAL_KEYS, qa_accuracy, retrieval_metrics
+from vidtldr.tasks.metrics import OFFICIAL_KEYS, qa_accuracy, retrieval_metrics
 
 
 def _scores_with_ranks(ranks, n_candidates, gt, seed=0):

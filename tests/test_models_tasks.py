@@ -92,7 +92,8 @@ def test_qa_ranking_over_batches(umt_tiny_dir):
 def test_one_ranking_step_for_runner_rank_all_and_parity(umt_tiny_dir):
     """The evaluation runner and the parity check rank through the same function, on tokens that
     were encoded beforehand; it agrees with rank_all (which encodes first) and caps k."""
-    from vidtldr.tasks import qa as qa_module, runner_qa
+    from vidtldr.tasks import qa as qa_module
+    from vidtldr.run import runner_qa
     from vidtldr.tasks.qa import rank_questions
 
     assert runner_qa.rank_questions is qa_module.rank_questions

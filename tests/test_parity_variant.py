@@ -15,7 +15,7 @@ import sys
 import torch
 
 from conftest import ROOT
-from vidtldr.metrics import retrieval_metrics
+from vidtldr.tasks.metrics import retrieval_metrics
 from vidtldr.models import build_model, config_from_official
 from vidtldr.models.tokenizer import load_tokenizer, tokenize
 from vidtldr.reduce import build_reducer

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from vidtldr.plots import accuracy_points, plot_accuracy_vs_gflops
+from vidtldr.report.plots import accuracy_points, plot_accuracy_vs_gflops
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -81,9 +81,9 @@ def test_plot_writes_png_and_svg(tmp_path):
 
 
 def test_empty_runs_still_show_the_paper_figure1(tmp_path):
-    from vidtldr.results import load_reference
+    from vidtldr.report.results import load_reference
 
-    ref = load_reference(REPO / "results" / "paper_reference.csv")
+    ref = load_reference(REPO / "vidtldr" / "report" / "paper_reference.csv")
     datasets = ["msrvtt", "msvd", "anet", "didemo", "lsmdc", "ssv2_label", "ssv2_template", "msrvtt_qa", "msvd_qa"]
     out = plot_accuracy_vs_gflops(pd.DataFrame(), ref, tmp_path / "fig1", datasets=datasets)
     pts = out["points"]
@@ -94,7 +94,7 @@ def test_empty_runs_still_show_the_paper_figure1(tmp_path):
 
 
 def test_table_builder_writes_the_fig1_figure(tmp_path):
-    from vidtldr import results
+    from vidtldr.report import results
 
     written = results.build_all([tmp_path / "no_runs"], tmp_path / "out", tables=["fig1"])
     assert written["fig1"]["png"] == tmp_path / "out" / "fig1.png"

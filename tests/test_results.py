@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vidtldr import results
-from vidtldr.record import write_record
+from vidtldr.report import results
+from vidtldr.run.record import write_record
 
-REF = Path(__file__).resolve().parent.parent / "results" / "paper_reference.csv"
+REF = Path(__file__).resolve().parent.parent / "vidtldr" / "report" / "paper_reference.csv"
 PAPER_MD = Path("/work/shared/reference/paper_numbers.md")
 
 

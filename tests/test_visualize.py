@@ -1,4 +1,4 @@
-"""`python -m vidtldr.visualize`: images of merged groups and vid-TLDR saliency (tiny model)."""
+"""`python -m vidtldr.analysis.visualize`: images of merged groups and vid-TLDR saliency (tiny model)."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vidtldr import visualize as viz
+from vidtldr.analysis import visualize as viz
 from vidtldr.models.config import load_architecture
 from vidtldr.models.umt import build_model
 from vidtldr.reduce import build_reducer
@@ -126,4 +126,4 @@ def test_cli_errors_are_one_clear_message(tmp_path, capsys, args, message):
         viz.main([f"out={tmp_path}", *args])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("vidtldr.visualize: error:") and message in err and "Traceback" not in err
+    assert err.startswith("vidtldr.analysis.visualize: error:") and message in err and "Traceback" not in err

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from vidtldr.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def compose_config(overrides: Sequence[str] = (), config_name: str = "config"):

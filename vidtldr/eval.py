@@ -27,7 +27,7 @@ log = logging.getLogger("vidtldr.eval")
 
 def report(record: dict) -> str:
     """The text printed at the end of a run: what ran, the metrics table, where the record is."""
-    from vidtldr.results import single_run_table
+    from vidtldr.report.results import single_run_table
 
     ident = record.get("run", {})
     counts = record.get("counts", {})
@@ -49,8 +49,8 @@ def report(record: dict) -> str:
 def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from vidtldr import distributed as D
-    from vidtldr.tasks.runner import run
+    from vidtldr.run import distributed as D
+    from vidtldr.run.runner import run
 
     with cli_guard("vidtldr.eval"):
         ctx = D.init(str(cfg.device))  # a single process unless torchrun / SLURM started several
@@ -73,7 +73,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 def rank_overrides(environ=None) -> list[str]:
     """Hydra overrides for ranks other than 0 of a data-parallel run: they write no ``.hydra/`` copy
     and log to their own file, so rank 0's run directory holds one config and one ``eval.log``."""
-    from vidtldr.distributed import env_world
+    from vidtldr.run.distributed import env_world
 
     rank, world, _ = env_world() if environ is None else (int(environ.get("RANK", 0)),
                                                           int(environ.get("WORLD_SIZE", 1)), 0)

@@ -13,7 +13,7 @@ from vidtldr.config_utils import compose_config
 def smoke_one(dataset: str, cache_dir: str | Path, out_dir: str | Path, extra: Sequence[str] = (),
               progress: bool = False) -> dict:
     """One tiny run of ``dataset`` (vid-TLDR with the tiny model's schedule); returns its record."""
-    from vidtldr.tasks.runner import run
+    from vidtldr.run.runner import run
 
     cfg = compose_config([f"dataset={dataset}", "model=tiny", "merge=vidtldr", f"paths.cache={cache_dir}",
                        "logger.wandb.enabled=false", *extra])

@@ -15,8 +15,8 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from vidtldr import distributed as D
-from vidtldr.cache import FeatureCache
+from vidtldr.run import distributed as D
+from vidtldr.run.cache import FeatureCache
 from vidtldr.data.dataset import SkippedVideo, VideoDataset, make_loader
 
 log = logging.getLogger(__name__)

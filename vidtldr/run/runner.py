@@ -21,13 +21,13 @@ import torch
 from omegaconf import DictConfig
 
 import vidtldr
-from vidtldr import distributed as D
-from vidtldr.cache import FeatureCache
+from vidtldr.run import distributed as D
+from vidtldr.run.cache import FeatureCache
 from vidtldr.config_utils import plain as _plain
 from vidtldr.errors import ConfigError, VidtldrError
-from vidtldr.record import base_record, file_entry, now_iso, write_record
-from vidtldr.tasks.runner_features import FEATURE_FORMAT
-from vidtldr.tasks.runspec import RunSpec, check_inputs, check_numbers, resolve
+from vidtldr.run.record import base_record, file_entry, now_iso, write_record
+from vidtldr.run.runner_features import FEATURE_FORMAT
+from vidtldr.run.runspec import RunSpec, check_inputs, check_numbers, resolve
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def cache_keys(spec: RunSpec, arch_cfg, weights_id: dict, reducer, img_size: int
 def gflops_entry(arch_cfg, spec: RunSpec, reducer, token_counts: list) -> Optional[dict]:
     """Vision-encoder GFLOPs (paper convention and true FLOPs) from the FLOPs module."""
     try:
-        from vidtldr import flops
+        from vidtldr.analysis import flops
     except ImportError:
         return None
     vision_dims, _ = flops.dims_from_config(arch_cfg)
@@ -141,7 +141,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True,
         dist_ctx: Optional[D.DistContext] = None) -> dict:
     """Run one evaluation and write ``run_dir/record.json``; returns the record.
 
-    With a data-parallel ``dist_ctx`` (:func:`vidtldr.distributed.init`) every rank calls this with
+    With a data-parallel ``dist_ctx`` (:func:`vidtldr.run.distributed.init`) every rank calls this with
     the same ``run_dir``; the ranks share the work and only rank 0 writes anything into ``run_dir``.
     """
     from vidtldr.data.annotations import annotation_path, answer_list_path, load_split, video_root
@@ -251,7 +251,7 @@ def _execute(cfg, run_dir, record, progress, t0, *, load_split, annotation_path,
         raise ConfigError(f"data.on_error must be 'raise' or 'skip', got {cfg.data.on_error!r}")
 
     if spec.task == "retrieval":
-        from vidtldr.tasks.runner_retrieval import run_retrieval
+        from vidtldr.run.runner_retrieval import run_retrieval
 
         text_cache = FeatureCache(cfg.cache.dir, text_key, enabled=enabled)
         with autocast:
@@ -261,14 +261,14 @@ def _execute(cfg, run_dir, record, progress, t0, *, load_split, annotation_path,
         record["cache"] = result.cache
         record["feature_store"] = result.extra.get("feature_store")
     elif spec.task == "qa":
-        from vidtldr.tasks.runner_qa import run_qa
+        from vidtldr.run.runner_qa import run_qa
 
         with autocast:
             result = run_qa(model, tokenizer, reducer, split, spec=spec, video_cache=video_cache,
                             img_size=img_size, settings=settings, progress=progress, dist_ctx=ctx, scratch=scratch)
         record["cache"] = {"video": video_cache.stats()}
         if cfg.get("save_predictions", True) and ctx.is_main:
-            from vidtldr.cache import atomic_write_text
+            from vidtldr.run.cache import atomic_write_text
             import json
 
             atomic_write_text(run_dir / "predictions.json", json.dumps(result.extra["predictions"], indent=0))
@@ -293,7 +293,7 @@ def _execute(cfg, run_dir, record, progress, t0, *, load_split, annotation_path,
     record["finished"] = now_iso()
     wandb_cfg = cfg.logger.wandb
     if wandb_cfg.enabled:
-        from vidtldr.wandb_logger import log_to_wandb
+        from vidtldr.run.wandb_logger import log_to_wandb
 
         if ctx.is_main:
             record["wandb"] = log_to_wandb(_plain(wandb_cfg), record, run_dir)

@@ -1,6 +1,6 @@
 """Retrieval run: texts and videos -> features (cached) -> ITC and ITM-reranked scores -> metrics.
 
-The scoring is :mod:`vidtldr.tasks.retrieval`'s and the metrics :mod:`vidtldr.metrics`'; this
+The scoring is :mod:`vidtldr.tasks.retrieval`'s and the metrics :mod:`vidtldr.tasks.metrics`'; this
 module wires them to the cache, the progress bars and the run's bookkeeping.
 """
 
@@ -15,17 +15,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from vidtldr import distributed as D
-from vidtldr.cache import FeatureCache
+from vidtldr.run import distributed as D
+from vidtldr.run.cache import FeatureCache
 from vidtldr.data.annotations import RetrievalSplit
 from vidtldr.errors import ConfigError
-from vidtldr.feature_store import TokenStore, build_from_cache, store_dir
-from vidtldr.metrics import retrieval_metrics
+from vidtldr.run.feature_store import TokenStore, build_from_cache, store_dir
+from vidtldr.tasks.metrics import retrieval_metrics
 from vidtldr.models.tokenizer import tokenize
 from vidtldr.tasks import retrieval as R
-from vidtldr.tasks.runner_features import (VideoFeatures, all_ranks_outcome, stack, token_counts_of,
+from vidtldr.run.runner_features import (VideoFeatures, all_ranks_outcome, stack, token_counts_of,
                                            unique_in_order, video_features)
-from vidtldr.tasks.runner_subset import subset_retrieval
+from vidtldr.run.runner_subset import subset_retrieval
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class _ProgressModel:
 
 def text_features(model, tokenizer, texts: list[str], max_len: int, batch: int, cache: FeatureCache) -> R.TextFeatures:
     tokens = tokenize(tokenizer, texts, max_len)
-    from vidtldr.cache import stable_hash
+    from vidtldr.run.cache import stable_hash
 
     item = "texts:" + stable_hash(tokens.input_ids.tolist(), 32)
     stored = cache.load(item)
@@ -88,7 +88,7 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
                   dist_ctx: D.DistContext = D.SINGLE, scratch: Path | None = None) -> TaskResult:
     """``settings["token_store"]``: ``disk`` (default) re-ranks from the memory-mapped feature store,
     ``memory`` from one stacked tensor (the original path). Under ``torch.distributed`` the videos and
-    the ITM rows are split across ranks (``vidtldr.distributed``); every rank returns the same result."""
+    the ITM rows are split across ranks (``vidtldr.run.distributed``); every rank returns the same result."""
     timings: dict[str, float] = {}
     mode = settings.get("token_store", "disk")
     if mode not in ("disk", "memory"):

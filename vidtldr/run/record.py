@@ -1,6 +1,6 @@
 """One JSON record per run: what ran, on what, with which code, and what came out.
 
-Tables are built from these records only (``vidtldr.results``), so a record must carry everything
+Tables are built from these records only (``vidtldr.report.results``), so a record must carry everything
 a table row needs: the identity of the run (dataset, backbone, reducer, resolved schedule), whether
 it was complete or partial, provenance (git commit, package versions, checksums) and the numbers
 (metrics, GFLOPs, token counts).
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-from vidtldr.cache import atomic_write_text
+from vidtldr.run.cache import atomic_write_text
 
 RECORD_NAME = "record.json"
 SCHEMA_VERSION = 1

@@ -1,5 +1,5 @@
 """QA run: videos -> vision tokens (cached, one encoding per distinct video) -> answer-list ranking
-(the model's ``rank_answers``, spec §7) -> exact-match accuracy (:func:`vidtldr.metrics.qa_accuracy`)."""
+(the model's ``rank_answers``, spec §7) -> exact-match accuracy (:func:`vidtldr.tasks.metrics.qa_accuracy`)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from vidtldr import distributed as D
-from vidtldr.cache import FeatureCache
+from vidtldr.run import distributed as D
+from vidtldr.run.cache import FeatureCache
 from vidtldr.errors import ConfigError
 from vidtldr.data.annotations import QASplit
-from vidtldr.metrics import qa_accuracy
+from vidtldr.tasks.metrics import qa_accuracy
 from vidtldr.models.precision import model_device
 from vidtldr.models.tokenizer import tokenize, tokenize_answers
 from vidtldr.tasks.qa import rank_questions
-from vidtldr.tasks.runner_features import all_ranks_outcome, stack, token_counts_of, unique_in_order, video_features
-from vidtldr.tasks.runner_retrieval import TaskResult
-from vidtldr.tasks.runner_subset import subset_qa
+from vidtldr.run.runner_features import all_ranks_outcome, stack, token_counts_of, unique_in_order, video_features
+from vidtldr.run.runner_retrieval import TaskResult
+from vidtldr.run.runner_subset import subset_qa
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Accuracy vs GFLOPs from run records, beside the paper's reference points (Figure 1 style).
 
-The table builder (``vidtldr.results``) calls :func:`plot_accuracy_vs_gflops` with the DataFrames it
+The table builder (``vidtldr.report.results``) calls :func:`plot_accuracy_vs_gflops` with the DataFrames it
 already has: ``runs`` (one row per complete record, ``results.load_runs``) and ``ref``
-(``results/paper_reference.csv``, ``results.load_reference``). One panel per dataset; x = vision
+(``vidtldr/report/paper_reference.csv``, ``results.load_reference``). One panel per dataset; x = vision
 encoder GFLOPs (paper convention), y = R@1 (mean of T2V and V2T, ITM re-ranked) for retrieval or
 accuracy for QA. Filled markers are our runs, hollow ones the paper's numbers; a partial run
 (``data.limit``) is drawn with a cross and says so in the legend. Nothing is ever copied from the
@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 import pandas as pd
 
 # results imports this module lazily (write_table), so importing it here is not circular.
-from vidtldr.results import pick_run
+from vidtldr.report.results import pick_run
 
 METHOD_STYLE = {  # colour, marker, label
     "none": ("#555555", "o", "UMT (no reduction)"),

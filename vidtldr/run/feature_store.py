@@ -34,7 +34,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from vidtldr.cache import FeatureCache, atomic_write_text, stable_hash
+from vidtldr.run.cache import FeatureCache, atomic_write_text, stable_hash
 from vidtldr.errors import VidtldrError
 
 STORE_FORMAT = 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from vidtldr.results import FT_DATASETS
+from vidtldr.report.results import FT_DATASETS
 
 ZS_DATASETS = {"msrvtt": "msrvtt_zs", "msvd": "msvd_zs", "didemo": "didemo_zs", "anet": "anet_zs", "lsmdc": "lsmdc_zs"}
 TOME_NEAREST = {"msrvtt": 85, "didemo": 95}
@@ -91,7 +91,7 @@ def missing_for(runs: Sequence[PlannedRun], common: Sequence[str] = ()) -> tuple
     from omegaconf import OmegaConf
 
     from vidtldr.config_utils import compose_config
-    from vidtldr.tasks.runspec import missing_inputs, resolve
+    from vidtldr.run.runspec import missing_inputs, resolve
 
     missing: dict[str, None] = {}
     help_lines: dict[str, str] = {}
@@ -114,9 +114,9 @@ def missing_for(runs: Sequence[PlannedRun], common: Sequence[str] = ()) -> tuple
 def run_table(table: str, runs_root: str | Path, common: Sequence[str] = (), **plan_args) -> list[dict]:
     """Check every input, then run the table's evaluations (one run directory each)."""
     from vidtldr.errors import MissingFilesError
-    from vidtldr.tasks.runner import run
+    from vidtldr.run.runner import run
     from vidtldr.config_utils import compose_config
-    from vidtldr.tasks.runspec import format_missing
+    from vidtldr.run.runspec import format_missing
 
     runs = plan(table, **plan_args)
     missing, helps = missing_for(runs, common)

@@ -1,0 +1,1 @@
+"""Analysis tools on top of the models and the resolver: FLOPs counting, benchmarks, visualisation."""

@@ -1,0 +1,168 @@
+"""Peak memory of a whole evaluation against the number of videos (``make bench-scale``).
+
+Builds MSRVTT-format datasets of N clips by repeating the seven generated tiny clips under distinct
+file names (symbolic links, so N videos cost no disk and each one is its own cache entry and its own
+row of the score matrices), runs the tiny-model retrieval evaluation on each in a fresh subprocess,
+and reads the subprocess's peak resident set size from ``wait4``. Per size it records:
+
+* ``cold``: the first run, which encodes every clip (features go to the cache shards);
+* ``disk``: a re-run from the cache with ITM reading tokens from the memory-mapped feature store
+  (the default, ``eval.token_store=disk``);
+* ``memory``: the same re-run with every video's tokens in one in-memory tensor
+  (``eval.token_store=memory``), for contrast.
+
+The tiny model's tokens are small (124 x 64 floats per clip), so the in-memory growth is modest
+here; with UMT-B/L it is 2-6 MB per video. What the store removes is the term linear in videos x
+tokens; what remains linear (texts' features, the N_v x N_t score matrices) is listed in the report.
+Writes ``<out>/bench_scale.md`` and ``<out>/bench_scale.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from vidtldr.errors import cli_guard
+
+MODES = ("cold", "disk", "memory")
+
+
+def make_scaled_dataset(tiny_root: Path, dest: Path, n_clips: int) -> Path:
+    """``dest`` as an MSRVTT-format data root with ``n_clips`` records, record i pointing at
+    ``clip_<i>.mp4`` -> tiny clip ``i % 7`` and carrying that clip's caption plus its number (so
+    texts differ and each video has exactly one ground-truth text)."""
+    records = json.loads((tiny_root / "anno_downstream" / "msrvtt_ret_test1k.json").read_text())
+    videos = dest / "videos" / "msrvtt"
+    videos.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n_clips):
+        src = records[i % len(records)]
+        name = f"clip_{i:05d}.mp4"
+        link = videos / name
+        if not link.is_symlink():
+            link.symlink_to((tiny_root / "videos" / "msrvtt" / src["video"]).resolve())
+        out.append({"video": name, "caption": f"{src['caption']} number {i}"})
+    (dest / "anno_downstream").mkdir(parents=True, exist_ok=True)
+    (dest / "anno_downstream" / "msrvtt_ret_test1k.json").write_text(json.dumps(out))
+    return dest
+
+
+def run_measured(cmd: Sequence[str], env: dict, log_path: Path, timeout: float) -> dict:
+    """Run ``cmd``; its peak RSS (MiB, from the kernel's accounting of the reaped child) and time."""
+    start = time.perf_counter()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(list(cmd), env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = start + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.05)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; keep Popen consistent
+    # Linux reports ru_maxrss in KiB, macOS in bytes.
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20
+    return {"rc": proc.returncode, "peak_rss_mib": round(usage.ru_maxrss * scale, 1),
+            "wall_s": round(time.perf_counter() - start, 2)}
+
+
+def bench(sizes: Sequence[int], out: Path, work: Path, k_test: int = 4, batch_size: int = 8,
+          timeout: float = 1800, modes: Sequence[str] = MODES) -> dict:
+    from vidtldr.run.runner import ensure_tiny_data
+
+    work.mkdir(parents=True, exist_ok=True)
+    tiny = ensure_tiny_data(work / "cache", "msrvtt")
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    rows = []
+    for n in sizes:
+        data = make_scaled_dataset(tiny, work / f"data_{n}", n)
+        for mode in modes:
+            store = "memory" if mode == "memory" else "disk"
+            run_dir = work / "runs" / f"{n}_{mode}"
+            cmd = [sys.executable, "-m", "vidtldr.eval", f"paths.data={data}", "data.source=real",
+                   f"paths.cache={work / 'cache'}", f"hydra.run.dir={run_dir}", "print_table=false",
+                   f"eval.k_test={k_test}", f"data.batch_size={batch_size}", "eval.flops=false",
+                   f"eval.token_store={store}"]
+            measured = run_measured(cmd, env, work / f"log_{n}_{mode}.txt", timeout)
+            record = json.loads((run_dir / "record.json").read_text()) if (run_dir / "record.json").is_file() else {}
+            counts = record.get("counts", {})
+            rows.append({"clips": n, "mode": mode, **measured, "status": record.get("status"),
+                         "videos": counts.get("videos"), "texts": counts.get("texts"),
+                         "videos_decoded": counts.get("videos_decoded"),
+                         "store_bytes": (record.get("feature_store") or {}).get("bytes"),
+                         "r_mean": record.get("metrics", {}).get("itm", {}).get("r_mean")})
+            print(f"{n:>6} clips  {mode:<6}  peak RSS {measured['peak_rss_mib']:>8.1f} MiB  "
+                  f"{measured['wall_s']:>7.1f} s  rc={measured['rc']}", flush=True)
+    result = {"sizes": list(sizes), "k_test": k_test, "batch_size": batch_size, "rows": rows,
+              "ratios": _ratios(rows, sizes), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                                                           "torch": torch.__version__}}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_scale.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "bench_scale.md").write_text(markdown(result))
+    return result
+
+
+def _ratios(rows: list[dict], sizes: Sequence[int]) -> dict:
+    """Peak RSS at the largest size over the smallest, per mode."""
+    if len(sizes) < 2:
+        return {}
+    lo, hi = min(sizes), max(sizes)
+    peak = {(r["clips"], r["mode"]): r["peak_rss_mib"] for r in rows}
+    return {mode: round(peak[(hi, mode)] / peak[(lo, mode)], 3) for mode in {r["mode"] for r in rows}
+            if peak.get((lo, mode)) and peak.get((hi, mode))}
+
+
+def markdown(result: dict) -> str:
+    sizes = result["sizes"]
+    lines = ["# Peak memory vs number of videos (tiny model, retrieval with ITM re-ranking)", "",
+             f"`python -m vidtldr.analysis.bench_scale --sizes {' '.join(map(str, sizes))}`; k_test={result['k_test']}, "
+             f"batch {result['batch_size']}; one fresh process per row; peak RSS of that process (wait4 ru_maxrss). "
+             f"Machine: {result['machine']['platform']}, {result['machine']['cpus']} CPUs, torch "
+             f"{result['machine']['torch']}.", "",
+             "| clips | run | peak RSS (MiB) | wall (s) | videos decoded | token store (bytes) | status |",
+             "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['clips']} | {r['mode']} | {r['peak_rss_mib']} | {r['wall_s']} | {r['videos_decoded']} | "
+                     f"{r['store_bytes'] if r['store_bytes'] is not None else '-'} | {r['status']} |")
+    if result["ratios"]:
+        lines += ["", f"Peak RSS ratio {max(sizes)} / {min(sizes)} clips: " +
+                  ", ".join(f"{mode} {ratio}" for mode, ratio in sorted(result["ratios"].items()))]
+    lines += ["", "`cold` encodes every clip (tokens go to the cache shards, not kept in memory) and re-ranks from "
+              "the disk store; `disk` re-runs from the cache with the store; `memory` re-runs with all tokens in "
+              "one tensor (`eval.token_store=memory`). Still linear in the number of videos/texts with the "
+              "store: the texts' features and the N_v x N_t score matrices (4 bytes per entry, 4 such matrices).",
+              ""]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vidtldr.analysis.bench_scale", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--work", type=Path, default=Path(".cache") / "vidtldr" / "bench_scale")
+    parser.add_argument("--k-test", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per evaluation")
+    args = parser.parse_args(argv)
+    with cli_guard("vidtldr.analysis.bench_scale"):
+        result = bench(args.sizes, args.out, args.work, k_test=args.k_test, batch_size=args.batch_size,
+                       timeout=args.timeout, modes=args.modes)
+        print(f"wrote {args.out / 'bench_scale.md'} and bench_scale.json; ratios {result['ratios']}")
+        return 0 if all(r["rc"] == 0 for r in result["rows"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1173 @@
+"""FLOPs of the UMT vision encoder (and of what the paper leaves out), in two conventions.
+
+**Paper convention** (``gflops_paper``): what the official ``utils/utils.py: flops()`` reports, i.e.
+fvcore's count of the vision encoder alone, batch 1, input ``[1, T, 3, 224, 224]``. fvcore counts
+one multiply-add as one "flop" and only these operators: convolution, linear, matmul (q.k^T, A.v
+and vid-TLDR's similarity m_A.m_B^T) and layer norm (5 per element with affine; see
+``fvcore/nn/jit_handles.py: norm_flop_counter``). Softmax, log, GELU, residual adds, sorting,
+gathers and scatters count 0. So the paper's "GFLOPs" are really GMACs plus a little.
+
+**True FLOPs** (``gflops_true``): every multiply-add is two flops, and the arithmetic fvcore ignores
+is counted with the per-element costs in :data:`TRUE_COST` (one flop per add, multiply, divide or
+transcendental such as exp/log/erf; comparisons, sorting, gathers, scatters-by-copy and casts are
+free). The rules are arbitrary in their details but fixed and documented; matmul-like work is
+>97 % of the total anyway.
+
+Two independent counts are kept honest against each other:
+
+* :func:`vision_cost` -- an analytic formula, a pure function of architecture numbers and the
+  per-block token counts (no torch needed);
+* :func:`traced_vision_cost` -- fvcore's trace of the real module (``vidtldr.models``), with a
+  handle for ``aten::scaled_dot_product_attention`` (fvcore has none: a fused attention would
+  otherwise count 0).
+
+Costs outside the encoder, reported as separate columns because the paper omits them:
+text encoder per query (:func:`text_query_cost`), ITM re-ranking of ``k_test`` candidates for one
+query (:func:`itm_rerank_cost`, which depends on the merged vision token count) and the QA question
+encoder + answer decoder for one question (:func:`qa_cost`).
+
+Command line (same Hydra groups as the evaluation)::
+
+    python -m vidtldr.analysis.flops model=umt_b dataset=msrvtt merge=vidtldr   # published schedule
+    python -m vidtldr.analysis.flops model=umt_l dataset=didemo merge.r=[800,100]
+    python -m vidtldr.analysis.flops model=umt_b merge=none
+    python -m vidtldr.analysis.flops table=true          # regenerates results/flops.md
+
+The last line printed is one JSON object (``gflops_paper``, ``gflops_true``, ``tokens_per_layer``...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+from vidtldr.errors import ConfigError, VidtldrError, cli_guard
+from vidtldr.reduce.schedule import VIDTLDR_PRESETS, parse_schedule, tokens_to_remove
+
+# ----------------------------------------------------------------------------------------------
+# Counting rules
+# ----------------------------------------------------------------------------------------------
+
+#: fvcore's layer-norm estimate: 5 "flops" per element when the norm has an affine transform.
+FVCORE_LN_PER_ELEM = 5
+
+#: Per-element costs of the arithmetic that the paper convention does not count (true FLOPs).
+TRUE_COST = {
+    "mac": 2,            # one multiply + one add
+    "bias": 1,           # one add per output element
+    "layer_norm": 7,     # mean (1), centre (1), square+accumulate (2), scale by rstd (1), affine (2)
+    "softmax": 4,        # subtract row max (1), exp (1), accumulate (1), divide (1); max itself is a comparison
+    "gelu": 5,           # exact GELU: x/sqrt2 (1), erf (1), +1 (1), *x (1), *0.5 (1)
+    "add": 1,            # residual adds, position embedding, additive attention bias
+    "scale": 1,          # q * head_dim**-0.5
+    "neg_entropy": 3,    # ln p (1), p * ln p (1), accumulate over keys (1), per head-mean probability
+    "head_mean": 1,      # accumulate one head (+ the final divide, amortised), per score element
+    "cosine": 2,         # (s + 1) / 2 on each similarity
+    "l2_normalise": 3,   # square + accumulate (2) and divide (1) per element
+}
+
+#: Operator categories as fvcore names them in ``by_operator()``; ``attention`` is the
+#: scaled-dot-product handle this module adds, ``match`` the merging similarity.
+PAPER_OPS = ("conv", "linear", "matmul", "attention", "match", "layer_norm")
+
+
+class Ledger:
+    """Accumulates one computation's cost in both conventions, by category.
+
+    ``paper`` mirrors what fvcore would count for the same operations (MACs for conv/linear/matmul,
+    5 per layer-norm element); ``true`` is the flop count under :data:`TRUE_COST`.
+    """
+
+    def __init__(self) -> None:
+        self.paper: Counter = Counter()
+        self.true: Counter = Counter()
+
+    # fvcore-visible operators --------------------------------------------------------------
+    def linear(self, rows: int, d_in: int, d_out: int, bias_cols: int | None = None, cat: str = "linear"):
+        """``rows`` x ``d_in`` @ ``d_in`` x ``d_out``; ``bias_cols`` output columns get a bias add
+        (default all; 0 for none)."""
+        macs = rows * d_in * d_out
+        self.paper[cat] += macs
+        self.true[cat] += TRUE_COST["mac"] * macs
+        self.true["bias"] += TRUE_COST["bias"] * rows * (d_out if bias_cols is None else bias_cols)
+
+    def matmul(self, batch: int, m: int, k: int, n: int, cat: str = "matmul"):
+        macs = batch * m * k * n
+        self.paper[cat] += macs
+        self.true[cat] += TRUE_COST["mac"] * macs
+
+    def layer_norm(self, elems: int):
+        self.paper["layer_norm"] += FVCORE_LN_PER_ELEM * elems
+        self.true["layer_norm"] += TRUE_COST["layer_norm"] * elems
+
+    # fvcore-invisible arithmetic (true FLOPs only) -----------------------------------------
+    def elementwise(self, kind: str, elems: int, cat: str | None = None):
+        self.true[cat or kind] += TRUE_COST[kind] * elems
+
+    def flops_only(self, cat: str, flops: int):
+        self.true[cat] += flops
+
+    # summaries ------------------------------------------------------------------------------
+    @property
+    def paper_total(self) -> int:
+        return sum(self.paper.values())
+
+    @property
+    def true_total(self) -> int:
+        return sum(self.true.values())
+
+    def merged(self, other: "Ledger", times: int = 1) -> "Ledger":
+        out = Ledger()
+        for src in (self, other):
+            k = 1 if src is self else times
+            for name, v in src.paper.items():
+                out.paper[name] += k * v
+            for name, v in src.true.items():
+                out.true[name] += k * v
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Architecture numbers
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VisionDims:
+    """What the FLOP count of the UMT video ViT depends on (no CLS token, tubelet embedding)."""
+
+    width: int
+    depth: int
+    heads: int
+    mlp_hidden: int
+    patch_size: int = 16
+    tubelet_size: int = 1
+    img_size: int = 224
+    in_chans: int = 3
+    pool_norm: bool = True  # retrieval model: LayerNorm on the mean-pooled token; QA model: none
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    def num_tokens(self, num_frames: int) -> int:
+        per_frame = (self.img_size // self.patch_size) ** 2
+        return (num_frames // self.tubelet_size) * per_frame
+
+
+@dataclass(frozen=True)
+class TextDims:
+    """BERT text encoder with cross-attention fusion layers (xbert), plus UMT heads."""
+
+    hidden: int
+    layers: int
+    fusion_layer: int
+    intermediate: int
+    vocab: int = 30522
+    encoder_width: int = 768  # vision width fed to cross-attention K/V
+    embed_dim: int = 512      # ITC projection size
+
+    @property
+    def decoder_layers(self) -> int:  # QA decoder = copies of the fusion layers
+        return self.layers - self.fusion_layer
+
+
+#: Built-in numbers for the published backbones (spec sections 1.1, 3.1, 4.1). The model package's
+#: architecture JSON is authoritative when available (:func:`dims_from_config`); these let the
+#: analytic counter and its tests run without it.
+BACKBONES: dict[str, tuple[VisionDims, TextDims]] = {
+    "umt_b": (VisionDims(width=768, depth=12, heads=12, mlp_hidden=3072),
+              TextDims(hidden=768, layers=12, fusion_layer=9, intermediate=3072, encoder_width=768,
+                       embed_dim=512)),
+    "umt_l": (VisionDims(width=1024, depth=24, heads=16, mlp_hidden=4096),
+              TextDims(hidden=1024, layers=24, fusion_layer=19, intermediate=4096, encoder_width=1024,
+                       embed_dim=768)),
+}
+BACKBONE_LABEL = {"umt_b": "UMT-B/16", "umt_l": "UMT-L/16"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Analytic vision-encoder count
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class VisionCost:
+    """Cost of one encoder forward (batch ``batch``) under a fixed token schedule."""
+
+    tokens_per_layer: list[int]        # entering block 0..depth-1, then final
+    removed: list[int]                 # tokens removed at each block
+    paper_by_op: dict[str, int]
+    true_by_op: dict[str, int]
+    batch: int = 1
+    paper_per_block: list[int] = field(default_factory=list)  # blocks only (no embed / final norms)
+
+    @property
+    def paper(self) -> int:
+        return sum(self.paper_by_op.values())
+
+    @property
+    def true(self) -> int:
+        return sum(self.true_by_op.values())
+
+    @property
+    def gflops_paper(self) -> float:
+        return self.paper / 1e9
+
+    @property
+    def gflops_true(self) -> float:
+        return self.true / 1e9
+
+
+def _as_counts(schedule: Sequence, num_tokens: int, depth: int) -> list[int]:
+    entries = parse_schedule(list(schedule) if schedule is not None else None, depth)
+    counts = [num_tokens]
+    for e in entries:
+        counts.append(counts[-1] - tokens_to_remove(e, counts[-1]))
+    return counts
+
+
+def vision_cost(dims: VisionDims, num_frames: int, schedule: Optional[Sequence] = None, *,
+                token_counts: Optional[Sequence[int]] = None, match_dim: Optional[int] = None,
+                saliency: bool = True, sizes: bool = True, batch: int = 1) -> VisionCost:
+    """Analytic cost of the UMT vision encoder.
+
+    Either ``schedule`` (a merge.r list, bipartite clamp rule) or explicit ``token_counts``
+    (entering block 0, then after each block; e.g. ``ReductionState.token_counts``) fixes the
+    token count per block. At a block that removes tokens, a bipartite matcher pays the
+    similarity matmul ``ceil(T/2) x floor(T/2) x match_dim`` (``match_dim``: the metric's width --
+    the hidden width C for vid-TLDR, which matches on the hidden state; ``head_dim`` for a reducer
+    matching on head-mean keys; 0 for one that does not match, e.g. random drop), and, when
+    ``saliency``, vid-TLDR's entropy score over the ``T x T`` head-mean attention (true FLOPs only).
+    ``sizes``: the reducer tracks merged-token sizes, so every later block adds ``log(size)`` to its
+    attention logits (true FLOPs only; random dropping creates no sizes).
+    """
+    C, H = dims.width, dims.heads
+    n0 = dims.num_tokens(num_frames)
+    if token_counts is None:
+        counts = _as_counts(schedule, n0, dims.depth)
+    else:
+        counts = [int(c) for c in token_counts]
+        if len(counts) != dims.depth + 1 or counts[0] != n0:
+            raise ConfigError(f"token_counts must have depth+1 = {dims.depth + 1} entries starting at "
+                              f"{n0} tokens, got {counts}")
+    if match_dim is None:
+        match_dim = C
+    L = Ledger()
+    B = batch
+    k_patch = dims.in_chans * dims.tubelet_size * dims.patch_size ** 2
+    L.linear(B * n0, k_patch, C, cat="conv")          # Conv3d patch embedding (+ bias)
+    L.elementwise("add", B * n0 * C)                   # + sinusoid position embedding
+    sized = False                                      # proportional attention starts after a merge
+    removed = []
+    per_block = []
+    for i in range(dims.depth):
+        before = L.paper_total
+        t_in, t_out = counts[i], counts[i + 1]
+        rows = B * t_in
+        L.layer_norm(rows * C)                                           # norm1
+        L.linear(rows, C, 3 * C, bias_cols=2 * C)                        # qkv (q and v biases only)
+        L.elementwise("scale", rows * C)                                 # q * scale
+        L.matmul(B * H, t_in, dims.head_dim, t_in)                       # q . k^T
+        scores = B * H * t_in * t_in
+        if sized:
+            L.elementwise("add", scores, cat="size_bias")                # + log(size_j)
+        L.elementwise("softmax", scores)
+        L.matmul(B * H, t_in, t_in, dims.head_dim)                       # A . v
+        L.linear(rows, C, C)                                             # proj
+        L.elementwise("add", rows * C)                                   # residual 1
+        r = t_in - t_out
+        removed.append(r)
+        if r:
+            if saliency:
+                L.elementwise("head_mean", scores, cat="saliency")
+                L.elementwise("neg_entropy", B * t_in * t_in, cat="saliency")
+                L.flops_only("saliency", B * 10 * t_in)                 # min-max, mean, sharpen: O(T)
+            if match_dim:
+                a, b = (t_in + 1) // 2, t_in // 2
+                L.elementwise("l2_normalise", rows * C, cat="match_other")
+                L.matmul(B, a, match_dim, b, cat="match")                # m_A . m_B^T
+                L.elementwise("cosine", B * a * b, cat="match_other")
+            # size-weighted average: x*s, src*saliency, scatter-add, divide by merged size
+            L.flops_only("merge", B * (t_in + 2 * r + t_out) * (C + 1))
+            sized = sized or sizes
+        rows = B * t_out
+        L.layer_norm(rows * C)                                           # norm2
+        L.linear(rows, C, dims.mlp_hidden)                               # fc1
+        L.elementwise("gelu", rows * dims.mlp_hidden)
+        L.linear(rows, dims.mlp_hidden, C)                               # fc2
+        L.elementwise("add", rows * C)                                   # residual 2
+        per_block.append(L.paper_total - before)
+    L.layer_norm(B * counts[-1] * C)                                     # final norm
+    if dims.pool_norm:
+        L.flops_only("pool", B * counts[-1] * C)                         # mean over tokens
+        L.layer_norm(B * C)                                              # pool_norm
+    return VisionCost(tokens_per_layer=counts, removed=removed, paper_by_op=dict(L.paper),
+                      true_by_op=dict(L.true), batch=batch, paper_per_block=per_block)
+
+
+def match_dim_for(merge_name: str, dims: VisionDims, needs: Optional[str] = None) -> int:
+    """Width of the similarity matmul a reducer pays when it removes tokens.
+
+    vid-TLDR matches on the block's hidden state (width C). A reducer that asks the attention for
+    head-mean keys (``needs == "keys"``, ToMe's metric) matches on ``head_dim``; one that asks for
+    neither (random drop, none) has no similarity matmul.
+    """
+    if merge_name == "vidtldr":
+        return dims.width
+    if needs == "keys":
+        return dims.head_dim
+    if merge_name == "tome":
+        # ToMe matches on keys unless its implementation says otherwise (needs() is the authority
+        # once a reducer instance exists; see reducer_match_dim).
+        return dims.head_dim
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Costs the paper leaves out: text encoder, ITM re-ranking, QA decoder
+# ----------------------------------------------------------------------------------------------
+
+def _bert_layer(L: Ledger, B: int, n_q: int, text: TextDims, n_kv_self: Optional[int] = None,
+                cross_tokens: int = 0, cross_width: int = 0):
+    """One post-LN BERT layer over ``B`` sequences of ``n_q`` tokens; self-attention keys =
+    ``n_kv_self`` (defaults to ``n_q``; a causal decoder still computes the full square);
+    optional cross-attention to ``cross_tokens`` tokens of width ``cross_width``."""
+    Hd = text.hidden
+    n_kv = n_q if n_kv_self is None else n_kv_self
+    rows = B * n_q
+    L.linear(rows, Hd, Hd)                                 # query
+    L.linear(B * n_kv, Hd, 2 * Hd)                         # key, value
+    L.matmul(B, n_q, Hd, n_kv)                             # q.k^T over all heads
+    L.elementwise("scale", B * n_q * n_kv)                 # BERT scales the scores
+    L.elementwise("add", B * n_q * n_kv, cat="mask")       # additive padding mask
+    L.elementwise("softmax", B * n_q * n_kv)
+    L.matmul(B, n_q, n_kv, Hd)                             # A.v
+    L.linear(rows, Hd, Hd)                                 # output dense
+    L.elementwise("add", rows * Hd)
+    L.layer_norm(rows * Hd)
+    if cross_tokens:
+        L.linear(rows, Hd, Hd)                             # cross query
+        L.linear(B * cross_tokens, cross_width, 2 * Hd)    # cross key, value (from vision tokens)
+        L.matmul(B, n_q, Hd, cross_tokens)
+        L.elementwise("scale", B * n_q * cross_tokens)
+        L.elementwise("add", B * n_q * cross_tokens, cat="mask")
+        L.elementwise("softmax", B * n_q * cross_tokens)
+        L.matmul(B, n_q, cross_tokens, Hd)
+        L.linear(rows, Hd, Hd)
+        L.elementwise("add", rows * Hd)
+        L.layer_norm(rows * Hd)
+    L.linear(rows, Hd, text.intermediate)
+    L.elementwise("gelu", rows * text.intermediate)
+    L.linear(rows, text.intermediate, Hd)
+    L.elementwise("add", rows * Hd)
+    L.layer_norm(rows * Hd)
+
+
+def _bert_embeddings(L: Ledger, B: int, n: int, text: TextDims):
+    L.elementwise("add", 2 * B * n * text.hidden)          # word + type + position (lookups are free)
+    L.layer_norm(B * n * text.hidden)
+
+
+def text_query_cost(text: TextDims, max_txt_l: int) -> Ledger:
+    """One caption through the text-mode encoder (layers below ``fusion_layer``, padded to
+    ``max_txt_l``) and the ITC projection of its [CLS] token."""
+    L = Ledger()
+    _bert_embeddings(L, 1, max_txt_l, text)
+    for _ in range(text.fusion_layer):
+        _bert_layer(L, 1, max_txt_l, text)
+    L.linear(1, text.hidden, text.embed_dim)               # text_proj
+    return L
+
+
+def itm_pair_cost(text: TextDims, max_txt_l: int, vision_tokens: int) -> Ledger:
+    """One (text, video) pair through the fusion layers with cross-attention to all
+    ``vision_tokens`` final vision tokens, plus the ITM head on [CLS]. The official code recomputes
+    the cross-attention keys/values of the video for every pair, and so does this count."""
+    L = Ledger()
+    for _ in range(text.layers - text.fusion_layer):
+        _bert_layer(L, 1, max_txt_l, text, cross_tokens=vision_tokens, cross_width=text.encoder_width)
+    L.linear(1, text.hidden, 2)                            # itm_head
+    return L
+
+
+def itm_rerank_cost(text: TextDims, max_txt_l: int, vision_tokens: int, k_test: int) -> Ledger:
+    """ITM re-ranking of ``k_test`` candidates for one query (either direction costs the same)."""
+    return Ledger().merged(itm_pair_cost(text, max_txt_l, vision_tokens), times=k_test)
+
+
+def qa_cost(text: TextDims, vision_tokens: int, k_test: int = 128, max_q_len: int = 25,
+            max_a_len: int = 5) -> Ledger:
+    """One question: the multi-modal question encoder (all layers, cross-attention to the vision
+    tokens in the fusion layers), the decoder's first-token pass with the full-vocabulary LM head,
+    and the re-scoring of ``k_test`` candidate answers (LM head at every answer position, as the
+    official ``rank_answer`` computes it)."""
+    L = Ledger()
+    Hd = text.hidden
+    _bert_embeddings(L, 1, max_q_len, text)
+    for i in range(text.layers):
+        cross = vision_tokens if i >= text.fusion_layer else 0
+        _bert_layer(L, 1, max_q_len, text, cross_tokens=cross, cross_width=text.encoder_width)
+
+    def decoder(batch: int, n: int):
+        _bert_embeddings(L, batch, n, text)
+        for _ in range(text.decoder_layers):
+            _bert_layer(L, batch, n, text, cross_tokens=max_q_len, cross_width=Hd)
+        rows = batch * n
+        L.linear(rows, Hd, Hd)                                 # prediction transform dense
+        L.elementwise("gelu", rows * Hd)
+        L.layer_norm(rows * Hd)
+        L.linear(rows, Hd, text.vocab)                         # tied LM decoder
+        L.elementwise("softmax", rows * text.vocab)            # (log-)softmax over the vocabulary
+
+    decoder(1, 1)              # start token -> first-answer-token distribution
+    decoder(k_test, max_a_len)  # candidates re-scored
+    return L
+
+
+# ----------------------------------------------------------------------------------------------
+# Published reference numbers (paper_numbers.md sections 2, 3; spec section 2.9)
+# ----------------------------------------------------------------------------------------------
+
+#: Recounted GFLOPs (1 decimal) of every published schedule, keyed like VIDTLDR_PRESETS.
+PUBLISHED_GFLOPS: dict[tuple[str, str], float] = {
+    ("msrvtt", "umt_b"): 178.0, ("msrvtt", "umt_l"): 543.4,
+    ("msvd", "umt_b"): 181.3, ("msvd", "umt_l"): 528.6,
+    ("anet", "umt_b"): 227.6, ("anet", "umt_l"): 563.1,
+    ("didemo", "umt_b"): 212.8, ("didemo", "umt_l"): 559.0,
+    ("lsmdc", "umt_b"): 206.2, ("lsmdc", "umt_l"): 583.7,
+    ("ssv2_label", "umt_b"): 212.9, ("ssv2_label", "umt_l"): 610.9,
+    ("ssv2_template", "umt_b"): 203.7, ("ssv2_template", "umt_l"): 615.7,
+    ("msrvtt_qa", "umt_b"): 188.5, ("msrvtt_qa", "umt_l"): 569.8,
+    ("msvd_qa", "umt_b"): 188.5, ("msvd_qa", "umt_l"): 569.8,
+}
+#: No-reduction baselines by (backbone, frames).
+PUBLISHED_BASELINES: dict[tuple[str, int], float] = {
+    ("umt_b", 12): 303.3, ("umt_l", 12): 984.6, ("umt_b", 4): 78.5, ("umt_l", 4): 267.8,
+}
+#: vid-TLDR GFLOPs printed in the paper's Figure 1 (UMT-B); two differ from their recount.
+FIGURE1_GFLOPS: dict[str, float] = {
+    "msrvtt": 178.0, "msvd": 182.2, "anet": 227.6, "didemo": 183.6, "lsmdc": 206.2,
+    "ssv2_label": 212.9, "ssv2_template": 203.7, "msrvtt_qa": 188.5, "msvd_qa": 188.5,
+}
+#: ToMe GFLOPs printed in Figure 1 (UMT-B).
+FIGURE1_TOME_GFLOPS: dict[str, float] = {
+    "msrvtt": 231.4, "msvd": 218.7, "anet": 236.8, "didemo": 223.9, "lsmdc": 223.2,
+    "ssv2_label": 232.2, "ssv2_template": 241.4, "msrvtt_qa": 241.4, "msvd_qa": 232.2,
+}
+DATASET_LABEL = {
+    "msrvtt": "MSRVTT ret", "msvd": "MSVD ret", "anet": "ActivityNet ret", "didemo": "DiDeMo ret",
+    "lsmdc": "LSMDC ret", "ssv2_label": "SSv2-label ret", "ssv2_template": "SSv2-template ret",
+    "msrvtt_qa": "MSRVTT-QA", "msvd_qa": "MSVD-QA",
+}
+#: Text lengths and k_test of the fine-tuned configs (spec sections 3.4, 6, 7), used by the table
+#: when no dataset config is composed.
+DATASET_TEXT = {
+    "msrvtt": dict(task="retrieval", max_txt_l=32, k_test=128),
+    "msvd": dict(task="retrieval", max_txt_l=64, k_test=128),
+    "anet": dict(task="retrieval", max_txt_l=150, k_test=128),
+    "didemo": dict(task="retrieval", max_txt_l=64, k_test=128),
+    "lsmdc": dict(task="retrieval", max_txt_l=96, k_test=128),
+    "ssv2_label": dict(task="retrieval", max_txt_l=25, k_test=128),
+    "ssv2_template": dict(task="retrieval", max_txt_l=25, k_test=128),
+    "msrvtt_qa": dict(task="qa", max_q_len=25, max_a_len=5, k_test=128),
+    "msvd_qa": dict(task="qa", max_q_len=25, max_a_len=5, k_test=128),
+}
+
+
+def round1(x: float) -> float:
+    """Round to one decimal the way the official ``round(total / 1e9, 1)`` does."""
+    return round(x, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# From the model package's configs and reducers
+# ----------------------------------------------------------------------------------------------
+
+def dims_from_config(cfg) -> tuple[VisionDims, TextDims]:
+    """:class:`VisionDims`/:class:`TextDims` of a ``vidtldr.models.config.UMTConfig``."""
+    v, t = cfg.vision, cfg.text
+    vision = VisionDims(width=v.width, depth=v.depth, heads=v.num_heads, mlp_hidden=int(v.width * v.mlp_ratio),
+                        patch_size=v.patch_size, tubelet_size=v.tubelet_size, img_size=v.img_size,
+                        pool_norm=bool(v.add_pool_norm))
+    text = TextDims(hidden=t.hidden_size, layers=t.num_layers, fusion_layer=t.fusion_layer,
+                    intermediate=t.intermediate_size, vocab=t.vocab_size, encoder_width=t.encoder_width,
+                    embed_dim=cfg.embed_dim)
+    return vision, text
+
+
+def reducer_cost(dims: VisionDims, num_frames: int, reducer=None, batch: int = 1) -> VisionCost:
+    """Analytic cost of the encoder run with a ``vidtldr.reduce`` reducer (None = no reduction).
+
+    The matching metric's width is read from what the reducer asks the attention for at a block
+    where it removes tokens (``needs``): keys -> head_dim; vid-TLDR matches on the hidden state."""
+    if reducer is None or not getattr(reducer, "schedule", None):
+        return vision_cost(dims, num_frames, None, batch=batch)
+    n0 = dims.num_tokens(num_frames)
+    counts = _as_counts(reducer.schedule, n0, dims.depth)
+    needs = None
+    for i in range(dims.depth):
+        if counts[i + 1] < counts[i]:
+            needs = reducer.needs(i, counts[i])
+            break
+    name = getattr(reducer, "name", "none")
+    return vision_cost(dims, num_frames, token_counts=counts, match_dim=match_dim_for(name, dims, needs),
+                       saliency=(needs in ("neg_entropy", "attn")), sizes=(name != "random"), batch=batch)
+
+
+# ----------------------------------------------------------------------------------------------
+# Traced count (fvcore on the real module)
+# ----------------------------------------------------------------------------------------------
+
+def _sdpa_flop_jit(inputs, outputs) -> Counter:
+    """fvcore handle for ``aten::scaled_dot_product_attention``: q.k^T plus A.v multiply-adds,
+    counted under "attention" (the materialised execution counts the same work as "matmul")."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(t) for t in inputs[:3])
+    *batch, n_q, d = q
+    n_k, d_v = k[-2], v[-1]
+    lead = math.prod(batch)
+    return Counter({"attention": lead * n_q * n_k * (d + d_v)})
+
+
+def _counting_analysis(module, args):
+    from fvcore.nn import FlopCountAnalysis
+
+    analysis = FlopCountAnalysis(module, args)
+    analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_flop_jit)
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    analysis.tracer_warnings("none")
+    return analysis
+
+
+@dataclass
+class TracedCount:
+    total: int
+    by_operator: dict[str, int]
+    token_counts: list[int]
+
+    def merged_attention(self) -> dict[str, int]:
+        """``by_operator`` with the fused "attention" folded into "matmul" (paper view)."""
+        out = dict(self.by_operator)
+        out["matmul"] = out.get("matmul", 0) + out.pop("attention", 0)
+        return out
+
+
+@contextlib.contextmanager
+def _quiet_trace():
+    """fvcore traces with torch.jit, which torch 2.x marks deprecated and which warns about every
+    Python-side shape computation; neither says anything about the count."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
+@contextlib.contextmanager
+def _untraced_random_draws():
+    """Random drop seeds one generator per sample from Python integers computed from the tokens'
+    shape and values, which the JIT tracer cannot follow. Its index draw counts no operator for
+    fvcore anyway, so while tracing it is run with the tracer paused (its indices enter the graph as
+    constants); the gather that applies them stays traced, so nothing upstream is pruned."""
+    try:
+        from vidtldr.reduce import random_drop
+    except ImportError:
+        yield
+        return
+    original = getattr(random_drop, "per_sample_keep_indices", None)
+    if original is None:
+        yield
+        return
+    import torch
+
+    def paused(*args, **kwargs):
+        state = torch._C._get_tracing_state()
+        torch._C._set_tracing_state(None)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            torch._C._set_tracing_state(state)
+
+    random_drop.per_sample_keep_indices = paused
+    try:
+        yield
+    finally:
+        random_drop.per_sample_keep_indices = original
+
+
+def traced_vision_cost(vision_cfg, reducer=None, attention: str = "fused", batch: int = 1,
+                       seed: int = 0) -> TracedCount:
+    """fvcore's count of one forward of the real ``VisionTransformer`` (random weights).
+
+    ``attention="fused"`` traces SDPA / query-blocked attention (counted by the added handle),
+    ``"materialized"`` the official explicit map; both must give the same total. The reducer's
+    similarity matmul is counted as fvcore's "matmul"; :func:`compare` splits it off analytically.
+    """
+    import torch
+
+    from vidtldr.models.vit import VisionTransformer
+
+    torch.manual_seed(seed)
+    model = VisionTransformer(vision_cfg, attention=attention).eval()
+    seen: dict = {}
+
+    class _Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vit = model
+
+        def forward(self, videos):
+            out = self.vit(videos, reducer=reducer)
+            seen["counts"] = list(out.state.token_counts)
+            return (out.tokens,) if out.pooled is None else (out.tokens, out.pooled)
+
+    size = vision_cfg.img_size
+    videos = torch.randn(batch, vision_cfg.num_frames, 3, size, size)
+    with torch.no_grad(), _untraced_random_draws(), _quiet_trace():
+        analysis = _counting_analysis(_Encoder().eval(), (videos,))
+        by_op = dict(analysis.by_operator())
+        total = int(analysis.total())
+    return TracedCount(total=total, by_operator={k: int(v) for k, v in by_op.items()},
+                       token_counts=seen.get("counts", []))
+
+
+def traced_extra_costs(umt_cfg, spec: "RunSpec", vision_tokens: int, seed: int = 0) -> dict:
+    """fvcore counts (paper convention) of the costs outside the encoder, on the real text modules
+    (random weights): text-mode encoder + ITC projection for one caption and one ITM pair (times
+    ``k_test``) for retrieval; question encoder + first-token pass + ``k_test`` candidates for QA."""
+    import torch
+
+    from vidtldr.models.umt import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(umt_cfg)
+    width = umt_cfg.vision.width
+
+    class _Call(torch.nn.Module):
+        def __init__(self, fn):
+            super().__init__()
+            self.model = model
+            self.fn = fn
+
+        def forward(self, *args):
+            return self.fn(*args)
+
+    def traced(fn, *args) -> int:
+        with torch.no_grad(), _quiet_trace():
+            return int(_counting_analysis(_Call(fn), args).total())
+
+    def ids(rows: int, length: int):
+        return torch.randint(5, max(6, umt_cfg.text.vocab_size - 1), (rows, length))
+
+    vision = torch.randn(1, vision_tokens, width)
+    out = {}
+    if spec.task == "qa":
+        q_ids, q_mask = ids(1, spec.max_q_len), torch.ones(1, spec.max_q_len, dtype=torch.long)
+        with torch.no_grad():
+            states = model.encode_question(vision, q_ids, q_mask)
+        k = spec.k_test
+        a_ids, a_mask = ids(k, spec.max_a_len), torch.ones(k, spec.max_a_len, dtype=torch.long)
+        total = traced(lambda v, i, m: model.encode_question(v, i, m), vision, q_ids, q_mask)
+        total += traced(lambda q, m: model.start_logits(q, m, 2), states, q_mask)
+        total += traced(lambda a, am, q, m: model.answer_loss(a, am, q, m), a_ids, a_mask,
+                        states.repeat(k, 1, 1), q_mask.repeat(k, 1))
+        out["qa_per_question"] = total
+    else:
+        t_ids, t_mask = ids(1, spec.max_txt_l), torch.ones(1, spec.max_txt_l, dtype=torch.long)
+        out["text_per_query"] = traced(lambda i, m: model.itc_text(model.encode_text(i, m)), t_ids, t_mask)
+        with torch.no_grad():
+            text_states = model.encode_text(t_ids, t_mask)
+        pair = traced(lambda t, m, v: model.itm_logit(t, m, v), text_states, t_mask, vision)
+        out["itm_rerank_per_query"] = pair * spec.k_test
+    return out
+
+
+def compare(analytic: VisionCost, traced: TracedCount) -> dict:
+    """Cross-check: per fvcore operator, analytic minus traced (all zero when they agree).
+
+    The analytic "attention" (q.k^T, A.v) and "match" categories are both "matmul" for fvcore,
+    unless the trace ran fused attention (then attention is the SDPA handle's category)."""
+    a = Counter(analytic.paper_by_op)
+    a["matmul"] += a.pop("match", 0)
+    t = Counter(traced.merged_attention())
+    ops = sorted(set(a) | set(t))
+    diff = {op: int(a.get(op, 0) - t.get(op, 0)) for op in ops}
+    return {"exact": all(v == 0 for v in diff.values()) and analytic.tokens_per_layer == traced.token_counts,
+            "diff_by_op": {k: v for k, v in diff.items() if v},
+            "analytic": analytic.paper, "traced": traced.total}
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration -> what to count (shared with vidtldr.analysis.bench)
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class RunSpec:
+    """Everything a FLOP count or a benchmark needs from a composed Hydra config."""
+
+    model: str                 # config name: umt_b | umt_l | tiny
+    arch: str                  # architecture file: umt_b16 | umt_l16 | tiny
+    backbone: str
+    dataset: str
+    task: str
+    num_frames: int
+    merge: str
+    schedule: list             # full per-block schedule (empty for merge=none)
+    merge_kwargs: dict = field(default_factory=dict)
+    k_test: int = 128
+    max_txt_l: int = 32
+    max_q_len: int = 25
+    max_a_len: int = 5
+
+    def umt_config(self):
+        from vidtldr.models.config import load_architecture
+
+        return load_architecture(self.arch, task=self.task, num_frames=self.num_frames)
+
+    def reducer(self):
+        """A fresh reducer instance (None for merge=none)."""
+        if self.merge == "none":
+            return None
+        from vidtldr.reduce.base import REDUCERS
+
+        _import_reducers()
+        if self.merge not in REDUCERS:
+            raise ConfigError(f"merge.name={self.merge!r} is not a registered reducer; known: {sorted(REDUCERS)}")
+        return REDUCERS[self.merge](list(self.schedule), **self.merge_kwargs)
+
+
+def _import_reducers() -> None:
+    import importlib
+
+    for mod in ("vidtldr.reduce.vidtldr", "vidtldr.reduce.tome", "vidtldr.reduce.random_drop"):
+        try:
+            importlib.import_module(mod)
+        except ImportError:  # a reducer not (yet) in the package simply is not selectable
+            pass
+
+
+def _cap(value, caps: dict, key: str):
+    cap = caps.get(key) if caps else None
+    return value if cap is None or value is None else min(int(value), int(cap))
+
+
+def resolve_spec(cfg, merge_override: Optional[dict] = None) -> RunSpec:
+    """Resolve a composed config (model / dataset / merge groups + top-level options) the way the
+    evaluation does: frame count and text lengths from the dataset, capped by the model; the
+    schedule from ``merge.r`` (``published`` = the model's own preset if it has one, else the
+    official README schedule for the dataset and backbone)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
+
+    from vidtldr.models.config import load_architecture
+
+    model, data = cfg.model, cfg.dataset
+    merge = OmegaConf.to_container(cfg.merge, resolve=False) if merge_override is None else dict(merge_override)
+    caps = model.get("caps")
+    caps = OmegaConf.to_container(caps, resolve=True) if OmegaConf.is_config(caps) else dict(caps or {})
+    frames = cfg.get("num_frames") or (cfg.get("eval") or {}).get("num_frames") or data.num_frames
+    frames = _cap(int(frames), caps, "num_frames")
+    task = data.task
+    arch = load_architecture(model.arch, task=task, num_frames=frames)
+    depth = arch.vision.depth
+    name = merge.get("name", "none")
+    r = merge.get("r")
+    if r == "???":
+        raise ConfigError(f"merge={name} has no default schedule: give one, e.g. merge.r=100 or merge.r=[600,200,100]")
+    if name == "none":
+        schedule: list = []
+    else:
+        if r == "published" and model.get("published_schedule") is not None:
+            r = OmegaConf.to_container(model.published_schedule)  # the model's own preset (tiny)
+        schedule = parse_schedule(r, depth, dataset=data.name, backbone=model.backbone, reducer=name)
+    extra = {k: v for k, v in merge.items() if k not in ("name", "r")}
+    try:
+        k_test = cfg.get("k_test") or (cfg.get("eval") or {}).get("k_test") or data.k_test
+    except MissingMandatoryValue:
+        k_test = data.k_test
+    return RunSpec(
+        model=model.name, arch=model.arch, backbone=model.backbone, dataset=data.name, task=task,
+        num_frames=frames, merge=name, schedule=list(schedule), merge_kwargs=extra,
+        k_test=_cap(int(k_test), caps, "k_test"),
+        max_txt_l=_cap(data.get("max_txt_l") or 32, caps, "max_txt_l"),
+        max_q_len=_cap(data.get("max_q_len") or 25, caps, "max_q_len"),
+        max_a_len=_cap(data.get("max_a_len") or 5, caps, "max_a_len"),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# One configuration: report
+# ----------------------------------------------------------------------------------------------
+
+def extra_costs(text: TextDims, spec: RunSpec, vision_tokens: int) -> dict:
+    """Per-query costs outside the vision encoder, both conventions, in GFLOPs."""
+    out = {}
+    if spec.task == "qa":
+        qa = qa_cost(text, vision_tokens, spec.k_test, spec.max_q_len, spec.max_a_len)
+        out["qa_per_question"] = {"gflops_paper": qa.paper_total / 1e9, "gflops_true": qa.true_total / 1e9,
+                                  "k_test": spec.k_test, "max_q_len": spec.max_q_len, "max_a_len": spec.max_a_len}
+    else:
+        tq = text_query_cost(text, spec.max_txt_l)
+        itm = itm_rerank_cost(text, spec.max_txt_l, vision_tokens, spec.k_test)
+        out["text_per_query"] = {"gflops_paper": tq.paper_total / 1e9, "gflops_true": tq.true_total / 1e9,
+                                 "max_txt_l": spec.max_txt_l}
+        out["itm_rerank_per_query"] = {"gflops_paper": itm.paper_total / 1e9, "gflops_true": itm.true_total / 1e9,
+                                       "k_test": spec.k_test, "vision_tokens": vision_tokens}
+    return out
+
+
+def count(spec: RunSpec, trace: bool = True, attention: str = "fused", batch: int = 1) -> dict:
+    """The full report of one configuration (the JSON the command line prints last)."""
+    cfg = spec.umt_config()
+    vision, text = dims_from_config(cfg)
+    reducer = spec.reducer()
+    cost = reducer_cost(vision, spec.num_frames, reducer, batch=batch)
+    report = {
+        "model": spec.model, "arch": spec.arch, "dataset": spec.dataset, "task": spec.task,
+        "merge": spec.merge, "r": list(spec.schedule), "num_frames": spec.num_frames, "batch": batch,
+        "input_shape": [batch, spec.num_frames, 3, vision.img_size, vision.img_size],
+        "tokens_per_layer": cost.tokens_per_layer,
+        "removed_per_layer": cost.removed,
+        "gflops_paper": round(cost.gflops_paper, 4),
+        "gflops_paper_1dp": round1(cost.gflops_paper),
+        "gflops_true": round(cost.gflops_true, 4),
+        "paper_by_op_g": {k: round(v / 1e9, 4) for k, v in sorted(cost.paper_by_op.items())},
+        "true_by_op_g": {k: round(v / 1e9, 4) for k, v in sorted(cost.true_by_op.items())},
+        "paper_per_block_g": [round(v / 1e9, 4) for v in cost.paper_per_block],
+        "extra": extra_costs(text, spec, cost.tokens_per_layer[-1]),
+    }
+    key = (spec.dataset, spec.backbone)
+    if spec.merge == "vidtldr" and spec.num_frames == 12 and key in PUBLISHED_GFLOPS \
+            and list(spec.schedule) == parse_schedule(VIDTLDR_PRESETS[key], vision.depth):
+        report["published"] = {"gflops": PUBLISHED_GFLOPS[key], "figure1": FIGURE1_GFLOPS.get(spec.dataset)
+                               if spec.backbone == "umt_b" else None}
+    elif spec.merge == "none" and (spec.backbone, spec.num_frames) in PUBLISHED_BASELINES:
+        report["published"] = {"gflops": PUBLISHED_BASELINES[(spec.backbone, spec.num_frames)]}
+    if trace:
+        traced = traced_vision_cost(cfg.vision, spec.reducer(), attention=attention, batch=batch)
+        check = compare(cost, traced)
+        report["traced"] = {"gflops_paper": round(traced.total / 1e9, 4), "attention": attention,
+                            "exact": check["exact"], "diff_by_op": check["diff_by_op"]}
+        for name, total in traced_extra_costs(cfg, spec, cost.tokens_per_layer[-1]).items():
+            entry = report["extra"][name]
+            entry["traced_gflops_paper"] = total / 1e9
+            entry["traced_exact"] = abs(total - entry["gflops_paper"] * 1e9) < 0.5
+    return report
+
+
+def format_report(rep: dict) -> str:
+    lines = []
+    sched = rep["r"]
+    nz = len(sched) - next((i for i, e in enumerate(reversed(sched)) if e), len(sched))
+    shown = "none" if not any(sched) else "[" + ", ".join(str(e) for e in sched[:nz]) + (", 0, ..." if nz < len(sched) else "") + "]"
+    lines.append(f"model={rep['model']} ({rep['arch']})  dataset={rep['dataset']} ({rep['task']})  "
+                 f"merge={rep['merge']}  r={shown}")
+    lines.append(f"input {rep['input_shape']}  tokens: " + " -> ".join(
+        str(t) for i, t in enumerate(rep["tokens_per_layer"]) if i == 0 or t != rep["tokens_per_layer"][i - 1]))
+    lines.append("")
+    lines.append(f"vision encoder, paper convention (fvcore, multiply-add = 1): {rep['gflops_paper']:.2f} GFLOPs "
+                 f"-> {rep['gflops_paper_1dp']:.1f}")
+    lines.append("  " + "  ".join(f"{k} {v:.2f}" for k, v in rep["paper_by_op_g"].items()))
+    if "published" in rep:
+        pub = rep["published"]
+        ok = "matches" if pub["gflops"] == rep["gflops_paper_1dp"] else "DIFFERS"
+        extra = ""
+        if pub.get("figure1") is not None and pub["figure1"] != pub["gflops"]:
+            extra = f"; the paper's Figure 1 prints {pub['figure1']:.1f} (differs from its own schedule)"
+        lines.append(f"  published recount {pub['gflops']:.1f}: {ok}{extra}")
+    if "traced" in rep:
+        tr = rep["traced"]
+        lines.append(f"  traced with fvcore ({tr['attention']} attention): {tr['gflops_paper']:.2f} "
+                     + ("(analytic == traced, exact)" if tr["exact"] else f"MISMATCH {tr['diff_by_op']}"))
+    lines.append(f"vision encoder, true FLOPs (multiply-add = 2, elementwise counted): {rep['gflops_true']:.2f} GFLOPs")
+    lines.append("")
+    lines.append("per block (paper convention): block  tokens_in  removed  GFLOPs")
+    for i, g in enumerate(rep["paper_per_block_g"]):
+        lines.append(f"  {i:5d}  {rep['tokens_per_layer'][i]:9d}  {rep['removed_per_layer'][i]:7d}  {g:7.2f}")
+    lines.append(f"  final tokens {rep['tokens_per_layer'][-1]}")
+    lines.append("")
+    lines.append("not in the paper's count (per query, GFLOPs paper / true):")
+    for name, e in rep["extra"].items():
+        detail = ", ".join(f"{k}={v}" for k, v in e.items() if not k.startswith(("gflops", "traced")))
+        if "traced_exact" in e:
+            detail += ", traced " + ("exact" if e["traced_exact"] else f"MISMATCH {e['traced_gflops_paper']:.3f}")
+        lines.append(f"  {name:22s} {e['gflops_paper']:9.2f} / {e['gflops_true']:9.2f}   ({detail})")
+    return "\n".join(lines)
+
+
+def main_cli(cfg) -> dict:
+    if cfg.get("table"):
+        return write_table(Path(cfg.table_out), Path(cfg.table_json) if cfg.get("table_json") else None,
+                           trace=bool(cfg.trace))
+    spec = resolve_spec(cfg)
+    rep = count(spec, trace=bool(cfg.trace), attention=str(cfg.attention), batch=int(cfg.batch))
+    print(format_report(rep))
+    print(json.dumps(rep))
+    return rep
+
+
+# ----------------------------------------------------------------------------------------------
+# Config composition outside a running Hydra app (table, bench, tests)
+# ----------------------------------------------------------------------------------------------
+
+from vidtldr.config_utils import CONFIG_DIR  # noqa: E402
+
+
+def compose(config_name: str, overrides: Sequence[str] = ()):
+    """Compose ``configs/<config_name>.yaml`` with overrides, inside or outside a Hydra app."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+# ----------------------------------------------------------------------------------------------
+# results/flops.md
+# ----------------------------------------------------------------------------------------------
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; these are ordinary committed files
+    os.replace(tmp, path)
+
+
+def _schedule_str(schedule: Sequence) -> str:
+    nz = [e for e in schedule]
+    while nz and not nz[-1]:
+        nz.pop()
+    return ",".join(str(e) for e in nz) if nz else "-"
+
+
+def _versions() -> str:
+    import importlib.metadata as md
+
+    parts = []
+    for pkg in ("torch", "fvcore"):
+        try:
+            parts.append(f"{pkg} {md.version(pkg)}")
+        except md.PackageNotFoundError:
+            parts.append(f"{pkg} (not installed)")
+    return ", ".join(parts)
+
+
+def table_rows(trace: bool = True, progress=None) -> dict:
+    """Every published schedule, the no-reduction baselines, and the ToMe Figure-1 check."""
+    rows, baselines = [], []
+    for (dataset, backbone) in VIDTLDR_PRESETS:
+        spec = resolve_spec(compose("flops", [f"model={backbone}", f"dataset={dataset}", "merge=vidtldr"]))
+        rep = count(spec, trace=trace)
+        if progress:
+            progress(f"{dataset}/{backbone}: {rep['gflops_paper']:.2f}")
+        rows.append(rep)
+    for backbone in ("umt_b", "umt_l"):
+        for dataset in ("msrvtt", "msrvtt_zs"):
+            spec = resolve_spec(compose("flops", [f"model={backbone}", f"dataset={dataset}", "merge=none"]))
+            rep = count(spec, trace=trace)
+            if progress:
+                progress(f"baseline {backbone} {spec.num_frames} frames: {rep['gflops_paper']:.2f}")
+            baselines.append(rep)
+    tome = []
+    try:
+        from vidtldr.reduce.schedule import TOME_PRESETS
+    except ImportError:
+        TOME_PRESETS = {}
+    vision = BACKBONES["umt_b"][0]
+    for dataset, g in FIGURE1_TOME_GFLOPS.items():
+        fits = [r for r in range(1, 200) if round1(vision_cost(vision, 12, [r] * 12).gflops_paper) == g]
+        fits_keys = [r for r in range(1, 200) if round1(
+            vision_cost(vision, 12, [r] * 12, match_dim=vision.head_dim).gflops_paper) == g]
+        preset = TOME_PRESETS.get(dataset)
+        tome.append({
+            "dataset": dataset, "figure1": g, "preset_r": preset,
+            "keys_metric": round(vision_cost(vision, 12, [preset] * 12, match_dim=vision.head_dim).gflops_paper, 2)
+            if preset else None,
+            "hidden_metric": round(vision_cost(vision, 12, [preset] * 12).gflops_paper, 2) if preset else None,
+            "constant_r_fits_hidden": fits,
+            "constant_r_fits_keys": fits_keys,
+        })
+    return {"schedules": rows, "baselines": baselines, "tome_figure1": tome}
+
+
+def render_table(data: dict, traced: bool) -> str:
+    L = []
+    L.append("# GFLOPs of the UMT vision encoder, paper convention and true FLOPs")
+    L.append("")
+    L.append("Generated by `make flops` (`python -m vidtldr.analysis.flops table=true`) from `vidtldr/flops.py`; "
+             "do not edit by hand.")
+    L.append(f"Environment: {_versions()}.")
+    L.append("")
+    L.append("**Paper convention** (`GFLOPs`): fvcore's count of the vision encoder only, batch 1, "
+             "input `[1, T, 3, 224, 224]`, one multiply-add = 1 flop; counted operators: conv, linear, "
+             "matmul (q.k^T, A.v, vid-TLDR's similarity m_A.m_B^T at merging blocks), layer norm "
+             f"({FVCORE_LN_PER_ELEM} per element). **True** = every multiply-add as 2 flops plus the "
+             "arithmetic fvcore ignores (bias, softmax, GELU, residual adds, proportional-attention bias, "
+             "saliency, merging; rules in `vidtldr.analysis.flops.TRUE_COST`).")
+    if traced:
+        L.append("**Traced** = fvcore run on the real `VisionTransformer` (random weights, fused attention "
+                 "with an added `scaled_dot_product_attention` handle); `exact` means analytic and traced "
+                 "counts agree to the multiply-add, per operator, with identical token counts per block.")
+    else:
+        L.append("(Generated with `trace=false`: analytic counts only.)")
+    L.append("")
+    L.append("Columns beyond the paper (per query, GFLOPs in the paper convention): **text** = one caption "
+             "through the text-mode encoder padded to the dataset's `max_txt_l`; **ITM** = re-ranking the "
+             "`k_test` = 128 candidates of one query (fusion layers cross-attending to every final vision "
+             "token, recomputed per pair as the official code does); **QA** = one question: multi-modal "
+             "question encoder + answer decoder (first-token pass + 128 candidates).")
+    L.append("")
+    L.append("## Published vid-TLDR schedules (12 frames)")
+    L.append("")
+    hdr = ["task", "backbone", "r (first blocks)", "final tokens", "GFLOPs", "published recount", "Fig. 1",
+           "true GFLOPs"]
+    if traced:
+        hdr.append("traced")
+    hdr += ["text/query", "ITM k=128/query", "QA/question"]
+    L.append("| " + " | ".join(hdr) + " |")
+    L.append("|" + "---|" * len(hdr))
+    for rep in data["schedules"]:
+        key = (rep["dataset"], BACKBONE_OF_ARCH.get(rep["arch"], rep["model"]))
+        pub = PUBLISHED_GFLOPS[key]
+        ours = rep["gflops_paper_1dp"]
+        fig = FIGURE1_GFLOPS.get(rep["dataset"]) if key[1] == "umt_b" else None
+        fig_s = "-" if fig is None else (f"{fig:.1f}" if fig == pub else f"**{fig:.1f} (differs from the schedule's {pub:.1f})**")
+        pub_s = f"{pub:.1f}" + (" ok" if ours == pub else " **MISMATCH**")
+        cells = [DATASET_LABEL.get(rep["dataset"], rep["dataset"]), BACKBONE_LABEL.get(key[1], key[1]),
+                 _schedule_str(rep["r"]), str(rep["tokens_per_layer"][-1]), f"{ours:.1f}", pub_s, fig_s,
+                 f"{rep['gflops_true']:.1f}"]
+        if traced:
+            cells.append("exact" if rep["traced"]["exact"] else f"**{rep['traced']['gflops_paper']:.2f}**")
+        ex = rep["extra"]
+        cells += [f"{ex['text_per_query']['gflops_paper']:.2f}" if "text_per_query" in ex else "-",
+                  f"{ex['itm_rerank_per_query']['gflops_paper']:.1f}" if "itm_rerank_per_query" in ex else "-",
+                  f"{ex['qa_per_question']['gflops_paper']:.1f}" if "qa_per_question" in ex else "-"]
+        L.append("| " + " | ".join(cells) + " |")
+    n_ok = sum(1 for rep in data["schedules"]
+               if rep["gflops_paper_1dp"] == PUBLISHED_GFLOPS[(rep["dataset"], BACKBONE_OF_ARCH[rep["arch"]])])
+    L.append("")
+    L.append(f"{n_ok} of {len(data['schedules'])} schedules reproduce the published recount to 0.1 GFLOPs.")
+    differ = [(rep["dataset"], FIGURE1_GFLOPS[rep["dataset"]], rep["gflops_paper_1dp"]) for rep in data["schedules"]
+              if BACKBONE_OF_ARCH[rep["arch"]] == "umt_b" and FIGURE1_GFLOPS.get(rep["dataset"]) is not None
+              and FIGURE1_GFLOPS[rep["dataset"]] != rep["gflops_paper_1dp"]]
+    if differ:
+        L.append("The paper's Figure 1 prints " + " and ".join(f"{g:.1f} for {DATASET_LABEL[d]}" for d, g, _ in differ)
+                 + "; the published UMT-B schedules for those tasks cost "
+                 + " and ".join(f"{c:.1f}" for _, _, c in differ)
+                 + ", so those Figure-1 points were not produced by the released schedules.")
+    if traced:
+        extras = [e for rep in data["schedules"] + data["baselines"] for e in rep["extra"].values()]
+        ok = all(e.get("traced_exact") for e in extras)
+        L.append(f"Text / ITM / QA columns: fvcore counts of the real text modules (one caption, one ITM pair x k_test, "
+                 f"one question) {'equal the analytic ones in every row' if ok else '**differ from the analytic ones in some rows**'}.")
+    L.append("")
+    L.append("## No reduction")
+    L.append("")
+    hdr = ["backbone", "frames", "tokens", "GFLOPs", "published", "true GFLOPs"] + (["traced"] if traced else []) \
+        + ["text/query", "ITM k=128/query"]
+    L.append("| " + " | ".join(hdr) + " |")
+    L.append("|" + "---|" * len(hdr))
+    for rep in data["baselines"]:
+        b = BACKBONE_OF_ARCH[rep["arch"]]
+        pub = PUBLISHED_BASELINES.get((b, rep["num_frames"]))
+        ours = rep["gflops_paper_1dp"]
+        cells = [BACKBONE_LABEL[b], str(rep["num_frames"]), str(rep["tokens_per_layer"][0]), f"{ours:.1f}",
+                 "-" if pub is None else f"{pub:.1f}" + (" ok" if pub == ours else " **MISMATCH**"),
+                 f"{rep['gflops_true']:.1f}"]
+        if traced:
+            cells.append("exact" if rep["traced"]["exact"] else f"**{rep['traced']['gflops_paper']:.2f}**")
+        ex = rep["extra"]
+        cells += [f"{ex['text_per_query']['gflops_paper']:.2f}", f"{ex['itm_rerank_per_query']['gflops_paper']:.1f}"]
+        L.append("| " + " | ".join(cells) + " |")
+    L.append("")
+    L.append("Text lengths: MSRVTT's (`max_txt_l` 32). The ITM column is what a retrieval query costs on top of "
+             "the encoder: with k_test = 128 it exceeds the vision encoder itself, and it shrinks with the "
+             "merged token count because each fusion layer's cross-attention reads every final vision token.")
+    L.append("")
+    L.append("## ToMe GFLOPs in Figure 1 (UMT-B, constant r in all 12 blocks)")
+    L.append("")
+    L.append("| task | Fig. 1 ToMe | ToMe preset r | count, keys metric (this repo's ToMe) | count, hidden-state metric | "
+             "constant r matching Fig. 1: hidden-state metric | keys metric |")
+    L.append("|---|---|---|---|---|---|---|")
+    for t in data["tome_figure1"]:
+        L.append(f"| {DATASET_LABEL[t['dataset']]} | {t['figure1']:.1f} | {t['preset_r'] if t['preset_r'] else '-'} | "
+                 f"{'-' if t['keys_metric'] is None else format(t['keys_metric'], '.2f')} | "
+                 f"{'-' if t['hidden_metric'] is None else format(t['hidden_metric'], '.2f')} | "
+                 f"{', '.join(map(str, t['constant_r_fits_hidden'])) or 'none'} | "
+                 f"{', '.join(map(str, t['constant_r_fits_keys'])) or 'none'} |")
+    L.append("")
+    gaps = [t["hidden_metric"] - t["keys_metric"] for t in data["tome_figure1"] if t["keys_metric"] is not None]
+    nofit = [DATASET_LABEL[t["dataset"]] for t in data["tome_figure1"]
+             if not t["constant_r_fits_hidden"] and not t["constant_r_fits_keys"]]
+    if gaps:
+        L.append(f"With a full-width similarity (ToMe run on the hidden state, like vid-TLDR's matcher) the presets "
+                 f"reproduce Figure 1; ToMe proper matches on head-mean keys (width {vision_head_dim(data)}), which "
+                 f"costs {min(gaps):.1f}-{max(gaps):.1f} GFLOPs less at the same r, so `merge=tome merge.r=published` "
+                 f"runs below the Figure-1 ToMe GFLOPs. "
+                 + (f"No constant r fits {' or '.join(nofit)} with either metric." if nofit else ""))
+    L.append("")
+    L.append("## True-FLOP rules")
+    L.append("")
+    L.append("| item | flops per element |")
+    L.append("|---|---|")
+    for k, v in TRUE_COST.items():
+        L.append(f"| {k} | {v} |")
+    L.append("")
+    L.append("Comparisons (max, argsort, top-k), gathers, copies, casts and the scatter of unchanged rows count 0.")
+    return "\n".join(L) + "\n"
+
+
+BACKBONE_OF_ARCH = {"umt_b16": "umt_b", "umt_l16": "umt_l", "tiny": "tiny"}
+
+
+def vision_head_dim(_data=None) -> int:
+    return BACKBONES["umt_b"][0].head_dim
+
+
+def write_table(md_path: Path, json_path: Optional[Path] = None, trace: bool = True) -> dict:
+    data = table_rows(trace=trace, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    _atomic_write(md_path, render_table(data, traced=trace))
+    if json_path is not None:
+        _atomic_write(json_path, json.dumps(data, indent=1) + "\n")
+    n_ok = sum(1 for rep in data["schedules"]
+               if rep["gflops_paper_1dp"] == PUBLISHED_GFLOPS[(rep["dataset"], BACKBONE_OF_ARCH[rep["arch"]])])
+    summary = {"table": str(md_path), "schedules": len(data["schedules"]), "schedules_matching": n_ok,
+               "baselines_matching": sum(1 for rep in data["baselines"] if rep["gflops_paper_1dp"] ==
+                                         PUBLISHED_BASELINES[(BACKBONE_OF_ARCH[rep["arch"]], rep["num_frames"])]),
+               "traced_exact": all(r.get("traced", {}).get("exact", True)
+                                   for r in data["schedules"] + data["baselines"])}
+    print(f"wrote {md_path}" + (f" and {json_path}" if json_path else ""))
+    print(json.dumps(summary))
+    return summary
+
+
+def main() -> None:
+    import hydra
+
+    @hydra.main(config_path=str(CONFIG_DIR), config_name="flops", version_base=None)
+    def _run(cfg) -> None:
+        with cli_guard("vidtldr.analysis.flops"):
+            main_cli(cfg)
+
+    _run()
+
+
+if __name__ == "__main__":
+    main()
