@@ -6,9 +6,19 @@ from __future__ import annotations
 import pytest
 
 from vidtldr.analysis import flops
-from vidtldr.analysis.flops import (BACKBONES, PUBLISHED_BASELINES, PUBLISHED_GFLOPS, VisionDims, round1,
-                           vision_cost)
+from vidtldr.analysis.flops import PUBLISHED_BASELINES, PUBLISHED_GFLOPS
+from vidtldr.cost.ledger import round1
+from vidtldr.cost.text import itm_rerank_cost, qa_cost, text_dims, text_query_cost
+from vidtldr.cost.vision import ReducerTraits, VisionDims, backbone_vision_dims, vision_cost
+from vidtldr.models.config import load_architecture
 from vidtldr.reduce.schedule import VIDTLDR_PRESETS
+from vidtldr.reduce.vidtldr import VidTLDR
+
+ARCH = {"umt_b": "umt_b16", "umt_l": "umt_l16"}
+
+
+def _vision(backbone):
+    return backbone_vision_dims(ARCH[backbone])
 
 # Token counts after the merging layers, spec section 2.9 (12 frames, N0 = 2352).
 SPEC_FINAL_TOKENS = {
@@ -29,8 +39,8 @@ def test_all_published_schedules_have_a_reference():
 @pytest.mark.parametrize("key", sorted(PUBLISHED_GFLOPS))
 def test_published_schedule_gflops(key):
     dataset, backbone = key
-    vision, _ = BACKBONES[backbone]
-    cost = vision_cost(vision, 12, VIDTLDR_PRESETS[key])
+    vision = _vision(backbone)
+    cost = vision_cost(vision, 12, VIDTLDR_PRESETS[key], reducer=VidTLDR)
     assert round1(cost.gflops_paper) == PUBLISHED_GFLOPS[key]
     assert cost.tokens_per_layer[-1] == SPEC_FINAL_TOKENS[key]
     assert len(cost.tokens_per_layer) == vision.depth + 1 and cost.tokens_per_layer[0] == 2352
@@ -39,7 +49,7 @@ def test_published_schedule_gflops(key):
 @pytest.mark.parametrize("key", sorted(PUBLISHED_BASELINES))
 def test_baselines(key):
     backbone, frames = key
-    vision, _ = BACKBONES[backbone]
+    vision = _vision(backbone)
     cost = vision_cost(vision, frames, None)
     assert round1(cost.gflops_paper) == PUBLISHED_BASELINES[key]
     assert cost.tokens_per_layer == [frames * 196] * (vision.depth + 1)
@@ -48,26 +58,27 @@ def test_baselines(key):
 
 def test_baseline_breakdown_matches_fvcore_operator_split():
     # spec section 9: B/16, 12 frames: conv 1.39, linear 199.77, matmul 101.96, layer_norm 0.23 G
-    cost = vision_cost(BACKBONES["umt_b"][0], 12, None)
+    cost = vision_cost(_vision("umt_b"), 12, None)
     got = {k: round(v / 1e9, 2) for k, v in cost.paper_by_op.items()}
     assert got == {"conv": 1.39, "linear": 199.77, "matmul": 101.96, "layer_norm": 0.23}
 
 
 def test_msrvtt_b_token_walk_and_similarity_term():
-    vision = BACKBONES["umt_b"][0]
-    cost = vision_cost(vision, 12, [600, 200, 100])
+    vision = _vision("umt_b")
+    cost = vision_cost(vision, 12, [600, 200, 100], reducer=VidTLDR)
     assert cost.tokens_per_layer[:4] == [2352, 1752, 1552, 1452]
     assert cost.removed[:4] == [600, 200, 100, 0]
     # the merging similarity m_A . m_B^T is part of the published count (178.0, not 175.9)
     sim = 1176 * 1176 * 768 + 876 * 876 * 768 + 776 * 776 * 768
     assert cost.paper_by_op["match"] == sim
-    without = vision_cost(vision, 12, [600, 200, 100], match_dim=0)
+    no_similarity = ReducerTraits(need="neg_entropy", match_on=None, tracks_sizes=True)
+    without = vision_cost(vision, 12, [600, 200, 100], reducer=no_similarity)
     assert round1(without.gflops_paper) == 175.9
 
 
 def test_true_flops_are_about_twice_the_paper_count():
     for backbone in ("umt_b", "umt_l"):
-        cost = vision_cost(BACKBONES[backbone][0], 12, None)
+        cost = vision_cost(_vision(backbone), 12, None)
         assert 2.0 < cost.true / cost.paper < 2.05
         # matmul-like work is exactly doubled
         for op in ("conv", "linear", "matmul"):
@@ -75,15 +86,15 @@ def test_true_flops_are_about_twice_the_paper_count():
 
 
 def test_fraction_schedule_and_explicit_token_counts_agree():
-    vision = BACKBONES["umt_b"][0]
-    by_fraction = vision_cost(vision, 12, [0.25, 0.1])
+    vision = _vision("umt_b")
+    by_fraction = vision_cost(vision, 12, [0.25, 0.1], reducer=VidTLDR)
     assert by_fraction.tokens_per_layer[:3] == [2352, 1764, 1588]
-    explicit = vision_cost(vision, 12, token_counts=by_fraction.tokens_per_layer)
+    explicit = vision_cost(vision, 12, token_counts=by_fraction.tokens_per_layer, reducer=VidTLDR)
     assert explicit.paper_by_op == by_fraction.paper_by_op
 
 
 def test_qa_model_has_no_pool_norm():
-    b = BACKBONES["umt_b"][0]
+    b = _vision("umt_b")
     qa = VisionDims(**{**b.__dict__, "pool_norm": False})
     assert vision_cost(b, 12, None).paper - vision_cost(qa, 12, None).paper == 5 * 768
 
@@ -94,15 +105,15 @@ def test_figure1_mismatches_are_msvd_and_didemo():
 
 
 def test_extra_costs_scale_with_merged_tokens():
-    _, text = BACKBONES["umt_b"]
-    full = flops.itm_rerank_cost(text, 32, 2352, 128).paper_total
-    merged = flops.itm_rerank_cost(text, 32, 1452, 128).paper_total
+    text = text_dims(load_architecture("umt_b16"))
+    full = itm_rerank_cost(text, 32, 2352, 128).paper_total
+    merged = itm_rerank_cost(text, 32, 1452, 128).paper_total
     assert merged < full
     # k_test pairs, each with 3 fusion layers whose cross-attention K/V read every vision token
     kv = 128 * 3 * 2352 * 768 * 2 * 768
     assert full > kv
-    assert flops.text_query_cost(text, 32).paper_total < full / 100
-    assert flops.qa_cost(text, 1552).paper_total < flops.qa_cost(text, 2352).paper_total
+    assert text_query_cost(text, 32).paper_total < full / 100
+    assert qa_cost(text, 1552).paper_total < qa_cost(text, 2352).paper_total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,12 +121,10 @@ def test_extra_costs_scale_with_merged_tokens():
 
 
 def _reducer(name, schedule, depth):
-    from vidtldr.analysis.flops import _import_reducers
-    from vidtldr.reduce.base import REDUCERS
+    from vidtldr.reduce import build_reducer
     from vidtldr.reduce.schedule import parse_schedule
 
-    _import_reducers()
-    return None if name == "none" else REDUCERS[name](parse_schedule(schedule, depth))
+    return None if name == "none" else build_reducer(name, parse_schedule(schedule, depth))
 
 
 @pytest.mark.parametrize("attention", ["fused", "materialized"])

@@ -322,10 +322,10 @@ class Execution:
 
 def plan_executions(spec: RunSpec, reducers: list[str], attentions: list[str], baseline_r) -> tuple[list, list]:
     """(executions, skipped) for the requested merges x attention modes."""
-    from vidtldr.analysis.flops import _import_reducers
-    from vidtldr.reduce.base import REDUCERS
+    from vidtldr.reduce import build_reducer, reducer_class
 
-    _import_reducers()
+    for name in reducers:
+        reducer_class(name)  # an unknown name is a ConfigError listing the registered ones
     depth = spec.umt_config().vision.depth
     vid_schedule = list(spec.schedule) if spec.merge == "vidtldr" else None
     if vid_schedule is None and "vidtldr" in reducers:
@@ -337,9 +337,6 @@ def plan_executions(spec: RunSpec, reducers: list[str], attentions: list[str], b
         elif name == "vidtldr":
             sched, source = vid_schedule, "merge.r" if spec.merge == "vidtldr" else "published"
         else:
-            if name not in REDUCERS:
-                skipped.append({"merge": name, "why": "reducer not available in this checkout"})
-                continue
             try:
                 if baseline_r == "vidtldr":
                     if vid_schedule is None:
@@ -355,7 +352,7 @@ def plan_executions(spec: RunSpec, reducers: list[str], attentions: list[str], b
         kwargs = spec.merge_kwargs if name == spec.merge else {}
 
         def factory(name=name, sched=sched, kwargs=kwargs):
-            return None if name == "none" else REDUCERS[name](list(sched), **kwargs)
+            return None if name == "none" else build_reducer(name, list(sched), **kwargs)
 
         for mode in attentions:
             execs.append(Execution(merge=name, attention=mode, schedule=list(sched), reducer_factory=factory,

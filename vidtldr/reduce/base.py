@@ -10,6 +10,20 @@ A ViT block calls its reducer once, between the attention residual and the MLP::
 Reducers are stateless apart from their schedule; everything that lives for one forward pass
 (token sizes, provenance, per-layer trace, token counts) is in a :class:`ReductionState` that the
 encoder creates at the start of each forward. Reducers never import models.
+
+A reducer describes itself with three class attributes, from which everything outside the forward
+(FLOP counts, benchmarks, tools) is derived, never from its name:
+
+* ``need``: what the attention must compute at blocks that remove tokens (see :data:`Need`);
+* ``match_on``: the metric a bipartite matcher compares, ``"hidden"`` (the block's hidden state,
+  width C), ``"keys"`` (head-mean keys, width head_dim; requires ``need = "keys"``) or ``None``
+  (no similarity is computed, e.g. random dropping);
+* ``tracks_sizes``: the reducer averages tokens weighted by how many patches each holds and keeps
+  those sizes, so later blocks add ``log(size)`` to their attention logits.
+
+A new reducer is one module under ``vidtldr/reduce/`` with a :class:`Reducer` subclass decorated
+with ``@register_reducer("name")``; :func:`reducer_class` imports every module of the package
+(there is no list to edit), so ``merge=name`` finds it.
 """
 
 from __future__ import annotations
@@ -26,6 +40,10 @@ from vidtldr.reduce.schedule import tokens_to_remove
 #   "attn":        the head-mean pre-size-bias softmax itself                              -> [B, T, T]
 #   "keys":        head-mean keys (ToMe's matching metric)                                 -> [B, T, head_dim]
 Need = Optional[Literal["neg_entropy", "attn", "keys"]]
+NEEDS = (None, "neg_entropy", "attn", "keys")
+#: What a matching reducer compares: the hidden state, head-mean keys, or nothing.
+MatchOn = Optional[Literal["hidden", "keys"]]
+MATCH_ON = (None, "hidden", "keys")
 
 
 @dataclass
@@ -43,13 +61,15 @@ class ReductionState:
 class Reducer:
     """Base class and the identity (``merge=none``, which ignores any schedule).
 
-    Subclasses set ``need`` (what the attention must compute at blocks that remove tokens) and
-    implement :meth:`remove`; the schedule lookup, the no-op blocks and the per-forward state
-    bookkeeping that every reducer shares live here.
+    Subclasses set ``need``, ``match_on`` and ``tracks_sizes`` (module docstring) and implement
+    :meth:`remove`; the schedule lookup, the no-op blocks and the per-forward state bookkeeping
+    that every reducer shares live here.
     """
 
     name = "none"
     need: Need = None
+    match_on: MatchOn = None
+    tracks_sizes: bool = False
 
     def __init__(self, schedule: list | None = None):
         self.schedule = list(schedule) if schedule is not None else []
@@ -88,15 +108,58 @@ def apply_merge(match, x: torch.Tensor, state: ReductionState, merge_wavg, merge
     return x
 
 
-REDUCERS: dict[str, Callable[..., Reducer]] = {"none": Reducer}
+REDUCERS: dict[str, type[Reducer]] = {"none": Reducer}
+
+
+def check_contract(cls: type) -> None:
+    """Raise ``TypeError`` naming the class and attribute when ``cls`` breaks the reducer contract."""
+    where = f"{cls.__module__}.{cls.__qualname__}"
+    if not (isinstance(cls, type) and issubclass(cls, Reducer)):
+        raise TypeError(f"{where}: a registered reducer must subclass vidtldr.reduce.base.Reducer")
+    if cls.need not in NEEDS:
+        raise TypeError(f"{where}.need = {cls.need!r}; expected one of {NEEDS}")
+    if cls.match_on not in MATCH_ON:
+        raise TypeError(f"{where}.match_on = {cls.match_on!r}; expected one of {MATCH_ON}")
+    if cls.match_on == "keys" and cls.need != "keys":
+        raise TypeError(f"{where}: match_on = 'keys' needs need = 'keys' (the attention computes the keys), "
+                        f"got need = {cls.need!r}")
+    if not isinstance(cls.tracks_sizes, bool):
+        raise TypeError(f"{where}.tracks_sizes = {cls.tracks_sizes!r}; expected True or False")
 
 
 def register_reducer(name: str):
-    """Class decorator: make a reducer selectable as ``merge=<name>``."""
+    """Class decorator: make a reducer selectable as ``merge=<name>`` (its contract is checked)."""
 
     def wrap(cls):
+        check_contract(cls)
+        held = REDUCERS.get(name)
+        if held is not None and (held.__module__, held.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise TypeError(f"reducer name {name!r} is taken by {held.__module__}.{held.__qualname__}; "
+                            f"{cls.__module__}.{cls.__qualname__} needs another name")
         cls.name = name
         REDUCERS[name] = cls
         return cls
 
     return wrap
+
+
+def discover_reducers() -> dict[str, type[Reducer]]:
+    """Import every module of ``vidtldr.reduce`` (registering the reducers they define) and return
+    the registry. An import error in a reducer module is raised, not hidden."""
+    import importlib
+    import pkgutil
+
+    package = importlib.import_module(__name__.rsplit(".", 1)[0])
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
+    return dict(REDUCERS)
+
+
+def reducer_class(name: str) -> type[Reducer]:
+    """The reducer class selected by ``merge.name=<name>``; a ConfigError lists the known names."""
+    from vidtldr.errors import ConfigError
+
+    known = discover_reducers()
+    if name not in known:
+        raise ConfigError(f"merge.name: unknown reducer {name!r}; available: {sorted(known)}")
+    return known[name]

@@ -84,7 +84,11 @@ def per_sample_keep_indices(x: torch.Tensor, r: int, seed: int, layer: int) -> t
 @register_reducer("random")
 class RandomDrop(Reducer):
     """Drops ``tokens_to_remove(entry, T)`` random tokens per block (clamped to ``T // 2`` like the
-    merging reducers, so schedules are comparable)."""
+    merging reducers, so schedules are comparable). No similarity, no sizes: survivors are gathered."""
+
+    need = None
+    match_on = None
+    tracks_sizes = False
 
     def __init__(self, schedule: list | None = None, seed: int = 0):
         super().__init__(schedule)

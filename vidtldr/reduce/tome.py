@@ -76,6 +76,8 @@ class ToMe(Reducer):
     """ToMe as a ViT hook: asks for head-mean keys at blocks that remove tokens."""
 
     need = "keys"
+    match_on = "keys"
+    tracks_sizes = True
 
     def remove(self, x: torch.Tensor, r: int, layer: int, state: ReductionState, aux: dict) -> torch.Tensor:
         keys = aux.get("keys")

@@ -213,6 +213,8 @@ class VidTLDR(Reducer):
     """vid-TLDR as a ViT hook: asks for the per-query negative entropy only at merging blocks."""
 
     need = "neg_entropy"
+    match_on = "hidden"   # cosine similarity of the hidden states themselves
+    tracks_sizes = True
 
     def remove(self, x: torch.Tensor, r: int, layer: int, state: ReductionState, aux: dict) -> torch.Tensor:
         if aux.get("neg_entropy") is not None:

@@ -1,0 +1,94 @@
+"""The reducer contract: self-description (need, match_on, tracks_sizes), discovery without a list,
+and FLOPs derived from the description, never from the name."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from vidtldr.cost.vision import ReducerTraits, backbone_vision_dims, reducer_cost, vision_cost
+from vidtldr.errors import ConfigError
+from vidtldr.reduce import build_reducer, reducer_class
+from vidtldr.reduce.base import REDUCERS, Reducer, check_contract, register_reducer
+
+
+def test_discovery_imports_every_reducer_module_in_a_fresh_interpreter():
+    code = ("from vidtldr.reduce import discover_reducers; import sys; "
+            "print(sorted(discover_reducers())); print(sorted(m for m in sys.modules if m.startswith('vidtldr.reduce.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert eval(out[0]) == ["none", "random", "tome", "vidtldr"]
+    assert {"vidtldr.reduce.tome", "vidtldr.reduce.random_drop", "vidtldr.reduce.vidtldr"} <= set(eval(out[1]))
+
+
+@pytest.mark.parametrize("name, need, match_on, sizes", [
+    ("none", None, None, False), ("vidtldr", "neg_entropy", "hidden", True), ("tome", "keys", "keys", True),
+    ("random", None, None, False)])
+def test_builtin_reducers_describe_themselves(name, need, match_on, sizes):
+    cls = reducer_class(name)
+    assert (cls.need, cls.match_on, cls.tracks_sizes) == (need, match_on, sizes)
+
+
+def test_unknown_reducer_is_a_config_error_listing_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown reducer 'nope'.*'tome'"):
+        build_reducer("nope", [1])
+
+
+def _bad(**attrs):
+    return type("Bad", (Reducer,), attrs)
+
+
+@pytest.mark.parametrize("attrs, message", [
+    ({"need": "entropy"}, "need = 'entropy'"),
+    ({"match_on": "queries"}, "match_on = 'queries'"),
+    ({"match_on": "keys", "need": None}, "match_on = 'keys' needs need = 'keys'"),
+    ({"tracks_sizes": 1}, "tracks_sizes = 1"),
+])
+def test_contract_violations_are_named(attrs, message):
+    with pytest.raises(TypeError, match=message):
+        check_contract(_bad(**attrs))
+    with pytest.raises(TypeError, match=message):
+        register_reducer("bad_for_test")(_bad(**attrs))
+    assert "bad_for_test" not in REDUCERS
+
+
+def test_a_name_cannot_be_taken_twice():
+    with pytest.raises(TypeError, match="'tome' is taken"):
+        register_reducer("tome")(_bad(need="keys", match_on="keys", tracks_sizes=True))
+
+
+class _Hidden(Reducer):  # not registered: the cost reads attributes, not names
+    need, match_on, tracks_sizes = None, "hidden", True
+
+    def remove(self, x, r, layer, state, aux):
+        return x[:, r:]
+
+
+def test_cost_follows_attributes_not_names():
+    vision = backbone_vision_dims("umt_b16")
+    sched = [600, 200, 100] + [0] * 9
+    vid = reducer_cost(vision, 12, build_reducer("vidtldr", sched))
+    hidden = reducer_cost(vision, 12, _Hidden(sched))
+    tome = reducer_cost(vision, 12, build_reducer("tome", sched))
+    random = reducer_cost(vision, 12, build_reducer("random", sched))
+    # a hidden-state matcher pays the C-wide similarity, exactly as vid-TLDR does (178.0 published)
+    assert hidden.paper_by_op == vid.paper_by_op and round(vid.gflops_paper, 1) == 178.0
+    sim_hidden = 1176 * 1176 * 768 + 876 * 876 * 768 + 776 * 776 * 768
+    assert hidden.paper_by_op["match"] == sim_hidden
+    assert tome.paper_by_op["match"] == sim_hidden // 12  # head_dim = 64 = 768 / 12
+    assert "match" not in random.paper_by_op
+    # true FLOPs: only vid-TLDR's need pays the entropy; only size-tracking reducers pay the
+    # weighted average and the log(size) bias afterwards
+    assert vid.true_by_op["saliency"] > 0 and "saliency" not in hidden.true_by_op
+    assert hidden.true_by_op["merge"] == vid.true_by_op["merge"] > 0
+    assert "merge" not in random.true_by_op and "size_bias" not in random.true_by_op
+    assert tome.true_by_op["size_bias"] == vid.true_by_op["size_bias"] > 0
+    assert tome.true_by_op["match_other"] > 0
+
+
+def test_removing_tokens_needs_a_reducer_description():
+    vision = backbone_vision_dims("tiny")
+    with pytest.raises(ValueError, match="pass the reducer"):
+        vision_cost(vision, 4, [10])
+    assert vision_cost(vision, 4, [10], reducer=ReducerTraits()).tokens_per_layer[1] == 186
