@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Check this package against golden outputs of the official UMT / vid-TLDR code.
 
-    python scripts/check_parity.py FIXTURE_DIR [--attention both|fused|materialized] [--device cpu]
+    python scripts/check_parity.py FIXTURE_DIR [--attention both|fused|materialized]
+                                   [--itm-engine both|grouped|pairwise] [--device cpu]
 
 FIXTURE_DIR has the layout of ``tests/fixtures/umt_tiny`` (see its README): ``config.json`` +
 ``bert_config.json`` (every size is taken from there), ``vocab.txt``, ``checkpoint.pth`` /
@@ -15,6 +16,9 @@ entry with its max |difference|; exit status 1 if any entry is out of tolerance:
   ITM matrices, QA top-k ids / predictions / records, tie-free metrics;
 * metrics whose value depends on how ties are ordered: within the fixture's tie bounds;
 * atol 1e-4 (rtol 0) for every float tensor, 1e-5 for the direct merge cases.
+
+ITM re-ranking and QA question encoding are checked with each ``--itm-engine``: ``pairwise`` (the
+official execution; entries named as in the fixture) and ``grouped`` (entries ``<section>.grouped.*``).
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ from vidtldr.models.vit import ATTENTION_MODES
 from vidtldr.reduce import build_reducer, parse_schedule
 from vidtldr.reduce.base import ReductionState
 from vidtldr.reduce.vidtldr import objective_score, official_vidtldr_call
-from vidtldr.tasks.qa import rank_questions
-from vidtldr.tasks.retrieval import encode_texts, itc_scores, itm_rerank
+from vidtldr.tasks.itm import ENGINES, rerank
+from vidtldr.tasks.qa import question_states_grouped, rank_from_states, rank_questions
+from vidtldr.tasks.retrieval import encode_texts, itc_scores
 
 FLOAT_ATOL = 1e-4
 MERGE_ATOL = 1e-5
@@ -178,7 +183,30 @@ def check_tokenizer(rep: Report, folder: Path, inputs: dict, qa_inputs: Optional
         rep.exact("qa.answer_attention_mask", a.attention_mask, qa_inputs["answer_attention_mask"])
 
 
-def check_retrieval(rep: Report, folder: Path, config: dict, device: str, attention: str, tag: str) -> None:
+ITM_KEYS = ("i2t_topk_idx", "t2i_topk_idx", "i2t", "t2i", "metrics_itm")
+
+
+def check_itm(rep: Report, name: str, exp: dict, scores, inputs: dict) -> None:
+    """The entries that depend on ITM re-ranking, for one engine's scores."""
+    for key in ITM_KEYS:
+        if key not in exp:
+            continue
+        want = exp[key]
+        if key in ("i2t_topk_idx", "t2i_topk_idx"):
+            rep.exact(name + key, scores.i2t_topk if key.startswith("i2t") else scores.t2i_topk, want)
+        elif key in ("i2t", "t2i"):
+            got = scores.i2t if key == "i2t" else scores.t2i
+            rep.exact(name + key + " (-100 pattern)", got == -100.0, want == -100.0)
+            rep.close(name + key, got, want)
+        else:
+            got = retrieval_metrics(scores.i2t, scores.t2i, inputs["txt2img"], inputs["img2txt"])
+            ranks = exp.get("ranks", {}).get("itm")
+            for mkey, mwant in want.items():
+                rep.metric(f"{name}{key}.{mkey}", got[mkey], float(mwant), _metric_bounds(ranks, "itm", mkey))
+
+
+def check_retrieval(rep: Report, folder: Path, config: dict, device: str, attention: str, tag: str,
+                    engines: tuple = ("pairwise",)) -> None:
     inputs, expected = _load(folder / "inputs.pt"), _load(folder / "expected.pt")
     cfg = config_from_official(folder / "config.json", folder / "bert_config.json", task="retrieval")
     model = build_model(cfg, attention=attention)
@@ -234,7 +262,8 @@ def check_retrieval(rep: Report, folder: Path, config: dict, device: str, attent
                          for a, t in zip(traces, out.state.trace)]
         tokens, feat = torch.cat(tokens), torch.cat(feats)
         i2t_emb = itc_scores(feat, text.feat)
-        scores = itm_rerank(model, i2t_emb, text, tokens, k_test=k_test)
+        by_engine = {e: rerank(model, i2t_emb, text, tokens, engine=e, k_test=k_test) for e in engines}
+        scores = next(iter(by_engine.values()))
         with torch.no_grad():
             all_pairs = None
             if "itm_logits_all_pairs" in exp:
@@ -248,28 +277,20 @@ def check_retrieval(rep: Report, folder: Path, config: dict, device: str, attent
         computed = {
             "vision_embeds": tokens, "pooled_vision_embeds": torch.cat(pooled_all),
             "vision_proj": torch.cat(proj_all), "vision_feat": feat, "i2t_emb": i2t_emb, "t2i_emb": scores.t2i_emb,
-            "i2t": scores.i2t, "t2i": scores.t2i, "itm_logits_all_pairs": all_pairs,
+            "itm_logits_all_pairs": all_pairs,
         }
+        for engine, engine_scores in by_engine.items():
+            check_itm(rep, name if engine == "pairwise" else f"{name}grouped.", exp, engine_scores, inputs)
         for key, want in exp.items():
-            if key in FIXTURE_NOTES:
+            if key in FIXTURE_NOTES or key in ITM_KEYS:
                 continue
             if key == "token_counts":
                 rep.exact(name + key, list(counts), list(want))
-            elif key in ("i2t_topk_idx", "t2i_topk_idx"):
-                got = scores.i2t_topk if key.startswith("i2t") else scores.t2i_topk
-                rep.exact(name + key, got, want)
-            elif key in ("i2t", "t2i"):
-                got = computed[key]
-                rep.exact(name + key + " (-100 pattern)", got == -100.0, want == -100.0)
-                rep.close(name + key, got, want)
-            elif key in ("metrics_itm", "metrics_itc"):
-                which = "itm" if key == "metrics_itm" else "itc"
-                i2t = scores.i2t if which == "itm" else scores.i2t_emb
-                t2i = scores.t2i if which == "itm" else scores.t2i_emb
-                got = retrieval_metrics(i2t, t2i, inputs["txt2img"], inputs["img2txt"])
-                ranks = exp.get("ranks", {}).get(which)
+            elif key == "metrics_itc":
+                got = retrieval_metrics(scores.i2t_emb, scores.t2i_emb, inputs["txt2img"], inputs["img2txt"])
+                ranks = exp.get("ranks", {}).get("itc")
                 for mkey, mwant in want.items():
-                    rep.metric(f"{name}{key}.{mkey}", got[mkey], float(mwant), _metric_bounds(ranks, which, mkey))
+                    rep.metric(f"{name}{key}.{mkey}", got[mkey], float(mwant), _metric_bounds(ranks, "itc", mkey))
             elif key == "layer_outputs":
                 for layer, tensor in want.items():
                     rep.close(f"{name}layer_outputs.{layer}", outputs[int(layer)], tensor)
@@ -296,7 +317,8 @@ def check_retrieval(rep: Report, folder: Path, config: dict, device: str, attent
                 rep.note(name + key, "not checked (entry unknown to this script)")
 
 
-def check_qa(rep: Report, folder: Path, config: dict, device: str, attention: str, tag: str) -> None:
+def check_qa(rep: Report, folder: Path, config: dict, device: str, attention: str, tag: str,
+             engines: tuple = ("pairwise",)) -> None:
     qa_in, qa_exp = _load(folder / "qa_inputs.pt"), _load(folder / "qa_expected.pt")
     inputs = _load(folder / "inputs.pt")
     cfg = config_from_official(folder / "config.json", folder / "bert_config.json", task="qa")
@@ -360,6 +382,29 @@ def check_qa(rep: Report, folder: Path, config: dict, device: str, attention: st
                 rep.close(name + key, computed[key], want)
             else:
                 rep.note(name + key, "not checked (entry unknown to this script)")
+        if "grouped" in engines:
+            check_qa_grouped(rep, f"{name}grouped.", exp, model, vis, [int(v) for v in qa_in["video_index"]],
+                             questions, answers, k, batch_size, qa_in["answer_list"])
+
+
+def check_qa_grouped(rep: Report, name: str, exp: dict, model, vis: torch.Tensor, video_index: list,
+                     questions, answers, k: int, batch_size: int, answer_list: list) -> None:
+    """QA with the question encoder run per video (keys/values projected once per distinct video)."""
+    first_row = {v: row for row, v in reversed(list(enumerate(video_index)))}
+    states = question_states_grouped(model, lambda v: vis[first_row[v]], video_index, questions.input_ids,
+                                     questions.attention_mask)
+    ranked = [rank_from_states(model, states[s:s + batch_size], questions.attention_mask[s:s + batch_size],
+                               answers.input_ids, answers.attention_mask, k)
+              for s in range(0, states.shape[0], batch_size)]
+    topk_ids, topk_probs = torch.cat([r[0] for r in ranked]), torch.cat([r[1] for r in ranked])
+    got = {"question_states": states.cpu(), "topk_probs": topk_probs}
+    for key in ("question_states", "topk_probs"):
+        if key in exp:
+            rep.close(name + key, got[key], exp[key])
+    if "topk_ids" in exp:
+        rep.exact(name + "topk_ids", topk_ids, exp["topk_ids"])
+    if "pred_answers" in exp:
+        rep.exact(name + "pred_answers", [answer_list[int(row[0])] for row in topk_ids], list(exp["pred_answers"]))
 
 
 def check_merge_cases(rep: Report, folder: Path, atol: float) -> None:
@@ -414,6 +459,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("fixture_dir", type=Path)
     parser.add_argument("--attention", choices=("both",) + ATTENTION_MODES, default="both",
                         help="ViT attention execution mode(s) to check (default: both)")
+    parser.add_argument("--itm-engine", choices=("both",) + ENGINES, default="both",
+                        help="ITM re-ranking / QA question-encoding engine(s) to check (default: both)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--atol", type=float, default=FLOAT_ATOL)
     parser.add_argument("--merge-atol", type=float, default=MERGE_ATOL)
@@ -431,11 +478,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         max_txt_l = int(inputs.get("max_txt_l") or config["inputs"]["max_txt_l"]["video"])
         check_tokenizer(rep, folder, inputs, qa_inputs, max_txt_l)
         modes = ATTENTION_MODES if args.attention == "both" else (args.attention,)
+        engines = ("pairwise", "grouped") if args.itm_engine == "both" else (args.itm_engine,)
         for mode in modes:
             tag = f"[{mode}] " if len(modes) > 1 else ""
-            check_retrieval(rep, folder, config, args.device, mode, tag)
+            check_retrieval(rep, folder, config, args.device, mode, tag, engines)
             if (folder / "qa_expected.pt").is_file():
-                check_qa(rep, folder, config, args.device, mode, tag)
+                check_qa(rep, folder, config, args.device, mode, tag, engines)
         if (folder / "merge_cases.pt").is_file():
             check_merge_cases(rep, folder, args.merge_atol)
         if rep.failures:

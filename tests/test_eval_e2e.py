@@ -72,27 +72,33 @@ def test_retrieval_record_and_tables(baseline, tmp_path):
         assert written[name]["md"].read_text().count("not run") >= len(table)
 
 
-def test_record_metrics_are_those_of_the_score_matrices(baseline, cache, tmp_path, monkeypatch):
+@pytest.mark.parametrize("engine", ["grouped", "pairwise"])
+def test_record_metrics_are_those_of_the_score_matrices(baseline, cache, tmp_path, monkeypatch, engine):
     """The recorded metrics are the ranks of the ground truth in the runner's own score matrices,
-    and those matrices hold ITM logits exactly for the ITC top-k_test candidates (-100 elsewhere)."""
+    and those matrices hold ITM logits exactly for the ITC top-k_test candidates (-100 elsewhere),
+    whichever ITM engine filled them."""
     import json as _json
 
     import torch
 
+    import vidtldr.run.runner_retrieval as runner_retrieval
     from vidtldr.data.annotations import load_split
     from vidtldr.tasks.metrics import retrieval_metrics
 
     seen = {}
-    real = retrieval_module.itm_rerank
+    real = runner_retrieval.rerank
 
     def spy(*args, **kwargs):
         seen["scores"] = real(*args, **kwargs)
+        seen["engine"] = kwargs["engine"]
         return seen["scores"]
 
-    monkeypatch.setattr(retrieval_module, "itm_rerank", spy)
-    record = run(make_cfg(cache, "data.batch_size=2"), tmp_path / "run", progress=False)  # features from the cache
+    monkeypatch.setattr(runner_retrieval, "rerank", spy)
+    record = run(make_cfg(cache, "data.batch_size=2", f"eval.itm_engine={engine}"), tmp_path / "run",
+                 progress=False)  # features from the cache
     assert record["metrics"] == baseline[1]["metrics"]
     scores = seen["scores"]
+    assert seen["engine"] == engine and scores.stats.engine == engine
     k = record["resolved"]["k_test"]
     assert k == 4 and scores.i2t.shape == (7, 7)
     for itc, itm, topk in ((scores.i2t_emb, scores.i2t, scores.i2t_topk), (scores.t2i_emb, scores.t2i, scores.t2i_topk)):

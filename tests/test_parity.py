@@ -26,6 +26,12 @@ def test_check_parity_passes_on_the_shared_fixture_in_both_attention_modes(umt_t
         for entry in ("vidtldr_on.vision_embeds", "vidtldr_on.merge_trace[1].src_idx", "vidtldr_off.i2t",
                       "vidtldr_on.metrics_itm.img_r1", "qa.vidtldr_on.topk_ids", "qa.vidtldr_on.topk_probs"):
             assert any(l.startswith("PASS") and f"[{mode}] {entry} " in l for l in lines), (mode, entry)
+    # ITM re-ranking and QA question encoding are also checked with the grouped engine.
+    for mode in ("fused", "materialized"):
+        for entry in ("vidtldr_on.grouped.i2t", "vidtldr_off.grouped.t2i", "vidtldr_on.grouped.t2i_topk_idx",
+                      "vidtldr_on.grouped.metrics_itm.r_mean", "qa.vidtldr_on.grouped.topk_ids",
+                      "qa.vidtldr_on.grouped.question_states"):
+            assert any(l.startswith("PASS") and f"[{mode}] {entry} " in l for l in lines), (mode, entry)
     assert any(l.startswith("PASS  merge.fractional_r_batch4.src_idx") for l in lines)
     assert any(l.startswith("PASS  text.input_ids") for l in lines)
 
@@ -40,6 +46,7 @@ def test_check_parity_fails_when_a_golden_tensor_is_perturbed(umt_tiny_dir, tmp_
     proc = _run(folder, "--attention", "fused")
     assert proc.returncode == 1
     failed = [l for l in proc.stdout.splitlines() if l.startswith("FAIL  ")]
-    assert len(failed) == 2, failed
-    assert "vidtldr_on.vision_embeds" in failed[0] or "vidtldr_on.vision_embeds" in failed[1]
-    assert any("t2i_topk_idx" in l for l in failed)
+    assert len(failed) == 3, failed  # the embeddings, and the candidates under each ITM engine
+    assert any("vidtldr_on.vision_embeds" in l for l in failed)
+    assert any("vidtldr_on.t2i_topk_idx" in l for l in failed)
+    assert any("vidtldr_on.grouped.t2i_topk_idx" in l for l in failed)

@@ -79,6 +79,26 @@ class BertSelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return out.transpose(1, 2).reshape(hidden.shape[0], hidden.shape[1], -1)
 
+    def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values ``[G, heads, N, head_dim]`` of ``G`` contexts ``[G, N, width]``."""
+        return self._heads(self.key(context)), self._heads(self.value(context))
+
+    def attend_shared(self, query: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Cross-attention of ``B`` sequences (projected queries ``[B, L, hidden]``) to ONE context whose
+        keys/values ``[1, heads, N, head_dim]`` were projected once (:meth:`project_kv`).
+
+        Rows of attention are independent, so the ``B`` sequences are folded into the query axis
+        (``[1, heads, B*L, head_dim]``): the context's keys/values are never copied per sequence. No
+        mask: the context (vision tokens) is never padded."""
+        batch, length = query.shape[:2]
+        q = self._heads(query)  # [B, h, L, d]
+        heads, dim = q.shape[1], q.shape[3]
+        k, v = kv
+        folded = q.transpose(0, 1).reshape(1, heads, batch * length, dim)
+        out = F.scaled_dot_product_attention(folded, k.to(q.dtype), v.to(q.dtype))
+        out = out.reshape(heads, batch, length, dim).permute(1, 2, 0, 3)  # [B, L, h, d]
+        return out.reshape(batch, length, heads * dim)
+
 
 class BertSelfOutput(nn.Module):
     """dense -> residual -> LayerNorm (post-LN); used after attention and after the FFN."""
@@ -127,6 +147,14 @@ class BertLayer(nn.Module):
             if context is None:
                 raise ValueError("a fusion layer needs encoder_hidden_states (vision or question tokens)")
             hidden = self.crossattention(hidden, context_bias, context)
+        return self.output(self.intermediate(hidden), hidden)
+
+    def after_self_attention(self, hidden: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The rest of a fusion layer once its self-attention sub-layer ran: cross-attention of the
+        ``B`` sequences to one shared context's precomputed keys/values, then the feed-forward block."""
+        cross = self.crossattention
+        attended = cross.self.attend_shared(cross.self.query(hidden), kv)
+        hidden = cross.output(attended, hidden)
         return self.output(self.intermediate(hidden), hidden)
 
 
@@ -184,6 +212,40 @@ class BertModel(nn.Module):
         for layer in self.encoder.layer[first:last]:
             hidden = layer(hidden, self_bias, encoder_hidden_states, context_bias)
         return hidden
+
+    # -- one context shared by many sequences (ITM grouped by video, QA questions of one video) -----
+    # Equal to ``forward`` with that context repeated per sequence (up to float rounding), but the
+    # context's cross-attention keys/values are projected once per fusion layer, not once per sequence.
+
+    def context_kv(self, context: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per fusion layer, the keys/values ``[1, heads, N, head_dim]`` of one context ``[N, width]``."""
+        context = context[None] if context.dim() == 2 else context
+        if context.shape[0] != 1:
+            raise ValueError(f"context_kv takes one context, got a batch of {context.shape[0]}")
+        return [layer.crossattention.self.project_kv(context) for layer in self.encoder.layer[self.fusion_layer:]]
+
+    def fusion_first_self(self, encoder_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The text-only start of the fusion stack: the first fusion layer's self-attention sub-layer over
+        text-mode states (what precedes its cross-attention does not depend on the context)."""
+        layer = self.encoder.layer[self.fusion_layer]
+        return layer.attention(encoder_embeds, padding_bias(attention_mask, torch.float32))
+
+    def fusion_shared(self, first_self: torch.Tensor, attention_mask: torch.Tensor,
+                      kvs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """``mode='fusion'`` for ``B`` sequences against one context, from :meth:`fusion_first_self`'s
+        output and :meth:`context_kv`'s keys/values."""
+        self_bias = padding_bias(attention_mask, torch.float32)
+        layers = self.encoder.layer[self.fusion_layer:]
+        hidden = layers[0].after_self_attention(first_self, kvs[0])
+        for layer, kv in zip(layers[1:], kvs[1:]):
+            hidden = layer.after_self_attention(layer.attention(hidden, self_bias), kv)
+        return hidden
+
+    def multi_modal_shared(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                           kvs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """``mode='multi_modal'`` for ``B`` sequences against one context (:meth:`context_kv`)."""
+        hidden = self.forward(input_ids, attention_mask=attention_mask, mode="text")
+        return self.fusion_shared(self.fusion_first_self(hidden, attention_mask), attention_mask, kvs)
 
 
 class BertPredictionHeadTransform(nn.Module):

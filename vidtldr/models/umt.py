@@ -77,6 +77,24 @@ class UMTRetrieval(_UMTBase):
                                   mode="fusion")
         return self.itm_head(fused[:, 0])[:, 1]
 
+    # -- ITM with one video shared by many texts (the grouped re-ranking engine) -------------------
+
+    def itm_video_kv(self, vision_tokens: torch.Tensor) -> list:
+        """One video's tokens ``[N, C]`` -> each fusion layer's cross-attention keys/values, projected
+        once and reused for every text scored against this video."""
+        return self.text_encoder.context_kv(vision_tokens)
+
+    def itm_text_part(self, text_embeds: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """The video-independent start of ITM for texts ``[B, L, H]``: the first fusion layer's
+        self-attention sub-layer (computed once per text)."""
+        return self.text_encoder.fusion_first_self(text_embeds, text_mask)
+
+    def itm_logit_shared(self, text_part: torch.Tensor, text_mask: torch.Tensor, video_kv: list) -> torch.Tensor:
+        """Positive-class ITM logit ``[B]`` of B texts (:meth:`itm_text_part` outputs, ``[B, L, H]``)
+        against one video (:meth:`itm_video_kv`); equals :meth:`itm_logit` on the same pairs."""
+        fused = self.text_encoder.fusion_shared(text_part, text_mask, video_kv)
+        return self.itm_head(fused[:, 0])[:, 1]
+
 
 class UMTQA(_UMTBase):
     def __init__(self, cfg: UMTConfig, attention: AttentionMode = "fused"):
@@ -93,6 +111,13 @@ class UMTQA(_UMTBase):
         vision_mask = torch.ones(vision_tokens.shape[:2], dtype=torch.long, device=vision_tokens.device)
         return self.text_encoder(question_ids, attention_mask=question_mask, encoder_hidden_states=vision_tokens,
                                  encoder_attention_mask=vision_mask, mode="multi_modal")
+
+    def encode_question_shared(self, vision_tokens: torch.Tensor, question_ids: torch.Tensor,
+                               question_mask: torch.Tensor) -> torch.Tensor:
+        """:meth:`encode_question` for B questions about ONE video (tokens ``[N, C]``): the video's
+        cross-attention keys/values are projected once per fusion layer, not once per question."""
+        kvs = self.text_encoder.context_kv(vision_tokens)
+        return self.text_encoder.multi_modal_shared(question_ids, question_mask, kvs)
 
     def start_logits(self, question_states: torch.Tensor, question_mask: torch.Tensor,
                      start_id: int) -> torch.Tensor:

@@ -244,7 +244,8 @@ def _execute(cfg, run_dir, record, progress, t0, *, load_split, annotation_path,
     video_cache = FeatureCache(cfg.cache.dir, video_key, enabled=enabled)
     settings = {"batch_size": int(cfg.data.batch_size), "num_workers": int(cfg.data.num_workers),
                 "skip_unreadable": cfg.data.on_error == "skip", "text_batch": int(cfg.eval.text_batch),
-                "itm_batch": int(cfg.eval.itm_batch), "token_store": str(cfg.eval.get("token_store", "disk")),
+                "itm_batch": int(cfg.eval.itm_batch), "itm_engine": str(cfg.eval.get("itm_engine", "grouped")),
+                "token_store": str(cfg.eval.get("token_store", "disk")),
                 "store_dtype": str(cfg.eval.get("token_store_dtype", "fp32")),
                 "store_window_mb": float(cfg.eval.get("token_store_window_mb", 16))}
     if cfg.data.on_error not in ("raise", "skip"):

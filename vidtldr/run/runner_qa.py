@@ -17,12 +17,17 @@ from vidtldr.data.annotations import QASplit
 from vidtldr.tasks.metrics import qa_accuracy
 from vidtldr.models.precision import model_device
 from vidtldr.models.tokenizer import tokenize, tokenize_answers
-from vidtldr.tasks.qa import rank_questions
+from vidtldr.tasks.itm import check_engine
+from vidtldr.tasks.qa import question_states_grouped, rank_from_states, rank_questions
 from vidtldr.run.runner_features import all_ranks_outcome, stack, token_counts_of, unique_in_order, video_features
 from vidtldr.run.runner_retrieval import TaskResult
 from vidtldr.run.runner_subset import subset_qa
 
 log = logging.getLogger(__name__)
+
+# Questions whose question-encoder states the grouped engine computes together (rounded up to whole
+# batches): consecutive questions about one video share its keys/values within a window.
+QA_WINDOW = 64
 
 
 def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: FeatureCache, img_size: int,
@@ -31,6 +36,7 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
     """Under ``torch.distributed`` the ranks split the videos to encode and then the questions to
     answer; predictions are gathered so that every rank returns the full result."""
     timings: dict[str, float] = {}
+    engine = check_engine(str(settings.get("itm_engine", "grouped")))
     total = len(split.questions)
     total_videos = len(set(split.video_names))
     if spec.limit is not None and spec.limit < total:
@@ -77,16 +83,31 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
     predictions: dict = {}
     batch = settings["batch_size"]
     first, end = (questions_mine[0], questions_mine[-1] + 1) if questions_mine else (0, 0)
+    # grouped: the questions of a window are encoded per video (its keys/values projected once); the
+    # answer ranking still runs in the same batches of `batch` questions as the pairwise execution.
+    window = batch * max(1, -(-QA_WINDOW // batch)) if engine == "grouped" else batch
     with torch.no_grad(), tqdm(total=end - first, desc="answer ranking", unit="question",
                                disable=not progress, leave=False) as bar:
-        for lo in range(first, end, batch):
-            hi = min(lo + batch, end)
-            tokens = stack(videos, split.video_names[lo:hi], "tokens")
-            topk_ids, _ = rank_questions(model, tokens, questions.input_ids[lo:hi], questions.attention_mask[lo:hi],
-                                         answers.input_ids, answers.attention_mask, k)
-            for qid, row in zip(split.question_ids[lo:hi], topk_ids):
-                predictions[qid] = split.answer_list[int(row[0])]
-            bar.update(hi - lo)
+        for w_lo in range(first, end, window):
+            w_hi = min(w_lo + window, end)
+            states = None
+            if engine == "grouped":
+                states = question_states_grouped(
+                    model, lambda key: videos.by_key[key]["tokens"], split.video_names[w_lo:w_hi],
+                    questions.input_ids[w_lo:w_hi], questions.attention_mask[w_lo:w_hi])
+            for lo in range(w_lo, w_hi, batch):
+                hi = min(lo + batch, w_hi)
+                q_ids, q_mask = questions.input_ids[lo:hi], questions.attention_mask[lo:hi]
+                if states is None:
+                    tokens = stack(videos, split.video_names[lo:hi], "tokens")
+                    topk_ids, _ = rank_questions(model, tokens, q_ids, q_mask, answers.input_ids,
+                                                 answers.attention_mask, k)
+                else:
+                    topk_ids, _ = rank_from_states(model, states[lo - w_lo:hi - w_lo], q_mask, answers.input_ids,
+                                                   answers.attention_mask, k)
+                for qid, row in zip(split.question_ids[lo:hi], topk_ids):
+                    predictions[qid] = split.answer_list[int(row[0])]
+                bar.update(hi - lo)
     if dist_ctx.enabled:  # contiguous shares in rank order: merging keeps the question order
         merged: dict = {}
         for share in D.all_gather_objects(predictions, dist_ctx):

@@ -10,7 +10,6 @@ import logging
 import time
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -23,6 +22,7 @@ from vidtldr.run.feature_store import TokenStore, build_from_cache, store_dir
 from vidtldr.tasks.metrics import retrieval_metrics
 from vidtldr.models.tokenizer import tokenize
 from vidtldr.tasks import retrieval as R
+from vidtldr.tasks.itm import check_engine, pairwise_pairs, rerank
 from vidtldr.run.runner_features import (VideoFeatures, all_ranks_outcome, stack, token_counts_of,
                                            unique_in_order, video_features)
 from vidtldr.run.runner_subset import subset_retrieval
@@ -39,22 +39,6 @@ class TaskResult:
     skipped: list = field(default_factory=list)
     cache: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
-
-
-class _ProgressModel:
-    """Delegates to the model and advances a progress bar by the number of pairs each ITM call
-    scores; lets the re-ranking function stay unaware of progress reporting."""
-
-    def __init__(self, model, bar):
-        self._model, self._bar = model, bar
-
-    def itm_logit(self, text_embeds, text_mask, vision_tokens):
-        out = self._model.itm_logit(text_embeds, text_mask, vision_tokens)
-        self._bar.update(int(text_embeds.shape[0]))
-        return out
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
 
 
 def text_features(model, tokenizer, texts: list[str], max_len: int, batch: int, cache: FeatureCache) -> R.TextFeatures:
@@ -90,6 +74,7 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
     ``memory`` from one stacked tensor (the original path). Under ``torch.distributed`` the videos and
     the ITM rows are split across ranks (``vidtldr.run.distributed``); every rank returns the same result."""
     timings: dict[str, float] = {}
+    engine = check_engine(str(settings.get("itm_engine", "grouped")))
     mode = settings.get("token_store", "disk")
     if mode not in ("disk", "memory"):
         raise ConfigError(f"eval.token_store must be 'disk' or 'memory', got {mode!r}")
@@ -99,8 +84,12 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
         log.info("data.limit=%d: %d videos, %d texts (of %d / %d)", spec.limit, len(split.videos),
                  len(split.texts), total_videos, total_texts)
 
+    vision_s = [0.0]  # model time inside the video stage (the rest is decoding and cache I/O)
+
     def encode(frames: torch.Tensor) -> list[dict]:
-        feats = R.encode_videos(model, [frames], reducer=reducer)
+        begin = time.perf_counter()
+        feats = R.encode_videos(model, [frames], reducer=reducer)  # ends with .cpu(): timed to completion
+        vision_s[0] += time.perf_counter() - begin
         counts = torch.tensor(feats.token_counts, dtype=torch.long)
         # clone, not contiguous(): a row of the batch is already contiguous, and torch.save of that view
         # would write (and every later load would allocate) the whole batch's storage into each shard.
@@ -129,6 +118,7 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
         retain=_nothing if mode == "disk" else None)
     skipped, decoded, cached = all_ranks_outcome(videos, dist_ctx)  # every rank's shards are on disk from here on
     timings["video_features_s"] = time.perf_counter() - start
+    timings["vision_encoder_s"] = vision_s[0]
     if skipped:
         bad = {s.path for s in skipped}
         split = subset_retrieval(split, [v for v, p in enumerate(split.videos) if p not in bad])
@@ -174,22 +164,10 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
     timings["itc_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    n_v, n_t = i2t_emb.shape
-    rows_v = D.shard(range(n_v), dist_ctx) if dist_ctx.enabled else None
-    rows_t = D.shard(range(n_t), dist_ctx) if dist_ctx.enabled else None
-    pairs = (n_v if rows_v is None else len(rows_v)) * min(n_t, spec.k_test) + \
-        (n_t if rows_t is None else len(rows_t)) * min(n_v, spec.k_test)
-    try:
-        with tqdm(total=pairs, desc="ITM re-ranking", unit="pair", disable=not progress, leave=False) as bar:
-            scores = R.itm_rerank(_ProgressModel(model, bar), i2t_emb, text, vision_tokens, k_test=spec.k_test,
-                                  chunk=settings["itm_batch"], video_rows=rows_v, text_rows=rows_t)
-    finally:
-        if store is not None:
-            store.close()
-    if dist_ctx.enabled:
-        scores.i2t = D.combine_rows(scores.i2t, rows_v, dist_ctx)
-        scores.t2i = D.combine_rows(scores.t2i, rows_t, dist_ctx)
+    scores = _itm(model, i2t_emb, text, vision_tokens, engine, spec.k_test, settings["itm_batch"], progress,
+                  dist_ctx, store)
     timings["itm_s"] = time.perf_counter() - start
+    n_v, n_t = i2t_emb.shape
 
     start = time.perf_counter()
 
@@ -211,9 +189,43 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
     cache_stats = {"video": video_cache.stats(), "text": text_cache.stats()}
     if dist_ctx.enabled and video_cache.enabled:
         cache_stats["video"] = _sum_stats(D.all_gather_objects(video_cache.stats(), dist_ctx))
+    itm = {**scores.stats.to_dict(), "pairs_pairwise": pairwise_pairs(n_v, n_t, spec.k_test)}
     return TaskResult(metrics=metrics, counts=counts, token_counts=token_counts, timings=timings,
                       skipped=[{"path": s.path, "reason": s.reason} for s in skipped], cache=cache_stats,
-                      extra={"feature_store": store_info})
+                      extra={"feature_store": store_info, "itm": itm})
+
+
+def _itm(model, i2t_emb, text, vision_tokens, engine: str, k_test: int, chunk: int, progress: bool,
+         dist_ctx: D.DistContext, store) -> R.RetrievalScores:
+    """ITM re-ranking with ``engine`` (:mod:`vidtldr.tasks.itm`); under torch.distributed each rank
+    scores its share and the matrices are combined exactly. ``scores.stats`` is then every rank's work."""
+    n_v, n_t = i2t_emb.shape
+    rows_v = D.shard(range(n_v), dist_ctx) if dist_ctx.enabled else None
+    rows_t = D.shard(range(n_t), dist_ctx) if dist_ctx.enabled and engine == "pairwise" else None
+    if engine == "pairwise":
+        total = (n_v if rows_v is None else len(rows_v)) * min(n_t, k_test) + \
+            (n_t if rows_t is None else len(rows_t)) * min(n_v, k_test)
+    else:
+        total = None  # the union of both directions' candidates: known once the engine built it
+    try:
+        with tqdm(total=total, desc=f"ITM re-ranking ({engine})", unit="pair", disable=not progress,
+                  leave=False) as bar:
+            scores = rerank(model, i2t_emb, text, vision_tokens, engine=engine, k_test=k_test, chunk=chunk,
+                            video_rows=rows_v, text_rows=rows_t, on_pairs=bar.update)
+    finally:
+        if store is not None:
+            store.close()
+    if dist_ctx.enabled:
+        scores.i2t = D.combine_rows(scores.i2t, rows_v, dist_ctx)
+        if engine == "pairwise":
+            scores.t2i = D.combine_rows(scores.t2i, rows_t, dist_ctx)
+        else:  # sharded by video: this rank filled its videos' columns of text->video
+            scores.t2i = D.combine_rows(scores.t2i.t().contiguous(), rows_v, dist_ctx).t().contiguous()
+        stats = D.all_gather_objects(scores.stats, dist_ctx)
+        scores.stats = stats[0]
+        for other in stats[1:]:
+            scores.stats = scores.stats.add(other)
+    return scores
 
 
 def _need(scratch: Path | None) -> Path:

@@ -2,13 +2,16 @@
 
 The ranking itself is :meth:`vidtldr.models.umt.UMTQA.rank_answers` (first-piece top-k, then
 re-scoring with the decoder loss). This module runs it over batches and turns the ranked
-candidate indices into answer strings and official ``{question_id, answer}`` records.
+candidate indices into answer strings and official ``{question_id, answer}`` records. With several
+questions per video, :func:`question_states_grouped` encodes a video's questions against its
+cross-attention keys/values projected once (the ``grouped`` engine); :func:`rank_questions` is the
+official per-question execution (``pairwise``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Hashable, Iterable, Optional, Sequence
 
 import torch
 
@@ -55,6 +58,42 @@ def rank_questions(model, vision_tokens: torch.Tensor, question_ids: torch.Tenso
     return topk_ids.cpu(), topk_probs.float().cpu()
 
 
+@torch.no_grad()
+def question_states_grouped(model, vision_of: Callable[[Hashable], torch.Tensor], video_keys: Sequence[Hashable],
+                            question_ids: torch.Tensor, question_mask: torch.Tensor) -> torch.Tensor:
+    """Question-encoder states ``[B, Lq, H]`` (``model.encode_question``) of B questions, where question b
+    is about video ``video_keys[b]`` and ``vision_of(key)`` reads that video's ``[N, C]`` tokens. The
+    questions of one video are encoded together against its cross-attention keys/values, projected
+    once (``model.encode_question_shared``); each distinct video is read once."""
+    device = model_device(model)
+    groups: dict[Hashable, list[int]] = {}
+    for b, key in enumerate(video_keys):
+        groups.setdefault(key, []).append(b)
+    out: Optional[torch.Tensor] = None
+    for key, rows in groups.items():
+        index = torch.tensor(rows, dtype=torch.long)
+        states = model.encode_question_shared(vision_of(key).to(device), question_ids[index].to(device),
+                                              question_mask[index].to(device))
+        if out is None:
+            out = states.new_empty((len(video_keys),) + tuple(states.shape[1:]))
+        out[index.to(device)] = states
+    if out is None:
+        raise ValueError("question_states_grouped needs at least one question")
+    return out
+
+
+@torch.no_grad()
+def rank_from_states(model, question_states: torch.Tensor, question_mask: torch.Tensor, answer_ids: torch.Tensor,
+                     answer_mask: torch.Tensor, k: int, pad_token_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The answer-list ranking of :func:`rank_questions` from already encoded questions."""
+    device = model_device(model)
+    k = min(int(k), int(answer_ids.shape[0]))
+    topk_ids, topk_probs = model.rank_from_states(question_states.to(device), question_mask.to(device),
+                                                  answer_ids.to(device), answer_mask.to(device), k,
+                                                  pad_token_id=pad_token_id)
+    return topk_ids.cpu(), topk_probs.float().cpu()
+
+
 def rank_all(model, batches: Iterable[QABatch], answer_list: Sequence[str], answer_ids: torch.Tensor,
              answer_mask: torch.Tensor, k: int = 128, reducer: Optional[Reducer] = None,
              pad_token_id: int = 0) -> QARanking:
@@ -79,4 +118,4 @@ def rank_all(model, batches: Iterable[QABatch], answer_list: Sequence[str], answ
                      token_counts=counts)
 
 
-__all__ = ["QABatch", "QARanking", "rank_questions", "rank_all"]
+__all__ = ["QABatch", "QARanking", "rank_questions", "question_states_grouped", "rank_from_states", "rank_all"]

@@ -8,13 +8,16 @@ Pure functions of a model and already-computed features:
   clip axis).
 * :func:`itm_rerank`: for every video the top-``k_test`` texts by ITC, for every text the
   top-``k_test`` videos, re-scored with the ITM head's positive-class logit; every other entry is
-  -100. The re-ranked matrices hold ITM logits only (not ITC + ITM).
+  -100. The re-ranked matrices hold ITM logits only (not ITC + ITM). This is the official execution,
+  pair by pair (the ``pairwise`` engine); :mod:`vidtldr.tasks.itm` has the ``grouped`` engine, which
+  fills the same matrices reading each video once.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 
@@ -39,6 +42,35 @@ class VisionFeatures:
 
 
 @dataclass
+class ITMStats:
+    """What an ITM engine executed, enough to count its FLOPs exactly (:mod:`vidtldr.cost.itm`)."""
+
+    engine: str
+    pairs: int = 0  # (text, video) pairs sent through the fusion layers
+    written: int = 0  # matrix entries given a logit (i2t + t2i); > pairs when shared pairs were scored once
+    # (padded text length, vision tokens) -> pairs scored at that shape
+    pair_shapes: Counter = field(default_factory=Counter)
+    # grouped only: vision tokens -> videos whose cross-attention K/V were projected (once each)
+    video_kv: Counter = field(default_factory=Counter)
+    # grouped only: text length -> texts whose video-independent part was computed (once each)
+    text_parts: Counter = field(default_factory=Counter)
+
+    def add(self, other: "ITMStats") -> "ITMStats":
+        """The sum of two ranks' work."""
+        out = ITMStats(self.engine, self.pairs + other.pairs, self.written + other.written)
+        out.pair_shapes = self.pair_shapes + other.pair_shapes
+        out.video_kv = self.video_kv + other.video_kv
+        out.text_parts = self.text_parts + other.text_parts
+        return out
+
+    def to_dict(self) -> dict:
+        return {"engine": self.engine, "pairs": self.pairs, "written": self.written,
+                "pair_shapes": [[lt, nv, c] for (lt, nv), c in sorted(self.pair_shapes.items())],
+                "video_kv": [[nv, c] for nv, c in sorted(self.video_kv.items())],
+                "text_parts": [[lt, c] for lt, c in sorted(self.text_parts.items())]}
+
+
+@dataclass
 class RetrievalScores:
     i2t_emb: torch.Tensor  # [N_v, N_t] ITC
     t2i_emb: torch.Tensor  # [N_t, N_v] = i2t_emb.T
@@ -46,6 +78,7 @@ class RetrievalScores:
     t2i: torch.Tensor  # [N_t, N_v]
     i2t_topk: torch.Tensor  # [N_v, k] candidate texts per video (topk order)
     t2i_topk: torch.Tensor  # [N_t, k] candidate videos per text
+    stats: Optional[ITMStats] = None  # what the ITM engine executed (this process's share)
 
 
 @torch.no_grad()
@@ -82,17 +115,33 @@ def itc_scores(vision_feat: torch.Tensor, text_feat: torch.Tensor) -> torch.Tens
     return torch.einsum("mld,nd->mln", vision_feat, text_feat).mean(1)
 
 
+def candidates(i2t_emb: torch.Tensor, k_test: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official candidate sets: ``(i2t_topk [N_v, k_v2t], t2i_topk [N_t, k_t2i])``, the top
+    ``min(k_test, N)`` by ITC of each row, in ``topk`` order (one ``topk`` per row, as the official loop)."""
+    num_videos, num_texts = i2t_emb.shape
+    t2i_emb = i2t_emb.t()
+    k_i2t, k_t2i = min(num_texts, int(k_test)), min(num_videos, int(k_test))
+    i2t_topk = torch.empty(num_videos, k_i2t, dtype=torch.long)
+    for i in range(num_videos):
+        i2t_topk[i] = i2t_emb[i].topk(k_i2t).indices
+    t2i_topk = torch.empty(num_texts, k_t2i, dtype=torch.long)
+    for j in range(num_texts):
+        t2i_topk[j] = t2i_emb[j].topk(k_t2i).indices
+    return i2t_topk, t2i_topk
+
+
 @torch.no_grad()
 def itm_rerank(model, i2t_emb: torch.Tensor, text: TextFeatures, vision_tokens: torch.Tensor | Sequence[torch.Tensor],
                k_test: int = 128, chunk: int = 32, video_rows: Optional[Sequence[int]] = None,
-               text_rows: Optional[Sequence[int]] = None) -> RetrievalScores:
+               text_rows: Optional[Sequence[int]] = None,
+               on_pairs: Optional[Callable[[int], None]] = None) -> RetrievalScores:
     """ITM re-ranking in both directions with ``k = min(candidates, k_test)`` and the -100 fill.
 
     ``vision_tokens[i]`` is video i's ``[N, C]`` tokens: a tensor, or any indexable that reads them on
     demand (the disk-backed feature store). ``video_rows`` / ``text_rows`` restrict the ITM work to
     those rows of the video->text / text->video matrices (one rank's share in a data-parallel run);
     other rows keep the -100 fill. The candidate lists (``*_topk``) are always complete: they cost
-    one ``topk`` per row.
+    one ``topk`` per row. ``on_pairs(n)`` is called after each ITM forward of ``n`` pairs (progress).
     """
     device = _device(model)
     num_videos, num_texts = i2t_emb.shape
@@ -103,36 +152,38 @@ def itm_rerank(model, i2t_emb: torch.Tensor, text: TextFeatures, vision_tokens: 
     def video(i: int) -> torch.Tensor:
         return vision_tokens[i].to(device)
 
-    def logits(text_rows: torch.Tensor, vision_rows: torch.Tensor) -> torch.Tensor:
-        return model.itm_logit(text.embeds[text_rows].to(device), text.mask[text_rows].to(device),
-                               vision_rows).float().cpu()
+    stats = ITMStats("pairwise")
 
-    k_i2t = min(num_texts, int(k_test))
+    def logits(text_rows: torch.Tensor, vision_rows: torch.Tensor) -> torch.Tensor:
+        out = model.itm_logit(text.embeds[text_rows].to(device), text.mask[text_rows].to(device),
+                              vision_rows).float().cpu()
+        stats.pairs += len(text_rows)
+        stats.pair_shapes[(int(text.embeds.shape[1]), int(vision_rows.shape[1]))] += len(text_rows)
+        if on_pairs is not None:
+            on_pairs(len(text_rows))
+        return out
+
+    i2t_topk, t2i_topk = candidates(i2t_emb, k_test)
+    k_i2t, k_t2i = i2t_topk.shape[1], t2i_topk.shape[1]
     i2t = torch.full((num_videos, num_texts), NOT_RERANKED, dtype=torch.float32)
-    i2t_topk = torch.empty(num_videos, k_i2t, dtype=torch.long)
-    for i in range(num_videos):
-        i2t_topk[i] = i2t_emb[i].topk(k_i2t).indices
     for i in do_video:
-        candidates = i2t_topk[i]
+        row = i2t_topk[i]
         tokens = video(i)
         for start in range(0, k_i2t, chunk):
-            rows = candidates[start:start + chunk]
+            rows = row[start:start + chunk]
             i2t[i, rows] = logits(rows, tokens[None].expand(len(rows), -1, -1))
 
-    k_t2i = min(num_videos, int(k_test))
     t2i = torch.full((num_texts, num_videos), NOT_RERANKED, dtype=torch.float32)
-    t2i_topk = torch.empty(num_texts, k_t2i, dtype=torch.long)
-    for j in range(num_texts):
-        t2i_topk[j] = t2i_emb[j].topk(k_t2i).indices
     for j in do_text:
-        candidates = t2i_topk[j]
+        row = t2i_topk[j]
         for start in range(0, k_t2i, chunk):
-            cols = candidates[start:start + chunk]
+            cols = row[start:start + chunk]
             tokens = torch.stack([video(int(c)) for c in cols])
             t2i[j, cols] = logits(torch.full((len(cols),), j, dtype=torch.long), tokens)
+    stats.written = stats.pairs
     return RetrievalScores(i2t_emb=i2t_emb, t2i_emb=t2i_emb, i2t=i2t, t2i=t2i, i2t_topk=i2t_topk,
-                           t2i_topk=t2i_topk)
+                           t2i_topk=t2i_topk, stats=stats)
 
 
-__all__ = ["TextFeatures", "VisionFeatures", "RetrievalScores", "encode_texts", "encode_videos", "itc_scores",
-           "itm_rerank", "NOT_RERANKED"]
+__all__ = ["TextFeatures", "VisionFeatures", "RetrievalScores", "ITMStats", "encode_texts", "encode_videos",
+           "itc_scores", "candidates", "itm_rerank", "NOT_RERANKED"]
