@@ -31,12 +31,10 @@ def test_round_trip_and_separate_keys(tmp_path):
 def test_failed_write_leaves_no_shard_and_no_temp_file(tmp_path, monkeypatch):
     cache = FeatureCache(tmp_path, {"k": 1})
 
-    def broken_save(obj, path):
-        with open(path, "wb") as handle:
-            handle.write(b"half")  # a partial file under the temporary name
-        raise KeyboardInterrupt
+    def interrupted_fsync(fd):
+        raise KeyboardInterrupt  # the bytes sit in a partial file under the temporary name
 
-    monkeypatch.setattr(cache_module.torch, "save", broken_save)
+    monkeypatch.setattr(cache_module.os, "fsync", interrupted_fsync)
     with pytest.raises(KeyboardInterrupt):
         cache.save("v", {"x": torch.zeros(1)})
     assert not cache.has("v")

@@ -19,9 +19,12 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
+from vidtldr.errors import RunDirError
 from vidtldr.run.cache import atomic_write_text
 
 RECORD_NAME = "record.json"
+# Files of a finished run that eval.overwrite=true moves aside (never deletes).
+RUN_OUTPUTS = (RECORD_NAME, "predictions.json")
 SCHEMA_VERSION = 1
 
 # Packages whose versions can change numbers or behaviour.
@@ -119,6 +122,56 @@ def write_record(run_dir: str | os.PathLike, record: dict) -> Path:
     path = Path(run_dir) / RECORD_NAME
     atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False, default=_json_default) + "\n")
     return path
+
+
+def read_existing(run_dir: str | os.PathLike) -> dict | None:
+    """The record in ``run_dir``, or None when there is none or it cannot be parsed."""
+    try:
+        with open(Path(run_dir) / RECORD_NAME, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def is_complete(record: dict | None) -> bool:
+    return bool(record) and record.get("status") == "complete"
+
+
+def protect_finished(run_dir: str | os.PathLike, *, overwrite: bool, move: bool = True) -> Path | None:
+    """A run directory that holds a complete record is never reused silently: refuse (RunDirError)
+    unless ``overwrite``, which moves the finished run's outputs aside as
+    ``record.replaced-<UTC time>.json`` (returned; ``move=False`` leaves that to another rank).
+    Failed, interrupted or unreadable records are simply replaced by the new run."""
+    run_dir = Path(run_dir)
+    old = read_existing(run_dir)
+    if not is_complete(old):
+        return None
+    path = run_dir / RECORD_NAME
+    if not overwrite:
+        raise RunDirError(f"{path} holds a complete record (finished {old.get('finished')}); it is never "
+                          "replaced silently: choose another hydra.run.dir, or pass eval.overwrite=true to keep "
+                          "it as record.replaced-<time>.json and run again")
+    if not move:
+        return None
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    aside = None
+    for name in RUN_OUTPUTS:
+        source = run_dir / name
+        if source.is_file():
+            target = source.with_name(f"{source.stem}.replaced-{stamp}{source.suffix}")
+            os.replace(source, target)
+            aside = aside or target
+    return aside
+
+
+def write_unless_complete(run_dir: str | os.PathLike, record: dict) -> bool:
+    """Write a failed / interrupted record, unless the file on disk is already complete (a finished
+    record is never replaced by a worse one, e.g. when a signal arrives just after it was written)."""
+    if is_complete(read_existing(run_dir)):
+        return False
+    write_record(run_dir, record)
+    return True
 
 
 def _json_default(value: Any):
