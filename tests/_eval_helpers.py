@@ -18,7 +18,7 @@ def read(run_dir: Path) -> dict:
 
 
 # Fields that legitimately differ between two runs of the same thing.
-VOLATILE = ("created", "finished", "timings", "cache", "run_dir", "command", "host", "git", "config", "wandb")
+VOLATILE = ("created", "finished", "timings", "cache", "run_dir", "command", "host", "pid", "git", "config", "wandb")
 
 
 def stable_view(record: dict) -> dict:
