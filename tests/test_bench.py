@@ -8,13 +8,14 @@ import sys
 
 import pytest
 
-from vidtldr.analysis import bench, flops
+from vidtldr.analysis import bench
+from vidtldr.config_utils import compose_config
 
 
 @pytest.fixture(scope="module")
 def tiny_result():
-    spec = flops.resolve_spec(flops.compose("bench", ["model=tiny"]))
-    return bench.run_bench(spec, reducers=["none", "vidtldr", "tome", "random"],
+    cfg = compose_config(["model=tiny"], config_name="bench")
+    return bench.run_bench(cfg, reducers=["none", "vidtldr", "tome", "random"],
                            attentions=["fused", "materialized"], repeats=1, warmup=1, device="cpu")
 
 
@@ -85,7 +86,7 @@ def test_cli_last_line_is_json(tmp_path):
 def test_cli_rejects_unknown_attention_mode():
     proc = subprocess.run([sys.executable, "-m", "vidtldr.analysis.bench", "model=tiny", "repeats=1", "write=false",
                            "attention=[fused,flash]"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and proc.stderr.startswith("vidtldr.analysis.bench: error:")
+    assert proc.returncode == 2 and proc.stderr.startswith("vidtldr.bench: error:")
 
 
 def test_render_only_regenerates_markdown(tiny_result, tmp_path):

@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import pytest
 
-from vidtldr.analysis import flops
-from vidtldr.analysis.flops import PUBLISHED_BASELINES, PUBLISHED_GFLOPS
+from vidtldr.analysis import flops, flops_trace
+from vidtldr.analysis.flops_reference import paper_gflops
+from vidtldr.config_utils import compose_config
 from vidtldr.cost.ledger import round1
 from vidtldr.cost.text import itm_rerank_cost, qa_cost, text_dims, text_query_cost
 from vidtldr.cost.vision import ReducerTraits, VisionDims, backbone_vision_dims, vision_cost
 from vidtldr.models.config import load_architecture
 from vidtldr.reduce.schedule import VIDTLDR_PRESETS
 from vidtldr.reduce.vidtldr import VidTLDR
+from vidtldr.run.runspec import resolve_model
 
 ARCH = {"umt_b": "umt_b16", "umt_l": "umt_l16"}
+PUBLISHED_GFLOPS = paper_gflops().schedules      # from vidtldr/report/paper_reference.csv
+PUBLISHED_BASELINES = paper_gflops().baselines
+
+
+def _spec(*overrides):
+    return resolve_model(compose_config(overrides, config_name="flops"))
 
 
 def _vision(backbone):
@@ -100,7 +108,7 @@ def test_qa_model_has_no_pool_norm():
 
 
 def test_figure1_mismatches_are_msvd_and_didemo():
-    mismatched = {d for d, g in flops.FIGURE1_GFLOPS.items() if g != PUBLISHED_GFLOPS[(d, "umt_b")]}
+    mismatched = {d for d, g in paper_gflops().figure1.items() if g != PUBLISHED_GFLOPS[(d, "umt_b")]}
     assert mismatched == {"msvd", "didemo"}
 
 
@@ -136,8 +144,8 @@ def test_traced_equals_analytic_tiny(merge, attention):
     vision, _ = flops.dims_from_config(cfg)
     reducer = _reducer(merge, [48, 0.2, 5], vision.depth)
     analytic = flops.reducer_cost(vision, 4, reducer)
-    traced = flops.traced_vision_cost(cfg.vision, _reducer(merge, [48, 0.2, 5], vision.depth), attention)
-    check = flops.compare(analytic, traced)
+    traced = flops_trace.traced_vision_cost(cfg.vision, _reducer(merge, [48, 0.2, 5], vision.depth), attention)
+    check = flops_trace.compare(analytic, traced)
     assert check["exact"], check
     assert traced.token_counts == analytic.tokens_per_layer
     if merge != "none":
@@ -154,18 +162,18 @@ def test_traced_equals_analytic_full_width_umt_b_one_frame():
     cfg = load_architecture("umt_b16", num_frames=1)
     vision, _ = flops.dims_from_config(cfg)
     analytic = flops.reducer_cost(vision, 1, _reducer("vidtldr", [50, 30, 20], 12))
-    traced = flops.traced_vision_cost(cfg.vision, _reducer("vidtldr", [50, 30, 20], 12), "fused")
-    assert flops.compare(analytic, traced)["exact"]
+    traced = flops_trace.traced_vision_cost(cfg.vision, _reducer("vidtldr", [50, 30, 20], 12), "fused")
+    assert flops_trace.compare(analytic, traced)["exact"]
     assert analytic.paper_by_op["match"] == 98 * 98 * 768 + 73 * 73 * 768 + 58 * 58 * 768
 
 
 @pytest.mark.parametrize("dataset", ["msrvtt", "msrvtt_qa"])
 def test_extra_costs_equal_traced_text_modules(dataset):
-    spec = flops.resolve_spec(flops.compose("flops", ["model=tiny", f"dataset={dataset}"]))
+    spec = _spec("model=tiny", f"dataset={dataset}")
     cfg = spec.umt_config()
     _, text = flops.dims_from_config(cfg)
     analytic = flops.extra_costs(text, spec, 124)
-    traced = flops.traced_extra_costs(cfg, spec, 124)
+    traced = flops_trace.traced_extra_costs(cfg, spec, 124)
     assert set(analytic) == set(traced)
     for name, total in traced.items():
         assert total == round(analytic[name]["gflops_paper"] * 1e9), name
@@ -176,14 +184,14 @@ def test_extra_costs_equal_traced_text_modules(dataset):
 
 
 def test_resolve_published_schedule_from_config_groups():
-    spec = flops.resolve_spec(flops.compose("flops", ["model=umt_b", "dataset=msrvtt", "merge=vidtldr"]))
+    spec = _spec("model=umt_b", "dataset=msrvtt", "merge=vidtldr")
     assert spec.arch == "umt_b16" and spec.num_frames == 12 and spec.k_test == 128 and spec.max_txt_l == 32
     assert spec.schedule == [600, 200, 100] + [0] * 9
-    spec = flops.resolve_spec(flops.compose("flops", ["model=umt_l", "dataset=didemo", "merge.r=[800,100]"]))
+    spec = _spec("model=umt_l", "dataset=didemo", "merge.r=[800,100]")
     assert spec.schedule == [800, 100] + [0] * 22
-    spec = flops.resolve_spec(flops.compose("flops", ["model=umt_b", "merge=none"]))
-    assert spec.schedule == [] and spec.reducer() is None
-    spec = flops.resolve_spec(flops.compose("flops", ["model=umt_b", "dataset=msrvtt_zs", "merge=none"]))
+    spec = _spec("model=umt_b", "merge=none")
+    assert spec.schedule == [0] * 12 and spec.reducer() is None
+    spec = _spec("model=umt_b", "dataset=msrvtt_zs", "merge=none")
     assert spec.num_frames == 4
 
 
@@ -191,7 +199,7 @@ def test_resolve_rejects_missing_baseline_schedule():
     from vidtldr.errors import ConfigError
 
     with pytest.raises(ConfigError, match="merge.r"):
-        flops.resolve_spec(flops.compose("flops", ["model=umt_b", "merge=random"]))
+        _spec("model=umt_b", "merge=random")
 
 
 def _run_cli(*args):
@@ -199,7 +207,7 @@ def _run_cli(*args):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "vidtldr.analysis.flops", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "vidtldr.flops", *args], capture_output=True, text=True,
                           timeout=300)
     return proc, (json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None)
 
@@ -232,4 +240,4 @@ def test_cli_tiny_traced_and_explicit_schedule():
 def test_cli_error_is_one_line():
     proc, _ = _run_cli("model=umt_b", "merge=tome", "trace=false")  # no ToMe preset for MSRVTT
     assert proc.returncode == 2
-    assert proc.stderr.startswith("vidtldr.analysis.flops: error:") and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("vidtldr.flops: error:") and "Traceback" not in proc.stderr

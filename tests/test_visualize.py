@@ -115,7 +115,7 @@ def test_palette_is_distinct():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["bogus=1"], "unknown key 'bogus'"),
+    (["bogus=1"], "Could not override 'bogus'"),
     (["merge=random"], "merge=random has no default schedule"),
     (["model=nope"], "cannot compose"),
     (["video=/nonexistent/clip.mp4"], "/nonexistent/clip.mp4"),
@@ -126,4 +126,4 @@ def test_cli_errors_are_one_clear_message(tmp_path, capsys, args, message):
         viz.main([f"out={tmp_path}", *args])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("vidtldr.analysis.visualize: error:") and message in err and "Traceback" not in err
+    assert err.startswith("vidtldr.visualize: error:") and message in err and "Traceback" not in err

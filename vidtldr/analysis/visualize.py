@@ -1,19 +1,20 @@
 """Show what a token reducer did to one video: merged groups and vid-TLDR saliency, as images.
 
-    python -m vidtldr.analysis.visualize                                   # tiny model, generated clip
-    python -m vidtldr.analysis.visualize video=clip.mp4 model=tiny merge=vidtldr merge.r=[0.3,0.2,0,0] out=viz/ gif=true
-    python -m vidtldr.analysis.visualize video=clip.mp4 model=umt_b dataset=msrvtt merge=vidtldr checkpoint=ret_msrvtt_b16_25m.pth
+    python -m vidtldr.visualize                                   # tiny model, generated clip
+    python -m vidtldr.visualize video=clip.mp4 model=tiny merge=vidtldr merge.r=[0.3,0.2,0,0] out=viz/ gif=true
+    python -m vidtldr.visualize video=clip.mp4 model=umt_b dataset=msrvtt merge=vidtldr model.checkpoint=ret_msrvtt_b16_25m.pth
 
-Arguments are ``key=value`` like the evaluation entry point: the config groups ``model=``,
-``merge=`` and ``dataset=`` (and dotted overrides such as ``merge.r=...``, ``merge.seed=...``)
-are composed with Hydra from ``configs/``, exactly as ``python -m vidtldr.eval`` does. Keys of
-this tool: ``video`` (a file; default: a generated tiny clip), ``out`` (folder, default ``viz``),
-``gif`` (also write an animated GIF), ``frames`` (number of sampled frames; default: the model's),
-``checkpoint`` and ``checkpoint_kind`` (finetuned|pretrained), ``seed`` (random weights), ``device``,
-``panel`` (pixels per frame in the overview figure, default 180).
+Arguments are Hydra overrides of ``configs/visualize.yaml``, which composes the evaluation's own
+configuration: ``model=``, ``dataset=``, ``merge=``, ``merge.r=``, ``eval.num_frames=``,
+``model.checkpoint=``, ``model.init=random``, ``device=`` are resolved by the evaluation's resolver
+(``vidtldr.run.runspec``), so the frames, schedule and checkpoint are the ones an evaluation run
+would use, and what it refuses is refused here with the same message. Keys of this tool: ``video``
+(a file; default: a generated tiny clip), ``out`` (folder, default ``viz``), ``gif`` (also write an
+animated GIF), ``panel`` (pixels per frame in the overview figure, default 180).
 
-Without a checkpoint the model has seeded random weights, and every image says so. What the images
-show is then a property of the reducer on those weights, not of a trained UMT.
+With ``model.init=random`` (the tiny model's default) the model has seeded random weights
+(``model.seed``), and every image says so. What the images show is then a property of the reducer
+on those weights, not of a trained UMT.
 
 Written files (the last line printed is a JSON object listing them):
 
@@ -34,17 +35,15 @@ import tempfile
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
-from vidtldr.errors import ConfigError, VidtldrError, cli_guard
+from vidtldr.errors import VidtldrError, cli_guard
 from vidtldr.reduce.base import ReductionState, Reducer
 
 GAP = 4  # white pixels between the frames of a strip
-TOOL_KEYS = ("video", "out", "gif", "frames", "checkpoint", "checkpoint_kind", "seed", "device", "panel")
-GROUP_KEYS = ("model", "merge", "dataset")
 LEGEND = ("groups: one colour per final token that holds several patches (untinted: holds one), white outlines "
           "between tokens\nhatched: patches no final token holds (merged with saliency 0, or dropped);  "
           "saliency: inferno, 0 (black) to 1 (yellow)")
@@ -305,58 +304,12 @@ def write_images(vis: Visualization, out_dir: str | Path, gif: bool = False, pan
 # ----------------------------------------------------------------------------- command line
 
 
-def parse_args(argv: Sequence[str]) -> tuple[dict, list[str]]:
-    """Split ``key=value`` arguments into this tool's keys and Hydra overrides (config groups
-    and dotted keys); anything else is an error that lists what is accepted."""
-    import yaml
-
-    tool: dict[str, Any] = {}
-    overrides: list[str] = []
-    for arg in argv:
-        if "=" not in arg:
-            raise ConfigError(f"argument {arg!r}: expected key=value (keys: {', '.join(TOOL_KEYS + GROUP_KEYS)}, "
-                              "or dotted overrides such as merge.r=[...])")
-        key, value = arg.split("=", 1)
-        if key in TOOL_KEYS:
-            tool[key] = value if key in ("video", "out", "checkpoint") else yaml.safe_load(value)
-        elif key in GROUP_KEYS or key.split(".")[0] in GROUP_KEYS:
-            overrides.append(arg)
-        else:
-            raise ConfigError(f"unknown key {key!r}; accepted: {', '.join(TOOL_KEYS + GROUP_KEYS)} "
-                              "and dotted overrides of model./merge./dataset.")
-    return tool, overrides
-
-
 def compose(overrides: Sequence[str]):
-    """The run configuration ``python -m vidtldr.eval`` would compose from these overrides."""
+    """``configs/visualize.yaml`` (the evaluation's configuration plus this tool's keys) composed
+    with ``overrides``; a bad override is a ConfigError naming it."""
     from vidtldr.config_utils import compose_config
 
-    return compose_config(overrides)
-
-
-def resolve_schedule(cfg, depth: int) -> list:
-    """merge.r of a composed config as a per-block list (``published`` as in the eval runs)."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import MissingMandatoryValue
-
-    from vidtldr.reduce.schedule import parse_schedule
-
-    name = str(cfg.merge.name)
-    if name == "none":
-        return parse_schedule(None, depth)
-    try:
-        r = cfg.merge.r
-    except MissingMandatoryValue:
-        raise ConfigError(f"merge={name} has no default schedule: give one, e.g. merge.r=[0.3,0.2]") from None
-    r = OmegaConf.to_container(r) if OmegaConf.is_config(r) else r
-    own = cfg.model.get("published_schedule")
-    if r == "published" and own is not None:
-        if name != "vidtldr":
-            raise ConfigError(f"merge={name} merge.r=published: model={cfg.model.name} only has a vid-TLDR "
-                              "schedule; give merge.r explicitly, e.g. merge.r=[48,24]")
-        return parse_schedule(list(OmegaConf.to_container(own)), depth)
-    dataset = str(cfg.dataset.name).split("_zs")[0]
-    return parse_schedule(r, depth, dataset=dataset, backbone=cfg.model.get("backbone"), reducer=name)
+    return compose_config(overrides, config_name="visualize")
 
 
 def tiny_clip(folder: Path) -> Path:
@@ -369,52 +322,54 @@ def tiny_clip(folder: Path) -> Path:
                       clip_index=2)
 
 
+def load_weights(model, cfg, spec) -> str:
+    """Load the checkpoint the evaluation would use for this config (none for ``model.init=random``);
+    returns how the images describe the weights."""
+    from vidtldr.errors import MissingFilesError
+    from vidtldr.run.runspec import resolve_checkpoint
+
+    checkpoint, kind, _ = resolve_checkpoint(cfg, spec.dataset, spec.setting)
+    if checkpoint is None:
+        return f"seeded random weights (seed {int(cfg.model.get('seed', 0))}), no checkpoint"
+    if not Path(checkpoint).is_file():
+        raise MissingFilesError(f"checkpoint {checkpoint} does not exist: set model.checkpoint=/path/to/file.pth, "
+                                "or model.init=random for seeded random weights")
+    from vidtldr.models.checkpoint import load_checkpoint
+
+    load_checkpoint(model, checkpoint, kind=kind)
+    return f"weights {Path(checkpoint).name}"
+
+
 def run(argv: Sequence[str]) -> dict:
     """Everything ``main`` does; returns the JSON summary."""
     from vidtldr.data.video import read_frames
     from vidtldr.models.config import load_architecture
     from vidtldr.models.umt import build_model
-    from vidtldr.reduce import build_reducer
+    from vidtldr.run.runspec import resolve_model
 
-    tool, overrides = parse_args(argv)
-    cfg = compose(overrides)
-    arch = str(cfg.model.arch)
-    caps = cfg.model.get("caps") or {}
-    num_frames = int(tool.get("frames") or caps.get("num_frames") or load_architecture(arch).vision.num_frames)
-    arch_cfg = load_architecture(arch, task="retrieval", num_frames=num_frames)
-    seed = int(tool.get("seed", cfg.model.get("seed", 0)))
-    device = str(tool.get("device", "cpu"))
-
-    torch.manual_seed(seed)  # random weights are a pure function of the seed, as in the eval runs
+    cfg = compose(argv)
+    spec = resolve_model(cfg)
+    num_frames = spec.num_frames
+    arch_cfg = load_architecture(spec.arch, task="retrieval", num_frames=num_frames)
+    device = str(cfg.device)
+    torch.manual_seed(int(cfg.model.get("seed", 0)))  # random weights are a pure function of the seed, as in eval
     model = build_model(arch_cfg)
-    checkpoint = tool.get("checkpoint") or cfg.model.get("checkpoint")
-    if checkpoint:
-        from vidtldr.models.checkpoint import load_checkpoint
-
-        load_checkpoint(model, checkpoint, kind=str(tool.get("checkpoint_kind", "finetuned")))
-        weights = f"weights {Path(checkpoint).name}"
-    else:
-        weights = f"seeded random weights (seed {seed}), no checkpoint"
+    weights = load_weights(model, cfg, spec)
     model = model.to(device).eval()
-
-    schedule = resolve_schedule(cfg, arch_cfg.vision.depth)
-    name = str(cfg.merge.name)
-    kwargs = {"seed": int(cfg.merge.seed)} if name == "random" and "seed" in cfg.merge else {}
-    reducer = None if name == "none" else build_reducer(name, schedule, **kwargs)
+    reducer = spec.reducer()
 
     with tempfile.TemporaryDirectory() as tmp:
-        video = Path(tool["video"]) if tool.get("video") else tiny_clip(Path(tmp))
-        shown_video = str(video) if tool.get("video") else "generated tiny clip"
+        video = Path(cfg.video) if cfg.get("video") else tiny_clip(Path(tmp))
+        shown_video = str(video) if cfg.get("video") else "generated tiny clip"
         frames = read_frames(video, num_frames)
-    nonzero = [e for e in schedule if e]
-    title = (f"{name} r={nonzero if nonzero else 0} on {cfg.model.name} ({arch}), {weights}; "
+    nonzero = [e for e in spec.schedule if e]
+    title = (f"{spec.merge} r={nonzero if nonzero else 0} on {spec.model} ({spec.arch}), {weights}; "
              f"{Path(shown_video).name}, {num_frames} frames")
     vis = analyse(model, frames, reducer, device=device, title=title)
     vis.title += f"; tokens {vis.token_counts[0]} -> {vis.token_counts[-1]}"
-    written = write_images(vis, tool.get("out", "viz"), gif=bool(tool.get("gif", False)),
-                           panel_px=int(tool.get("panel", 180)))
-    return {"files": [str(p) for p in written], "video": shown_video, "model": str(cfg.model.name),
-            "arch": arch, "weights": weights, "merge": name, "schedule": schedule,
+    written = write_images(vis, str(cfg.out), gif=bool(cfg.gif), panel_px=int(cfg.panel))
+    return {"files": [str(p) for p in written], "video": shown_video, "model": spec.model,
+            "arch": spec.arch, "weights": weights, "merge": spec.merge, "schedule": list(spec.schedule),
             "token_counts": vis.token_counts, "groups": vis.num_groups,
             "saliency_layers": [layer for layer, _ in vis.saliency]}
 
@@ -424,7 +379,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv and argv[0] in ("-h", "--help", "help"):
         print(__doc__)
         return 0
-    with cli_guard("vidtldr.analysis.visualize"):
+    with cli_guard("vidtldr.visualize"):
         try:
             summary = run(argv)
         except (ValueError, OSError) as exc:  # e.g. a frame-count mismatch, an unwritable folder

@@ -45,9 +45,11 @@ def checkpoint_key(name: str) -> str:
     return name[: -len("_val")] if name.endswith("_val") else name
 
 
-@dataclass
-class RunSpec:
-    """The resolved settings of one run (everything a record needs to say what ran)."""
+@dataclass(kw_only=True)
+class ModelSpec:
+    """What a config resolves to at the model level: no data paths, no checkpoint. Every tool that
+    reads a run config (evaluation, flops, bench, visualize, ...) gets these from
+    :func:`resolve_model`, so they agree on the frames, k_test, text lengths and schedule."""
 
     task: str                      # retrieval | qa
     dataset: str                   # config name, e.g. msrvtt_zs
@@ -56,13 +58,6 @@ class RunSpec:
     model: str                     # umt_b | umt_l | tiny
     backbone: str
     arch: str                      # architecture json name
-    init: str                      # checkpoint | random
-    seed: int
-    checkpoint: Optional[str]      # path, or None for random init
-    checkpoint_kind: Optional[str]  # finetuned | pretrained
-    checkpoint_from_zoo: bool      # the file comes from model.checkpoints (a UMT model-zoo name), not model.checkpoint
-    data_source: str               # real | tiny
-    data_root: str
     num_frames: int
     k_test: int
     max_txt_l: Optional[int]
@@ -73,12 +68,37 @@ class RunSpec:
     merge_args: dict = field(default_factory=dict)
     schedule_spec: Any = None      # merge.r as given
     schedule: list = field(default_factory=list)  # resolved, one entry per block
-    limit: Optional[int] = None
-    device: str = "cpu"
-    precision: str = "fp32"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def umt_config(self):
+        """The architecture at this spec's task and frame count."""
+        from vidtldr.models.config import load_architecture
+
+        return load_architecture(self.arch, task=self.task, num_frames=self.num_frames)
+
+    def reducer(self):
+        """A fresh reducer running this spec's schedule (None for merge=none)."""
+        from vidtldr.reduce import build_reducer
+
+        return None if self.merge == "none" else build_reducer(self.merge, list(self.schedule), **self.merge_args)
+
+
+@dataclass(kw_only=True)
+class RunSpec(ModelSpec):
+    """The resolved settings of one evaluation run (everything a record needs to say what ran)."""
+
+    init: str                      # checkpoint | random
+    seed: int
+    checkpoint: Optional[str]      # path, or None for random init
+    checkpoint_kind: Optional[str]  # finetuned | pretrained
+    checkpoint_from_zoo: bool      # the file comes from model.checkpoints (a UMT model-zoo name), not model.checkpoint
+    data_source: str               # real | tiny
+    data_root: str
+    limit: Optional[int] = None
+    device: str = "cpu"
+    precision: str = "fp32"
 
 
 def _merge_r(cfg: DictConfig) -> Any:
@@ -147,54 +167,87 @@ def check_numbers(cfg: DictConfig) -> None:
             _count(key, cfg[section][name], 1)
 
 
-def resolve(cfg: DictConfig, *, data_root: Optional[str] = None) -> RunSpec:
-    """Resolve a composed config. ``data_root`` overrides where the data is (the tiny dataset)."""
+def _setting_value(cfg: DictConfig, key: str, dataset_value: Any, cap: Optional[int]) -> int:
+    """``eval.<key>`` if set, else the dataset's value; then capped by the model."""
+    given = cfg.get("eval", {}).get(key)
+    value = (_count(f"eval.{key}", given, 1) if given is not None
+             else _count(f"dataset {cfg.dataset.name}: {key}", dataset_value, 1))
+    return _cap(value, cap)
+
+
+def resolve_model(cfg: DictConfig) -> ModelSpec:
+    """The model-level resolution of a composed config (groups ``model``, ``dataset``, ``merge`` and
+    the keys ``eval.num_frames`` / ``eval.k_test``): frames, k_test and text lengths from the
+    dataset (capped by the model), the architecture, and ``merge.r`` as a per-block schedule
+    (``published`` = the model's own preset if it has one, else the published schedule of the
+    dataset and backbone; refused for zero-shot)."""
     from vidtldr.models.config import load_architecture
+    from vidtldr.reduce import reducer_class
 
     ds, model = cfg.dataset, cfg.model
-    name = str(ds.name)
-    task = str(ds.task)
+    name, task = str(ds.name), str(ds.task)
     setting = dataset_setting(name)
     caps = _plain(model.get("caps")) or {}
-    ev = cfg.eval
-    check_numbers(cfg)
-    num_frames = (_count("eval.num_frames", ev.num_frames, 1) if ev.get("num_frames") is not None
-                  else _count(f"dataset {name}: num_frames", ds.num_frames, 1))
-    num_frames = _cap(num_frames, caps.get("num_frames"))
-    k_test = (_count("eval.k_test", ev.k_test, 1) if ev.get("k_test") is not None
-              else _count(f"dataset {name}: k_test", ds.k_test, 1))
-    k_test = _cap(k_test, caps.get("k_test"))
-    arch_cfg = load_architecture(str(model.arch), task=task, num_frames=num_frames)
+    num_frames = _setting_value(cfg, "num_frames", ds.num_frames, caps.get("num_frames"))
+    k_test = _setting_value(cfg, "k_test", ds.k_test, caps.get("k_test"))
+    reducer_class(str(cfg.merge.name))  # an unknown reducer is refused before anything else
+    depth = load_architecture(str(model.arch), task=task, num_frames=num_frames).vision.depth
+    schedule_spec, schedule = resolve_schedule(cfg, depth, name, setting)
+    return ModelSpec(
+        task=task, dataset=name, dataset_base=dataset_base(name), setting=setting, model=str(model.name),
+        backbone=str(model.backbone), arch=str(model.arch), num_frames=num_frames, k_test=k_test,
+        max_txt_l=text_length(ds, str(model.backbone)), max_q_len=_opt_int(ds.get("max_q_len")),
+        max_a_len=_opt_int(ds.get("max_a_len")), trimmed30=bool(ds.get("trimmed30", False)) and task != "qa",
+        merge=str(cfg.merge.name), merge_args=merge_args(cfg), schedule_spec=schedule_spec, schedule=schedule)
 
-    checkpoint = kind = None
-    from_zoo = False
-    if model.init == "checkpoint":
-        kind = "pretrained" if setting == "zeroshot" else "finetuned"
-        if model.get("checkpoint"):
-            checkpoint = str(model.checkpoint)
-        else:
-            files = _plain(model.get("checkpoints")) or {}
-            key = checkpoint_key(name)
-            if key not in files:
-                raise ConfigError(f"model={model.name} has no checkpoint for dataset={name} "
-                                  f"(model.checkpoints has {sorted(files)}); set model.checkpoint=/path/to/file.pth")
-            checkpoint = str(Path(cfg.paths.checkpoints) / files[key])
-            from_zoo = True
-    elif model.init != "random":
+
+def merge_args(cfg: DictConfig) -> dict:
+    """The merge group's keys besides ``name`` and ``r``: keyword arguments of the reducer."""
+    return {k: _plain(cfg.merge[k]) for k in cfg.merge.keys() if k not in ("name", "r")}
+
+
+def with_merge(cfg: DictConfig, name: str, r: Any) -> DictConfig:
+    """A copy of ``cfg`` that runs reducer ``name`` at schedule ``r`` (as ``merge=<name> merge.r=<r>``
+    would; the current merge's other keys are kept when it is the same reducer)."""
+    from omegaconf import OmegaConf, open_dict
+
+    out = cfg.copy()
+    merge = merge_args(cfg) if cfg.merge.name == name else {}
+    with open_dict(out):
+        out.merge = OmegaConf.create({"name": name, "r": r, **merge})
+    return out
+
+
+def resolve_checkpoint(cfg: DictConfig, dataset: str, setting: str) -> tuple[Optional[str], Optional[str], bool]:
+    """(checkpoint path or None for random init, its kind, whether it is a model-zoo file)."""
+    model = cfg.model
+    if model.init == "random":
+        return None, None, False
+    if model.init != "checkpoint":
         raise ConfigError(f"model.init must be 'checkpoint' or 'random', got {model.init!r}")
+    kind = "pretrained" if setting == "zeroshot" else "finetuned"
+    if model.get("checkpoint"):
+        return str(model.checkpoint), kind, False
+    files = _plain(model.get("checkpoints")) or {}
+    key = checkpoint_key(dataset)
+    if key not in files:
+        raise ConfigError(f"model={model.name} has no checkpoint for dataset={dataset} "
+                          f"(model.checkpoints has {sorted(files)}); set model.checkpoint=/path/to/file.pth")
+    return str(Path(cfg.paths.checkpoints) / files[key]), kind, True
 
-    schedule_spec, schedule = resolve_schedule(cfg, arch_cfg.vision.depth, name, setting)
-    merge_args = {k: _plain(v) for k, v in cfg.merge.items() if k not in ("name", "r")}
+
+def resolve(cfg: DictConfig, *, data_root: Optional[str] = None) -> RunSpec:
+    """The evaluation's resolution: :func:`resolve_model` plus checkpoint, data, device and the
+    run-level numbers. ``data_root`` overrides where the data is (the tiny dataset)."""
+    check_numbers(cfg)
+    base = resolve_model(cfg)
+    checkpoint, kind, from_zoo = resolve_checkpoint(cfg, base.dataset, base.setting)
     limit = cfg.data.get("limit")
     return RunSpec(
-        task=task, dataset=name, dataset_base=dataset_base(name), setting=setting, model=str(model.name),
-        backbone=str(model.backbone), arch=str(model.arch), init=str(model.init), seed=int(model.get("seed", 0)),
-        checkpoint=checkpoint, checkpoint_kind=kind, checkpoint_from_zoo=from_zoo, data_source=str(cfg.data.source),
-        data_root=str(data_root if data_root is not None else cfg.paths.data), num_frames=num_frames,
-        k_test=k_test, max_txt_l=text_length(ds, str(model.backbone)), max_q_len=_opt_int(ds.get("max_q_len")),
-        max_a_len=_opt_int(ds.get("max_a_len")),
-        trimmed30=bool(ds.get("trimmed30", False)) and task != "qa",
-        merge=str(cfg.merge.name), merge_args=merge_args, schedule_spec=schedule_spec, schedule=schedule,
+        **{f.name: getattr(base, f.name) for f in dataclasses.fields(ModelSpec)},
+        init=str(cfg.model.init), seed=int(cfg.model.get("seed", 0)), checkpoint=checkpoint,
+        checkpoint_kind=kind, checkpoint_from_zoo=from_zoo, data_source=str(cfg.data.source),
+        data_root=str(data_root if data_root is not None else cfg.paths.data),
         limit=int(limit) if limit is not None else None, device=str(cfg.device),
         precision=str(cfg.get("precision", "fp32")),
     )

@@ -1,0 +1,195 @@
+"""fvcore's count of the real modules, to keep the analytic counts (:mod:`vidtldr.cost`) honest.
+
+fvcore has no handle for ``aten::scaled_dot_product_attention`` (a fused attention would count 0),
+so one is added; the reducers' own similarity matmuls are counted as fvcore's "matmul".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+from vidtldr.cost.vision import VisionCost
+
+
+# ----------------------------------------------------------------------------------------------
+
+def _sdpa_flop_jit(inputs, outputs) -> Counter:
+    """fvcore handle for ``aten::scaled_dot_product_attention``: q.k^T plus A.v multiply-adds,
+    counted under "attention" (the materialised execution counts the same work as "matmul")."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(t) for t in inputs[:3])
+    *batch, n_q, d = q
+    n_k, d_v = k[-2], v[-1]
+    lead = math.prod(batch)
+    return Counter({"attention": lead * n_q * n_k * (d + d_v)})
+
+
+def _counting_analysis(module, args):
+    from fvcore.nn import FlopCountAnalysis
+
+    analysis = FlopCountAnalysis(module, args)
+    analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_flop_jit)
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    analysis.tracer_warnings("none")
+    return analysis
+
+
+@dataclass
+class TracedCount:
+    total: int
+    by_operator: dict[str, int]
+    token_counts: list[int]
+
+    def merged_attention(self) -> dict[str, int]:
+        """``by_operator`` with the fused "attention" folded into "matmul" (paper view)."""
+        out = dict(self.by_operator)
+        out["matmul"] = out.get("matmul", 0) + out.pop("attention", 0)
+        return out
+
+
+@contextlib.contextmanager
+def _quiet_trace():
+    """fvcore traces with torch.jit, which torch 2.x marks deprecated and which warns about every
+    Python-side shape computation; neither says anything about the count."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
+@contextlib.contextmanager
+def _untraced_random_draws():
+    """Random drop seeds one generator per sample from Python integers computed from the tokens'
+    shape and values, which the JIT tracer cannot follow. Its index draw counts no operator for
+    fvcore anyway, so while tracing it is run with the tracer paused (its indices enter the graph as
+    constants); the gather that applies them stays traced, so nothing upstream is pruned."""
+    import torch
+
+    from vidtldr.reduce import random_drop
+
+    original = random_drop.per_sample_keep_indices
+
+    def paused(*args, **kwargs):
+        state = torch._C._get_tracing_state()
+        torch._C._set_tracing_state(None)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            torch._C._set_tracing_state(state)
+
+    random_drop.per_sample_keep_indices = paused
+    try:
+        yield
+    finally:
+        random_drop.per_sample_keep_indices = original
+
+
+def traced_vision_cost(vision_cfg, reducer=None, attention: str = "fused", batch: int = 1,
+                       seed: int = 0) -> TracedCount:
+    """fvcore's count of one forward of the real ``VisionTransformer`` (random weights).
+
+    ``attention="fused"`` traces SDPA / query-blocked attention (counted by the added handle),
+    ``"materialized"`` the official explicit map; both must give the same total. The reducer's
+    similarity matmul is counted as fvcore's "matmul"; :func:`compare` splits it off analytically.
+    """
+    import torch
+
+    from vidtldr.models.vit import VisionTransformer
+
+    torch.manual_seed(seed)
+    model = VisionTransformer(vision_cfg, attention=attention).eval()
+    seen: dict = {}
+
+    class _Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vit = model
+
+        def forward(self, videos):
+            out = self.vit(videos, reducer=reducer)
+            seen["counts"] = list(out.state.token_counts)
+            return (out.tokens,) if out.pooled is None else (out.tokens, out.pooled)
+
+    size = vision_cfg.img_size
+    videos = torch.randn(batch, vision_cfg.num_frames, 3, size, size)
+    with torch.no_grad(), _untraced_random_draws(), _quiet_trace():
+        analysis = _counting_analysis(_Encoder().eval(), (videos,))
+        by_op = dict(analysis.by_operator())
+        total = int(analysis.total())
+    return TracedCount(total=total, by_operator={k: int(v) for k, v in by_op.items()},
+                       token_counts=seen.get("counts", []))
+
+
+def traced_extra_costs(umt_cfg, spec, vision_tokens: int, seed: int = 0) -> dict:
+    """fvcore counts (paper convention) of the costs outside the encoder, on the real text modules
+    (random weights): text-mode encoder + ITC projection for one caption and one ITM pair (times
+    ``k_test``) for retrieval; question encoder + first-token pass + ``k_test`` candidates for QA."""
+    import torch
+
+    from vidtldr.models.umt import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(umt_cfg)
+    width = umt_cfg.vision.width
+
+    class _Call(torch.nn.Module):
+        def __init__(self, fn):
+            super().__init__()
+            self.model = model
+            self.fn = fn
+
+        def forward(self, *args):
+            return self.fn(*args)
+
+    def traced(fn, *args) -> int:
+        with torch.no_grad(), _quiet_trace():
+            return int(_counting_analysis(_Call(fn), args).total())
+
+    def ids(rows: int, length: int):
+        return torch.randint(5, max(6, umt_cfg.text.vocab_size - 1), (rows, length))
+
+    vision = torch.randn(1, vision_tokens, width)
+    out = {}
+    if spec.task == "qa":
+        q_ids, q_mask = ids(1, spec.max_q_len), torch.ones(1, spec.max_q_len, dtype=torch.long)
+        with torch.no_grad():
+            states = model.encode_question(vision, q_ids, q_mask)
+        k = spec.k_test
+        a_ids, a_mask = ids(k, spec.max_a_len), torch.ones(k, spec.max_a_len, dtype=torch.long)
+        total = traced(lambda v, i, m: model.encode_question(v, i, m), vision, q_ids, q_mask)
+        total += traced(lambda q, m: model.start_logits(q, m, 2), states, q_mask)
+        total += traced(lambda a, am, q, m: model.answer_loss(a, am, q, m), a_ids, a_mask,
+                        states.repeat(k, 1, 1), q_mask.repeat(k, 1))
+        out["qa_per_question"] = total
+    else:
+        t_ids, t_mask = ids(1, spec.max_txt_l), torch.ones(1, spec.max_txt_l, dtype=torch.long)
+        out["text_per_query"] = traced(lambda i, m: model.itc_text(model.encode_text(i, m)), t_ids, t_mask)
+        with torch.no_grad():
+            text_states = model.encode_text(t_ids, t_mask)
+        pair = traced(lambda t, m, v: model.itm_logit(t, m, v), text_states, t_mask, vision)
+        out["itm_rerank_per_query"] = pair * spec.k_test
+    return out
+
+
+def compare(analytic: VisionCost, traced: TracedCount) -> dict:
+    """Cross-check: per fvcore operator, analytic minus traced (all zero when they agree).
+
+    The analytic "attention" (q.k^T, A.v) and "match" categories are both "matmul" for fvcore,
+    unless the trace ran fused attention (then attention is the SDPA handle's category)."""
+    a = Counter(analytic.paper_by_op)
+    a["matmul"] += a.pop("match", 0)
+    t = Counter(traced.merged_attention())
+    ops = sorted(set(a) | set(t))
+    diff = {op: int(a.get(op, 0) - t.get(op, 0)) for op in ops}
+    return {"exact": all(v == 0 for v in diff.values()) and analytic.tokens_per_layer == traced.token_counts,
+            "diff_by_op": {k: v for k, v in diff.items() if v},
+            "analytic": analytic.paper, "traced": traced.total}
