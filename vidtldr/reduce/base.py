@@ -29,7 +29,7 @@ with ``@register_reducer("name")``; :func:`reducer_class` imports every module o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Optional
+from typing import Literal, Optional
 
 import torch
 
