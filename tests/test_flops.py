@@ -10,7 +10,7 @@ from vidtldr.analysis.flops_reference import paper_gflops
 from vidtldr.config_utils import compose_config
 from vidtldr.cost.ledger import round1
 from vidtldr.cost.text import itm_rerank_cost, qa_cost, text_dims, text_query_cost
-from vidtldr.cost.vision import ReducerTraits, VisionDims, backbone_vision_dims, vision_cost
+from vidtldr.cost.vision import ReducerTraits, VisionDims, backbone_vision_dims, reducer_cost, vision_cost, vision_dims
 from vidtldr.models.config import load_architecture
 from vidtldr.reduce.schedule import VIDTLDR_PRESETS
 from vidtldr.reduce.vidtldr import VidTLDR
@@ -141,9 +141,9 @@ def test_traced_equals_analytic_tiny(merge, attention):
     from vidtldr.models.config import load_architecture
 
     cfg = load_architecture("tiny", num_frames=4)
-    vision, _ = flops.dims_from_config(cfg)
+    vision = vision_dims(cfg)
     reducer = _reducer(merge, [48, 0.2, 5], vision.depth)
-    analytic = flops.reducer_cost(vision, 4, reducer)
+    analytic = reducer_cost(vision, 4, reducer)
     traced = flops_trace.traced_vision_cost(cfg.vision, _reducer(merge, [48, 0.2, 5], vision.depth), attention)
     check = flops_trace.compare(analytic, traced)
     assert check["exact"], check
@@ -160,8 +160,8 @@ def test_traced_equals_analytic_full_width_umt_b_one_frame():
     from vidtldr.models.config import load_architecture
 
     cfg = load_architecture("umt_b16", num_frames=1)
-    vision, _ = flops.dims_from_config(cfg)
-    analytic = flops.reducer_cost(vision, 1, _reducer("vidtldr", [50, 30, 20], 12))
+    vision = vision_dims(cfg)
+    analytic = reducer_cost(vision, 1, _reducer("vidtldr", [50, 30, 20], 12))
     traced = flops_trace.traced_vision_cost(cfg.vision, _reducer("vidtldr", [50, 30, 20], 12), "fused")
     assert flops_trace.compare(analytic, traced)["exact"]
     assert analytic.paper_by_op["match"] == 98 * 98 * 768 + 73 * 73 * 768 + 58 * 58 * 768
@@ -171,7 +171,7 @@ def test_traced_equals_analytic_full_width_umt_b_one_frame():
 def test_extra_costs_equal_traced_text_modules(dataset):
     spec = _spec("model=tiny", f"dataset={dataset}")
     cfg = spec.umt_config()
-    _, text = flops.dims_from_config(cfg)
+    text = text_dims(cfg)
     analytic = flops.extra_costs(text, spec, 124)
     traced = flops_trace.traced_extra_costs(cfg, spec, 124)
     assert set(analytic) == set(traced)

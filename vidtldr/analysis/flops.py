@@ -26,15 +26,10 @@ from vidtldr.analysis.flops_trace import compare, traced_extra_costs, traced_vis
 from vidtldr.config_utils import CONFIG_DIR
 from vidtldr.cost.ledger import round1
 from vidtldr.cost.text import TextDims, itm_rerank_cost, qa_cost, text_dims, text_query_cost
-from vidtldr.cost.vision import VisionDims, reducer_cost, vision_dims
+from vidtldr.cost.vision import reducer_cost, vision_dims
 from vidtldr.errors import cli_guard
 from vidtldr.reduce.schedule import VIDTLDR_PRESETS, parse_schedule
 from vidtldr.run.runspec import ModelSpec, resolve_model
-
-
-def dims_from_config(cfg) -> tuple[VisionDims, TextDims]:
-    """(vision, text) dimensions of a ``UMTConfig`` (kept for the runner's record; see cost/)."""
-    return vision_dims(cfg), text_dims(cfg)
 
 
 def published_reference(spec: ModelSpec, depth: int) -> Optional[dict]:
