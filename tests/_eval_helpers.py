@@ -18,7 +18,9 @@ def read(run_dir: Path) -> dict:
 
 
 # Fields that legitimately differ between two runs of the same thing.
-VOLATILE = ("created", "finished", "timings", "cache", "run_dir", "command", "host", "pid", "git", "config", "wandb")
+# "cost" holds seconds, and the work of data-parallel ranks (each computes the text parts it needs).
+VOLATILE = ("created", "finished", "timings", "cache", "run_dir", "command", "host", "pid", "git", "config", "wandb",
+            "cost")
 
 
 def stable_view(record: dict) -> dict:

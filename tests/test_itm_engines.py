@@ -247,3 +247,26 @@ def test_qa_runs_give_the_same_predictions_with_either_engine(tmp_path):
     assert records["grouped"]["metrics"] == records["pairwise"]["metrics"]
     assert (tmp_path / "grouped" / "predictions.json").read_text() == \
         (tmp_path / "pairwise" / "predictions.json").read_text()
+
+
+def test_run_records_the_whole_evaluation_cost_of_either_engine(tmp_path):
+    from _eval_helpers import make_cfg
+
+    from vidtldr.run.runner import run
+
+    cost = {e: run(make_cfg(tmp_path / "cache", f"eval.itm_engine={e}"), tmp_path / e, progress=False)["cost"]
+            for e in ("grouped", "pairwise")}
+    for engine, c in cost.items():
+        assert c["itm_engine"] == engine
+        assert c["pairs"]["pairwise"] == 7 * 4 + 7 * 4  # tiny MSRVTT: 7 videos, 7 texts, k_test 4
+        assert set(c["seconds"]) == {"decode", "vision", "text", "itc", "itm"}
+        assert all(v >= 0 for v in c["seconds"].values())
+        assert c["gflops"]["vision_encoder"]["paper"] > 0 and c["gflops"]["text_encoder"]["paper"] > 0
+    # the official execution costs exactly what the projection of the official execution says
+    assert cost["pairwise"]["pairs"]["scored"] == 56 and cost["pairwise"]["gflops"]["itm"] == \
+        cost["pairwise"]["gflops"]["itm_pairwise"]
+    grouped = cost["grouped"]
+    assert grouped["pairs"]["scored"] < 56 and grouped["pairs"]["written"] == 56
+    assert grouped["gflops"]["itm"]["paper"] < grouped["gflops"]["itm_pairwise"]["paper"]
+    assert grouped["gflops"]["itm_pairwise"] == cost["pairwise"]["gflops"]["itm_pairwise"]
+    assert grouped["itm_work"]["video_kv"] == [[grouped["itm_work"]["pair_shapes"][0][1], 7]]

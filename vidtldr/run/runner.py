@@ -275,6 +275,7 @@ def _execute(cfg: DictConfig, run_dir: Path, record: dict, progress: bool, t0: f
     record["cache"] = result.cache or {"video": video_cache.stats()}
     if "feature_store" in result.extra:
         record["feature_store"] = result.extra["feature_store"]
+    record["cost"] = result.extra.get("cost")  # whole-evaluation GFLOPs, ITM engine, seconds by stage
     timings.update(result.timings)
     _finish(record, cfg, spec, arch_cfg, reducer, result, timings, t0)
     if cfg.logger.wandb.enabled and ctx.is_main:

@@ -44,10 +44,14 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
         log.info("data.limit=%d: %d of %d questions", spec.limit, len(split.questions), total)
     device = model_device(model)
 
+    vision_s = [0.0]  # model time inside the video stage (the rest is decoding and cache I/O)
+
     @torch.no_grad()
     def encode(frames: torch.Tensor) -> list[dict]:
+        begin = time.perf_counter()
         out = model.encode_vision(frames.to(device), reducer=reducer)
         tokens = out.tokens.float().cpu()
+        vision_s[0] += time.perf_counter() - begin
         counts = torch.tensor(out.token_counts, dtype=torch.long)
         # clone: a contiguous() row would still save the whole batch's storage into each shard
         return [{"tokens": tokens[i].clone(), "token_counts": counts} for i in range(tokens.shape[0])]
@@ -119,6 +123,12 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
     counts = {"questions": len(split.questions), "questions_total": total, "videos": len(set(split.video_names)),
               "videos_total": total_videos, "videos_skipped": len(skipped), "videos_decoded": decoded,
               "videos_from_cache": cached, "answers": len(split.answer_list), "k_effective": k}
+    seconds = {"decode": timings["video_features_s"] - vision_s[0], "vision": vision_s[0],
+               "answer_ranking": timings["answer_ranking_s"]}
+    cost = {"itm_engine": engine, "seconds": {k: round(v, 3) for k, v in seconds.items()},
+            "note": "grouped: the questions about one video (within windows of consecutive questions) are "
+                    "encoded against its cross-attention keys/values projected once"}
     return TaskResult(metrics=metrics, counts=counts, token_counts=token_counts_of(videos), timings=timings,
                       skipped=[{"path": s.path, "reason": s.reason} for s in skipped],
-                      extra={"predictions": [{"question_id": q, "answer": a} for q, a in predictions.items()]})
+                      extra={"predictions": [{"question_id": q, "answer": a} for q, a in predictions.items()],
+                             "cost": cost})

@@ -22,6 +22,9 @@ from vidtldr.run.feature_store import TokenStore, build_from_cache, store_dir
 from vidtldr.tasks.metrics import retrieval_metrics
 from vidtldr.models.tokenizer import tokenize
 from vidtldr.tasks import retrieval as R
+from vidtldr.cost.itm import evaluation_cost
+from vidtldr.cost.text import text_dims
+from vidtldr.cost.vision import reducer_cost, vision_dims
 from vidtldr.tasks.itm import check_engine, pairwise_pairs, rerank
 from vidtldr.run.runner_features import (VideoFeatures, all_ranks_outcome, stack, token_counts_of,
                                            unique_in_order, video_features)
@@ -189,10 +192,37 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
     cache_stats = {"video": video_cache.stats(), "text": text_cache.stats()}
     if dist_ctx.enabled and video_cache.enabled:
         cache_stats["video"] = _sum_stats(D.all_gather_objects(video_cache.stats(), dist_ctx))
-    itm = {**scores.stats.to_dict(), "pairs_pairwise": pairwise_pairs(n_v, n_t, spec.k_test)}
+    cost = evaluation_cost_entry(model, reducer, spec.num_frames, len(unique_in_order(split.video_names)), n_t,
+                                 int(text.embeds.shape[1]), spec.k_test, n_v, scores.stats, timings)
     return TaskResult(metrics=metrics, counts=counts, token_counts=token_counts, timings=timings,
                       skipped=[{"path": s.path, "reason": s.reason} for s in skipped], cache=cache_stats,
-                      extra={"feature_store": store_info, "itm": itm})
+                      extra={"feature_store": store_info, "cost": cost})
+
+
+def evaluation_cost_entry(model, reducer, num_frames: int, distinct_videos: int, n_t: int, max_txt_l: int,
+                          k_test: int, n_v: int, stats: R.ITMStats, timings: dict) -> dict:
+    """``record.json``'s ``cost``: GFLOPs of the whole evaluation by stage (:mod:`vidtldr.cost.itm`;
+    every video and text counted as computed, cache or not), the ITM engine's work against the official
+    pairwise execution, and the seconds this run spent per stage."""
+    cfg = model.cfg
+    vision = reducer_cost(vision_dims(cfg), num_frames, reducer)
+    tokens = sorted({nv for (_, nv) in stats.pair_shapes}) or [vision.tokens_per_layer[-1]]
+    pairs_pairwise = pairwise_pairs(n_v, n_t, k_test)
+    gflops = evaluation_cost(text_dims(cfg), vision_per_video=(vision.paper, vision.true), videos=distinct_videos,
+                             texts=n_t, max_txt_l=max_txt_l, vision_tokens=tokens[-1], stats=stats.to_dict(),
+                             pairs_pairwise=pairs_pairwise, embed_dim=cfg.embed_dim)
+    video_s, vision_s = timings.get("video_features_s", 0.0), timings.get("vision_encoder_s", 0.0)
+    seconds = {"decode": video_s - vision_s, "vision": vision_s, "text": timings.get("text_features_s", 0.0),
+               "itc": timings.get("itc_s", 0.0) - timings.get("feature_store_s", 0.0),
+               "itm": timings.get("itm_s", 0.0)}
+    return {"itm_engine": stats.engine, "gflops": gflops,
+            "pairs": {"scored": stats.pairs, "written": stats.written, "pairwise": pairs_pairwise},
+            "seconds": {k: round(v, 3) for k, v in seconds.items()},
+            "itm_work": stats.to_dict(),
+            "convention": "gflops.paper: one multiply-add = 1 (fvcore, as the paper); gflops.true: all flops. "
+                          "Every video and text is counted as computed; seconds are this run's (cache hits "
+                          "make decode/vision/text cheap). decode = the video stage minus the encoder "
+                          "(decoding, transforms, cache I/O)."}
 
 
 def _itm(model, i2t_emb, text, vision_tokens, engine: str, k_test: int, chunk: int, progress: bool,
