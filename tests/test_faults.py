@@ -38,12 +38,19 @@ def clean(tmp_path_factory):
     return cache, record
 
 
-def fresh_cache(clean, tmp_path, features: bool = False) -> Path:
-    """A cache holding the generated tiny data (and, with ``features``, the clean run's features)."""
+def fresh_cache(clean, tmp_path, features: bool = False, own_data: bool = False) -> Path:
+    """A cache with the clean run's tiny data (linked, so that its features apply: the data's resolved
+    folder is part of the cache key; ``own_data`` copies it instead) and, with ``features``, a copy of
+    the clean run's features and checksum memos."""
     cache = tmp_path / "cache"
-    shutil.copytree(clean[0] / "tiny_data", cache / "tiny_data")
+    cache.mkdir(parents=True)
+    if own_data:
+        shutil.copytree(clean[0] / "tiny_data", cache / "tiny_data")
+    else:
+        (cache / "tiny_data").symlink_to(clean[0] / "tiny_data", target_is_directory=True)
     if features:
         shutil.copytree(clean[0] / "features", cache / "features")
+        shutil.copytree(clean[0] / "checksums", cache / "checksums")
     return cache
 
 
@@ -169,3 +176,83 @@ def test_cli_refuses_a_finished_run_directory_with_exit_2(clean, tmp_path):
     assert out.returncode == 2, out.stderr
     assert "holds a complete record" in out.stderr and "Traceback" not in out.stderr
     assert (run_dir / "record.json").read_bytes() == before
+
+
+# ------------------------------------------------------------------ damaged caches
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 2)])
+
+
+def _garbage(path: Path) -> None:
+    # Same size, other bytes, mtime kept: what a bad copy or a disk fault leaves.
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    for i in range(0, len(data), 7):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _cache_files(cache: Path) -> dict[str, list[Path]]:
+    features = cache / "features"
+    stores = list(features.glob("*/stores/*"))
+    dirs = sorted((d for d in features.iterdir() if d.is_dir()), key=lambda d: len(list(d.glob("*.pt"))))
+    text_dir, video_dir = dirs[0], dirs[-1]  # one text shard; one shard per video
+    return {"video shard": sorted(video_dir.glob("*.pt"))[:1], "text shard": list(text_dir.glob("*.pt")), "key.json": list(features.glob("*/key.json")),
+            "tokens.bin": [s / "tokens.bin" for s in stores], "feat.npy": [s / "feat.npy" for s in stores],
+            "index.json": [s / "index.json" for s in stores], "checksum memo": list((cache / "checksums").glob("*"))}
+
+
+@pytest.mark.parametrize("damage", [_truncate, _garbage], ids=["truncated", "overwritten"])
+@pytest.mark.parametrize("kind", ["video shard", "text shard", "key.json", "tokens.bin", "feat.npy", "index.json",
+                                  "checksum memo"])
+def test_damaged_cache_file_gives_the_clean_metrics(clean, tmp_path, kind, damage):
+    """Before the fix an overwritten tokens.bin gave other metrics with status complete, and a damaged
+    feat.npy / index.json a traceback on every re-run."""
+    cache = fresh_cache(clean, tmp_path, features=True)
+    files = _cache_files(cache)[kind]
+    assert files, kind
+    for path in files:
+        damage(path)
+    record = run(make_cfg(cache), tmp_path / "run", progress=False)
+    assert same_metrics(record, clean)
+    assert record["counts"]["videos_decoded"] == (1 if kind == "video shard" else 0)  # the rest came from the cache
+    if kind in ("tokens.bin", "feat.npy", "index.json"):  # rebuilt, never read
+        for path in files:
+            assert path.read_bytes() == (clean[0] / path.relative_to(cache)).read_bytes()
+
+
+def _swap_in(video: Path, other: Path) -> None:
+    st = video.stat()
+    shutil.copyfile(other, video)
+    os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns))  # as `cp -p` / `rsync -t` would leave it
+
+
+def test_video_replaced_under_the_same_name_is_encoded_again(clean, tmp_path):
+    """Before the fix the cache served the old video's features (keyed by folder and name only)."""
+    cache = fresh_cache(clean, tmp_path, own_data=True)
+    run(make_cfg(cache), tmp_path / "first", progress=False)
+    videos = sorted((cache / "tiny_data").rglob("*.mp4"))
+    _swap_in(videos[0], videos[1])
+    stale = run(make_cfg(cache), tmp_path / "stale", progress=False)
+    assert stale["counts"]["videos_decoded"] == 1 and stale["counts"]["videos_from_cache"] == len(videos) - 1
+    fresh = fresh_cache(clean, tmp_path / "other", own_data=True)
+    shutil.copyfile(videos[0], sorted((fresh / "tiny_data").rglob("*.mp4"))[0])
+    reference = run(make_cfg(fresh), tmp_path / "reference", progress=False)
+    assert stale["metrics"] == reference["metrics"] and stale["token_counts"] == reference["token_counts"]
+    assert reference["counts"]["videos_from_cache"] == 0
+
+
+def test_annotation_is_part_of_the_text_features_key(clean, tmp_path):
+    from vidtldr.run.cache import stable_hash
+
+    cache = fresh_cache(clean, tmp_path, own_data=True)
+    first = run(make_cfg(cache), tmp_path / "a", progress=False)
+    annotation = next((cache / "tiny_data").rglob("*.json"))
+    annotation.write_text(annotation.read_text() + "\n")
+    second = run(make_cfg(cache), tmp_path / "b", progress=False)
+    assert first["checksums"]["annotation"]["sha256"] != second["checksums"]["annotation"]["sha256"]
+    assert first["cache"]["text"]["key"] != second["cache"]["text"]["key"] and stable_hash is not None
+    assert second["metrics"] == first["metrics"]  # same texts: same numbers, through a new text cache

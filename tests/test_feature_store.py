@@ -74,14 +74,17 @@ def test_build_is_atomic_and_reuses_a_complete_store(tmp_path):
     with pytest.raises(VidtldrError, match="no cached features"):
         build_store(tmp_path / "s", keys, broken)
     assert list(tmp_path.iterdir()) == []  # no half-written store, no temporary folder left behind
-    with pytest.raises(VidtldrError, match="missing or incomplete"):
+    with pytest.raises(VidtldrError, match="index.json is missing"):
         TokenStore(tmp_path / "s")
     out = build_store(tmp_path / "s", keys, videos.get)
     calls = []
     assert build_store(tmp_path / "s", keys, lambda k: calls.append(k)) == out and calls == []
-    (out / INDEX).write_text("{")  # a damaged index is not a store
-    with pytest.raises(VidtldrError, match="missing or incomplete"):
+    (out / INDEX).write_text("{")  # a damaged index is not a store: a clear message, and the build replaces it
+    with pytest.raises(VidtldrError, match=r"index.json is damaged .*remove it with `rm -r"):
         TokenStore(out)
+    assert build_store(tmp_path / "s", keys, videos.get) == out
+    with TokenStore(out) as store:
+        assert torch.equal(store.tokens(keys[1]), videos[keys[1]]["tokens"])
 
 
 def test_built_from_cache_shards_without_counting_hits(tmp_path):

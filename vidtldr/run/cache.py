@@ -25,6 +25,9 @@ import torch
 from vidtldr.errors import DiskFullError, is_disk_full
 
 KEY_FILE = "key.json"
+# Bytes read from each end of a video file for its content fingerprint (see file_identity).
+FINGERPRINT_BYTES = 1 << 20
+_identities: dict[tuple, str | None] = {}
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:
@@ -71,12 +74,40 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def file_identity(path: str | os.PathLike) -> str | None:
+    """Identity of a source file for the cache: size, modification time and a blake2b fingerprint of
+    its first and last MiB (the whole file when smaller). A file replaced under the same name gets
+    a new identity even when size and mtime were preserved (``cp -p``, ``rsync -t``), unless the
+    change is confined to the middle of a file larger than 2 MiB. Cost: one read of at most 2 MiB
+    per video per process (remembered per process by inode/size/mtime/ctime). None when the file
+    cannot be read (nothing cached for it is then trusted)."""
+    try:
+        st = os.stat(path)
+        memo = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if memo in _identities:
+            return _identities[memo]
+        digest = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as handle:
+            digest.update(handle.read(FINGERPRINT_BYTES))
+            if st.st_size > FINGERPRINT_BYTES:
+                handle.seek(max(FINGERPRINT_BYTES, st.st_size - FINGERPRINT_BYTES))
+                digest.update(handle.read(FINGERPRINT_BYTES))
+    except OSError:
+        return None
+    _identities[memo] = value = f"{st.st_size}:{st.st_mtime_ns}:{digest.hexdigest()}"
+    return value
+
+
 class FeatureCache:
     """Shards of tensors for one feature key.
 
     ``FeatureCache(root, key)`` owns ``root/<hash(key)>/``; ``key.json`` there records the key in
     full so that a human can tell cache directories apart. With ``enabled=False`` nothing is read or
     written (every item is a miss) but the key hash is still reported.
+
+    Items bound to a source file (:meth:`bind_sources`) are stored under a name that includes the
+    file's :func:`file_identity`, so a video replaced under the same name is a miss, never a stale
+    hit; an item whose file cannot be read is always a miss.
     """
 
     def __init__(self, root: str | os.PathLike, key: dict, *, enabled: bool = True):
@@ -87,18 +118,34 @@ class FeatureCache:
         self.hits = 0
         self.misses = 0
         self.writes = 0
+        self._paths: dict[str, str] = {}
         if enabled:
             self.dir.mkdir(parents=True, exist_ok=True)
             key_path = self.dir / KEY_FILE
             if not key_path.exists():
                 atomic_write_text(key_path, json.dumps(key, indent=1, sort_keys=True, default=str))
 
-    def shard_path(self, item: str) -> Path:
-        # Item ids are relative video paths; hash them so any characters are safe as file names.
-        return self.dir / f"{hashlib.sha1(item.encode('utf-8')).hexdigest()[:20]}.pt"
+    def bind_sources(self, paths: dict[str, str]) -> None:
+        """Tie items to the files they are computed from (item -> path)."""
+        self._paths.update(paths)
+
+    def source(self, item: str) -> str | None:
+        """The bound file's identity, "" for an item without a file, None when the file is unreadable."""
+        path = self._paths.get(item)
+        return "" if path is None else file_identity(path)
+
+    def shard_path(self, item: str) -> Path | None:
+        # Item ids are relative video paths; hash them (with the source's identity) so that any
+        # characters are safe as file names. None: the source file cannot be vouched for.
+        source = self.source(item)
+        if source is None:
+            return None
+        name = item if not source else f"{item}\0{source}"
+        return self.dir / f"{hashlib.sha1(name.encode('utf-8')).hexdigest()[:20]}.pt"
 
     def has(self, item: str) -> bool:
-        return self.enabled and self.shard_path(item).is_file()
+        path = self.shard_path(item)
+        return self.enabled and path is not None and path.is_file()
 
     def missing(self, items: Iterable[str]) -> list[str]:
         return [item for item in items if not self.has(item)]
@@ -112,7 +159,7 @@ class FeatureCache:
             self.misses += step
             return None
         path = self.shard_path(item)
-        if not path.is_file():
+        if path is None or not path.is_file():
             self.misses += step
             return None
         try:
@@ -122,8 +169,8 @@ class FeatureCache:
                 path.unlink()
             self.misses += step
             return None
-        if not isinstance(value, dict) or value.get("item") != item:
-            # A hash collision or a foreign file: treat as absent.
+        if not isinstance(value, dict) or value.get("item") != item or value.get("source", "") != self.source(item):
+            # A hash collision, a foreign file, or a source changed since the name was computed.
             self.misses += step
             return None
         self.hits += step
@@ -132,9 +179,13 @@ class FeatureCache:
     def save(self, item: str, tensors: dict) -> None:
         if not self.enabled:
             return
+        path = self.shard_path(item)
+        if path is None:  # the source vanished while it was being encoded: nothing to vouch for
+            return
         payload = dict(tensors)
         payload["item"] = item
-        atomic_torch_save(self.shard_path(item), payload)
+        payload["source"] = self.source(item)
+        atomic_torch_save(path, payload)
         self.writes += 1
 
     def stats(self) -> dict:

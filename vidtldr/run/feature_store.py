@@ -6,12 +6,14 @@ the run's videos into one flat file, read one video at a time through a memory m
 
     <dir>/tokens.bin   all videos' tokens, row after row ([sum of N_i, C] in ``dtype``)
     <dir>/feat.npy     the small ITC projections [V, E] (float32), loaded whole
-    <dir>/index.json   keys in order, per-video row offset and token count, dims, dtype
+    <dir>/index.json   keys in order, per-video row offset and token count, dims, dtype, the
+                       sha256 of tokens.bin and feat.npy and the source identity of every shard
 
 Token counts may differ between videos (a reducer need not remove the same number everywhere), so
 each video has its own offset and length. A store is built from the per-video cache shards after
 extraction (by one process), in a temporary folder renamed into place, so a reader sees a complete
-store or none. ``dtype="fp32"`` (the default) stores the encoder's float32 output unchanged, so
+store or none. Before a store is used its files are checked against the checksums in its index; a
+store that fails (damaged, truncated or overwritten) is rebuilt from the shards. ``dtype="fp32"`` (the default) stores the encoder's float32 output unchanged, so
 re-ranking from the store is bit-for-bit the in-memory path; ``"fp16"`` halves the file but rounds
 the ITM inputs.
 
@@ -23,7 +25,9 @@ keeps hot pages, outside the process).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import mmap
 import os
 import shutil
@@ -34,10 +38,11 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from vidtldr.errors import CacheError, DiskFullError, VidtldrError, is_disk_full
 from vidtldr.run.cache import FeatureCache, atomic_write_text, stable_hash
-from vidtldr.errors import VidtldrError
 
-STORE_FORMAT = 1
+log = logging.getLogger(__name__)
+STORE_FORMAT = 2  # 2: index.json carries checksums and source identities
 DTYPES = {"fp32": np.float32, "fp16": np.float16}
 INDEX = "index.json"
 TOKENS = "tokens.bin"
@@ -46,21 +51,75 @@ FEAT = "feat.npy"
 
 def store_dir(cache: FeatureCache, keys: Sequence[str], dtype: str = "fp32") -> Path:
     """Where the store of ``keys`` (in this order) lives: inside the feature cache directory, whose
-    name already hashes everything that changes the features; the store adds the video list and dtype."""
-    return cache.dir / "stores" / stable_hash({"format": STORE_FORMAT, "keys": list(keys), "dtype": dtype})
+    name already hashes everything that changes the features; the store adds the video list, the
+    identity of each video's file (its shard) and the dtype."""
+    return cache.dir / "stores" / stable_hash({"format": STORE_FORMAT, "keys": list(keys), "dtype": dtype,
+                                               "sources": [cache.source(k) for k in keys]})
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def clear_command(path: Path) -> str:
+    return f"rm -r '{path}'"
+
+
+def verify_store(path: Path, sources: Optional[Sequence] = None) -> Optional[str]:
+    """None when the store at ``path`` is complete and its files match the checksums (and source
+    identities) in its index; otherwise what is wrong with it."""
+    problem = _structure_problem(path)
+    if problem:
+        return problem
+    index = json.loads((path / INDEX).read_text())
+    for name in (TOKENS, FEAT):
+        if file_sha256(path / name) != index["sha256"][name]:
+            return f"{path / name} does not match its checksum in {path / INDEX}"
+    if sources is not None and list(index.get("sources", [])) != list(sources):
+        return f"{path / INDEX} was built from other versions of the videos"
+    return None
+
+
+def _discard(path: Path) -> None:
+    """Move a damaged store out of the way (atomically) and delete it; another process may do the same."""
+    trash = path.with_name(f".{path.name}.damaged-{os.getpid()}")
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def build_store(out: str | os.PathLike, keys: Sequence[str], load: Callable[[str], Optional[dict]],
-                dtype: str = "fp32") -> Path:
+                dtype: str = "fp32", sources: Optional[Sequence] = None) -> Path:
     """Write the store of ``keys`` to ``out`` from ``load(key) -> {"tokens": [N, C], "feat": [1, E] or
     [E], "token_counts": ...}`` (a cache shard), holding one video's tokens in memory at a time.
-    An existing complete store at ``out`` is kept (another process built the same thing)."""
+    An existing store at ``out`` that passes :func:`verify_store` is kept (another process built the
+    same thing); one that fails is rebuilt. A full disk is a DiskFullError with nothing left behind."""
     if dtype not in DTYPES:
         raise VidtldrError(f"feature store dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     out = Path(out)
-    if _complete(out):
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        problem = verify_store(out, sources)
+        if problem is None:
+            return out
+        log.warning("feature store: %s; rebuilding it from the cached shards", problem)
+        _discard(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return _build(out, keys, load, dtype, sources)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(out) from None
+        raise
+
+
+def _build(out: Path, keys: Sequence[str], load: Callable[[str], Optional[dict]], dtype: str,
+           sources: Optional[Sequence]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         offsets, lengths, feats = [], [], []
@@ -84,16 +143,21 @@ def build_store(out: str | os.PathLike, keys: Sequence[str], load: Callable[[str
             handle.flush()
             os.fsync(handle.fileno())
         feat = np.stack(feats) if feats else np.zeros((0, 0), np.float32)
-        np.save(tmp / FEAT, feat.astype(np.float32, copy=False))
+        with open(tmp / FEAT, "wb") as handle:
+            np.save(handle, feat.astype(np.float32, copy=False))
+            handle.flush()
+            os.fsync(handle.fileno())
         index = {"format": STORE_FORMAT, "dtype": dtype, "dim": dim or 0, "rows": row, "keys": list(keys),
                  "offsets": offsets, "lengths": lengths, "token_counts": counts or [],
-                 "bytes": row * (dim or 0) * np.dtype(DTYPES[dtype]).itemsize}
+                 "bytes": row * (dim or 0) * np.dtype(DTYPES[dtype]).itemsize,
+                 "sha256": {TOKENS: file_sha256(tmp / TOKENS), FEAT: file_sha256(tmp / FEAT)},
+                 "sources": list(sources) if sources is not None else None}
         # The index is the completion marker: written last, inside the folder that is renamed.
         atomic_write_text(tmp / INDEX, json.dumps(index))
         try:
             os.rename(tmp, out)
         except OSError:
-            if not _complete(out):  # lost a race to an identical store: fine; anything else is not
+            if _structure_problem(out):  # lost a race to an identical store: fine; anything else is not
                 raise
     finally:
         if tmp.exists():
@@ -102,16 +166,30 @@ def build_store(out: str | os.PathLike, keys: Sequence[str], load: Callable[[str
 
 
 def build_from_cache(cache: FeatureCache, keys: Sequence[str], dtype: str = "fp32") -> Path:
-    return build_store(store_dir(cache, keys, dtype), keys, lambda k: cache.load(k, count=False), dtype)
+    return build_store(store_dir(cache, keys, dtype), keys, lambda k: cache.load(k, count=False), dtype,
+                       sources=[cache.source(k) for k in keys])
 
 
-def _complete(path: Path) -> bool:
+def _structure_problem(path: Path) -> Optional[str]:
+    """What makes the store at ``path`` unusable without reading its data (None: looks complete)."""
     try:
         index = json.loads((path / INDEX).read_text())
-        return (index.get("format") == STORE_FORMAT and (path / TOKENS).stat().st_size == index["bytes"]
-                and (path / FEAT).is_file())
-    except (OSError, ValueError, KeyError):
-        return False
+    except FileNotFoundError:
+        return f"{path / INDEX} is missing"
+    except (OSError, ValueError):
+        return f"{path / INDEX} is damaged (not JSON)"
+    try:
+        if not isinstance(index, dict) or index.get("format") != STORE_FORMAT:
+            return f"{path / INDEX} has another format than {STORE_FORMAT}"
+        if (path / TOKENS).stat().st_size != index["bytes"]:
+            return f"{path / TOKENS} has {(path / TOKENS).stat().st_size} bytes, its index says {index['bytes']}"
+        if not (path / FEAT).is_file() or set(index["sha256"]) != {TOKENS, FEAT}:
+            return f"{path / FEAT} is missing"
+        if len(index["offsets"]) != len(index["keys"]) or len(index["lengths"]) != len(index["keys"]):
+            return f"{path / INDEX} is inconsistent"
+    except (OSError, KeyError, TypeError) as exc:
+        return f"{path} is incomplete ({type(exc).__name__}: {exc})"
+    return None
 
 
 class TokenStore:
@@ -120,8 +198,10 @@ class TokenStore:
 
     def __init__(self, path: str | os.PathLike, window_mb: float = 16):
         self.path = Path(path)
-        if not _complete(self.path):
-            raise VidtldrError(f"feature store {self.path} is missing or incomplete")
+        problem = _structure_problem(self.path)
+        if problem:
+            raise CacheError(f"feature store: {problem}; remove it with `{clear_command(self.path)}` and re-run "
+                             "(it is rebuilt from the cached shards)")
         index = json.loads((self.path / INDEX).read_text())
         self.dtype = index["dtype"]
         self._np_dtype = np.dtype(DTYPES[self.dtype])
@@ -132,7 +212,11 @@ class TokenStore:
         self.lengths = index["lengths"]
         self.token_counts: list[int] = index["token_counts"]
         self.nbytes = int(index["bytes"])
-        self._feat = torch.from_numpy(np.load(self.path / FEAT))
+        try:
+            self._feat = torch.from_numpy(np.load(self.path / FEAT, allow_pickle=False))
+        except (OSError, ValueError, EOFError) as exc:
+            raise CacheError(f"feature store: {self.path / FEAT} is damaged ({exc}); remove it with "
+                             f"`{clear_command(self.path)}` and re-run") from None
         self._window = max(1, int(window_mb * 2**20))
         self._file = None
         self._map: Optional[mmap.mmap] = None

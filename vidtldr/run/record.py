@@ -62,18 +62,23 @@ def git_info(repo: str | os.PathLike | None = None) -> dict[str, Any]:
 
 
 def sha256_file(path: str | os.PathLike, *, memo_dir: str | os.PathLike | None = None) -> str:
-    """sha256 of a file. With ``memo_dir`` the digest is remembered per (absolute path, size,
-    mtime), so a multi-GB checkpoint is hashed once, not on every run."""
+    """sha256 of a file. With ``memo_dir`` the digest is remembered per (absolute path, inode, size,
+    mtime, ctime), so a multi-GB checkpoint is hashed once, not on every run; any write to the file
+    changes its ctime, so a file replaced even with its size and mtime kept is hashed again. A
+    damaged memo is ignored and rewritten."""
     path = Path(path)
     stat = path.stat()
     memo_file = None
-    ident = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    ident = f"{path.resolve()}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}"
     if memo_dir is not None:
         memo_file = Path(memo_dir) / "checksums" / (hashlib.sha1(ident.encode()).hexdigest() + ".txt")
-        if memo_file.is_file():
-            cached = memo_file.read_text().split()
-            if len(cached) == 2 and cached[1] == hashlib.sha1(ident.encode()).hexdigest():
-                return cached[0]
+        try:
+            cached = memo_file.read_text(encoding="ascii").split()
+        except (OSError, UnicodeDecodeError):
+            cached = []
+        if (len(cached) == 2 and cached[1] == hashlib.sha1(ident.encode()).hexdigest() and len(cached[0]) == 64
+                and all(c in "0123456789abcdef" for c in cached[0])):
+            return cached[0]
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 22), b""):

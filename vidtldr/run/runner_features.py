@@ -70,6 +70,7 @@ def video_features(paths: Sequence[str], keys: Sequence[str], encode_fn: EncodeF
     path_of = {}
     for key, path in zip(keys, paths):
         path_of.setdefault(key, path)
+    cache.bind_sources(path_of)  # a shard is valid for the file it was computed from, not for its name
     order = unique_in_order(keys)
     result = VideoFeatures(by_key={})
     todo = []

@@ -64,6 +64,7 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
     start = time.perf_counter()
     order = unique_in_order(split.video_names)
     path_of = dict(reversed(list(zip(split.video_names, split.videos))))  # first path of each key
+    shared.bind_sources(path_of)  # shards are valid for the file they were computed from
     mine = D.shard(order, dist_ctx)
     videos = video_features([path_of[k] for k in mine], mine, encode, shared, num_frames=spec.num_frames,
                             trimmed30=False, size=img_size, batch_size=settings["batch_size"],

@@ -113,6 +113,7 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
     path_of: dict[str, str] = {}
     for key, path in zip(split.video_names, split.videos):
         path_of.setdefault(key, path)
+    shared_video.bind_sources(path_of)  # every video's file identity is part of its shard's and the store's name
     mine = D.shard(order, dist_ctx)  # everything in a single process
     videos: VideoFeatures = video_features(
         [path_of[k] for k in mine], mine, encode, shared_video, num_frames=spec.num_frames,
