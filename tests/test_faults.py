@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from vidtldr.run import runner
 from vidtldr.run.runner import run
 
 from _eval_helpers import make_cfg, read
+from _fault_points import POINTS, arm
 
 pytestmark = pytest.mark.faults
 ROOT = Path(__file__).resolve().parent.parent
@@ -256,3 +256,134 @@ def test_annotation_is_part_of_the_text_features_key(clean, tmp_path):
     assert first["checksums"]["annotation"]["sha256"] != second["checksums"]["annotation"]["sha256"]
     assert first["cache"]["text"]["key"] != second["cache"]["text"]["key"] and stable_hash is not None
     assert second["metrics"] == first["metrics"]  # same texts: same numbers, through a new text cache
+
+
+# ------------------------------------------------------------------ kill -9 and SIGTERM at fixed points
+#
+# Each point patches one function of the run so that the signal arrives exactly there: while videos
+# are decoded, once the video features are cached (before the texts), while ITM re-ranking reads
+# tokens, while the token store is written (its files are down, its index is not), and while the
+# complete record is written (its temporary file is down, the rename is not).
+
+CHILD = """
+import signal, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from _eval_helpers import make_cfg
+from _fault_points import arm
+from vidtldr.errors import cli_guard
+from vidtldr.run.runner import run
+
+arm(sys.argv[1], getattr(signal, sys.argv[2]))
+with cli_guard("child"):
+    run(make_cfg(Path(sys.argv[3]), "data.batch_size=2", *sys.argv[5:]), Path(sys.argv[4]), progress=False)
+"""
+
+
+def _child(tmp_path: Path, point: str, sig: str, cache: Path, run_dir: Path, *extra: str):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.format(tests=str(ROOT / "tests")))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(script), point, sig, str(cache), str(run_dir), *extra], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_kill_9_then_rerun_gives_the_clean_metrics(clean, tmp_path, point):
+    cache = fresh_cache(clean, tmp_path)
+    run_dir = tmp_path / "run"
+    # A finished run already in the directory: the killed run replaces it (eval.overwrite=true), so
+    # it must have been moved aside, whole, before anything else was written.
+    shutil.copytree(clean[0] / "runs" / "clean", run_dir)
+    finished = (run_dir / "record.json").read_bytes()
+    out = _child(tmp_path, point, "SIGKILL", cache, run_dir, "eval.overwrite=true")
+    assert out.returncode == -signal.SIGKILL, out.stderr[-2000:]
+    assert [p.read_bytes() for p in run_dir.glob("record.replaced-*.json")] == [finished]
+    assert read(run_dir)["status"] == "running"  # nothing can record a kill -9; the next run replaces it
+    resumed = run(make_cfg(cache), run_dir, progress=False)
+    assert same_metrics(resumed, clean)
+    assert resumed["counts"]["videos_from_cache"] == {"decoding": 2}.get(point, 7)
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_sigterm_then_rerun_gives_the_clean_metrics(clean, tmp_path, point, monkeypatch):
+    cache = fresh_cache(clean, tmp_path)
+    run_dir = tmp_path / "run"
+    arm(point, signal.SIGTERM, monkeypatch.setattr)
+    with pytest.raises(RunInterrupted):
+        run(make_cfg(cache, "data.batch_size=2"), run_dir, progress=False)
+    monkeypatch.undo()
+    record = read(run_dir)
+    assert record["status"] == "interrupted" and record["error"] == "interrupted by SIGTERM"
+    assert not list((cache / "features").rglob("*.tmp"))  # atomic writes cleaned up after themselves
+    resumed = run(make_cfg(cache), run_dir, progress=False)
+    assert same_metrics(resumed, clean)
+
+
+def test_sigterm_exits_143_with_one_line(clean, tmp_path):
+    """The command-line side: the signal's exit status and one line, not a traceback."""
+    cache = fresh_cache(clean, tmp_path)
+    out = _child(tmp_path, "itm", "SIGTERM", cache, tmp_path / "run")
+    assert out.returncode == 128 + signal.SIGTERM, out.stderr[-2000:]
+    assert "child: interrupted by SIGTERM" in out.stderr and "Traceback" not in out.stderr
+    assert read(tmp_path / "run")["status"] == "interrupted"
+
+
+# ------------------------------------------------------------------ a disk that really fills up
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs mount (root only), unmounted afterwards; yields a function that sets its size."""
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+
+    def size(kib: int, remount: bool = False) -> Path:
+        options = f"{'remount,' if remount else ''}size={kib}k"
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        return mount
+
+    yield size
+    subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+@pytest.mark.parametrize("kib, where", [(128, "shards"), (400, "store")])
+def test_disk_that_fills_up(clean, tmp_path, small_disk, kib, where):
+    """128 KiB fill up while the video shards are written, 400 KiB while the token store is."""
+    cache = fresh_cache(clean, tmp_path)
+    disk = small_disk(kib)
+    features = disk / "features"
+    run_dir = tmp_path / "run"
+    with pytest.raises(DiskFullError) as failure:
+        run(make_cfg(cache, f"cache.dir={features}"), run_dir, progress=False)
+    assert str(features) in str(failure.value) and ("stores" in str(failure.value)) == (where == "store")
+    record = read(run_dir)
+    assert record["status"] == "failed" and "no space left on the device holding" in record["error"]
+    leftovers = [p for p in disk.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".")]
+    assert leftovers == []  # nothing half-written: no temporary files or folders
+    small_disk(4096, remount=True)
+    resumed = run(make_cfg(cache, f"cache.dir={features}"), run_dir, progress=False)
+    assert same_metrics(resumed, clean)
+    decoded = resumed["counts"]["videos_decoded"]
+    assert decoded == 0 if where == "store" else 0 < decoded < 7  # the shards written before the disk filled stay
+
+
+def test_two_identical_runs_at_once_on_one_cache(clean, tmp_path):
+    """Both generate the tiny data, encode, pack the store and finish with the clean metrics."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    runs = [subprocess.Popen([sys.executable, "-m", "vidtldr.eval", f"paths.cache={cache}", "print_table=false",
+                              f"hydra.run.dir={tmp_path / name}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+    for proc in runs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+    for name in ("a", "b"):
+        assert same_metrics(read(tmp_path / name), clean)
+    third = run(make_cfg(cache), tmp_path / "c", progress=False)
+    assert same_metrics(third, clean) and third["counts"]["videos_decoded"] == 0
+    assert len(list((cache / "features").glob("*/stores/*"))) == 1
