@@ -7,7 +7,7 @@ import torch
 
 from vidtldr.errors import CheckpointError
 from vidtldr.models import build_model, config_from_official, load_checkpoint
-from vidtldr.models.checkpoint import read_state_dict, remap_pretrained, save_safetensors
+from vidtldr.models.checkpoint import prepare_state_dict, read_state_dict, remap_pretrained, save_safetensors
 
 
 @pytest.fixture(scope="module")
@@ -243,3 +243,38 @@ def test_finetuned_file_given_as_pretrained_is_refused(fixture_dir):
     path = fixture_dir / "checkpoint.pth"  # the fine-tuned tiny retrieval checkpoint
     msg = _error(_model(fixture_dir), path, kind="pretrained")
     assert str(path) in msg and "looks like a fine-tuned" in msg and "without _zs" in msg
+
+
+# Keys that look like the allow-listed ones but are not: each must be refused, by name, whatever the
+# task and kind (an allow-list that matched by substring or prefix without the "." would drop them).
+MODELS: dict = {}  # one model per task: prepare_state_dict only reads it
+NEAR_MISSES = ["temperature", "clip_teacherx.proj", "vision_encoder.clip_decoder_extra.w", "itm_head2.weight",
+               "text_encoder.clsx.bias", "vision_encoder.encoder.blocks.0.extra.weight", "extra"]
+
+
+@pytest.mark.parametrize("task,kind", [("retrieval", "finetuned"), ("qa", "finetuned"),
+                                       ("retrieval", "pretrained"), ("qa", "pretrained")])
+@pytest.mark.parametrize("key", NEAR_MISSES)
+def test_unexpected_keys_are_refused_for_every_task_and_kind(fixture_dir, task, kind, key):
+    if kind == "pretrained":
+        sd = _fake_pretrained(fixture_dir)
+    else:
+        sd = _official(fixture_dir, "checkpoint.pth" if task == "retrieval" else "qa_checkpoint.pth")
+    model = MODELS.get(task) or MODELS.setdefault(task, _model(fixture_dir, task))
+    prepare_state_dict(model, sd, kind=kind)  # the file as it is loads
+    sd[key] = torch.zeros(2)
+    with pytest.raises(CheckpointError) as info:
+        prepare_state_dict(model, sd, kind=kind, source="near_miss.pth")
+    msg = str(info.value)
+    # (the QA pre-trained remap moves text_encoder.* keys to the answer decoder before validation)
+    shown = key.replace("text_encoder.", "text_decoder.") if (task, kind) == ("qa", "pretrained") else key
+    assert "near_miss.pth" in msg and "1 unexpected key" in msg and f"\n    {shown}" in msg
+
+
+def test_allow_listed_keys_are_dropped_and_reported_not_loaded(fixture_dir):
+    sd = _official(fixture_dir)
+    sd["clip_teacher.proj"] = torch.zeros(3)
+    sd["vision_encoder.clip_decoder.1.head.bias"] = torch.zeros(3)
+    clean, report = prepare_state_dict(_model(fixture_dir), sd, kind="finetuned", source="x.pth")
+    assert sorted(report.ignored) == ["clip_teacher.proj", "vision_encoder.clip_decoder.1.head.bias"]
+    assert set(clean) == set(_official(fixture_dir)) and report.loaded == len(clean)

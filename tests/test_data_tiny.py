@@ -98,8 +98,10 @@ def test_qa_formats(tiny):
 
 
 def test_annotation_files_are_ascii_json(tiny):
-    for f in (tiny / "anno_downstream").glob("*.json"):
-        json.loads(f.read_bytes().decode("ascii"))
+    files = sorted((tiny / "anno_downstream").glob("*.json"))
+    assert files, "no annotation files generated"
+    for f in files:
+        assert json.loads(f.read_bytes().decode("ascii")), f  # ASCII, valid JSON, not empty
 
 
 def test_clip_properties(tiny):

@@ -33,13 +33,23 @@ def test_shards_tile_the_items_in_order_and_balance(n, world):
     assert sum((D.shard(list(range(n)), c) for c in ctx), []) == list(range(n))
 
 
-def test_single_process_helpers_are_identities():
+def test_single_process_helpers_are_identities(monkeypatch):
+    calls = []
+
+    class _Recorder:  # stands in for torch.distributed: records what the helpers ask of it
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: calls.append(name)
+
+    monkeypatch.setattr(D, "dist", _Recorder())
     m = torch.randn(3, 4)
     assert D.combine_rows(m, [0], D.SINGLE) is m
     assert D.all_gather_objects({"a": 1}, D.SINGLE) == [{"a": 1}]
     assert D.broadcast_object("x", D.SINGLE) == "x"
     assert D.shard(["a", "b"], D.SINGLE) == ["a", "b"]
     D.barrier(D.SINGLE)
+    assert calls == []  # a single process never talks to torch.distributed
+    D.barrier(D.DistContext(rank=0, world_size=2))
+    assert calls == ["barrier"]  # with two ranks, every one waits at the barrier
 
 
 def test_world_from_torchrun_or_slurm_environment(monkeypatch):

@@ -34,7 +34,7 @@ def test_bf16_autocast_runs_close_to_fp32(umt_tiny_dir):
             assert (low.float() - ref).abs().max() < 0.25  # bf16 keeps ~3 significant digits
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_cuda_autocast_matches_cpu(umt_tiny_dir, precision):
     model = build_model(config_from_official(umt_tiny_dir / "config.json"))

@@ -55,6 +55,19 @@ def test_itm_rerank_fills_top_k_with_itm_logits_and_the_rest_with_minus_100(retr
     assert (everything.i2t != NOT_RERANKED).all() and everything.t2i_topk.shape == (12, 6)
 
 
+def test_non_candidates_hold_exactly_minus_100_like_the_official_matrices(retrieval, umt_tiny_dir):
+    """The fill is the official -100.0 itself (metrics break ties among it), not just "some constant":
+    the re-ranked matrices equal the official ones, -100 cells included, for the fixture's k_test=4."""
+    model, out, text = retrieval
+    official = torch.load(umt_tiny_dir / "expected.pt", weights_only=True)["vidtldr_off"]
+    scores = itm_rerank(model, itc_scores(model.itc_vision(out.pooled), text.feat), text, out.tokens, k_test=4)
+    assert NOT_RERANKED == -100.0
+    for ours, theirs, k in ((scores.i2t, official["i2t"], 4), (scores.t2i, official["t2i"], 4)):
+        filled = theirs == -100.0
+        assert torch.equal(ours == -100.0, filled) and int((~filled).sum()) == k * ours.shape[0]
+        assert torch.allclose(ours[~filled], theirs[~filled].float(), atol=1e-4)
+
+
 def test_text_features_do_not_depend_on_the_chunk(retrieval, umt_tiny_dir):
     model, _, text = retrieval
     inputs = torch.load(umt_tiny_dir / "inputs.pt", weights_only=True)

@@ -31,3 +31,20 @@ def test_grammar():
 def test_bad_schedules_name_the_problem(bad):
     with pytest.raises(ScheduleError, match="merge.r"):
         parse_schedule(bad, 4, dataset="msrvtt", backbone="umt_b")
+
+
+def test_one_fraction_applies_to_every_block():
+    assert parse_schedule(0.1, 4) == [0.1, 0.1, 0.1, 0.1]
+    assert parse_schedule(0.25, 2) == [0.25, 0.25]
+    # Worked by hand: int(196*0.1)=19, int(177*0.1)=17, int(160*0.1)=16, int(144*0.1)=14.
+    assert token_counts([0.1] * 4, 196) == [196, 177, 160, 144, 130]
+    # Integers and fractions mix per block; an entry past T // 2 is clamped.
+    assert token_counts([0.5, 30, 0, 0.9], 100) == [100, 50, 25, 25, 13]
+
+
+def test_ramp_values_by_hand():
+    # low = int(10 * 1.5) = 15, high = 2*10 - 15 = 5, step = -10/3 over 4 blocks.
+    assert tome_decreasing(10, -0.5, 4) == [15, 11, 8, 5]
+    assert tome_decreasing(10, 0.5, 3) == [5, 10, 15]
+    assert tome_decreasing(7, 0.3, 1) == [7]
+    assert parse_schedule((10, -0.5), 4) == [15, 11, 8, 5]
