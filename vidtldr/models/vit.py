@@ -5,10 +5,16 @@ Module names mirror the official state_dict (``encoder.patch_embed.proj``, ``enc
 
 Attention execution modes (``VisionTransformer.attention``):
 
-* ``"fused"`` (default): ``scaled_dot_product_attention`` wherever the reducer needs nothing
-  (``log(size)`` as an additive key bias once sizes exist). Where the reducer needs the attention
-  statistics, the logits are computed in query blocks of bounded size: softmax per head, head mean,
-  ``sum p ln p`` (or the head-mean map itself), and the output from the same block.
+* ``"fused"`` (default): every block up to the last one that removes tokens in this forward
+  (decided per forward from the reducer's schedule and the token counts) computes its attention
+  with the materialized arithmetic, but in query blocks of bounded size: logits, softmax per head
+  (head mean and ``sum p ln p`` or the head-mean map where the reducer asks for them), the
+  log-size-biased softmax once sizes exist, and the output of the same rows. Each query row goes
+  through exactly the operations of the materialized map, so everything a reducer decides from
+  (hidden states, keys, attention) is bit-identical to the official execution and every merge
+  decision is the official one, for any schedule. Later blocks (and every block without a
+  reducer) use ``scaled_dot_product_attention`` (``log(size)`` as an additive key bias), which
+  differs from the materialized result only in the last bits.
 * ``"materialized"``: the official execution: the full softmax map in every block and, once sizes
   exist, a second softmax with the log-size bias.
 """
@@ -36,6 +42,9 @@ ATTENTION_MODES = ("fused", "materialized")
 # scoring attention of UMT-B (T = 2352) therefore ran as slowly as the fully materialised map on a
 # 2-core CPU; at 16 MiB about 1.6x faster, and the block still fits the last-level cache.
 _BLOCK_ELEMENTS = 1 << 22
+# Fewest query rows in a block. The CPU matmul takes another kernel for 1- and 2-row operands, whose
+# sums round differently from the full map's; from 3 rows on every block gives the full map's bits.
+_MIN_BLOCK_ROWS = 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,7 +117,9 @@ class Attention(nn.Module):
         return qkv.unbind(0)  # each [B, heads, T, head_dim]
 
     def forward(self, x: torch.Tensor, size: Optional[torch.Tensor], need: Need,
-                mode: AttentionMode = "fused") -> tuple[torch.Tensor, dict]:
+                mode: AttentionMode = "fused", exact: bool = False) -> tuple[torch.Tensor, dict]:
+        """``exact`` (fused mode): the query-blocked materialized arithmetic even where the reducer
+        needs nothing, so this block's output is bit-identical to the materialized execution."""
         q, k, v = self._qkv(x)
         # [B, 1, 1, T]: added along the key axis (proportional attention)
         log_size = None if size is None else size.log().transpose(1, 2).unsqueeze(1)
@@ -117,7 +128,7 @@ class Attention(nn.Module):
             aux["keys"] = k.mean(1)
         if mode == "materialized":
             out = self._materialized(q, k, v, log_size, need, aux)
-        elif need in ("neg_entropy", "attn"):
+        elif exact or need in ("neg_entropy", "attn"):
             out = self._blocked(q, k, v, log_size, need, aux)
         else:
             mask = None if log_size is None else log_size.to(q.dtype)
@@ -135,24 +146,21 @@ class Attention(nn.Module):
 
     def _blocked(self, q, k, v, log_size, need, aux):
         batch, heads, tokens, _ = q.shape
-        block = max(1, min(tokens, _BLOCK_ELEMENTS // max(1, batch * heads * tokens)))
         keys_t = k.transpose(-2, -1)
         out = torch.empty_like(v)
         if need == "attn":
             aux["attn"] = torch.empty(batch, tokens, tokens, dtype=torch.float32, device=q.device)
-        else:
+        elif need == "neg_entropy":
             aux["neg_entropy"] = torch.empty(batch, tokens, 1, dtype=torch.float32, device=q.device)
         bias = None if log_size is None else log_size.float()
-        for start in range(0, tokens, block):
-            stop = min(start + block, tokens)
+        for start, stop in query_blocks(tokens, _BLOCK_ELEMENTS // max(1, batch * heads * tokens)):
             logits = ((q[:, :, start:stop] * self.scale) @ keys_t).float()
-            probs = logits.softmax(dim=-1)
-            mean_probs = probs.mean(1)
+            if need in ("attn", "neg_entropy") or bias is None:
+                probs = logits.softmax(dim=-1)  # the pre-size-bias map (skipped when unused)
             if need == "attn":
-                aux["attn"][:, start:stop] = mean_probs
-            else:
-                aux["neg_entropy"][:, start:stop, 0] = _sum_p_log_p(mean_probs)
-            del mean_probs
+                aux["attn"][:, start:stop] = _head_mean(probs)
+            elif need == "neg_entropy":
+                aux["neg_entropy"][:, start:stop, 0] = _sum_p_log_p(_head_mean(probs))
             if bias is not None:
                 # Same operations as the materialised path (bias added to the logits, then softmax),
                 # so both executions agree to the last bits: vid-TLDR's min-max-normalised saliency
@@ -171,12 +179,34 @@ def _sum_p_log_p(p: torch.Tensor) -> torch.Tensor:
     return (p * p.clamp_min(torch.finfo(p.dtype).tiny).log()).sum(-1)
 
 
+def query_blocks(tokens: int, rows: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive query blocks covering ``tokens`` rows, about ``rows`` each,
+    none shorter than ``_MIN_BLOCK_ROWS`` (a short tail joins the block before it) unless the
+    whole map is shorter."""
+    rows = max(rows, _MIN_BLOCK_ROWS)
+    starts = list(range(0, tokens, rows))
+    if len(starts) > 1 and tokens - starts[-1] < _MIN_BLOCK_ROWS:
+        starts.pop()
+    return list(zip(starts, starts[1:] + [tokens]))
+
+
+def _head_mean(probs: torch.Tensor) -> torch.Tensor:
+    """Mean over the heads of ``[B, heads, N, T]`` -> ``[B, N, T]``, added head by head in a fixed
+    order. ``Tensor.mean(1)`` picks its summation order from the tensor's shape on CPU, so a block
+    of query rows and the full map could round differently in the last bit; elementwise adds give
+    the same bits for any set of rows (the official ``mean(1)`` is matched to ~1e-10)."""
+    total = probs[:, 0].clone()
+    for head in range(1, probs.shape[1]):
+        total += probs[:, head]
+    return total / probs.shape[1]
+
+
 def _collect(probs: torch.Tensor, need: Need, aux: dict) -> None:
     """Fill ``aux`` from a full softmax map [B, heads, T, T] (pre-size-bias)."""
     if need == "attn":
-        aux["attn"] = probs.mean(1)
+        aux["attn"] = _head_mean(probs)
     elif need == "neg_entropy":
-        mean_probs = probs.mean(1)
+        mean_probs = _head_mean(probs)
         aux["neg_entropy"] = _sum_p_log_p(mean_probs).unsqueeze(-1)
 
 
@@ -200,9 +230,9 @@ class Block(nn.Module):
         self.mlp = Mlp(cfg.width, int(cfg.width * cfg.mlp_ratio))
 
     def forward(self, x: torch.Tensor, layer: int, state: ReductionState, reducer: Optional[Reducer],
-                mode: AttentionMode) -> torch.Tensor:
+                mode: AttentionMode, exact: bool = False) -> torch.Tensor:
         need = reducer.needs(layer, x.shape[1]) if reducer is not None else None
-        attn_out, aux = self.attn(self.norm1(x), state.size, need, mode)
+        attn_out, aux = self.attn(self.norm1(x), state.size, need, mode, exact)
         x = x + attn_out
         if reducer is not None:
             # The hook sits between the attention residual and the MLP, so this block's MLP
@@ -232,6 +262,8 @@ class VisionOutput:
     tokens: [B, N_final, C] after the final norm (what ITM / QA cross-attend to).
     pooled: [B, 1, C] = pool_norm(mean of tokens) (retrieval), else None.
     state:  the forward's ReductionState (sizes, token counts, reducer trace).
+    exact_through: fused mode: the last block computed with the materialized arithmetic (the last
+    block that removes tokens); -1 when there is none, and always in materialized mode.
     block_outputs / block_sizes: per block (after reduce and MLP, before the final norm) and
     ``state.size`` after that block; only filled when ``trace=True``.
     """
@@ -239,6 +271,7 @@ class VisionOutput:
     tokens: torch.Tensor
     pooled: Optional[torch.Tensor]
     state: ReductionState
+    exact_through: int = -1
     block_outputs: list = field(default_factory=list)
     block_sizes: list = field(default_factory=list)
 
@@ -278,6 +311,18 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"the model is configured for {cfg.num_frames} frames (positional table), "
                              f"got {videos.shape[1]}; build it with num_frames={videos.shape[1]}")
 
+    def exact_through(self, reducer: Optional[Reducer], num_tokens: int) -> int:
+        """Fused mode: the last block that must run the materialized arithmetic (-1: none).
+
+        That is the last block that removes tokens in a forward entering with ``num_tokens``. Every
+        reducer decides from its block's input (vid-TLDR: hidden states and attention; ToMe: keys;
+        random drop: a fingerprint of the hidden states seeds its draw), so every block up to the
+        last decision must match the official execution bit for bit; nothing is decided after it."""
+        if reducer is None or self._attention == "materialized":
+            return -1
+        blocks = [layer for layer in reducer.reducing_blocks(num_tokens) if layer < self.cfg.depth]
+        return blocks[-1] if blocks else -1
+
     def forward(self, videos: torch.Tensor, reducer: Optional[Reducer] = None, trace: bool = False,
                 trace_source: bool = False) -> VisionOutput:
         """videos: [B, T, 3, H, W] normalised frames."""
@@ -288,8 +333,9 @@ class VisionTransformer(nn.Module):
         x = x + encoder.pos_embed.to(dtype=x.dtype)
         state.token_counts.append(x.shape[1])
         out = VisionOutput(tokens=x, pooled=None, state=state)
+        out.exact_through = self.exact_through(reducer, x.shape[1])
         for layer, block in enumerate(encoder.blocks):
-            x = block(x, layer, state, reducer, self._attention)
+            x = block(x, layer, state, reducer, self._attention, exact=layer <= out.exact_through)
             state.token_counts.append(x.shape[1])
             if trace:
                 out.block_outputs.append(x)

@@ -80,6 +80,17 @@ class Reducer:
             return 0
         return tokens_to_remove(self.schedule[layer], num_tokens)
 
+    def reducing_blocks(self, num_tokens: int) -> list[int]:
+        """The blocks that remove tokens in a forward entering block 0 with ``num_tokens`` tokens
+        (each block's count follows from the earlier ones; an entry that rounds to 0 removes none)."""
+        blocks = []
+        for layer in range(len(self.schedule)):
+            removed = self.tokens_removed(layer, num_tokens)
+            if removed > 0:
+                blocks.append(layer)
+                num_tokens -= removed
+        return blocks
+
     def needs(self, layer: int, num_tokens: int) -> Need:
         return self.need if self.tokens_removed(layer, num_tokens) > 0 else None
 
