@@ -150,6 +150,9 @@ class _TimedReducer:
         self.name = inner.name
         self.scoring_layers: list[int] = []
 
+    def reducing_blocks(self, num_tokens):
+        return self.inner.reducing_blocks(num_tokens)
+
     def needs(self, layer, num_tokens):
         need = self.inner.needs(layer, num_tokens)
         if need is not None:
@@ -172,6 +175,9 @@ class _NoScoreReducer(_TimedReducer):
 
     def needs(self, layer, num_tokens):
         return None
+
+    def reducing_blocks(self, num_tokens):
+        return []  # no exact prefix either: the plain kernel everywhere
 
     def reduce(self, x, layer, state, aux):
         import torch

@@ -89,6 +89,9 @@ class _SourceSnapshots(Reducer):
     def needs(self, layer, num_tokens):
         return self.inner.needs(layer, num_tokens)
 
+    def reducing_blocks(self, num_tokens):
+        return self.inner.reducing_blocks(num_tokens)
+
     def reduce(self, x: torch.Tensor, layer: int, state: ReductionState, aux: dict) -> torch.Tensor:
         self.before[layer] = state.source  # replaced, never modified in place, by the reducers
         return self.inner.reduce(x, layer, state, aux)

@@ -318,9 +318,11 @@ class VisionTransformer(nn.Module):
         reducer decides from its block's input (vid-TLDR: hidden states and attention; ToMe: keys;
         random drop: a fingerprint of the hidden states seeds its draw), so every block up to the
         last decision must match the official execution bit for bit; nothing is decided after it."""
-        if reducer is None or self._attention == "materialized":
+        # A duck-typed hook without ``reducing_blocks`` (no schedule to read) gets no exact blocks.
+        reducing_blocks = getattr(reducer, "reducing_blocks", None)
+        if reducing_blocks is None or self._attention == "materialized":
             return -1
-        blocks = [layer for layer in reducer.reducing_blocks(num_tokens) if layer < self.cfg.depth]
+        blocks = [layer for layer in reducing_blocks(num_tokens) if layer < self.cfg.depth]
         return blocks[-1] if blocks else -1
 
     def forward(self, videos: torch.Tensor, reducer: Optional[Reducer] = None, trace: bool = False,
