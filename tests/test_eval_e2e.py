@@ -13,7 +13,7 @@ import pytest
 
 import vidtldr.data.dataset as data_module
 import vidtldr.tasks.retrieval as retrieval_module
-from vidtldr.report import results
+from vidtldr.report import reference, results, rows, tables
 from vidtldr.errors import VideoError
 from vidtldr.run.runner import run
 
@@ -65,9 +65,9 @@ def test_retrieval_record_and_tables(baseline, tmp_path):
     assert "tiny" in runs_csv and str(record["metrics"]["itm"]["img_r1"]) in runs_csv
     # A tiny-model run never fills a paper row: every row of the paper tables says "not run".
     for name in ("finetuned", "zeroshot", "qa", "fig1"):
-        table = results.build_table(results.TABLES[name], results.load_runs([run_dir.parent]),
-                                    results.load_reference())
-        assert set(table["run"]) == {results.NOT_RUN}
+        table = tables.build_table(tables.TABLES[name], rows.load_runs([run_dir.parent]),
+                                    reference.load_reference())
+        assert set(table["run"]) == {tables.NOT_RUN}
         assert written[name]["md"].read_text().count("not run") >= len(table)
 
 
@@ -207,7 +207,7 @@ def test_limit_marks_run_partial(cache, tmp_path):
     record = run(make_cfg(cache, "data.limit=3"), tmp_path, progress=False)
     assert record["partial"] is True and record["partial_reason"] == "data.limit"
     assert record["counts"]["videos"] == 3 and record["counts"]["videos_total"] == 7
-    row = results.run_row(record)
+    row = rows.run_row(record)
     assert row["partial"] and row["videos"] == 3
 
 

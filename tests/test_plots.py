@@ -81,7 +81,7 @@ def test_plot_writes_png_and_svg(tmp_path):
 
 
 def test_empty_runs_still_show_the_paper_figure1(tmp_path):
-    from vidtldr.report.results import load_reference
+    from vidtldr.report.reference import load_reference
 
     ref = load_reference(REPO / "vidtldr" / "report" / "paper_reference.csv")
     datasets = ["msrvtt", "msvd", "anet", "didemo", "lsmdc", "ssv2_label", "ssv2_template", "msrvtt_qa", "msvd_qa"]

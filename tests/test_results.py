@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vidtldr.report import results
+from vidtldr.report import reference, render, results, rows, tables
 from vidtldr.run.record import write_record
 
 REF = Path(__file__).resolve().parent.parent / "vidtldr" / "report" / "paper_reference.csv"
@@ -22,7 +22,7 @@ def fake_record(run_dir: Path, *, dataset="msrvtt", setting="finetuned", backbon
     (``schedule``, ``num_frames``, ``k_test``, ``precision``, ``checkpoint``, ``eval`` config keys)."""
     table = ("zeroshot" if setting == "zeroshot" else "qa" if dataset.endswith("_qa")
              else "fig1" if merge == "tome" else "finetuned")
-    row_cfg = results.row_settings(table, dataset, backbone, merge) or {}
+    row_cfg = rows.row_settings(table, dataset, backbone, merge) or {}
     schedule = settings.pop("schedule", row_cfg.get("schedule"))
     resolved = {k: row_cfg.get(k) for k in ("num_frames", "k_test", "max_txt_l", "max_q_len", "max_a_len",
                                             "data_source")}
@@ -55,16 +55,16 @@ def row(table: pd.DataFrame, dataset: str, backbone: str, method: str) -> dict:
 def test_ours_beside_paper_with_deltas_and_not_run(tmp_path):
     fake_record(tmp_path / "runs" / "a", t2v_r1=60.0, gflops=540.0)
     fake_record(tmp_path / "runs" / "b", merge="none", t2v_r1=61.0, gflops=984.6)
-    table = results.build_table(results.TABLES["finetuned"], results.load_runs([tmp_path / "runs"]),
-                                results.load_reference())
+    table = tables.build_table(tables.TABLES["finetuned"], rows.load_runs([tmp_path / "runs"]),
+                                reference.load_reference())
     ours = row(table, "msrvtt", "umt_l", "vidtldr")
     assert ours["run"] == "complete"
     assert ours["t2v_r1"] == 60.0 and ours["t2v_r1_paper"] == 58.1 and ours["t2v_r1_delta"] == pytest.approx(1.9)
     assert ours["gflops"] == 540.0 and ours["gflops_reduction_pct"] == pytest.approx(45.2)
     missing = row(table, "didemo", "umt_l", "vidtldr")
-    assert missing["run"] == results.NOT_RUN
+    assert missing["run"] == tables.NOT_RUN
     assert pd.isna(missing["t2v_r1"]) and missing["t2v_r1_paper"] == 72.3  # the paper's number stays in its column
-    shown = results.display_table(results.TABLES["finetuned"], table)
+    shown = render.display_table(tables.TABLES["finetuned"], table)
     didemo = shown[(shown.Dataset == "DiDeMo") & (shown.Backbone == "UMT-L/16") & (shown.Method == "+vid-TLDR")]
     assert didemo.iloc[0]["T2V R@1"].startswith("not run") and didemo.iloc[0]["GFLOPs"] == "not run"
     msrvtt = shown[(shown.Dataset == "MSRVTT") & (shown.Backbone == "UMT-L/16") & (shown.Method == "+vid-TLDR")]
@@ -74,13 +74,13 @@ def test_ours_beside_paper_with_deltas_and_not_run(tmp_path):
 def test_partial_and_failed_records(tmp_path):
     fake_record(tmp_path / "p", partial=True, t2v_r1=10.0, created="2026-02-01")
     fake_record(tmp_path / "f", status="failed", t2v_r1=99.0, created="2026-03-01")
-    runs = results.load_runs([tmp_path])
+    runs = rows.load_runs([tmp_path])
     assert len(runs) == 1  # the failed run is not a result
-    table = results.build_table(results.TABLES["finetuned"], runs, results.load_reference())
+    table = tables.build_table(tables.TABLES["finetuned"], runs, reference.load_reference())
     assert row(table, "msrvtt", "umt_l", "vidtldr")["run"] == "partial (10/1000 videos)"
     # A complete record, even an older one, wins over a partial one.
     fake_record(tmp_path / "c", t2v_r1=50.0, created="2025-12-01")
-    table = results.build_table(results.TABLES["finetuned"], results.load_runs([tmp_path]), results.load_reference())
+    table = tables.build_table(tables.TABLES["finetuned"], rows.load_runs([tmp_path]), reference.load_reference())
     assert row(table, "msrvtt", "umt_l", "vidtldr")["t2v_r1"] == 50.0
 
 
@@ -88,22 +88,22 @@ def test_fig1_qa_and_zeroshot_rows(tmp_path):
     fake_record(tmp_path / "a", backbone="umt_b", t2v_r1=51.0, v2t_r1=50.0, gflops=178.0, base=303.3)
     fake_record(tmp_path / "q", dataset="msrvtt_qa", backbone="umt_b", acc=44.5, gflops=188.5, base=303.3)
     fake_record(tmp_path / "z", setting="zeroshot", merge="none", t2v_r1=40.0)
-    runs = results.load_runs([tmp_path])
-    ref = results.load_reference()
-    fig1 = results.build_table(results.TABLES["fig1"], runs, ref)
+    runs = rows.load_runs([tmp_path])
+    ref = reference.load_reference()
+    fig1 = tables.build_table(tables.TABLES["fig1"], runs, ref)
     ret = row(fig1, "msrvtt", "umt_b", "vidtldr")
     assert ret["r1_mean"] == 50.5 and ret["r1_mean_paper"] == 50.8 and ret["gflops_paper"] == 178.0
     qa = row(fig1, "msrvtt_qa", "umt_b", "vidtldr")
     assert qa["acc"] == 44.5 and qa["acc_paper"] == 44.8
     assert pd.isna(qa.get("r1_mean"))  # a QA row has no retrieval R@1
-    assert row(fig1, "msrvtt", "umt_b", "tome")["run"] == results.NOT_RUN
-    zs = results.build_table(results.TABLES["zeroshot"], runs, ref)
+    assert row(fig1, "msrvtt", "umt_b", "tome")["run"] == tables.NOT_RUN
+    zs = tables.build_table(tables.TABLES["zeroshot"], runs, ref)
     assert row(zs, "msrvtt", "umt_l", "none")["t2v_r1"] == 40.0
     assert row(zs, "msrvtt", "umt_l", "none")["t2v_r1_paper"] == 40.7
     assert row(zs, "msrvtt", "umt_l", "none")["gflops_paper"] == 267.8  # 4-frame baseline
     # The fine-tuned table does not pick up the zero-shot run.
-    ft = results.build_table(results.TABLES["finetuned"], runs, ref)
-    assert row(ft, "msrvtt", "umt_l", "none")["run"] == results.NOT_RUN
+    ft = tables.build_table(tables.TABLES["finetuned"], runs, ref)
+    assert row(ft, "msrvtt", "umt_l", "none")["run"] == tables.NOT_RUN
 
 
 def test_only_records_with_the_rows_settings_fill_a_paper_row(tmp_path):
@@ -116,23 +116,23 @@ def test_only_records_with_the_rows_settings_fill_a_paper_row(tmp_path):
               "ckpt": dict(checkpoint="/x/my_finetune.pth", explicit_checkpoint="/x/my_finetune.pth")}
     for i, (name, extra) in enumerate(others.items()):
         fake_record(tmp_path / name, t2v_r1=10.0 + i, created=f"2026-02-0{i + 1}", **extra)
-    runs = results.load_runs([tmp_path])
-    table = results.build_table(results.TABLES["finetuned"], runs, results.load_reference())
+    runs = rows.load_runs([tmp_path])
+    table = tables.build_table(tables.TABLES["finetuned"], runs, reference.load_reference())
     ours = row(table, "msrvtt", "umt_l", "vidtldr")
     assert ours["t2v_r1"] == 58.0 and ours["record"].endswith("published/record.json")
     assert ours["schedule"] == published
     # fp16 (the official autocast) and the default file given explicitly are the row's settings.
     fake_record(tmp_path / "fp16", t2v_r1=57.0, precision="fp16", created="2026-03-01",
                 explicit_checkpoint="/elsewhere/ret_msrvtt_l16_25m.pth")
-    table = results.build_table(results.TABLES["finetuned"], results.load_runs([tmp_path]), results.load_reference())
+    table = tables.build_table(tables.TABLES["finetuned"], rows.load_runs([tmp_path]), reference.load_reference())
     assert row(table, "msrvtt", "umt_l", "vidtldr")["t2v_r1"] == 57.0
     # Without its own record the row is "not run", and every record is still in the runs table.
     (tmp_path / "published" / "record.json").unlink()
     (tmp_path / "fp16" / "record.json").unlink()
-    runs = results.load_runs([tmp_path])
-    table = results.build_table(results.TABLES["finetuned"], runs, results.load_reference())
-    assert row(table, "msrvtt", "umt_l", "vidtldr")["run"] == results.NOT_RUN
-    assert len(results.runs_table(runs)) == len(others)
+    runs = rows.load_runs([tmp_path])
+    table = tables.build_table(tables.TABLES["finetuned"], runs, reference.load_reference())
+    assert row(table, "msrvtt", "umt_l", "vidtldr")["run"] == tables.NOT_RUN
+    assert len(tables.runs_table(runs)) == len(others)
 
 
 def test_files_written_in_three_formats(tmp_path):
@@ -168,7 +168,7 @@ def test_cli_missing_runs_root_is_an_error_and_no_records_a_warning(tmp_path, ca
 
 
 def test_reference_sheet_is_complete_and_sourced():
-    ref = results.load_reference(REF)
+    ref = reference.load_reference(REF)
     assert ref["provenance"].str.len().min() > 0
     assert not ref.duplicated(["table", "setting", "dataset", "backbone", "method", "metric"]).any()
     # Spot checks transcribed separately from the paper and the UMT model zoo (not from this sheet), at least

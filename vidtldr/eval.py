@@ -27,7 +27,7 @@ log = logging.getLogger("vidtldr.eval")
 
 def report(record: dict) -> str:
     """The text printed at the end of a run: what ran, the metrics table, where the record is."""
-    from vidtldr.report.results import single_run_table
+    from vidtldr.report.render import single_run_table
 
     ident = record.get("run", {})
     counts = record.get("counts", {})

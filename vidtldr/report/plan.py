@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from vidtldr.report.results import FT_DATASETS
+from vidtldr.report.labels import FT_DATASETS, QA_DATASETS, ZS_DATASETS
 
-ZS_DATASETS = {"msrvtt": "msrvtt_zs", "msvd": "msvd_zs", "didemo": "didemo_zs", "anet": "anet_zs", "lsmdc": "lsmdc_zs"}
 TOME_NEAREST = {"msrvtt": 85, "didemo": 95}
-QA_DATASETS = ("msrvtt_qa", "msvd_qa")
 
 
 @dataclass(frozen=True)
