@@ -17,7 +17,7 @@ TABLE_OPTS = --backbones $(BACKBONES) $(if $(strip $(DATASETS)),--datasets $(DAT
 
 help:
 	@echo "make demo            tiny model on generated clips with vid-TLDR; prints the result table"
-	@echo "make test            the test suite (includes smoke evaluations of every dataset format)"
+	@echo "make test            ruff, then the test suite (includes smoke evaluations of every dataset format)"
 	@echo "make setup           create .venv and install the package (CPU torch by default)"
 	@echo "make smoke           tiny-model evaluations of every dataset config (records in runs/smoke)"
 	@echo "make flops           GFLOPs table of the published schedules (results/flops.md)"
@@ -42,6 +42,7 @@ demo: $(STAMP)
 	$(PYTHON) -m vidtldr.eval
 
 test: $(STAMP)
+	$(PYTHON) -m ruff check vidtldr scripts tests
 	$(PYTHON) -m pytest -q
 
 smoke: $(STAMP)
