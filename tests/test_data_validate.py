@@ -10,7 +10,7 @@ from vidtldr.data import validate as V
 from vidtldr.data.bench import decode_throughput
 from vidtldr.data.inspect import main as inspect_main
 from vidtldr.data.manifests import count_mismatches, load_manifest
-from vidtldr.data.registry import all_dataset_configs, load_dataset_config
+from vidtldr.data.registry import all_dataset_configs
 from vidtldr.data.tiny import CLIPS, make_tiny_dataset, write_clip
 
 

@@ -160,8 +160,8 @@ def test_real_hd_clip_transform_shape_and_range():
     assert frames.shape == (4, 3, 720, 1280) and frames.dtype == torch.uint8
     out = eval_transform(frames)
     assert out.shape == (4, 3, 224, 224)
-    lo = min((0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
-    hi = max((1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+    lo = min((0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True))
+    hi = max((1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True))
     assert out.min() >= lo - 1e-6 and out.max() <= hi + 1e-6
 
 

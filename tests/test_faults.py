@@ -8,7 +8,6 @@ Run alone with ``pytest -m faults``.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal

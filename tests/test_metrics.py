@@ -156,7 +156,7 @@ def test_qa_accuracy_rejects_mismatched_ids():
 def test_qa_accuracy_on_fixture(umt_tiny_dir):
     qa_in = torch.load(umt_tiny_dir / "qa_inputs.pt", weights_only=True)
     qa_exp = torch.load(umt_tiny_dir / "qa_expected.pt", weights_only=True)
-    gold = dict(zip(qa_in["question_ids"].tolist(), qa_in["gt_answers"]))
+    gold = dict(zip(qa_in["question_ids"].tolist(), qa_in["gt_answers"], strict=True))
     for mode in ("vidtldr_off", "vidtldr_on"):
         pred = {r["question_id"]: r["answer"] for r in qa_exp[mode]["result"]}
         assert qa_accuracy(pred, gold) == qa_exp[mode]["accuracy"]["overall"]

@@ -97,7 +97,7 @@ def test_fused_and_materialized_agree_and_match_the_reference(need):
     (fused, fp), (mat, mp) = outs["fused"], outs["materialized"]
     assert fused.token_counts == mat.token_counts == [32, 27, 27, 27]
     assert torch.allclose(fused.tokens, mat.tokens, atol=1e-5)
-    for (_, _, fa), (_, _, ma) in zip(fp.seen, mp.seen):
+    for (_, _, fa), (_, _, ma) in zip(fp.seen, mp.seen, strict=True):
         assert set(fa) == set(ma) == ({need} if need else set())
         for key in fa:
             assert torch.allclose(fa[key], ma[key], atol=1e-5)
@@ -126,7 +126,7 @@ def test_query_blocks_give_the_same_statistics_as_one_block(monkeypatch):
             out = _model(cfg)(videos, reducer=probe)
         results.append((out.tokens, [s[2]["neg_entropy"] for s in probe.seen]))
     assert torch.allclose(results[0][0], results[1][0], atol=1e-6)
-    for a, b in zip(results[0][1], results[1][1]):
+    for a, b in zip(results[0][1], results[1][1], strict=True):
         assert torch.allclose(a, b, atol=1e-6)
 
 

@@ -3,7 +3,6 @@ choice among several records, output formats, and the reference sheet itself."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd

@@ -29,7 +29,7 @@ def test_tome_hand_made_match():
     # evens 0, 2, 4 ; odds 1, 3, 5. even 2 == odd 1 (cos 1), even 0 ~ odd 5 (cos 1), even 4 at 45 deg
     m = tome_match(keys, 2)
     assert sorted(m.src_idx.flatten().tolist()) == [0, 1]
-    pairs = dict(zip(m.src_idx.flatten().tolist(), m.dst_idx.flatten().tolist()))
+    pairs = dict(zip(m.src_idx.flatten().tolist(), m.dst_idx.flatten().tolist(), strict=True))
     assert pairs[1] == 0 and pairs[0] == 2
     assert m.unm_idx.flatten().tolist() == [2]
     x = torch.arange(6.0).view(1, 6, 1)

@@ -8,7 +8,7 @@ import torch
 
 from vidtldr.reduce import REDUCERS, ReductionState, build_reducer
 from vidtldr.reduce.schedule import tokens_to_remove
-from vidtldr.reduce.vidtldr import (Match, VidTLDR, bipartite_match, head_mean_neg_entropy, merge_source,
+from vidtldr.reduce.vidtldr import (VidTLDR, bipartite_match, head_mean_neg_entropy, merge_source,
                                     merge_wavg, objective_score, official_vidtldr_call,
                                     saliency_from_neg_entropy)
 
@@ -96,7 +96,7 @@ def test_chained_cases_share_state(merge_cases):
     from the first case's inputs alone reproduces the last case's outputs."""
     cases = merge_cases["cases"]
     chained = 0
-    for prev, nxt in zip(cases, cases[1:]):
+    for prev, nxt in zip(cases, cases[1:], strict=False):
         size_in = nxt["inputs"]["info"]["size"]
         size_out = prev["outputs"]["size"]
         if size_in is None or size_out is None or size_in.shape != size_out.shape \
@@ -231,7 +231,7 @@ def test_full_saliency_is_size_weighted_average_and_conserves_size():
     srcs = [m.src_idx[bi, j, 0].item() for j in range(6) if m.dst_idx[bi, j, 0].item() == d]
     w = [size[bi, 2 * s + 0] for s in srcs] + [size[bi, 2 * d + 1]]
     v = [x[bi, 2 * s] for s in srcs] + [x[bi, 2 * d + 1]]
-    want = sum(wi * vi for wi, vi in zip(w, v)) / sum(w)
+    want = sum(wi * vi for wi, vi in zip(w, v, strict=True)) / sum(w)
     torch.testing.assert_close(new_x[bi, 8 - 6 + d], want, atol=1e-5, rtol=1e-5)
 
 

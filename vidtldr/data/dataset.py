@@ -79,7 +79,7 @@ class VideoLoader:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self.skipped = []
         for batch in self.loader:
-            for idx, ok, err in zip(batch["index"].tolist(), batch["ok"].tolist(), batch["error"]):
+            for idx, ok, err in zip(batch["index"].tolist(), batch["ok"].tolist(), batch["error"], strict=True):
                 if not ok and not self.dataset.skip_unreadable:
                     raise VideoError(err)
                 if not ok:

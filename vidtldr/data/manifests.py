@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from vidtldr.data.registry import CONFIG_DIR
+from vidtldr.config_utils import CONFIG_DIR
 from vidtldr.errors import ConfigError
 
 MANIFEST_DIR = CONFIG_DIR.parent / "data_manifests"

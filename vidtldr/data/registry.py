@@ -3,13 +3,11 @@ Hydra composes with ``dataset=<name>``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import vidtldr
+from vidtldr.config_utils import CONFIG_DIR
 from vidtldr.errors import ConfigError
 
-from vidtldr.config_utils import CONFIG_DIR  # noqa: E402  (re-exported for data.manifests)
 DATASET_CONFIG_DIR = CONFIG_DIR / "dataset"
 REQUIRED_KEYS = ("name", "task", "reader", "annotation", "video_dir", "trimmed30", "num_frames",
                  "test_name", "k_test")

@@ -95,7 +95,7 @@ def _msrvtt() -> list[dict]:
             "blue block -- three frames only!", "A yellow block; the bar sweeps across",
             "the magenta block at 29.97 fps", "<person> films a cyan block, portrait",
             "an orange block for thirty-two seconds"]
-    return [{"video": v, "caption": c} for v, c in zip(V, caps)]
+    return [{"video": v, "caption": c} for v, c in zip(V, caps, strict=True)]
 
 
 def _msvd() -> list[dict]:

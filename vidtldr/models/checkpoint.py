@@ -22,7 +22,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Mapping, Optional
+from typing import Literal, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -196,39 +196,32 @@ def _model_task(model: nn.Module) -> str:
     return task
 
 
-def prepare_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], kind: Kind = "finetuned",
-                       source: str = "<state_dict>") -> tuple[dict, LoadReport]:
-    """Remap (pre-trained), drop allow-listed keys, fill defaults, and validate against ``model``.
-    Returns the state_dict ready for ``load_state_dict(strict=True)`` and a report."""
-    if kind not in KINDS:
-        raise CheckpointError(f"checkpoint kind must be one of {KINDS}, got {kind!r}")
-    task = _model_task(model)
-    report = LoadReport(path=source, format="", kind=kind)
-    sd = dict(state_dict)
-    if kind == "pretrained":
-        if not looks_pretrained(sd):
-            # Remapping a fine-tuned file would leave its keys as they are and "succeed", so a
-            # zero-shot run would silently evaluate fine-tuned weights.
-            raise CheckpointError(
-                f"{source}: loaded as a pre-trained (zero-shot) checkpoint, but it looks like a fine-tuned one "
-                f"(no 'text_encoder.bert.' keys). Zero-shot datasets (*_zs) need the pre-trained file "
-                f"(b16_25m.pth / l16_25m.pth, model.checkpoint=/path); to evaluate these fine-tuned weights, "
-                f"use the dataset config without _zs (or load_checkpoint(..., kind='finetuned'))")
-        before = set(sd)
-        sd = remap_pretrained(sd, task, model.cfg.text.fusion_layer)
-        report.remapped = len(set(sd) - before)
-    elif looks_pretrained(sd):
+def _check_kind(sd: Mapping[str, torch.Tensor], kind: Kind, source: str) -> None:
+    """A pre-trained file loaded as fine-tuned, or the reverse, is refused: remapping a fine-tuned
+    file would leave its keys as they are and "succeed", so a zero-shot run would silently evaluate
+    fine-tuned weights."""
+    if kind == "pretrained" and not looks_pretrained(sd):
+        raise CheckpointError(
+            f"{source}: loaded as a pre-trained (zero-shot) checkpoint, but it looks like a fine-tuned one "
+            f"(no 'text_encoder.bert.' keys). Zero-shot datasets (*_zs) need the pre-trained file "
+            f"(b16_25m.pth / l16_25m.pth, model.checkpoint=/path); to evaluate these fine-tuned weights, "
+            f"use the dataset config without _zs (or load_checkpoint(..., kind='finetuned'))")
+    if kind == "finetuned" and looks_pretrained(sd):
         raise CheckpointError(f"{source}: this looks like a pre-trained (zero-shot) checkpoint (keys start with "
                               f"'text_encoder.bert.'); load it with kind='pretrained'")
 
-    prefixes = IGNORED_PREFIXES[(task, kind)]
+
+def _drop_ignored(sd: dict, prefixes: Sequence[str], report: LoadReport) -> None:
     for key in list(sd):
         if any(key == p or (p.endswith(".") and key.startswith(p)) for p in prefixes):
             report.ignored.append(key)
             del sd[key]
 
-    expected = model.state_dict(keep_vars=True)
-    # One tensor under two names: accept either name, insist on equal values when both are there.
+
+def _fill_tied_and_defaults(model: nn.Module, sd: dict, expected: Mapping[str, torch.Tensor], source: str,
+                            report: LoadReport) -> None:
+    """One tensor under two names: accept either name, insist on equal values when both are there.
+    BERT's ``position_ids`` buffers, absent from older files, are filled with their default."""
     for first, second in _tied_pairs(model):
         if first in sd and second in sd:
             a, b = sd[first], sd[second]
@@ -244,23 +237,42 @@ def prepare_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
             sd[key] = torch.arange(tensor.shape[-1]).unsqueeze(0)
             report.filled.append(key)
 
+
+def _key_problems(sd: dict, expected: Mapping[str, torch.Tensor], task: str, kind: Kind) -> tuple[list[str], str]:
+    """(missing / unexpected / mismatched-shape listings, a hint on the likely mix-up)."""
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s):{_listing(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s):{_listing(unexpected)}")
     mismatched = [f"{k}: checkpoint {list(sd[k].shape)} vs model {list(expected[k].shape)}"
                   for k in expected if k in sd and tuple(sd[k].shape) != tuple(expected[k].shape)]
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatch(es):{_listing(mismatched)}")
+    problems = [f"{len(keys)} {what}:{_listing(keys)}" for what, keys in (
+        ("missing key(s)", missing), ("unexpected key(s)", unexpected), ("shape mismatch(es)", mismatched)) if keys]
+    hint = ""
+    if kind == "finetuned" and task == "qa" and any(k.startswith("vision_proj") for k in unexpected):
+        hint = "\n(a retrieval checkpoint given to a QA model?)"
+    elif task == "retrieval" and any(k.startswith("text_decoder.") for k in unexpected):
+        hint = "\n(a QA checkpoint given to a retrieval model?)"
+    return problems, hint
+
+
+def prepare_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], kind: Kind = "finetuned",
+                       source: str = "<state_dict>") -> tuple[dict, LoadReport]:
+    """Remap (pre-trained), drop allow-listed keys, fill defaults, and validate against ``model``.
+    Returns the state_dict ready for ``load_state_dict(strict=True)`` and a report."""
+    if kind not in KINDS:
+        raise CheckpointError(f"checkpoint kind must be one of {KINDS}, got {kind!r}")
+    task = _model_task(model)
+    report = LoadReport(path=source, format="", kind=kind)
+    sd = dict(state_dict)
+    _check_kind(sd, kind, source)
+    if kind == "pretrained":
+        before = set(sd)
+        sd = remap_pretrained(sd, task, model.cfg.text.fusion_layer)
+        report.remapped = len(set(sd) - before)
+    _drop_ignored(sd, IGNORED_PREFIXES[(task, kind)], report)
+    expected = model.state_dict(keep_vars=True)
+    _fill_tied_and_defaults(model, sd, expected, source, report)
+    problems, hint = _key_problems(sd, expected, task, kind)
     if problems:
-        hint = ""
-        if kind == "finetuned" and task == "qa" and any(k.startswith("vision_proj") for k in unexpected):
-            hint = "\n(a retrieval checkpoint given to a QA model?)"
-        elif task == "retrieval" and any(k.startswith("text_decoder.") for k in unexpected):
-            hint = "\n(a QA checkpoint given to a retrieval model?)"
         raise CheckpointError(f"{source} does not match the {task} model built from this config "
                               f"(kind={kind}):\n" + "\n".join(problems) + hint)
     report.loaded = len(sd)

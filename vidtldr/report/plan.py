@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from vidtldr.report.labels import FT_DATASETS, QA_DATASETS, ZS_DATASETS
 
@@ -46,42 +46,52 @@ def zero_shot_fractions(dataset: str, backbone: str, num_tokens: int = 2352) -> 
     return fractions
 
 
+def _finetuned(backbones: Sequence[str]) -> Iterator[tuple[PlannedRun, str]]:
+    for d in FT_DATASETS:
+        for b in backbones:
+            for m in ("none", "vidtldr"):
+                yield PlannedRun("finetuned", d, b, m), d
+
+
+def _zeroshot(backbones: Sequence[str]) -> Iterator[tuple[PlannedRun, str]]:
+    for d, cfg in ZS_DATASETS.items():
+        for b in backbones:
+            # One config per dataset: per-backbone text lengths are resolved from it (runspec).
+            yield PlannedRun("zeroshot", cfg, b, "none"), d
+            r = "[" + ",".join(str(f) for f in zero_shot_fractions(d, b)) + "]"
+            yield PlannedRun("zeroshot", cfg, b, "vidtldr", (f"merge.r={r}",)), d
+
+
+def _qa(backbones: Sequence[str]) -> Iterator[tuple[PlannedRun, str]]:
+    for d in QA_DATASETS:
+        for b in backbones:
+            for m in ("none", "vidtldr"):
+                yield PlannedRun("qa", d, b, m), d
+    for b in backbones:  # no published schedule (and the fork's configs do not parse): baseline only
+        yield PlannedRun("qa", "anet_qa", b, "none"), "anet_qa"
+
+
+def _fig1(backbones: Sequence[str]) -> Iterator[tuple[PlannedRun, str]]:
+    del backbones  # Figure 1 is UMT-B only
+    for d in (*FT_DATASETS, *QA_DATASETS):
+        for m in ("none", "tome", "vidtldr"):
+            extra = (f"merge.r={TOME_NEAREST[d]}",) if m == "tome" and d in TOME_NEAREST else ()
+            yield PlannedRun("fig1", d, "umt_b", m, extra), d
+
+
+PLANS: dict[str, Callable[[Sequence[str]], Iterator[tuple[PlannedRun, str]]]] = {
+    "finetuned": _finetuned, "zeroshot": _zeroshot, "qa": _qa, "fig1": _fig1}
+
+
 def plan(table: str, backbones: Sequence[str] = ("umt_b", "umt_l"), datasets: Iterable[str] | None = None
          ) -> list[PlannedRun]:
-    wanted = set(datasets) if datasets else None
-    runs: list[PlannedRun] = []
-
-    def add(run: PlannedRun, base: str):
-        if wanted is None or base in wanted or run.dataset in wanted:
-            runs.append(run)
-
-    if table == "finetuned":
-        for d in FT_DATASETS:
-            for b in backbones:
-                for m in ("none", "vidtldr"):
-                    add(PlannedRun(table, d, b, m), d)
-    elif table == "zeroshot":
-        for d, cfg in ZS_DATASETS.items():
-            for b in backbones:
-                # One config per dataset: per-backbone text lengths are resolved from it (runspec).
-                add(PlannedRun(table, cfg, b, "none"), d)
-                r = "[" + ",".join(str(f) for f in zero_shot_fractions(d, b)) + "]"
-                add(PlannedRun(table, cfg, b, "vidtldr", (f"merge.r={r}",)), d)
-    elif table == "qa":
-        for d in QA_DATASETS:
-            for b in backbones:
-                for m in ("none", "vidtldr"):
-                    add(PlannedRun(table, d, b, m), d)
-        for b in backbones:  # no published schedule (and the fork's configs do not parse): baseline only
-            add(PlannedRun(table, "anet_qa", b, "none"), "anet_qa")
-    elif table == "fig1":
-        for d in (*FT_DATASETS, *QA_DATASETS):
-            for m in ("none", "tome", "vidtldr"):
-                extra = (f"merge.r={TOME_NEAREST[d]}",) if m == "tome" and d in TOME_NEAREST else ()
-                add(PlannedRun(table, d, "umt_b", m, extra), d)
-    else:
+    """The runs behind one paper table, restricted to ``datasets`` (paper names such as ``msrvtt``
+    or dataset configs such as ``msrvtt_zs``) when given."""
+    if table not in PLANS:
         raise ValueError(f"unknown table {table!r}; expected finetuned, zeroshot, qa or fig1")
-    return runs
+    wanted = set(datasets) if datasets else None
+    return [run for run, base in PLANS[table](backbones)
+            if wanted is None or base in wanted or run.dataset in wanted]
 
 
 def missing_for(runs: Sequence[PlannedRun], common: Sequence[str] = ()) -> tuple[list[str], dict[str, str]]:

@@ -68,7 +68,7 @@ def video_features(paths: Sequence[str], keys: Sequence[str], encode_fn: EncodeF
     """
     keep = retain or (lambda stored: stored)
     path_of = {}
-    for key, path in zip(keys, paths):
+    for key, path in zip(keys, paths, strict=True):
         path_of.setdefault(key, path)
     cache.bind_sources(path_of)  # a shard is valid for the file it was computed from, not for its name
     order = unique_in_order(keys)
@@ -95,7 +95,7 @@ def video_features(paths: Sequence[str], keys: Sequence[str], encode_fn: EncodeF
             rows = [j for j, good in enumerate(ok) if good]
             if rows:
                 frames = batch["frames"][rows]
-                for j, stored in zip(rows, encode_fn(frames)):
+                for j, stored in zip(rows, encode_fn(frames), strict=True):
                     key = todo[index[j]]
                     cache.save(key, stored)  # atomic, per video: resume point
                     result.by_key[key] = keep(stored)
