@@ -62,7 +62,7 @@ def test_qa_matches_official(data_formats_dir, fmt):
 
 
 def test_paragraph_string_caption_is_joined_per_character():
-    # spec §10.14: a string caption in paragraph mode becomes its characters joined by spaces.
+    # docs/protocol.md section 9 (the shipped zero-shot ANet UMT-L config): a string caption in paragraph mode becomes its characters joined by spaces.
     split = build_split([{"video": "a.mp4", "caption": "Ok!"}], "paragraph", "")
     assert split.texts == ["o k"]
 

@@ -32,7 +32,7 @@ def test_configs_cover_every_benchmark_and_zero_shot_variant():
     assert {"msrvtt", "msvd", "didemo", "anet", "lsmdc", "ssv2_label", "ssv2_template", "msrvtt_qa", "msvd_qa",
             "anet_qa", "msrvtt_zs", "msvd_zs", "didemo_zs", "anet_zs", "lsmdc_zs"} <= names
     cfgs = all_dataset_configs()
-    # spec §3.4 text lengths, §8.2 frames
+    # docs/protocol.md: text lengths (section 3), frames (section 6)
     assert [cfgs[n]["max_txt_l"] for n in ("msrvtt", "msvd", "anet", "didemo", "lsmdc", "ssv2_label", "ssv2_template")] \
         == [32, 64, 150, 64, 96, 25, 25]
     assert [cfgs[n]["max_txt_l"] for n in ("msrvtt_zs", "msvd_zs", "anet_zs", "didemo_zs", "lsmdc_zs")] \

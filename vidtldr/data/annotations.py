@@ -1,7 +1,8 @@
 """Annotation readers for the UMT/VINDLU JSON formats, looked up by the dataset config's ``reader``.
 
 Each reader is a pure function ``(records, video_root) -> split`` over the list of records in file
-order; it reproduces the official eval dataset's structures (spec §8.1, data_formats README):
+order; it reproduces the official eval dataset's structures (docs/protocol.md section 6,
+tests/fixtures/data_formats/README.md):
 
 * ``caption``        one video per record, one or several captions per record (msrvtt, msvd, lsmdc)
 * ``paragraph``      one video per record, its captions joined with single spaces into one text

@@ -1,4 +1,4 @@
-"""Caption cleaning, equivalent to the official ``dataset.utils.pre_text`` (spec §3.4).
+"""Caption cleaning, equivalent to the official ``dataset.utils.pre_text`` (docs/protocol.md section 3).
 
 Every quirk is intentional: the official eval datasets call it with ``max_l=None``, so there is
 no word truncation, and a single tab / newline / NBSP survives because only runs of two or more

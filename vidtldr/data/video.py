@@ -1,4 +1,4 @@
-"""Frame sampling and decord decoding (spec §8.2).
+"""Frame sampling and decord decoding (docs/protocol.md section 6).
 
 Sampling is pure (``usable_length``, ``sample_indices``); decoding opens a fresh
 ``decord.VideoReader(path, num_threads=1)`` per call, so it is safe in DataLoader workers.

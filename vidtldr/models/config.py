@@ -23,7 +23,7 @@ TASKS = ("retrieval", "qa")
 
 @dataclass(frozen=True)
 class VisionConfig:
-    """UMT video ViT (spec section 1). No CLS token; mlp_ratio 4 is fixed in the official code."""
+    """UMT video ViT (docs/protocol.md, section 1). No CLS token; mlp_ratio 4 is fixed in the official code."""
 
     img_size: int
     patch_size: int
@@ -65,7 +65,7 @@ class VisionConfig:
 
 @dataclass(frozen=True)
 class TextConfig:
-    """xbert BERT encoder (spec section 3). Layers >= fusion_layer carry cross-attention whose
+    """xbert BERT encoder (docs/protocol.md, section 3). Layers >= fusion_layer carry cross-attention whose
     key/value input width is ``encoder_width`` (always the vision width: the official builder
     overrides the json value)."""
 

@@ -1,4 +1,4 @@
-"""UMT retrieval (``UMT``) and QA (``UMT_QA``) models at evaluation time (spec sections 4 and 7).
+"""UMT retrieval (``UMT``) and QA (``UMT_QA``) models at evaluation time (docs/protocol.md, sections 4 and 5).
 
 Attribute names are the official ones, so ``state_dict()`` keys equal a fine-tuned checkpoint's:
 ``vision_encoder``, ``text_encoder``, ``vision_proj``, ``text_proj``, ``temp``, ``itm_head`` for
@@ -101,7 +101,7 @@ class UMTQA(_UMTBase):
         if cfg.task != "qa" or cfg.vision.add_pool_norm:
             raise ConfigError("UMTQA needs a QA config (task='qa', no pool_norm)")
         super().__init__(cfg, attention)
-        # The official decoder's cross-attention K/V are sized by the vision width (spec 10.22).
+        # The official decoder's cross-attention K/V are sized by the vision width (docs/protocol.md section 3).
         decoder_text = dataclasses.replace(cfg.text, encoder_width=cfg.vision.width)
         self.text_decoder = BertLMHeadModel(decoder_text, cfg.decoder_layers)
 
@@ -136,7 +136,7 @@ class UMTQA(_UMTBase):
     def rank_answers(self, vision_tokens: torch.Tensor, question_ids: torch.Tensor, question_mask: torch.Tensor,
                      answer_ids: torch.Tensor, answer_mask: torch.Tensor, k: int,
                      pad_token_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Official answer-list ranking (spec section 7.5) for B questions.
+        """Official answer-list ranking (docs/protocol.md, section 5) for B questions.
 
         1. p_first(a): decoder softmax after the start token, at each answer's first piece; keep top-k.
         2. Re-score the k candidates with the full decoder loss; log-score = log p_first - loss (the

@@ -1,4 +1,4 @@
-"""UMT video ViT (spec section 1) with the token-reducer hook of vid-TLDR.
+"""UMT video ViT (docs/protocol.md, section 1) with the token-reducer hook of vid-TLDR.
 
 Module names mirror the official state_dict (``encoder.patch_embed.proj``, ``encoder.blocks.N``,
 ``encoder.norm``, ``pool_norm``) so checkpoints load without renaming.
@@ -173,7 +173,7 @@ class Attention(nn.Module):
 
 def _sum_p_log_p(p: torch.Tensor) -> torch.Tensor:
     """``sum_j p_j ln p_j`` over the last axis, with ``0 ln 0 = 0`` (the original code would produce
-    NaN there, spec 10.6). Clamping to the smallest normal float before the log gives exactly
+    NaN there, docs/protocol.md section 9). Clamping to the smallest normal float before the log gives exactly
     ``p ln p`` for every normal ``p`` and 0 for ``p = 0``; it is about 4x faster on CPU than
     ``torch.xlogy``, which matters at vid-TLDR's scoring blocks (T x T probabilities per block)."""
     return (p * p.clamp_min(torch.finfo(p.dtype).tiny).log()).sum(-1)
