@@ -1,4 +1,4 @@
-"""Test-time transform (spec §8.3): bicubic resize to size x size on uint8 without antialiasing
+"""Test-time transform (docs/protocol.md section 6): bicubic resize to size x size on uint8 without antialiasing
 (torchvision 0.13.1 tensor semantics), then /255 and ImageNet mean/std. No crop, aspect ratio
 not kept."""
 
@@ -35,9 +35,3 @@ def eval_transform(frames: torch.Tensor, size: int = 224) -> torch.Tensor:
     """uint8 ``[T,3,H,W]`` -> float32 ``[T,3,size,size]``, the model's input."""
     return normalize(resize_uint8(frames, size))
 
-
-def denormalize_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`normalize` (for display, e.g. contact sheets), rounded to uint8."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
-    return (x * std + mean).mul(255).clamp(0, 255).round().to(torch.uint8)

@@ -4,7 +4,7 @@
   A file that needs more than tensors and plain containers is refused with instructions to
   convert it once (``scripts/convert_checkpoint.py --trust-pickle``) into ``.safetensors``.
 * The state_dict is ``ckpt["model"]`` when that key exists, else the whole object (official rule).
-* ``kind="pretrained"`` applies the official zero-shot remap (spec 5.4): ``bert.`` is dropped from
+* ``kind="pretrained"`` applies the official zero-shot remap (docs/protocol.md section 7): ``bert.`` is dropped from
   text keys and, for QA, the answer decoder is derived from the pre-trained text encoder
   (embeddings, MLM head, and layers >= fusion_layer renumbered from 0).
 * Validation is strict: a missing, unexpected or mis-shaped key is a :class:`CheckpointError`
@@ -75,10 +75,8 @@ def _listing(keys, limit: int = _MAX_LISTED) -> str:
 
 
 def _read_safetensors(path: Path) -> dict:
-    try:
-        from safetensors.torch import load_file
-    except ImportError:  # pragma: no cover - safetensors is a dependency
-        raise CheckpointError(f"{path}: reading .safetensors needs the 'safetensors' package") from None
+    from safetensors.torch import load_file
+
     try:
         return load_file(str(path), device="cpu")
     except Exception as exc:  # SafetensorError, OSError ...
@@ -131,7 +129,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Pre-trained remap (spec 5.4)
+# Pre-trained remap (docs/protocol.md section 7)
 
 
 def remap_pretrained(state_dict: Mapping[str, torch.Tensor], task: str, fusion_layer: int) -> dict:

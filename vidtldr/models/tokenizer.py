@@ -93,10 +93,8 @@ def vocab_path(name_or_path: str | Path) -> Path:
 def _cached_vocab(name: str) -> Path | None:
     """vocab.txt of a model in the local Hugging Face cache, or None. (transformers >= 5 silently
     returns a 5-token tokenizer for an unknown name, so the file is looked up explicitly.)"""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - a transformers dependency
-        return None
+    from huggingface_hub import try_to_load_from_cache  # a dependency of transformers
+
     try:
         found = try_to_load_from_cache(repo_id=name, filename="vocab.txt")
     except Exception:  # invalid repo id etc.
