@@ -20,7 +20,7 @@ class PaperGflops:
 
 @functools.lru_cache(maxsize=1)
 def paper_gflops() -> PaperGflops:
-    from vidtldr.report.results import load_reference
+    from vidtldr.report.reference import load_reference
 
     ref = load_reference()
     rows = ref[ref["metric"] == "gflops"]

@@ -31,7 +31,7 @@ def write_public(path: Path, text: str) -> None:
 
 def dataset_label(dataset: str) -> str:
     """Row label: the report's dataset label, with "ret" on the retrieval sets."""
-    from vidtldr.report.results import DATASET_LABEL
+    from vidtldr.report.labels import DATASET_LABEL
 
     label = DATASET_LABEL.get(dataset, dataset)
     return label if dataset.endswith("_qa") else f"{label} ret"
@@ -102,7 +102,7 @@ def table_rows(trace: bool = True, progress=None) -> dict:
 
 
 def render_table(data: dict, traced: bool) -> str:
-    from vidtldr.report.results import BACKBONE_LABEL
+    from vidtldr.report.labels import BACKBONE_LABEL
 
     ref = paper_gflops()
     L = []
