@@ -13,11 +13,12 @@ DATASETS ?=
 ARGS ?=
 TABLE_OPTS = --backbones $(BACKBONES) $(if $(strip $(DATASETS)),--datasets $(DATASETS)) $(if $(strip $(ARGS)),-- $(ARGS))
 
-.PHONY: help setup demo test smoke flops bench bench-scale table-finetuned table-zeroshot table-qa fig1 tables clean-cache
+.PHONY: help setup demo test mutation smoke flops bench bench-scale table-finetuned table-zeroshot table-qa fig1 tables clean-cache
 
 help:
 	@echo "make demo            tiny model on generated clips with vid-TLDR; prints the result table"
 	@echo "make test            ruff, then the test suite (includes smoke evaluations of every dataset format)"
+	@echo "make mutation        mutation testing of the core modules (MODULES=\"vidtldr/tasks/metrics.py ...\"; results/mutation.md)"
 	@echo "make setup           create .venv and install the package (CPU torch by default)"
 	@echo "make smoke           tiny-model evaluations of every dataset config (records in runs/smoke)"
 	@echo "make flops           GFLOPs table of the published schedules (results/flops.md)"
@@ -44,6 +45,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PYTHON) -m ruff check vidtldr scripts tests
 	$(PYTHON) -m pytest -q
+
+# mutmut on each listed module (default: all targets in scripts/mutation.py), tests relevant to it
+# only; last line one JSON object {"killed", "survived", "timeout", "score"}. Minutes per module.
+MODULES ?=
+mutation: $(STAMP)
+	$(PYTHON) scripts/mutation.py $(if $(strip $(MODULES)),--modules $(MODULES))
 
 smoke: $(STAMP)
 	$(PYTHON) scripts/smoke.py

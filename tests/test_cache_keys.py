@@ -155,3 +155,19 @@ def test_a_new_feature_format_recomputes_everything(cache, tmp_path, monkeypatch
 def test_settings_outside_the_key_reuse_the_features(cache, tmp_path):
     for i, overrides in enumerate((("eval.k_test=2",), ("data.batch_size=3",), ("eval.token_store=memory",))):
         assert _rerun(cache, tmp_path / str(i), *overrides) == (0, 1), overrides
+
+
+def test_the_keys_say_in_words_what_the_features_are(parts, tmp_path):
+    """key.json is how a person tells cache folders apart: its fields, by name, for the default run."""
+    video, text = runner.cache_keys(**parts)
+    arch = parts["arch_cfg"].to_dict()
+    common = {"format": runner.FEATURE_FORMAT, "vidtldr": vidtldr.__version__,
+              "weights": {"random_seed": 0, "arch": "tiny"}, "device": "cpu", "precision": "fp32"}
+    assert video == {**common, "kind": "video", "task": "retrieval", "arch": arch,
+                     "reducer": parts["reducer"].describe(), "schedule": [48, 24, 0, 0], "num_frames": 4,
+                     "img_size": 224, "trimmed30": False, "video_root": str((parts["video_root"]).resolve()),
+                     "attention": "fused"}
+    assert text == {**common, "kind": "text", "task": "retrieval", "text": arch["text"],
+                    "embed_dim": parts["arch_cfg"].embed_dim}
+    bare, _ = runner.cache_keys(**_changed(parts, reducer=None))
+    assert bare["reducer"] == {"name": "none"} and bare["schedule"] == []

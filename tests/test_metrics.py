@@ -160,3 +160,78 @@ def test_qa_accuracy_on_fixture(umt_tiny_dir):
     for mode in ("vidtldr_off", "vidtldr_on"):
         pred = {r["question_id"]: r["answer"] for r in qa_exp[mode]["result"]}
         assert qa_accuracy(pred, gold) == qa_exp[mode]["accuracy"]["overall"]
+
+
+# ----------------------------------------------------------------------------- input checks, by message
+
+def _args(**kwargs):
+    args = dict(i2t=np.zeros((2, 3)), t2i=np.zeros((3, 2)), txt2img={0: 0, 1: 0, 2: 1}, img2txt={0: [0, 1], 1: [2]})
+    args.update(kwargs)
+    return args
+
+
+def _message(**kwargs) -> str:
+    with pytest.raises(ValueError) as info:
+        retrieval_metrics(**_args(**kwargs))
+    return str(info.value)
+
+
+@pytest.mark.parametrize("name,shape", [("i2t", (0, 3)), ("i2t", (2, 0)), ("t2i", (0, 2)), ("t2i", (3, 0))])
+def test_an_empty_matrix_is_named(name, shape):
+    assert _message(**{name: np.zeros(shape)}) == f"{name} is empty (shape {shape})"
+
+
+def test_non_numeric_scores_and_other_containers_are_named():
+    assert _message(t2i=np.array([["a", "b"]] * 3)) == "t2i must be numeric, got dtype <U1"
+    assert _message(i2t=np.zeros((2, 3, 1))) == "i2t must be a 2-D score matrix, got shape (2, 3, 1)"
+    assert _message(txt2img="abc") == "txt2img must be a dict or a list, got str"
+    assert _message(txt2img={0, 1, 2}) == "txt2img must be a dict or a list, got set"
+
+
+def test_missing_and_outside_keys_are_listed_with_the_valid_range():
+    n = 9
+    square = dict(i2t=np.zeros((n, n)), t2i=np.zeros((n, n)), img2txt=list(range(n)))
+    msg = _message(**square, txt2img={0: 0, 1: 1, 2: 2})  # six missing: five shown, then "..."
+    assert msg == "txt2img has no entry for queries [3, 4, 5, 6, 7] ... (9 queries expected, keys 0..8)"
+    assert _message(**square, txt2img={i: i for i in range(3, n)}) == \
+        "txt2img has no entry for queries [0, 1, 2] (9 queries expected, keys 0..8)"
+    five = {i: i for i in range(n) if i not in (0, 1, 2, 3, 4)}
+    assert _message(**square, txt2img=five).startswith("txt2img has no entry for queries [0, 1, 2, 3, 4] (9")
+    extra = {**{i: i for i in range(n)}, **{k: 0 for k in range(9, 16)}}
+    assert _message(**square, txt2img=extra) == "txt2img has keys outside 0..8: [9, 10, 11, 12, 13]"
+    assert _message(**square, txt2img={**{i: i for i in range(n)}, 9: 0}) == "txt2img has keys outside 0..8: [9]"
+
+
+@pytest.mark.parametrize("entry,message", [
+    ([0, 3], "img2txt[0] = [0, 3] points outside the 3 candidates: [3]"),  # one past the last text
+    ({0, 1}, "img2txt[0] must be an int or a non-empty list of ints, got {0, 1}"),  # a set is not a list
+    ([0.0], "img2txt[0] must be an int or a non-empty list of ints, got [0.0]"),
+    ([True], "img2txt[0] must be an int or a non-empty list of ints, got [True]"),
+    (True, "img2txt[0] must be an int or a non-empty list of ints, got True"),
+    ("0", "img2txt[0] must be an int or a non-empty list of ints, got '0'"),
+])
+def test_bad_ground_truth_entries_are_refused(entry, message):
+    assert _message(img2txt={0: entry, 1: [2]}) == message
+
+
+def test_tensors_that_require_grad_are_accepted():
+    t2i = torch.tensor([[0.9, 0.1], [0.2, 0.6], [0.3, 0.4]], requires_grad=True)
+    i2t = t2i.detach().T.clone().requires_grad_(True)
+    m = retrieval_metrics(i2t, t2i, txt2img=[0, 1, 0], img2txt=[[0, 2], [1]])  # text 2 ranks video 0 second
+    assert m["img_r1"] == 66.67 and m["txt_r1"] == 100.0
+
+
+def test_qa_accuracy_messages():
+    with pytest.raises(ValueError) as info:
+        qa_accuracy([("1", "cat")], {1: "cat"})
+    assert str(info.value) == "qa_accuracy expects two dicts question_id -> answer, got list and dict"
+    with pytest.raises(ValueError) as info:
+        qa_accuracy({1: "cat"}, [(1, "cat")])
+    assert str(info.value) == "qa_accuracy expects two dicts question_id -> answer, got dict and list"
+    with pytest.raises(ValueError) as info:
+        qa_accuracy({}, {})
+    assert str(info.value) == "qa_accuracy: the gold answers are empty"
+    with pytest.raises(ValueError) as info:
+        qa_accuracy({"a": 1, "b": 2, "c": 3, "d": 4}, {1: "x", 2: "y", 3: "z", 4: "w"})
+    assert str(info.value) == ("qa_accuracy: predictions for 4 question ids not in the gold set, e.g. "
+                               "['a', 'b', 'c'] (gold ids look like [1, 2, 3])")

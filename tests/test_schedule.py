@@ -48,3 +48,52 @@ def test_ramp_values_by_hand():
     assert tome_decreasing(10, 0.5, 3) == [5, 10, 15]
     assert tome_decreasing(7, 0.3, 1) == [7]
     assert parse_schedule((10, -0.5), 4) == [15, 11, 8, 5]
+
+
+def test_boundaries_of_the_grammar():
+    # 1 token is a count, not "100 %" of the tokens; 1.0 is read as the count 1 (an int).
+    assert tokens_to_remove(1, 10) == 1 and tokens_to_remove(1.0, 10) == 1
+    assert parse_schedule(1.0, 2) == [1, 1] and all(type(e) is int for e in parse_schedule(1.0, 2))
+    assert parse_schedule([0, 3], 3) == [0, 3, 0] and parse_schedule(0.0, 2) == [0.0, 0.0]
+    assert parse_schedule([1, 2, 3, 4], 4) == [1, 2, 3, 4]  # exactly one entry per block is fine
+    assert parse_schedule((4, 0.0), 2) == [4, 4] and parse_schedule({"r": 4, "inflection": 0}, 1) == [4]
+
+
+@pytest.mark.parametrize("r,message", [
+    (-1, "merge.r: expected a non-negative value, got -1"),
+    ([2, -3], "merge.r[1]: expected a non-negative value, got -3"),
+    (float("nan"), "merge.r: expected a non-negative finite value, got nan"),
+    ([float("inf")], "merge.r[0]: expected a non-negative finite value, got inf"),
+    (-0.5, "merge.r: expected a non-negative finite value, got -0.5"),
+    (2.5, "merge.r: 2.5 is neither a token count (whole number) nor a fraction (< 1)"),
+    ([1, 2, 3, 4, 5], "merge.r has 5 entries but the encoder has 4 blocks"),
+    ((1, 2, 3), "merge.r: a tuple schedule is (r, inflection), got (1, 2, 3)"),
+    ((0.5, -0.2), "merge.r: (r, inflection) needs an integer r, got 0.5"),
+    ((-2, 0.0), "merge.r[0]: expected a non-negative value, got -2"),
+    ({"r": 3}, "merge.r: a dict schedule needs keys 'r' and 'inflection', got ['r']"),
+    ({1, 2}, "merge.r: cannot interpret {1, 2} as a schedule"),
+    ("fast", "merge.r: unknown schedule name 'fast' (expected a list, a number or 'published')"),
+])
+def test_schedule_errors_name_the_entry_and_the_value(r, message):
+    with pytest.raises(ScheduleError) as info:
+        parse_schedule(r, 4)
+    assert str(info.value) == message
+
+
+def test_unknown_presets_list_what_exists():
+    with pytest.raises(ScheduleError) as info:
+        parse_schedule("published", 12, dataset="nope", backbone="umt_b")
+    msg = str(info.value)
+    assert msg.startswith("merge.r='published': no published vid-TLDR schedule for dataset='nope', backbone='umt_b'. "
+                          "Published ones: msrvtt/umt_b, msrvtt/umt_l, msvd/umt_b, ")
+    assert msg.endswith(", msvd_qa/umt_l. Pass merge.r=[...] explicitly.")
+    with pytest.raises(ScheduleError) as info:
+        parse_schedule("published", 12, dataset="msrvtt", backbone="umt_b", reducer="tome")
+    assert str(info.value) == (
+        "merge.r='published': no ToMe preset for dataset='msrvtt', backbone='umt_b'. Presets exist for umt_b on: "
+        "msvd, anet, lsmdc, ssv2_label, ssv2_template, msrvtt_qa, msvd_qa (msrvtt and didemo fit no constant r). "
+        "Pass merge.r explicitly.")
+    assert parse_schedule("published", 3, dataset="msvd", backbone="umt_b", reducer="tome") == [100, 100, 100]
+    with pytest.raises(ScheduleError) as info:
+        tome_decreasing(5, 0.0, 0)
+    assert str(info.value) == "depth must be >= 1, got 0"
