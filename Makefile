@@ -13,7 +13,7 @@ DATASETS ?=
 ARGS ?=
 TABLE_OPTS = --backbones $(BACKBONES) $(if $(strip $(DATASETS)),--datasets $(DATASETS)) $(if $(strip $(ARGS)),-- $(ARGS))
 
-.PHONY: help setup demo test mutation smoke flops bench bench-scale table-finetuned table-zeroshot table-qa fig1 tables clean-cache
+.PHONY: help setup demo test mutation smoke flops bench bench-scale bench-eval table-finetuned table-zeroshot table-qa fig1 tables clean-cache
 
 help:
 	@echo "make demo            tiny model on generated clips with vid-TLDR; prints the result table"
@@ -24,6 +24,7 @@ help:
 	@echo "make flops           GFLOPs table of the published schedules (results/flops.md)"
 	@echo "make bench           encoder throughput / peak memory (random weights)"
 	@echo "make bench-scale     peak RSS of a tiny evaluation on 100 vs 1000 clips (results/bench_scale.md)"
+	@echo "make bench-eval      whole evaluation, pairwise vs grouped ITM engine (results/bench_eval.md)"
 	@echo "make table-finetuned fine-tuned retrieval table (needs UMT checkpoints + datasets)"
 	@echo "make table-zeroshot  zero-shot retrieval table (needs pre-trained checkpoints + datasets)"
 	@echo "make table-qa        video QA table (needs QA checkpoints + datasets)"
@@ -66,6 +67,11 @@ bench: $(STAMP)
 
 bench-scale: $(STAMP)
 	$(PYTHON) -m vidtldr.bench_scale --sizes 100 1000
+
+# UMT-B on MSRVTT-format generated clips, random weights: one evaluation per ITM engine, interleaved;
+# writes results/bench_eval.md/.json (on a GPU: ARGS="device=cuda precision=fp16" -> bench_eval_cuda.*).
+bench-eval: $(STAMP)
+	$(PYTHON) -m vidtldr.bench_eval model=umt_b dataset=msrvtt $(ARGS)
 
 # These check every checkpoint / annotation / video folder first and stop with one message
 # listing what is missing and where to get it.
