@@ -70,7 +70,7 @@ class Report:
 
     def close(self, name: str, got: torch.Tensor, want: torch.Tensor, atol: Optional[float] = None) -> None:
         atol = self.atol if atol is None else atol
-        got, want = torch.as_tensor(got), torch.as_tensor(want)
+        got, want = torch.as_tensor(got).cpu(), torch.as_tensor(want).cpu()  # --device cuda: compare on the CPU
         if tuple(got.shape) != tuple(want.shape):
             self._line(False, name, f"shape {list(got.shape)} != expected {list(want.shape)}")
             return
@@ -84,7 +84,7 @@ class Report:
 
     def exact(self, name: str, got: Any, want: Any) -> None:
         if isinstance(want, torch.Tensor) or isinstance(got, torch.Tensor):
-            got, want = torch.as_tensor(got), torch.as_tensor(want)
+            got, want = torch.as_tensor(got).cpu(), torch.as_tensor(want).cpu()
             ok = tuple(got.shape) == tuple(want.shape) and bool((got == want).all())
             if ok:
                 detail = "max|diff| = 0  (exact)"

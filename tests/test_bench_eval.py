@@ -58,7 +58,8 @@ def test_quick_run_on_the_tiny_model_compares_the_engines(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["metrics_identical"] is True and summary["candidates_identical"] is True
-    assert 0 <= summary["max_itm_logit_diff"] <= 1e-4
+    assert summary["same_inputs"] == {"metrics_identical": True, "candidates_identical": True}
+    assert 0 <= summary["max_itm_logit_diff"] <= 1e-4 and 0 <= summary["max_itm_logit_diff_between_runs"] <= 1e-4
     # tiny: k_test 4, one video, 4 texts: pairwise scores 1 x 4 + 4 x 1 pairs, grouped their union
     assert summary["pairs"] == {"pairwise": 8, "grouped": 4}
     for key in ("itm_pair_speedup", "eval_speedup_projected", "eval_speedup_measured"):

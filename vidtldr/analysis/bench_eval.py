@@ -14,7 +14,8 @@ interleaved in one process, on the same random full-size weights:
 * the feature cache is off, so both runs do all the work.
 
 Reported per engine: seconds per stage, seconds per scored pair, GFLOPs, pairs; the ratios; whether
-the two records' metrics and candidate sets are identical; the largest ITM logit difference; peak
+the two records' metrics and candidate sets are identical; the grouped engine re-run on the pairwise
+run's inputs (same metrics? the largest ITM logit difference); peak
 memory of ITM for two numbers of videos (the captured features tiled by reference); and a projection
 of the full MSRVTT-1k evaluation (1,000 videos, 1,000 texts, k_test 128) from the measured unit costs,
 counting 256,000 pairs for BOTH engines (no credit for shared pairs, the conservative case) and
@@ -34,7 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from vidtldr.errors import ConfigError, cli_guard
 
@@ -165,7 +166,9 @@ def peak_memory(device: str):
 class CaptureITM:
     """Wraps the runner's ITM call for the duration of a run: keeps the score matrices (the record
     has metrics, not matrices), the process CPU seconds and peak memory of the ITM stage, and the
-    inputs of the first grouped call (model, texts, tokens: for the memory probe)."""
+    inputs of the first pairwise call (model, texts, ITC, tokens) with its scores, on which the
+    grouped engine is then run again: the engines compared on the very same inputs (separate CUDA
+    runs need not encode bit for bit alike) and the memory probe."""
 
     def __init__(self, device: str):
         self.device = device
@@ -183,9 +186,11 @@ class CaptureITM:
             with peak_memory(self.device) as mem:
                 scores = real(model, i2t_emb, text, vision_tokens, **kwargs)
             self.calls.append({"scores": scores, "cpu_s": time.process_time() - cpu, "peak_mb": mem["peak_mb"],
-                               "mean_text_tokens": round(float(text.mask.sum(1).float().mean()), 2)})
-            if self.probe_inputs is None and kwargs.get("engine") == "grouped":
+                               "mean_text_tokens": round(float(text.mask.sum(1).float().mean()), 2),
+                               "engine": kwargs.get("engine")})
+            if self.probe_inputs is None and kwargs.get("engine") == "pairwise":
                 self.probe_inputs = {"model": model, "text": text, "i2t_emb": i2t_emb, "kwargs": kwargs,
+                                     "scores": scores,
                                      "tokens": [vision_tokens[i].clone() for i in range(len(vision_tokens))]}
             return scores
 
@@ -216,6 +221,23 @@ def memory_probe(call: dict, device: str, precision: str, sizes: tuple[int, int]
         rows.append({"videos": n, "texts": int(emb.shape[1]), "pairs": scores.stats.pairs,
                      "peak_mb": mem["peak_mb"], "seconds": time.perf_counter() - start})
     return rows
+
+
+def same_input_comparison(call: dict, device: str, precision: str, chunk: int, txt2img: dict,
+                          img2txt: dict) -> dict:
+    """The grouped engine on the inputs of a pairwise run, against that run's scores and metrics."""
+    from vidtldr.models.precision import autocast_context
+    from vidtldr.tasks.itm import itm_rerank_grouped
+    from vidtldr.tasks.metrics import retrieval_metrics
+
+    pairwise = call["scores"]
+    with autocast_context(device, precision):
+        grouped = itm_rerank_grouped(call["model"], call["i2t_emb"], call["text"], call["tokens"],
+                                     k_test=call["kwargs"]["k_test"], chunk=chunk)
+    out = logit_comparison(pairwise, grouped)
+    out["metrics_identical"] = (retrieval_metrics(pairwise.i2t, pairwise.t2i, txt2img, img2txt) ==
+                                retrieval_metrics(grouped.i2t, grouped.t2i, txt2img, img2txt))
+    return out
 
 
 def logit_comparison(a, b) -> dict:
@@ -324,7 +346,16 @@ def run_bench(cfg, log=print) -> dict:
         records: dict[str, list[dict]] = {e: [] for e in ENGINES}
         captured: dict[str, list[dict]] = {e: [] for e in ENGINES}  # per run: scores, ITM CPU s, peak
         rounds = 1 if quick else int(b.rounds)
+        warmup = bool(b.warmup) if b.warmup != "auto" else device.startswith("cuda")
         with capture.installed():
+            if warmup:  # kernels, allocator and library handles warmed before anything is timed
+                for engine in ENGINES:
+                    log(f"warm-up: {engine} evaluation of one video (not timed)")
+                    warm = run_config(cfg, data_root, work, tokenizer, engine)
+                    warm.data.limit = 1
+                    run(warm, work / f"warmup_{engine}", progress=False)
+                capture.calls.clear()
+                capture.probe_inputs = None
             for r in range(rounds):
                 for engine in (ENGINES if r % 2 == 0 else ENGINES[::-1]):
                     log(f"round {r + 1}/{rounds}: {engine} evaluation ({videos} videos, {n_texts} texts)")
@@ -333,13 +364,18 @@ def run_bench(cfg, log=print) -> dict:
                     records[engine].append(rec)
                     captured[engine].append(capture.calls[-1])
                     log(f"  {engine}: " + ", ".join(f"{s} {rec['cost']['seconds'][s]:.1f}s" for s in STAGES))
+        log("the grouped engine on the pairwise run's inputs")
+        txt2img = {j: j // texts_per_video for j in range(n_texts)}
+        img2txt = {i: list(range(i * texts_per_video, (i + 1) * texts_per_video)) for i in range(videos)}
+        same = same_input_comparison(capture.probe_inputs, device, str(cfg.precision),
+                                     int(cfg.eval.itm_group_batch), txt2img, img2txt)
         probe = []
-        if bool(b.memory_probe) and capture.probe_inputs is not None:
+        if bool(b.memory_probe):
             sizes = (videos, 2 * videos)
             log(f"memory probe: grouped ITM on {sizes[0]} and {sizes[1]} videos")
             probe = memory_probe(capture.probe_inputs, device, str(cfg.precision), sizes)
         capture.probe_inputs = None
-    return summarize(cfg, records, captured, probe, videos=videos, texts=n_texts, k_test=k_test, quick=quick,
+    return summarize(cfg, records, captured, probe, same, videos=videos, texts=n_texts, k_test=k_test, quick=quick,
                      load=(load_before, os.getloadavg()), threads=torch.get_num_threads())
 
 
@@ -349,7 +385,7 @@ def _median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
-def summarize(cfg, records: dict, captured: dict, probe: list, *, videos: int, texts: int, k_test: int,
+def summarize(cfg, records: dict, captured: dict, probe: list, same: dict, *, videos: int, texts: int, k_test: int,
               quick: bool, load: tuple, threads: int) -> dict:
     engines = {}
     for engine, recs in records.items():
@@ -364,7 +400,7 @@ def summarize(cfg, records: dict, captured: dict, probe: list, *, videos: int, t
             "pairs": rec["cost"]["pairs"]["scored"], "written": rec["cost"]["pairs"]["written"],
             "gflops": rec["cost"]["gflops"], "units": units,
             "projected_msrvtt_1k": project(units, FULL["videos"], FULL["texts"], FULL["k_test"]),
-            "runs": len(recs)}
+            "runs": len(recs), "seconds_per_run": [r["cost"]["seconds"] for r in recs]}
     p, g = engines["pairwise"], engines["grouped"]
     compare = [logit_comparison(cp["scores"], cg["scores"]) for cp, cg in zip(captured["pairwise"], captured["grouped"])]
     metrics_identical = all(rp["metrics"] == rg["metrics"] for rp in records["pairwise"] for rg in records["grouped"])
@@ -376,7 +412,10 @@ def summarize(cfg, records: dict, captured: dict, probe: list, *, videos: int, t
         "eval_speedup_measured": p["seconds_excl_decode"] / g["seconds_excl_decode"],
         "metrics_identical": metrics_identical,
         "candidates_identical": all(c["candidates_identical"] for c in compare),
-        "max_itm_logit_diff": max(c["max_itm_logit_diff"] for c in compare),
+        "max_itm_logit_diff": same["max_itm_logit_diff"],
+        "same_inputs": {"metrics_identical": same["metrics_identical"],
+                        "candidates_identical": same["candidates_identical"]},
+        "max_itm_logit_diff_between_runs": max(c["max_itm_logit_diff"] for c in compare),
         "pairs": {"pairwise": p["pairs"], "grouped": g["pairs"]},
     }
     return {
@@ -387,86 +426,13 @@ def summarize(cfg, records: dict, captured: dict, probe: list, *, videos: int, t
                   "vision_tokens": first["token_counts"][-1] if first["token_counts"] else None,
                   "mean_text_tokens": captured["grouped"][0]["mean_text_tokens"],
                   "device": str(cfg.device), "precision": str(cfg.precision), "itm_batch": int(cfg.eval.itm_batch),
+                  "itm_group_batch": int(cfg.eval.itm_group_batch),
                   "weights": "random (seeded), full size", "clips": f"{cfg.bench.clip_size}x{cfg.bench.clip_size}, "
                                                                      f"{cfg.bench.clip_frames} frames"},
         "machine": {**_machine(str(cfg.device)), "torch_threads": threads,
                     "loadavg_before": [round(x, 2) for x in load[0]], "loadavg_after": [round(x, 2) for x in load[1]]},
         "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-
-
-# ----------------------------------------------------------------------------- report
-
-
-def render_md(res: dict) -> str:
-    s, e, setup, m = res["summary"], res["engines"], res["setup"], res["machine"]
-    p, g = e["pairwise"], e["grouped"]
-    where = m.get("gpu") or f"{m['processor']}, {m['cpu_count']} cores"
-    lines = [
-        f"# Whole-evaluation benchmark: ITM engines ({setup['model']}, {setup['dataset']}, {setup['device']})",
-        "",
-        "Generated by `python -m vidtldr.bench_eval` (`make bench-eval`); "
-        f"{'quick run; ' if res['quick'] else ''}created {res['created']}.",
-        f"Machine: {where}; {m['platform']}; torch {m['torch']}, {m['torch_threads']} threads "
-        f"(OMP_NUM_THREADS={m['omp_num_threads']}); load average before/after "
-        f"{m['loadavg_before']} / {m['loadavg_after']} (a shared machine: wall times include waiting for a core).",
-        f"Setup: {setup['weights']} weights, {setup['merge']} ({setup['schedule']}), {setup['videos']} generated clips "
-        f"({setup['clips']}, {setup['num_frames']} sampled), {setup['texts']} captions (mean "
-        f"{setup['mean_text_tokens']} tokens, padded to {setup['max_txt_l']}), k_test {setup['k_test']}, "
-        f"{setup['vision_tokens']} vision tokens per video, precision {setup['precision']}, ITM batch "
-        f"{setup['itm_batch']}; the feature cache off; one evaluation per engine and round, interleaved "
-        f"({p['runs']} round(s), medians).",
-        "",
-        "## Summary",
-        "",
-        "| | value |",
-        "|---|---:|",
-        f"| ITM seconds per scored pair, pairwise / grouped | **{s['itm_pair_speedup']:.2f}x** |",
-        f"| ITM GFLOPs per scored pair, pairwise / grouped | {s['itm_pair_flop_ratio']:.2f}x |",
-        f"| projected MSRVTT-1k evaluation (no shared pairs, decoding excluded), pairwise / grouped | "
-        f"**{s['eval_speedup_projected']:.2f}x** |",
-        f"| measured evaluation above (decoding excluded), pairwise / grouped | {s['eval_speedup_measured']:.2f}x |",
-        f"| pairs scored, pairwise / grouped | {s['pairs']['pairwise']} / {s['pairs']['grouped']} |",
-        f"| metrics identical | {s['metrics_identical']} |",
-        f"| candidate sets identical | {s['candidates_identical']} |",
-        f"| largest ITM logit difference | {s['max_itm_logit_diff']:.2e} |",
-        "",
-        "## Seconds per stage (measured)",
-        "",
-        "| engine | decode | vision | text | ITC | ITM | total excl. decode | ITM s / pair | ITM CPU s | "
-        "ITM peak MB | ITM GFLOPs (paper) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, x in (("pairwise", p), ("grouped", g)):
-        sec = x["seconds"]
-        lines.append(f"| {name} | " + " | ".join(f"{sec[st]:.2f}" for st in STAGES) +
-                     f" | {x['seconds_excl_decode']:.2f} | {x['units']['itm_per_pair_s'] * 1e3:.1f} ms | "
-                     f"{x['itm_cpu_s']:.1f} | {x['itm_peak_mb']:.0f} | {x['gflops']['itm']['paper']:.0f} |")
-    lines += ["", "## Projected MSRVTT-1k evaluation (1,000 videos x 1,000 texts, k_test 128)", "",
-              "From the unit costs above; 256,000 ITM pairs for both engines (a real run shares some pairs, "
-              "which the grouped engine scores once, so it is faster still).", "",
-              "| engine | vision | text | ITC | ITM | total | hours |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, x in (("pairwise", p), ("grouped", g)):
-        pr = x["projected_msrvtt_1k"]
-        lines.append(f"| {name} | " + " | ".join(f"{pr[k]:.0f} s" for k in ("vision", "text", "itc", "itm", "total"))
-                     + f" | {pr['total'] / 3600:.2f} |")
-    lines += ["", "## GFLOPs of this evaluation (from record.json, paper convention)", "",
-              "| engine | vision encoder | text encoder | ITC | ITM | ITM if pairwise | total |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, x in (("pairwise", p), ("grouped", g)):
-        gf = x["gflops"]
-        lines.append(f"| {name} | " + " | ".join(
-            "-" if gf[k] is None else f"{gf[k]['paper']:.0f}"
-            for k in ("vision_encoder", "text_encoder", "itc", "itm", "itm_pairwise", "total")) + " |")
-    if res["memory_probe"]:
-        lines += ["", "## Peak memory of grouped ITM against the number of videos", "",
-                  "The captured features tiled by reference (the tokens add nothing), the same texts; "
-                  "high-water mark above the level before the call.", "",
-                  "| videos | texts | pairs | peak MB | seconds |", "|---:|---:|---:|---:|---:|"]
-        for row in res["memory_probe"]:
-            peak = "-" if row["peak_mb"] is None else f"{row['peak_mb']:.0f}"
-            lines.append(f"| {row['videos']} | {row['texts']} | {row['pairs']} | {peak} | {row['seconds']:.1f} |")
-    return "\n".join(lines) + "\n"
 
 
 def output_paths(out_dir: str, device: str) -> tuple[Path, Path]:
@@ -479,6 +445,7 @@ def output_paths(out_dir: str, device: str) -> tuple[Path, Path]:
 
 
 def main_cli(cfg) -> dict:
+    from vidtldr.analysis.bench_eval_render import render_md
     from vidtldr.models.precision import autocast_context, resolve_device
     from vidtldr.run.cache import atomic_write_text
 
@@ -514,8 +481,8 @@ def main() -> None:
     _run()
 
 
-__all__ = ["captions", "write_vocab", "write_dataset", "project", "unit_costs", "run_bench", "render_md",
-           "output_paths", "main_cli", "main"]
+__all__ = ["captions", "write_vocab", "write_dataset", "project", "unit_costs", "run_bench", "output_paths",
+           "main_cli", "main"]
 
 
 if __name__ == "__main__":

@@ -369,6 +369,7 @@ def run_settings(cfg: DictConfig) -> dict:
     return {"batch_size": int(cfg.data.batch_size), "num_workers": int(cfg.data.num_workers),
             "skip_unreadable": cfg.data.on_error == "skip", "text_batch": int(cfg.eval.text_batch),
             "itm_batch": int(cfg.eval.itm_batch), "itm_engine": str(cfg.eval.get("itm_engine", "grouped")),
+            "itm_group_batch": int(cfg.eval.get("itm_group_batch", 128)),
             "token_store": str(cfg.eval.get("token_store", "disk")),
             "store_dtype": str(cfg.eval.get("token_store_dtype", "fp32")),
             "store_window_mb": float(cfg.eval.get("token_store_window_mb", 16))}

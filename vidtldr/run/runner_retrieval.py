@@ -168,8 +168,8 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
     timings["itc_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    scores = _itm(model, i2t_emb, text, vision_tokens, engine, spec.k_test, settings["itm_batch"], progress,
-                  dist_ctx, store)
+    chunk = settings["itm_batch"] if engine == "pairwise" else int(settings.get("itm_group_batch", 128))
+    scores = _itm(model, i2t_emb, text, vision_tokens, engine, spec.k_test, chunk, progress, dist_ctx, store)
     timings["itm_s"] = time.perf_counter() - start
     n_v, n_t = i2t_emb.shape
 

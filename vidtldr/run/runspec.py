@@ -161,7 +161,7 @@ def check_numbers(cfg: DictConfig) -> None:
                          ("data.num_workers", 0)):
         section, name = key.split(".")
         _count(key, cfg[section].get(name), minimum)
-    for key in ("data.limit", "eval.k_test", "eval.num_frames"):
+    for key in ("data.limit", "eval.k_test", "eval.num_frames", "eval.itm_group_batch"):
         section, name = key.split(".")
         if cfg[section].get(name) is not None:
             _count(key, cfg[section][name], 1)

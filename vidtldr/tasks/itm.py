@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Callable, Optional, Sequence
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
 from vidtldr.errors import ConfigError
 from vidtldr.models.precision import model_device
@@ -49,19 +48,17 @@ def text_lengths(mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def text_parts(model, text: TextFeatures, rows: torch.Tensor, lengths: torch.Tensor,
-               batch_size: int = 256) -> dict[int, torch.Tensor]:
-    """The video-independent start of ITM (``model.itm_text_part``) for texts ``rows``, each trimmed to
-    its own length: ``{j: [len_j, H]}`` on the model's device."""
+def text_parts(model, text: TextFeatures, rows: torch.Tensor, width: int,
+               batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """The video-independent start of ITM (``model.itm_text_part``) for texts ``rows``, trimmed to
+    ``width`` tokens (the longest of them): ``(parts [len(rows), width, H], masks [len(rows), width])``
+    on the model's device, row n for text ``rows[n]``."""
     device = model_device(model)
-    out: dict[int, torch.Tensor] = {}
+    parts = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
-        width = int(lengths[chunk].max())
-        part = model.itm_text_part(text.embeds[chunk, :width].to(device), text.mask[chunk, :width].to(device))
-        for n, j in enumerate(chunk.tolist()):
-            out[j] = part[n, :int(lengths[j])].clone()
-    return out
+        parts.append(model.itm_text_part(text.embeds[chunk, :width].to(device), text.mask[chunk, :width].to(device)))
+    return torch.cat(parts), text.mask[rows, :width].to(device)
 
 
 @torch.no_grad()
@@ -71,7 +68,8 @@ def itm_rerank_grouped(model, i2t_emb: torch.Tensor, text: TextFeatures, vision_
     """The grouped engine (module docstring). ``vision_tokens[i]``: video i's ``[N, C]`` tokens (a
     tensor, or the disk store's view, read once per video here). ``videos`` restricts the work to
     those videos (one rank's share in a data-parallel run): their rows of ``i2t`` and their columns of
-    ``t2i`` are filled, every other entry keeps -100. ``chunk``: texts per fusion forward."""
+    ``t2i`` are filled, every other entry keeps -100. ``chunk``: texts per fusion forward (one video's
+    candidates sorted by length, so a batch is padded to little more than its texts' own lengths)."""
     device = model_device(model)
     num_videos, num_texts = i2t_emb.shape
     i2t_topk, t2i_topk = candidates(i2t_emb, k_test)
@@ -80,11 +78,12 @@ def itm_rerank_grouped(model, i2t_emb: torch.Tensor, text: TextFeatures, vision_
     union = in_i2t | in_t2i
     lengths = text_lengths(text.mask)
     needed = union[todo].any(dim=0).nonzero().flatten() if todo else torch.empty(0, dtype=torch.long)
-    parts = text_parts(model, text, needed, lengths)
-    masks = {j: text.mask[j, :int(lengths[j])].to(device) for j in parts}
-
     stats = ITMStats("grouped")
-    stats.text_parts.update(int(lengths[j]) for j in parts)
+    if needed.numel():
+        parts, masks = text_parts(model, text, needed, int(lengths[needed].max()))
+        slot = torch.full((num_texts,), -1, dtype=torch.long)
+        slot[needed] = torch.arange(needed.numel())
+        stats.text_parts.update(lengths[needed].tolist())
     i2t = torch.full((num_videos, num_texts), NOT_RERANKED, dtype=torch.float32)
     t2i = torch.full((num_texts, num_videos), NOT_RERANKED, dtype=torch.float32)
     for i in todo:
@@ -97,18 +96,17 @@ def itm_rerank_grouped(model, i2t_emb: torch.Tensor, text: TextFeatures, vision_
         stats.video_kv[int(tokens.shape[0])] += 1
         for start in range(0, texts.numel(), chunk):
             rows = texts[start:start + chunk]
-            ids = rows.tolist()
-            hidden = pad_sequence([parts[j] for j in ids], batch_first=True)
-            mask = pad_sequence([masks[j] for j in ids], batch_first=True)
-            logit = model.itm_logit_shared(hidden, mask, kv).float().cpu()
+            width = int(lengths[rows].max())  # this batch's own longest text
+            index = slot[rows].to(device)
+            logit = model.itm_logit_shared(parts[index, :width], masks[index, :width], kv).float().cpu()
             to_i2t, to_t2i = in_i2t[i, rows], in_t2i[i, rows]
             i2t[i, rows[to_i2t]] = logit[to_i2t]
             t2i[rows[to_t2i], i] = logit[to_t2i]
-            stats.pairs += len(ids)
+            stats.pairs += rows.numel()
             stats.written += int(to_i2t.sum()) + int(to_t2i.sum())
-            stats.pair_shapes[(int(hidden.shape[1]), int(tokens.shape[0]))] += len(ids)
+            stats.pair_shapes[(width, int(tokens.shape[0]))] += rows.numel()
             if on_pairs is not None:
-                on_pairs(len(ids))
+                on_pairs(rows.numel())
         del kv, tokens  # one video's keys/values at a time
     return RetrievalScores(i2t_emb=i2t_emb, t2i_emb=i2t_emb.t(), i2t=i2t, t2i=t2i, i2t_topk=i2t_topk,
                            t2i_topk=t2i_topk, stats=stats)
