@@ -270,3 +270,20 @@ def test_run_records_the_whole_evaluation_cost_of_either_engine(tmp_path):
     assert grouped["gflops"]["itm"]["paper"] < grouped["gflops"]["itm_pairwise"]["paper"]
     assert grouped["gflops"]["itm_pairwise"] == cost["pairwise"]["gflops"]["itm_pairwise"]
     assert grouped["itm_work"]["video_kv"] == [[grouped["itm_work"]["pair_shapes"][0][1], 7]]
+
+
+@pytest.mark.cuda
+def test_grouped_engine_on_cuda_in_fp32_and_fp16(tiny):
+    """On the GPU: the same candidates, fp32 logits within float rounding of the pairwise execution,
+    and fp16 autocast (the official evaluation's precision) close to them."""
+    import copy
+
+    model, tokens, text, i2t_emb = tiny
+    gpu = copy.deepcopy(model).cuda()
+    pairwise = itm_rerank(gpu, i2t_emb, text, tokens, k_test=4, chunk=3)
+    grouped = itm_rerank_grouped(gpu, i2t_emb, text, tokens, k_test=4, chunk=3)
+    _assert_same_matrices(pairwise, grouped)
+    with torch.autocast("cuda", dtype=torch.float16):
+        half = itm_rerank_grouped(gpu, i2t_emb, text, tokens, k_test=4, chunk=3)
+    assert torch.equal(half.i2t == NOT_RERANKED, pairwise.i2t == NOT_RERANKED)
+    assert (half.i2t - pairwise.i2t).abs().max().item() < 0.05 and (half.t2i - pairwise.t2i).abs().max().item() < 0.05
