@@ -80,10 +80,11 @@ def itm_rerank_grouped(model, i2t_emb: torch.Tensor, text: TextFeatures, vision_
     needed = union[todo].any(dim=0).nonzero().flatten() if todo else torch.empty(0, dtype=torch.long)
     stats = ITMStats("grouped")
     if needed.numel():
-        parts, masks = text_parts(model, text, needed, int(lengths[needed].max()))
+        width = int(lengths[needed].max())
+        parts, masks = text_parts(model, text, needed, width)
         slot = torch.full((num_texts,), -1, dtype=torch.long)
         slot[needed] = torch.arange(needed.numel())
-        stats.text_parts.update(lengths[needed].tolist())
+        stats.text_parts[width] += needed.numel()  # computed at the longest needed text's length
     i2t = torch.full((num_videos, num_texts), NOT_RERANKED, dtype=torch.float32)
     t2i = torch.full((num_texts, num_videos), NOT_RERANKED, dtype=torch.float32)
     for i in todo:

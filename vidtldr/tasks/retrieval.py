@@ -52,7 +52,7 @@ class ITMStats:
     pair_shapes: Counter = field(default_factory=Counter)
     # grouped only: vision tokens -> videos whose cross-attention K/V were projected (once each)
     video_kv: Counter = field(default_factory=Counter)
-    # grouped only: text length -> texts whose video-independent part was computed (once each)
+    # grouped only: padded text length -> texts whose video-independent part was computed (once each)
     text_parts: Counter = field(default_factory=Counter)
 
     def add(self, other: "ITMStats") -> "ITMStats":
