@@ -402,7 +402,7 @@ def summarize(cfg, records: dict, captured: dict, probe: list, same: dict, *, vi
             "projected_msrvtt_1k": project(units, FULL["videos"], FULL["texts"], FULL["k_test"]),
             "runs": len(recs), "seconds_per_run": [r["cost"]["seconds"] for r in recs]}
     p, g = engines["pairwise"], engines["grouped"]
-    compare = [logit_comparison(cp["scores"], cg["scores"]) for cp, cg in zip(captured["pairwise"], captured["grouped"])]
+    compare = [logit_comparison(cp["scores"], cg["scores"]) for cp, cg in zip(captured["pairwise"], captured["grouped"], strict=True)]
     metrics_identical = all(rp["metrics"] == rg["metrics"] for rp in records["pairwise"] for rg in records["grouped"])
     first = records["grouped"][0]
     summary = {
