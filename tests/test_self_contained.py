@@ -20,9 +20,8 @@ FORBIDDEN = [
 ]
 # TODO lead: files still carrying citations, owned by helpers working on them concurrently (remove after merge).
 PENDING = {
-    "vidtldr/tasks/qa.py", "vidtldr/tasks/retrieval.py", "vidtldr/models/bert.py", "vidtldr/run/runner_qa.py",
-    "vidtldr/analysis/flops.py", "tests/test_flops.py", "vidtldr/run/runspec.py", "tests/test_eval_config.py",
-    "vidtldr/reduce/schedule.py",
+    "vidtldr/tasks/qa.py", "vidtldr/tasks/retrieval.py", "vidtldr/models/bert.py", "vidtldr/run/runner_qa.py",  # itm
+    "vidtldr/run/runspec.py", "vidtldr/reduce/schedule.py", "tests/test_flops.py",  # contract
 }
 
 
