@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from vidtldr.analysis.bench_gapped import gapped_executions, gapped_summary
 from vidtldr.analysis.bench_measure import (build_encoder, kernel_usage, peak_memory_mb, profile_breakdown,
                                             reduction_overhead, timed_forward)
 from vidtldr.analysis.bench_render import format_rows, merge_results, render_md
@@ -128,7 +129,7 @@ def _load() -> Optional[list]:
 def run_bench(cfg, *, reducers: list[str], attentions: list[str], baseline_r="vidtldr",
               repeats: int = 5, warmup: int = 1, batch: int = 1, device: str = "cpu", autocast: bool = True,
               seed: int = 0, breakdown: bool = True, check_outputs: bool = True, profile: bool = False,
-              log: Callable[[str], None] = lambda m: None) -> dict:
+              gapped_r=None, log: Callable[[str], None] = lambda m: None) -> dict:
     import torch
 
     for m in attentions:
@@ -141,6 +142,7 @@ def run_bench(cfg, *, reducers: list[str], attentions: list[str], baseline_r="vi
     gen = torch.Generator().manual_seed(seed)
     videos = torch.randn(batch, spec.num_frames, 3, size, size, generator=gen).to(device)
     execs, skipped = plan_executions(cfg, reducers, attentions, baseline_r)
+    execs += [Execution(**kw) for kw in gapped_executions(cfg, gapped_r, attentions)]
     if not execs:
         raise ConfigError("nothing to measure: every requested reducer was skipped: "
                           + "; ".join(f"{s['merge']}: {s['why']}" for s in skipped))
@@ -184,6 +186,7 @@ def run_bench(cfg, *, reducers: list[str], attentions: list[str], baseline_r="vi
     result = {"rows": rows, "skipped": skipped, "summary": summarise(rows)}
     if check_outputs:
         result["output_check"] = _output_check(outputs, half=device.startswith("cuda") and autocast)
+    result.update(gapped_summary(rows, outputs, dims.num_tokens(spec.num_frames)))
     if breakdown and any(e.merge == "vidtldr" and e.attention == "fused" for e in execs):
         vid = next(e for e in execs if e.merge == "vidtldr")
         result["overhead"] = reduction_overhead(enc, videos, vid.reducer_factory(), repeats=min(max(repeats, 1), 5))
@@ -328,11 +331,14 @@ def main_cli(cfg) -> dict:
     baseline_r = cfg.baseline_r
     if OmegaConf.is_config(baseline_r):
         baseline_r = OmegaConf.to_container(baseline_r)
+    gapped_r = cfg.get("gapped_r")
+    if OmegaConf.is_config(gapped_r):
+        gapped_r = OmegaConf.to_container(gapped_r)
     result = run_bench(cfg, reducers=reducers, attentions=attentions, baseline_r=baseline_r,
                        repeats=int(cfg.repeats), warmup=int(cfg.warmup), batch=int(cfg.batch), device=device,
                        autocast=bool(cfg.autocast), seed=int(cfg.seed), breakdown=bool(cfg.breakdown),
                        check_outputs=bool(cfg.check_outputs), profile=bool(cfg.get("profile", False)),
-                       log=lambda m: print(m, file=sys.stderr, flush=True))
+                       gapped_r=gapped_r, log=lambda m: print(m, file=sys.stderr, flush=True))
     if cfg.get("decode"):
         import tempfile
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from vidtldr.analysis.bench_gapped import gapped_lines
+
 #: Seconds per clip of the *official* code on the project's 2-core CPU, as reported in the issue
 #: (UMT-B, 12 x 224^2, random weights): a reference point besides this package's materialized mode.
 ISSUE_REFERENCE_S = {("umt_b", "msrvtt", 12): {"none": 7.8, "vidtldr": 4.7}}
@@ -133,6 +135,7 @@ def render_md(db: dict) -> str:
                                  for r in faults) + ".")
             L.append("")
         L.extend(_analysis(run))
+        L.extend(gapped_lines(run))
         oc = run.get("output_check")
         if oc:
             L.append("Fused vs materialized outputs: " + "; ".join(
@@ -207,4 +210,5 @@ def format_rows(result: dict) -> str:
     for m, c in result.get("output_check", {}).items():
         lines.append(f"outputs {m}: fused vs materialized {'agree' if c['agree'] else 'DIFFER'} "
                      f"(max |diff| {c['max_abs_diff']:.2e})")
+    lines.extend(line for line in gapped_lines(result) if line)
     return "\n".join(lines)

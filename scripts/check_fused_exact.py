@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Check that the fused execution takes every reduction decision of the materialized (official)
+one, for gapped schedules, on a full-size encoder with seeded random weights and a seeded input.
+
+    python scripts/check_fused_exact.py [--model umt_b16] [--frames 12] [--batch 2] [--device cpu|cuda]
+                                        [--precision fp32|fp16|bf16] [--old]
+
+Schedules: the published UMT-B MSRVTT one and gapped ones ([0,600,0,200], merges after four and after
+eight idle blocks), scaled to the token count; vid-TLDR, ToMe and random drop. Per schedule: the last
+exact block, whether the token counts, every merge / keep index and the block outputs up to the last
+reducing block are identical, and the largest difference of the final tokens. ``--old`` runs the
+fused execution without the exact prefix (SDPA before merges) to show what it changes. Exit status 1
+if any decision differs (without ``--old``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+
+import torch
+
+from vidtldr.models import vit
+from vidtldr.models.config import load_architecture
+from vidtldr.reduce import build_reducer, parse_schedule
+
+
+def schedules(num_tokens: int) -> list[list[int]]:
+    s = num_tokens / 2352  # the published schedules are for 12 frames of UMT-B (2352 tokens)
+    a, b, c = round(600 * s), round(200 * s), round(100 * s)
+    return [[a, b, c], [0, a, 0, b], [0, 0, 0, 0, a, b, c], [0] * 8 + [a, 0, b]]
+
+
+def decisions(out) -> list[dict]:
+    return [{k: v for k, v in step.items() if k.endswith("_idx")} for step in out.state.trace]
+
+
+def same(a: list[dict], b: list[dict]) -> bool:
+    return len(a) == len(b) and all(x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+                                    for x, y in zip(a, b))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    ap.add_argument("--model", default="umt_b16")
+    ap.add_argument("--frames", type=int, default=12)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    ap.add_argument("--old", action="store_true", help="fused without the exact prefix (SDPA before merges)")
+    args = ap.parse_args()
+    cfg = load_architecture(args.model, num_frames=args.frames).vision
+    torch.manual_seed(0)
+    model = vit.VisionTransformer(cfg).eval().to(args.device)
+    videos = torch.randn(args.batch, args.frames, 3, cfg.img_size, cfg.img_size,
+                         generator=torch.Generator().manual_seed(1)).to(args.device)
+    if args.old:
+        vit.VisionTransformer.exact_through = lambda self, reducer, n: -1
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.precision)
+    autocast = (torch.autocast(device_type=args.device.split(":")[0], dtype=dtype) if dtype
+                else contextlib.nullcontext())
+    num_tokens = args.frames // cfg.tubelet_size * cfg.grid ** 2
+    bad = 0
+    for name in ("vidtldr", "tome", "random"):
+        for schedule in schedules(num_tokens):
+            outs = {}
+            for mode in ("fused", "materialized"):
+                model.attention = mode
+                reducer = build_reducer(name, parse_schedule(schedule, cfg.depth))
+                with torch.no_grad(), autocast:
+                    outs[mode] = model(videos, reducer=reducer, trace=True)
+            f, m = outs["fused"], outs["materialized"]
+            last = max(i for i, r in enumerate(schedule) if r)
+            ok = f.token_counts == m.token_counts and same(decisions(f), decisions(m))
+            bitwise = all(torch.equal(a, b) for a, b in zip(f.block_outputs[:last + 1], m.block_outputs[:last + 1]))
+            diff = (f.tokens.float() - m.tokens.float()).abs().max().item()
+            bad += not ok
+            print(f"{name:8s} r={schedule}: exact through block {f.exact_through}; same decisions: {ok}; "
+                  f"bitwise through block {last}: {bitwise}; final tokens max|diff| {diff:.2e}", flush=True)
+    print(f"{args.model}, {args.frames} frames, batch {args.batch}, {args.device} ({torch.__version__}"
+          f"{', ' + torch.cuda.get_device_name() if args.device.startswith('cuda') else ''}), {args.precision}"
+          f"{', without the exact prefix' if args.old else ''}: {bad} schedule(s) with other decisions")
+    return 1 if bad and not args.old else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
