@@ -46,7 +46,7 @@ def _same_decisions(a, b):
     da, db = _decisions(a), _decisions(b)
     return len(da) == len(db) and all(
         set(x) == set(y) and all(torch.equal(x[k], y[k]) if torch.is_tensor(x[k]) else x[k] == y[k] for k in x)
-        for x, y in zip(da, db))
+        for x, y in zip(da, db, strict=True))
 
 
 # --- which blocks must be exact ------------------------------------------------------------------
@@ -109,7 +109,7 @@ def test_fused_is_bitwise_materialized_through_the_last_reducing_block(monkeypat
     assert last == max(i for i, r in enumerate(schedule) if r) and mat.exact_through == -1
     assert fused.token_counts == mat.token_counts and fused.token_counts[-1] < 64
     assert _same_decisions(fused, mat) and len(fused.state.trace) >= 1
-    for a, b in zip(fused.block_outputs[:last + 1], mat.block_outputs[:last + 1]):
+    for a, b in zip(fused.block_outputs[:last + 1], mat.block_outputs[:last + 1], strict=True):
         assert torch.equal(a, b)
     assert torch.allclose(fused.tokens, mat.tokens, rtol=0, atol=1e-5)
 

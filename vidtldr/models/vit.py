@@ -187,7 +187,7 @@ def query_blocks(tokens: int, rows: int) -> list[tuple[int, int]]:
     starts = list(range(0, tokens, rows))
     if len(starts) > 1 and tokens - starts[-1] < _MIN_BLOCK_ROWS:
         starts.pop()
-    return list(zip(starts, starts[1:] + [tokens]))
+    return list(zip(starts, starts[1:] + [tokens], strict=True))
 
 
 def _head_mean(probs: torch.Tensor) -> torch.Tensor:
