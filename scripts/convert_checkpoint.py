@@ -34,7 +34,11 @@ def main(argv=None) -> int:
         if args.trust_pickle:
             if not args.src.is_file():
                 raise CheckpointError(f"checkpoint not found: {args.src}")
-            obj = torch.load(str(args.src), map_location="cpu", weights_only=False)
+            try:
+                obj = torch.load(str(args.src), map_location="cpu", weights_only=False)
+            except Exception as exc:  # noqa: BLE001 - whatever the unpickler says, the file is unusable
+                raise CheckpointError(f"{args.src}: cannot be read even as a trusted pickle "
+                                      f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
             if isinstance(obj, dict) and "model" in obj:
                 obj = obj["model"]
             if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -83,8 +83,31 @@ def rank_overrides(environ=None) -> list[str]:
             f"hydra.job_logging.handlers.file.filename=${{hydra.runtime.output_dir}}/${{hydra.job.name}}.rank{rank}.log"]
 
 
+def check_run_location(argv: list[str], environ=None) -> None:
+    """Hydra creates the run directory before any of our code runs: a ``paths.runs`` /
+    ``hydra.run.dir`` / ``hydra.sweep.dir`` under a file would be a NotADirectoryError traceback."""
+    import os
+
+    from vidtldr.errors import ConfigError
+
+    environ = os.environ if environ is None else environ
+    given = {"paths.runs": environ.get("VIDTLDR_RUNS")}
+    for arg in argv:
+        key, _, value = arg.lstrip("+").partition("=")
+        if key in ("paths.runs", "hydra.run.dir", "hydra.sweep.dir") and value:
+            given[key] = value
+    for key, value in given.items():
+        if not value or "${" in value:
+            continue
+        for part in (Path(value), *Path(value).parents):
+            if part.exists() and not part.is_dir():
+                raise ConfigError(f"{key}={value}: {part} is a file, expected a directory")
+
+
 def main() -> None:
     """Console entry point (``python -m vidtldr.eval`` and ``vidtldr-eval``)."""
+    with cli_guard("vidtldr.eval"):
+        check_run_location(sys.argv[1:])
     sys.argv.extend(rank_overrides())
     _hydra_main()
 

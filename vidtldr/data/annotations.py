@@ -141,12 +141,30 @@ def schema_errors(records: Any, reader: str) -> list[tuple[int | None, str | Non
         raise ConfigError(f"unknown reader {reader!r}; known: {sorted(SCHEMAS)}")
     if not isinstance(records, list):
         return [(None, None, f"expected a JSON list of records, got {type(records).__name__}")]
+    if not records:
+        return [(None, None, "the list of records is empty: nothing to evaluate")]
     out: list[tuple[int | None, str | None, str]] = []
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             out.append((i, None, f"expected an object, got {type(rec).__name__}"))
             continue
         out.extend((i, fld, msg) for fld, msg in SCHEMAS[reader](rec))
+    return out
+
+
+def duplicate_records(records: Any) -> list[tuple[int, int]]:
+    """``(index, index of its first copy)`` for every record identical to an earlier one (a copy
+    counts its video and texts twice in the metrics)."""
+    if not isinstance(records, list):
+        return []
+    first: dict[str, int] = {}
+    out = []
+    for i, rec in enumerate(records):
+        key = json.dumps(rec, sort_keys=True, default=str)
+        if key in first:
+            out.append((i, first[key]))
+        else:
+            first[key] = i
     return out
 
 

@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("need a VIDEO path")
         # Positional num_frames/trimmed30 arrive as text: convert them like key=value ones.
         args = {**args, **parse_kv([f"{k}={v}" for k, v in args.items() if isinstance(v, str) and k != "video"], OPTIONS)}
+        for key in ("num_frames", "size"):
+            if key in args and args[key] < 1:
+                raise ConfigError(f"{key} must be an integer >= 1, got {args[key]}")
         result = inspect_video(args["video"], args.get("num_frames", 12), args.get("trimmed30", False),
                                args.get("sheet"), args.get("size", 224))
         for line in result.pop("_lines"):

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 from vidtldr.data._cli import parse_kv
 from vidtldr.data.annotations import (annotation_path, answer_list_errors, answer_list_path, build_split,
-                                      load_json, schema_errors, video_root)
+                                      duplicate_records, load_json, schema_errors, video_root)
 from vidtldr.data.manifests import count_mismatches, load_manifest, sha256_file, split_counts
 from vidtldr.data.registry import load_dataset_config
 from vidtldr.data.video import read_frames
@@ -94,6 +94,9 @@ def validate_dataset(cfg: dict[str, Any], data_root: str | Path, decode: bool = 
         errs = schema_errors(records, reader)
         for idx, fld, msg in errs:
             problems.append(_problem("schema", msg, file=str(anno), record=idx, field=fld))
+        for idx, first in duplicate_records(records):
+            problems.append(_problem("duplicate", f"identical to record {first}", file=str(anno),
+                                     record=idx))
         if not errs and not any(p["kind"] == "schema" for p in problems):
             split = build_split(records, reader, video_root(cfg, data_root), answers, source=anno)
             report["counts"] = split_counts(split)

@@ -106,13 +106,23 @@ def open_video(path: str | Path):
 
 
 _DECORD_PREFIX = re.compile(r"^\[[0-9:]+\] \S+:\d+: (Check failed: )?")
+# libav failures reach decord's messages as raw error codes; say what they mean instead.
+_LIBAV_MEANING = (("cannot find video stream", "no video stream in the file (not a video, or truncated)"),
+                  ("Error reading", "the file cannot be parsed as a video container (truncated or corrupt?)"),
+                  ("Invalid data found", "the file cannot be parsed as a video container (truncated or corrupt?)"))
+_LIBAV_CODE = re.compile(r"\S+ [<>=!]=? -?\d+ \(-?\d+ vs\. -?\d+\)\s*|\[?(AVERROR|error code)[^\]]*\]?")
 
 
 def _short(exc: Exception) -> str:
     # decord error messages carry a C++ stack trace and a "[time] file.cc:line:" prefix; the
-    # first line without the prefix says what happened.
+    # first line without the prefix says what happened (translated when it is a libav code).
     text = str(exc).strip().splitlines()
-    return _DECORD_PREFIX.sub("", text[0]) if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    for needle, meaning in _LIBAV_MEANING:
+        if needle in text[0]:
+            return meaning
+    return _LIBAV_CODE.sub("", _DECORD_PREFIX.sub("", text[0])).strip() or type(exc).__name__
 
 
 def plan_frames(vr, path: str | Path, num_frames: int, trimmed30: bool) -> FrameSample:

@@ -83,15 +83,28 @@ def _read_safetensors(path: Path) -> dict:
         raise CheckpointError(f"{path}: not a readable .safetensors file (truncated or corrupt?): {exc}") from None
 
 
+def _looks_like_pickle(path: Path) -> bool:
+    """A torch zip archive (``PK``) or a pickle of protocol 2-5 (``\\x80`` + version): the only files for
+    which converting with --trust-pickle can make sense."""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return head == b"PK" or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def _read_pth(path: Path) -> object:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
+        detail = next((line.strip() for line in text.splitlines() if line.strip().startswith("Unsupported")), "")
+        if not _looks_like_pickle(path):
+            # Random or corrupt bytes: advising to trust the file would only teach trusting pickles.
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle; corrupt or "
+                                  "not a checkpoint at all): re-download it") from None
         if "Weights only load failed" in text or "weights_only" in text:
             raise CheckpointError(f"{path}: the file holds Python objects other than tensors and plain "
-                                  f"containers.\n" + _CONVERT_HINT.format(path=path, stem=path.with_suffix(""))
-                                  ) from None
+                                  f"containers ({detail or 'rejected by the weights-only reader'}).\n"
+                                  + _CONVERT_HINT.format(path=path, stem=path.with_suffix(""))) from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (unpickling failed: {text.splitlines()[0]})") from None
     except (EOFError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path}: the file ends early (truncated download?): {exc!r}") from None

@@ -25,6 +25,7 @@ import torch
 from omegaconf import DictConfig
 
 import vidtldr
+from vidtldr.run import adjust
 from vidtldr.run import distributed as D
 from vidtldr.run.cache import FeatureCache
 from vidtldr.config_utils import plain as _plain
@@ -183,7 +184,7 @@ def check_dirs(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True,
-        dist_ctx: Optional[D.DistContext] = None) -> dict:
+        dist_ctx: Optional[D.DistContext] = None, overrides: Optional[list[str]] = None) -> dict:
     """Run one evaluation and write ``run_dir/record.json``; returns the record.
 
     A run directory that holds a complete record is refused (``eval.overwrite=true`` moves it
@@ -192,10 +193,13 @@ def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True,
 
     With a data-parallel ``dist_ctx`` (:func:`vidtldr.run.distributed.init`) every rank calls this with
     the same ``run_dir``; the ranks share the work and only rank 0 writes anything into ``run_dir``.
+    ``overrides``: the command-line overrides (default: Hydra's), to honour ``paths.data=`` /
+    ``model.checkpoint=`` given with a model whose defaults would ignore them (:mod:`vidtldr.run.adjust`).
     """
     ctx = dist_ctx or D.SINGLE
     run_dir = Path(run_dir)
     check_dirs(cfg, run_dir)
+    cfg, adjusted = adjust.honour_explicit(cfg, adjust.explicit_keys(overrides))
     aside = protect_finished(run_dir, overwrite=bool(cfg.eval.get("overwrite", False)), move=ctx.is_main)
     if aside is not None:
         log.warning("eval.overwrite=true: the complete record of %s was moved aside to %s", run_dir, aside)
@@ -203,7 +207,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True,
     writes = ctx.is_main
     t0 = time.perf_counter()
     record = base_record()
-    record.update(status="running", run_dir=str(run_dir), config=_plain(cfg), pid=os.getpid())
+    record.update(status="running", run_dir=str(run_dir), config=_plain(cfg), pid=os.getpid(), adjusted=adjusted)
     if aside is not None:
         record["replaced"] = str(aside)
     with signals_interrupt():
@@ -257,6 +261,10 @@ def _execute(cfg: DictConfig, run_dir: Path, record: dict, progress: bool, t0: f
     arch_cfg = load_architecture(spec.arch, task=spec.task, num_frames=spec.num_frames)
     tokenizer, tokenizer_name = _checked_inputs(cfg, spec, dataset_cfg, arch_cfg)
     _describe(record, spec)
+    from vidtldr.cost.vision import vision_dims
+
+    record["adjusted"].update(adjust.spec_adjustments(cfg, spec, vision_dims(arch_cfg).num_tokens(spec.num_frames)))
+    adjust.report(record["adjusted"])
 
     start = time.perf_counter()
     split = load_split(dataset_cfg, spec.data_root)

@@ -118,6 +118,9 @@ def resolve_schedule(cfg: DictConfig, depth: int, dataset: str, setting: str) ->
     r = _merge_r(cfg)
     if name == "none":
         return r, parse_schedule(None, depth)
+    if r is None or r == [] or r == {}:  # would run the baseline while the record says merge=<name>
+        raise ConfigError(f"merge={name} merge.r={'null' if r is None else r} removes no tokens: use merge=none for the baseline, "
+                          "or give a schedule, e.g. merge.r=[48,24]")
     own = cfg.model.get("published_schedule")
     if r == "published" and own is not None:
         if name != "vidtldr":
@@ -190,7 +193,7 @@ def resolve_model(cfg: DictConfig) -> ModelSpec:
     caps = _plain(model.get("caps")) or {}
     num_frames = _setting_value(cfg, "num_frames", ds.num_frames, caps.get("num_frames"))
     k_test = _setting_value(cfg, "k_test", ds.k_test, caps.get("k_test"))
-    reducer_class(str(cfg.merge.name))  # an unknown reducer is refused before anything else
+    check_merge_args(reducer_class(str(cfg.merge.name)), cfg)  # unknown reducers / keys are refused first
     depth = load_architecture(str(model.arch), task=task, num_frames=num_frames).vision.depth
     schedule_spec, schedule = resolve_schedule(cfg, depth, name, setting)
     return ModelSpec(
@@ -204,6 +207,18 @@ def resolve_model(cfg: DictConfig) -> ModelSpec:
 def merge_args(cfg: DictConfig) -> dict:
     """The merge group's keys besides ``name`` and ``r``: keyword arguments of the reducer."""
     return {k: _plain(cfg.merge[k]) for k in cfg.merge.keys() if k not in ("name", "r")}
+
+
+def check_merge_args(cls: type, cfg: DictConfig) -> None:
+    """Every merge key besides ``name`` and ``r`` must be a keyword of the reducer (``+merge.rr=3``
+    is a typo, not a TypeError deep inside the run)."""
+    import inspect
+
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "schedule")]
+    unknown = sorted(set(merge_args(cfg)) - set(accepted))
+    if unknown:
+        raise ConfigError(f"merge={cfg.merge.name}: unknown key(s) {', '.join('merge.' + k for k in unknown)}; "
+                          f"this reducer takes merge.r{''.join(', merge.' + k for k in accepted)}")
 
 
 def with_merge(cfg: DictConfig, name: str, r: Any) -> DictConfig:

@@ -1,0 +1,154 @@
+"""Ordinary mistakes give one line naming the culprit (never a traceback), and nothing the run
+changes from what was asked is silent (issue: reliability). Each test failed before its fix."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidtldr.config_utils import compose_config
+from vidtldr.data.annotations import build_split
+from vidtldr.data.validate import validate_dataset
+from vidtldr.data.registry import load_dataset_config
+from vidtldr.errors import AnnotationError, CheckpointError, ConfigError, MissingFilesError, VideoError
+from vidtldr.run.runner import ensure_tiny_data, run
+from vidtldr.run.runspec import resolve
+
+from _eval_helpers import make_cfg, read
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A cache with the generated tiny MSRVTT data and features from one clean run."""
+    cache = tmp_path_factory.mktemp("plain_errors")
+    record = run(make_cfg(cache), cache / "runs" / "clean", progress=False)
+    return cache, record
+
+
+def test_empty_annotation_list_is_refused_and_reported(tmp_path):
+    with pytest.raises(AnnotationError, match="list of records is empty"):
+        build_split([], "caption", tmp_path)
+    root = ensure_tiny_data(tmp_path / "cache", "msrvtt")
+    cfg = load_dataset_config("msrvtt")
+    annotation = root / "anno_downstream" / cfg["annotation"]
+    annotation.write_text("[]")
+    report = validate_dataset(cfg, root, decode=False, use_manifest=False)
+    assert not report["ok"] and any("empty" in p["message"] for p in report["problems"])
+
+
+def test_duplicate_annotations_are_reported(tmp_path):
+    root = ensure_tiny_data(tmp_path / "cache", "msrvtt")
+    cfg = load_dataset_config("msrvtt")
+    annotation = root / "anno_downstream" / cfg["annotation"]
+    records = json.loads(annotation.read_text())
+    annotation.write_text(json.dumps(records + [records[1]]))
+    report = validate_dataset(cfg, root, decode=False, use_manifest=False)
+    duplicates = [p for p in report["problems"] if p["kind"] == "duplicate"]
+    assert [(p["record"], p["message"]) for p in duplicates] == [(len(records), "identical to record 1")]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["+merge.rr=3"], "unknown key.*merge.rr"),
+    (["merge.r=[]"], r"merge.r=\[\] removes no tokens: use merge=none"),
+    (["merge.r=null"], "merge.r=null removes no tokens"),
+])
+def test_merge_mistakes_are_config_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve(compose_config(overrides))
+
+
+def test_cache_or_runs_under_a_file(tmp_path):
+    from vidtldr.eval import check_run_location
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="paths.cache=.*is a file, expected a directory"):
+        run(compose_config([f"paths.cache={blocker}"]), tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="paths.runs=.*is a file"):
+        check_run_location([f"paths.runs={blocker}"], environ={})
+    with pytest.raises(ConfigError, match="hydra.run.dir=.*is a file"):
+        check_run_location([f"hydra.run.dir={blocker}/x"], environ={})
+    check_run_location([f"hydra.run.dir={tmp_path}/fine"], environ={})
+
+
+def test_random_bytes_checkpoint_never_advises_trusting_a_pickle(tmp_path, capsys):
+    import importlib.util
+
+    from vidtldr.models.checkpoint import read_state_dict
+
+    path = tmp_path / "random.pth"
+    path.write_bytes(bytes(range(7, 250)) * 20)
+    with pytest.raises(CheckpointError) as info:
+        read_state_dict(path)
+    assert "not a PyTorch checkpoint" in str(info.value) and "trust" not in str(info.value)
+    script = Path(__file__).resolve().parent.parent / "scripts" / "convert_checkpoint.py"
+    spec = importlib.util.spec_from_file_location("convert_checkpoint", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit) as exit_info:
+        module.main([str(path), str(tmp_path / "out.safetensors"), "--trust-pickle"])
+    assert exit_info.value.code == 2 and "cannot be read even as a trusted pickle" in capsys.readouterr().err
+
+
+def test_a_pickle_with_objects_still_gets_the_conversion_hint(tmp_path):
+    from vidtldr.models.checkpoint import read_state_dict
+
+    path = tmp_path / "objects.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "cls": torch.nn.Linear}, path)
+    with pytest.raises(CheckpointError, match="--trust-pickle"):
+        read_state_dict(path)
+
+
+def test_inspect_num_frames_zero_is_one_line(tiny, capsys):
+    from vidtldr.data import inspect
+
+    video = next((tiny[0] / "tiny_data").rglob("*.mp4"))
+    with pytest.raises(SystemExit) as info:
+        inspect.main([str(video), "num_frames=0"])
+    assert info.value.code == 2 and "num_frames must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_truncated_video_message_has_no_libav_code(tiny, tmp_path):
+    from vidtldr.data.video import read_frames
+
+    video = next((tiny[0] / "tiny_data").rglob("*.mp4"))
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(video.read_bytes()[: video.stat().st_size * 3 // 4])
+    with pytest.raises(VideoError) as info:
+        read_frames(broken, 4)
+    message = str(info.value)
+    assert str(broken) in message and not any(token.lstrip("-(").isdigit() and len(token) > 6
+                                               for token in message.split())
+
+
+def test_caps_and_clamps_are_recorded_and_warned(tiny, tmp_path, caplog):
+    cache, _ = tiny
+    with caplog.at_level("WARNING"):
+        record = run(make_cfg(cache, "eval.k_test=50", "merge.r=[150,24]"), tmp_path / "run", progress=False)
+    adjusted = record["adjusted"]
+    assert adjusted["eval.k_test"]["requested"] == 50 and adjusted["eval.k_test"]["effective"] == 4
+    assert adjusted["merge.r"] == {**adjusted["merge.r"], "requested": [150, 24, 0, 0], "effective": [98, 24, 0, 0]}
+    assert record["token_counts"] == [196, 98, 74, 74, 74]  # what ran is what "effective" says
+    assert adjusted["eval.num_frames"]["explicit"] is False  # the dataset's 12 frames, capped at 4 by the model
+    assert "eval.k_test: requested 50, using 4" in caplog.text and "merge.r: requested" in caplog.text
+
+
+def test_paths_data_and_checkpoint_take_effect_with_the_tiny_model(tiny, tmp_path):
+    cache, _ = tiny
+    elsewhere = tmp_path / "my_data"
+    with pytest.raises(MissingFilesError, match=str(elsewhere)):
+        run(make_cfg(cache, f"paths.data={elsewhere}"), tmp_path / "a", progress=False,
+            overrides=[f"paths.data={elsewhere}"])
+    assert read(tmp_path / "a")["adjusted"]["data.source"] == {**read(tmp_path / "a")["adjusted"]["data.source"],
+                                                               "requested": "tiny", "effective": "real"}
+    ckpt = tmp_path / "tiny.pth"
+    with pytest.raises(MissingFilesError, match=str(ckpt)):
+        run(make_cfg(cache, f"model.checkpoint={ckpt}"), tmp_path / "b", progress=False,
+            overrides=[f"model.checkpoint={ckpt}"])
+    with pytest.raises(ConfigError, match="ignored with data.source=tiny"):
+        run(make_cfg(cache, f"paths.data={elsewhere}", "data.source=tiny"), tmp_path / "c", progress=False,
+            overrides=[f"paths.data={elsewhere}", "data.source=tiny"])
