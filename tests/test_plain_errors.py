@@ -4,7 +4,6 @@ changes from what was asked is silent (issue: reliability). Each test failed bef
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest

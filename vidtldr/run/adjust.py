@@ -84,7 +84,7 @@ def spec_adjustments(cfg: DictConfig, spec, num_tokens: int) -> dict:
         for entry in spec.schedule:
             removed.append(tokens_to_remove(entry, count))
             count -= removed[-1]
-        if any(entry >= 1 and int(entry) != done for entry, done in zip(spec.schedule, removed)):
+        if any(entry >= 1 and int(entry) != done for entry, done in zip(spec.schedule, removed, strict=True)):
             adjusted["merge.r"] = {"requested": list(spec.schedule), "effective": removed, "explicit": True,
                                    "reason": "a block removes at most half of its tokens (bipartite matching)"}
     return adjusted
