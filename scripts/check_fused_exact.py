@@ -3,7 +3,7 @@
 one, for gapped schedules, on a full-size encoder with seeded random weights and a seeded input.
 
     python scripts/check_fused_exact.py [--model umt_b16] [--frames 12] [--batch 2] [--device cpu|cuda]
-                                        [--precision fp32|fp16|bf16] [--old]
+                                        [--precision fp32|fp16|bf16] [--old] [--time N] [--deterministic]
 
 Schedules: the published UMT-B MSRVTT one and gapped ones ([0,600,0,200], merges after four and after
 eight idle blocks), scaled to the token count; vid-TLDR, ToMe and random drop. Per schedule: the last
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import sys
 import time
@@ -97,9 +98,15 @@ def main() -> int:
     ap.add_argument("--old", action="store_true", help="fused without the exact prefix (SDPA before merges)")
     ap.add_argument("--time", type=int, default=0, metavar="N", help="also time vid-TLDR (N repeats)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="torch.use_deterministic_algorithms (CUDA: the merges' scatter-add otherwise uses atomics, "
+                         "so even two materialized runs differ in the last bits)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
     cfg = load_architecture(args.model, num_frames=args.frames).vision
     torch.manual_seed(0)
     model = vit.VisionTransformer(cfg).eval().to(args.device)
@@ -134,7 +141,8 @@ def main() -> int:
     print(f"{args.model}, {args.frames} frames, batch {args.batch}, {args.device} ({torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads"
           f"{', ' + torch.cuda.get_device_name() if args.device.startswith('cuda') else ''}), {args.precision}"
-          f"{', without the exact prefix' if args.old else ''}: {bad} schedule(s) with other decisions")
+          f"{', without the exact prefix' if args.old else ''}{', deterministic' if args.deterministic else ''}: "
+          f"{bad} schedule(s) with other decisions")
     return 1 if bad and not args.old else 0
 
 
