@@ -233,6 +233,7 @@ class Block(nn.Module):
                 mode: AttentionMode, exact: bool = False) -> torch.Tensor:
         need = reducer.needs(layer, x.shape[1]) if reducer is not None else None
         attn_out, aux = self.attn(self.norm1(x), state.size, need, mode, exact)
+        aux["update"] = attn_out  # the block's residual update, for reducers that score by it (free)
         x = x + attn_out
         if reducer is not None:
             # The hook sits between the attention residual and the MLP, so this block's MLP
