@@ -49,10 +49,11 @@ def test_missing_update_is_a_clear_error():
         RepShift([1]).reduce(torch.randn(1, 4, 3), 0, ReductionState(), {})
 
 
-def test_registered_and_needs_nothing_from_attention():
+def test_registered_and_asks_only_for_the_update():
     reducer = build_reducer("repshift", [10, 5])
     assert isinstance(reducer, RepShift)
-    assert reducer.needs(0, 196) is None and reducer.needs(1, 186) is None
+    assert reducer.needs(0, 196) == "update" and reducer.needs(1, 186) == "update"
+    assert reducer.needs(2, 181) is None  # past the schedule: nothing asked
     assert reducer.match_on == "hidden" and reducer.tracks_sizes
 
 

@@ -233,7 +233,8 @@ class Block(nn.Module):
                 mode: AttentionMode, exact: bool = False) -> torch.Tensor:
         need = reducer.needs(layer, x.shape[1]) if reducer is not None else None
         attn_out, aux = self.attn(self.norm1(x), state.size, need, mode, exact)
-        aux["update"] = attn_out  # the block's residual update, for reducers that score by it (free)
+        if need == "update":  # the attention's residual update itself (free: computed anyway)
+            aux["update"] = attn_out
         x = x + attn_out
         if reducer is not None:
             # The hook sits between the attention residual and the MLP, so this block's MLP

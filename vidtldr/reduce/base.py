@@ -39,8 +39,10 @@ from vidtldr.reduce.schedule import tokens_to_remove
 #   "neg_entropy": per-query sum_j P_ij ln P_ij of the head-mean, pre-size-bias softmax  -> [B, T, 1]
 #   "attn":        the head-mean pre-size-bias softmax itself                              -> [B, T, T]
 #   "keys":        head-mean keys (ToMe's matching metric)                                 -> [B, T, head_dim]
-Need = Optional[Literal["neg_entropy", "attn", "keys"]]
-NEEDS = (None, "neg_entropy", "attn", "keys")
+#   "update":      nothing extra from the attention (SDPA); the block passes what its attention
+#                  added to the residual stream                                             -> [B, T, C]
+Need = Optional[Literal["neg_entropy", "attn", "keys", "update"]]
+NEEDS = (None, "neg_entropy", "attn", "keys", "update")
 #: What a matching reducer compares: the hidden state, head-mean keys, or nothing.
 MatchOn = Optional[Literal["hidden", "keys"]]
 MATCH_ON = (None, "hidden", "keys")

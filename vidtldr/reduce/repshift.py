@@ -4,8 +4,8 @@ Token importance is how much the block changes each token: the L2 norm of the bl
 update (Choi et al., "Representation Shift", ICCV 2025, measure it as the distance between a token
 before and after a layer). The ViT calls reducers between the attention residual and the MLP, so the
 update available at the hook is this block's *attention* update (``aux["update"]``, what the
-attention added to the residual stream); that is the one used here. Because nothing is asked of the
-attention (``need = None``), every block keeps fused attention (SDPA).
+attention added to the residual stream, passed when a reducer's ``need`` is ``"update"``); that is
+the one used here. Nothing extra is computed for it, so every block keeps fused attention (SDPA).
 
 The shift norms go through vid-TLDR's own background removal and sharpening
 (:func:`vidtldr.reduce.vidtldr.saliency_from_neg_entropy`) in place of the attention entropy; the
@@ -39,7 +39,7 @@ def shift_score(update: torch.Tensor) -> torch.Tensor:
 class RepShift(Reducer):
     """vid-TLDR matching/merging with importance = norm of the block's attention update."""
 
-    need = None            # nothing from the attention: SDPA in every block
+    need = "update"        # the attention's residual update; nothing computed extra, SDPA in every block
     match_on = "hidden"    # bipartite matching on the hidden states, as vid-TLDR
     tracks_sizes = True    # merged tokens carry sizes (proportional attention afterwards)
 
