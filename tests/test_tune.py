@@ -4,20 +4,20 @@ import random
 
 import pytest
 
-from vidtldr.analysis import flops
 from vidtldr.analysis.search import (BudgetError, Candidate, ScheduleSearch, as_override, canonical, pareto,
                                      resolve_budget)
+from vidtldr.cost.vision import reducer_cost, vision_dims
 from vidtldr.models.config import load_architecture
 from vidtldr.reduce import build_reducer
 
 
 def _tiny_cost(reducer="vidtldr"):
     cfg = load_architecture("tiny", task="retrieval", num_frames=4)
-    dims, _ = flops.dims_from_config(cfg)
+    dims = vision_dims(cfg)
 
     def cost(schedule):
         red = build_reducer(reducer, list(schedule))
-        return flops.reducer_cost(dims, 4, red).gflops_paper
+        return reducer_cost(dims, 4, red).gflops_paper
 
     return cost, dims.num_tokens(4), dims.depth
 
