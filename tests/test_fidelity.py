@@ -12,7 +12,7 @@ def test_identical_inputs_agree_perfectly():
     scores = torch.randn(6, 9, generator=g)
     out = ranking_agreement(scores, scores.clone())
     assert out["itc_top1_agreement"] == 1.0 and out["itc_top5_overlap"] == 1.0
-    assert out["itc_top10_overlap"] == 1.0
+    assert out["itc_top10_overlap"] is None  # k = 10 >= 9 items: not informative
     assert out["spearman_mean"] == pytest.approx(1.0) and out["kendall_mean"] == pytest.approx(1.0)
     emb = torch.randn(5, 1, 7, generator=g)
     torch.testing.assert_close(embedding_cosine(emb, emb.clone()), torch.ones(5, dtype=torch.float64))
@@ -71,3 +71,121 @@ def test_agreement_drops_monotonically_with_noise():
         values = [r[key] for r in results]
         assert values[0] == pytest.approx(1.0)
         assert all(a > b for a, b in zip(values, values[1:])), (key, values)
+
+
+# ----------------------------------------------------------------------------- on the tiny model
+
+import json  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from vidtldr.analysis.fidelity import prepare, run_fidelity, summary  # noqa: E402
+from vidtldr.config_utils import compose_config  # noqa: E402
+from vidtldr.errors import ConfigError, VideoError  # noqa: E402
+from vidtldr.reduce import build_reducer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cfg(cache, *overrides, name="fidelity"):
+    return compose_config([f"paths.cache={cache}", f"paths.runs={cache / 'runs'}", *overrides], config_name=name)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("fidelity_cache")
+
+
+def test_merge_none_against_itself_is_perfect(cache, tmp_path):
+    record = run_fidelity(_cfg(cache, "merge=none"), tmp_path)
+    m = record["metrics"]
+    assert m["embedding_cosine_mean"] == pytest.approx(1.0, abs=1e-12)
+    assert m["itc_top1_agreement"] == 1.0 and m["itc_top5_overlap"] == 1.0
+    assert m["spearman_mean"] == 1.0 and m["kendall_mean"] == 1.0
+    assert m["token_agreement_mean"] == pytest.approx(1.0, abs=1e-12)
+    assert m["rows"] == "text->video" and m["queries"] == 7 and m["gallery"] == 7
+    assert json.loads((tmp_path / "fidelity.json").read_text())["metrics"]["gflops_paper"] == m["gflops_paper"]
+    line = summary(record)
+    for key in ("gflops_paper", "embedding_cosine_mean", "itc_top1_agreement", "itc_top5_overlap", "spearman_mean"):
+        assert key in line
+
+
+def test_fidelity_drops_as_more_tokens_are_merged_and_reference_is_cached(cache):
+    session = prepare(_cfg(cache, "merge=none"))
+    assert session.cache["video"]["hits"] == 7 and session.cache["video"]["misses"] == 0  # from the run above
+    # Toy case built to degrade: random dropping at block 0 draws one noise per sample, so dropping
+    # more removes a superset of the tokens (nested subsets), and less of the video is left.
+    cosines, tokens = [], []
+    for r in (0, 16, 48, 80, 98):
+        m = session.measure(build_reducer("random", [r]))
+        cosines.append(m["embedding_cosine_mean"])
+        tokens.append(m["token_counts"][1])
+    assert tokens == [196, 180, 148, 116, 98]
+    assert cosines[0] == pytest.approx(1.0)
+    assert all(a > b for a, b in zip(cosines, cosines[1:])), cosines
+
+
+def test_reference_features_are_the_evaluations_merge_none_shards(cache, tmp_path):
+    from vidtldr.run.runner import run
+
+    fresh = tmp_path / "c"
+    run(compose_config([f"paths.cache={fresh}", f"paths.runs={fresh / 'runs'}", "merge=none"]), tmp_path / "eval",
+        progress=False)
+    session = prepare(_cfg(fresh, "merge=none"))
+    assert session.cache["video"]["hits"] == 7 and session.cache["video"]["writes"] == 0
+
+
+def _folder(tmp_path, cache, broken: bool):
+    src = cache / "tiny_data" / "msrvtt" / "videos" / "msrvtt"
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for clip in sorted(src.iterdir())[:3]:
+        shutil.copy(clip, folder / clip.name)
+    if broken:
+        (folder / "sub").mkdir()
+        (folder / "sub" / "broken.mp4").write_bytes(b"not a video at all")
+    return folder
+
+
+def test_video_folder_without_captions(cache, tmp_path):
+    folder = _folder(tmp_path, cache, broken=False)
+    record = run_fidelity(_cfg(cache, f"videos={folder}", "merge=tome", "merge.r=10"), tmp_path / "run")
+    m = record["metrics"]
+    assert record["videos"] == 3 and m["rows"] == "video->video" and m["gallery"] == 2
+    assert m["itc_top5_overlap"] is None  # k >= gallery: not informative, not reported
+    assert 0 < m["embedding_cosine_mean"] <= 1
+
+
+def test_broken_video_is_an_error_or_skipped_and_recorded(cache, tmp_path):
+    folder = _folder(tmp_path, cache, broken=True)
+    with pytest.raises(VideoError, match="broken.mp4"):
+        run_fidelity(_cfg(cache, f"videos={folder}"), tmp_path / "a")
+    record = run_fidelity(_cfg(cache, f"videos={folder}", "data.on_error=skip"), tmp_path / "b")
+    assert record["videos"] == 3
+    assert [Path(s["path"]).name for s in record["skipped_videos"]] == ["broken.mp4"]
+    assert summary(record)["skipped"] == 1
+
+
+def test_bad_inputs_are_clear_errors(cache, tmp_path):
+    with pytest.raises(ConfigError, match="not a folder"):
+        run_fidelity(_cfg(cache, f"videos={tmp_path / 'nope'}"), tmp_path / "a")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no video files"):
+        run_fidelity(_cfg(cache, f"videos={tmp_path / 'empty'}"), tmp_path / "b")
+
+
+@pytest.mark.slow
+def test_command_line_last_line_is_json(cache, tmp_path):
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "vidtldr.fidelity", f"paths.cache={cache}",
+                          f"hydra.run.dir={tmp_path}", "print_table=false"], capture_output=True, text=True, env=env,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert line["merge"] == "vidtldr" and line["merge_r"] == [48, 24, 0, 0]
+    assert 0 < line["embedding_cosine_mean"] <= 1 and (tmp_path / "fidelity.json").is_file()
+    bad = subprocess.run([sys.executable, "-m", "vidtldr.fidelity", f"paths.cache={cache}", f"hydra.run.dir={tmp_path}",
+                          f"videos={tmp_path / 'missing'}"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert bad.returncode == 2 and "vidtldr.fidelity: error: videos=" in bad.stderr

@@ -110,3 +110,95 @@ def test_pareto_front():
     cands = [Candidate((1,), "a", 1.0, 0.5), Candidate((2,), "b", 2.0, 0.9), Candidate((3,), "c", 2.5, 0.8),
              Candidate((4,), "d", 0.5, 0.1), Candidate((5,), "e", 1.0, 0.4)]
     assert [c.family for c in pareto(cands)] == ["d", "a", "b"]
+
+
+# ----------------------------------------------------------------------------- the command, tiny model
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from vidtldr.analysis.tune import run_tune, summary  # noqa: E402
+from vidtldr.config_utils import compose_config  # noqa: E402
+from vidtldr.errors import ConfigError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("tune_cache")
+
+
+def _cfg(cache, *overrides):
+    return compose_config([f"paths.cache={cache}", f"paths.runs={cache / 'runs'}", *overrides], config_name="tune")
+
+
+@pytest.fixture(scope="module")
+def tuned(cache, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("tune_run")
+    record = run_tune(_cfg(cache, "budget.ratio=0.8", "tune.max_evals=6", "tune.compare=[tome,repshift]",
+                           "tune.compare_evals=2"), run_dir)
+    return run_dir, record
+
+
+def test_tune_record_outputs_and_budget(tuned):
+    run_dir, record = tuned
+    line = summary(record)
+    budget = line["budget_gflops"]
+    assert budget == pytest.approx(0.8 * record["unreduced_gflops"])
+    assert line["evaluated"] == 6 + 2 + 2 + 1  # vid-TLDR search, two compared reducers, the published reference
+    assert line["best"]["gflops_paper"] <= budget
+    for run in record["reducers"]:
+        assert all(c["gflops_paper"] <= budget for c in run["candidates"])
+        assert run["best"]["fidelity"] == max(c["fidelity"] for c in run["candidates"])
+    assert [r["reducer"] for r in record["reducers"]] == ["vidtldr", "tome", "repshift"]
+    assert line["override"] == f"merge=vidtldr merge.r=[{','.join(map(str, line['best']['merge_r']))}]"
+    for name in ("tune.json", "pareto.md", "pareto.csv", "tune.png", "tune.svg"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "tune.png").read_bytes()[:4] == b"\x89PNG"
+    csv_lines = (run_dir / "pareto.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("reducer,family,merge_r,gflops_paper,fidelity")
+    assert len(csv_lines) == 1 + 6 + 2 + 2 + 1
+    assert sum(line.count("BEST") for line in csv_lines) == 3
+
+
+def test_winning_schedule_pasted_into_flops_and_eval_gives_its_gflops(tuned, cache, tmp_path):
+    from vidtldr.analysis.flops import count, resolve_spec
+    from vidtldr.run.runner import run
+
+    _, record = tuned
+    best = summary(record)["best"]
+    override = f"merge.r=[{','.join(map(str, best['merge_r']))}]"
+    spec = resolve_spec(compose_config(["model=tiny", override], config_name="flops"))
+    assert count(spec, trace=False)["gflops_paper"] == round(best["gflops_paper"], 4)
+    ev = run(compose_config([f"paths.cache={cache}", f"paths.runs={cache / 'runs'}", override]), tmp_path / "eval",
+             progress=False)
+    assert ev["gflops"]["paper"] == round(best["gflops_paper"], 3)
+    assert ev["run"]["schedule_spec"] == best["merge_r"]
+
+
+def test_budget_below_every_schedule_is_a_clear_error(cache, tmp_path):
+    with pytest.raises(ConfigError, match=r"below what any schedule reaches: the minimum is 0\.0\d+ GFLOPs"):
+        run_tune(_cfg(cache, "budget.gflops=0.01", "tune.compare=[]"), tmp_path)
+    with pytest.raises(ConfigError, match="exactly one of budget.gflops"):
+        run_tune(_cfg(cache, "tune.compare=[]"), tmp_path)
+    with pytest.raises(ConfigError, match="tune.metric"):
+        run_tune(_cfg(cache, "budget.ratio=0.5", "tune.metric=recall"), tmp_path)
+
+
+@pytest.mark.slow
+def test_command_line_needs_only_the_budget(cache, tmp_path):
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "vidtldr.tune", "budget.ratio=0.7", f"paths.cache={cache}",
+                          f"hydra.run.dir={tmp_path}", "tune.max_evals=3", "tune.compare=[]", "print_table=false"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(line) >= {"budget_gflops", "evaluated", "best"}
+    assert set(line["best"]) >= {"merge_r", "gflops_paper", "fidelity"}
+    assert line["evaluated"] == 3 + 1 and line["best"]["gflops_paper"] <= line["budget_gflops"]
+    bad = subprocess.run([sys.executable, "-m", "vidtldr.tune", "budget.gflops=0.001", f"paths.cache={cache}",
+                          f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert bad.returncode == 2 and "minimum is" in bad.stderr

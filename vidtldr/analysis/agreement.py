@@ -130,15 +130,17 @@ def mask_diagonal(scores: torch.Tensor) -> torch.Tensor:
 def ranking_agreement(ref_scores: torch.Tensor, red_scores: torch.Tensor,
                       ks: Sequence[int] = (1, 5, 10)) -> dict:
     """Agreement of two score matrices ``[Q, N]`` (queries x gallery), averaged over queries:
-    ``itc_top1_agreement`` (same best item), ``itc_top{k}_overlap`` for each k, ``spearman_mean``,
-    ``kendall_mean``."""
+    ``itc_top1_agreement`` (same best item), ``itc_top{k}_overlap`` for each k (None when k is not
+    below the gallery size), ``spearman_mean``, ``kendall_mean``."""
     if ref_scores.shape != red_scores.shape:
         raise ValueError(f"score matrices differ in shape: {tuple(ref_scores.shape)} vs {tuple(red_scores.shape)}")
     if ref_scores.dim() != 2 or ref_scores.shape[0] < 1 or ref_scores.shape[1] < 2:
         raise ValueError(f"need a [queries, gallery >= 2] score matrix, got {tuple(ref_scores.shape)}")
     out = {"itc_top1_agreement": _mean(topk_overlap(ref_scores, red_scores, 1))}
     for k in ks:
-        out[f"itc_top{k}_overlap"] = _mean(topk_overlap(ref_scores, red_scores, k))
+        # k >= gallery: every item is in both top-k lists, an overlap that says nothing
+        informative = k < ref_scores.shape[1]
+        out[f"itc_top{k}_overlap"] = _mean(topk_overlap(ref_scores, red_scores, k)) if informative else None
     out["spearman_mean"] = _mean(spearman_rows(ref_scores, red_scores))
     out["kendall_mean"] = _mean(kendall_rows(ref_scores, red_scores))
     out["queries"] = int(ref_scores.shape[0])

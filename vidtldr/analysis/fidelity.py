@@ -1,0 +1,361 @@
+"""Fidelity of a reduced model to the same model unreduced, on unlabelled videos.
+
+A :class:`Session` decodes a collection of videos once (a dataset's split, captions included, or
+any folder of videos), computes the unreduced features once through the evaluation's feature cache
+(the very shards an evaluation with ``merge=none`` writes and reads), and then measures any reducer
+against them (:meth:`Session.measure`): per video the cosine of the pooled ITC embeddings and the
+agreement of the final tokens with the unreduced tokens they came from; per collection the
+agreement of the ITC rankings (text-to-video with captions, video-to-video without), the
+schedule's GFLOPs (paper convention) and the encoder's wall-clock time. :mod:`vidtldr.analysis.tune`
+measures many schedules on one session.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from omegaconf import DictConfig
+
+from vidtldr.analysis import agreement as A
+from vidtldr.config_utils import plain
+from vidtldr.errors import ConfigError, MissingFilesError, VideoError
+from vidtldr.run.cache import FeatureCache, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
+
+
+# ----------------------------------------------------------------------------- what is compared
+
+
+@dataclass
+class Collection:
+    """Distinct videos (``keys`` ids, ``paths`` files) and, from a dataset, its captions."""
+
+    keys: list[str]
+    paths: list[str]
+    texts: Optional[list[str]] = None
+    origin: str = ""
+    root: str = ""
+
+
+def folder_collection(directory: str | Path, limit: Optional[int] = None) -> Collection:
+    """Every video file under ``directory`` (recursively, sorted by relative path)."""
+    root = Path(directory).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"videos={directory}: not a folder")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    if not files:
+        raise ConfigError(f"videos={directory}: no video files (looked for {', '.join(VIDEO_SUFFIXES)})")
+    if limit is not None:
+        files = files[:limit]
+    keys = [str(p.relative_to(root)) for p in files]
+    return Collection(keys=keys, paths=[str(p) for p in files], origin=f"folder {root}", root=str(root.resolve()))
+
+
+def dataset_collection(split, limit: Optional[int], name: str, root: str | Path) -> Collection:
+    """The distinct videos of a retrieval split (first ``limit`` videos, their captions)."""
+    from vidtldr.run.runner_features import unique_in_order
+    from vidtldr.run.runner_subset import subset_retrieval
+
+    if getattr(split, "task", "retrieval") != "retrieval":
+        raise ConfigError(f"dataset={name} is a QA split; fidelity compares retrieval embeddings: use a retrieval "
+                          "dataset, or videos=<folder of its videos>")
+    if limit is not None and limit < len(split.videos):
+        split = subset_retrieval(split, range(limit))
+    names = split.video_names or split.videos
+    path_of: dict[str, str] = {}
+    for key, path in zip(names, split.videos):
+        path_of.setdefault(key, path)
+    keys = unique_in_order(names)
+    return Collection(keys=keys, paths=[path_of[k] for k in keys], texts=list(split.texts),
+                      origin=f"dataset {name}", root=str(Path(root).resolve()))
+
+
+# ----------------------------------------------------------------------------- one session
+
+
+@dataclass
+class Session:
+    """Everything that does not change between the schedules measured."""
+
+    spec: object                       # vidtldr.run.runspec.RunSpec
+    arch_cfg: object
+    model: torch.nn.Module
+    collection: Collection
+    frames: list[torch.Tensor]         # [T, 3, H, W] per kept video
+    keys: list[str]                    # kept videos (unreadable ones skipped)
+    skipped: list[dict]
+    ref_tokens: list[torch.Tensor]     # [N0, C] unreduced final tokens per video
+    ref_feat: torch.Tensor             # [V, E] unreduced ITC embeddings
+    text_feat: Optional[torch.Tensor]  # [Q, E] caption embeddings, or None
+    batch_size: int = 4
+    ks: tuple = (1, 5, 10)
+    cache: dict = field(default_factory=dict)
+    ref_encoder_s: Optional[float] = None
+
+    def batches(self):
+        for start in range(0, len(self.frames), self.batch_size):
+            yield start, torch.stack(self.frames[start:start + self.batch_size])
+
+    @torch.no_grad()
+    def encode(self, reducer, trace_source: bool = False) -> tuple[list, torch.Tensor, list, list, float]:
+        """(final tokens per video, ITC embeddings [V, E], provenance per video or None, token counts,
+        encoder seconds)."""
+        from vidtldr.models.precision import model_device
+
+        device = model_device(self.model)
+        tokens, feats, sources, counts = [], [], [], []
+        elapsed = 0.0
+        for _, videos in self.batches():
+            start = time.perf_counter()
+            out = self.model.encode_vision(videos.to(device), reducer=reducer, trace_source=trace_source)
+            feat = self.model.itc_vision(out.pooled)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            elapsed += time.perf_counter() - start
+            tokens.extend(out.tokens.float().cpu())
+            feats.append(feat.float().cpu().reshape(feat.shape[0], -1))
+            src = out.state.source
+            sources.extend(src.float().cpu() if src is not None else [None] * feat.shape[0])
+            counts = list(out.token_counts)
+        return tokens, torch.cat(feats), sources, counts, elapsed
+
+    def scores(self, feat: torch.Tensor) -> torch.Tensor:
+        """Rows to compare: captions x videos, or (no captions) videos x other videos."""
+        if self.text_feat is not None:
+            return self.text_feat.double() @ feat.double().t()
+        return A.mask_diagonal(feat.double() @ feat.double().t())
+
+    def measure(self, reducer, *, tokens: bool = True, gflops: Optional[float] = None) -> dict:
+        """Agreement of ``reducer`` (None = unreduced) with the unreduced model, one flat dict."""
+        red_tokens, feat, _, counts, elapsed = self.encode(reducer)
+        out = {"gflops_paper": gflops}
+        cos = A.embedding_cosine(self.ref_feat, feat)
+        out["embedding_cosine_mean"] = float(cos.mean())
+        out["embedding_cosine_min"] = float(cos.min())
+        out.update(A.ranking_agreement(self.scores(self.ref_feat), self.scores(feat), ks=self.ks))
+        out["rows"] = "text->video" if self.text_feat is not None else "video->video"
+        if tokens:
+            traced, _, sources, _, _ = self.encode(reducer, trace_source=True)
+            values = [A.token_agreement(r, t, s) for r, t, s in zip(self.ref_tokens, traced, sources)]
+            out["token_agreement_mean"] = float(sum(values) / len(values))
+        out["token_counts"] = counts
+        out["encoder_s"] = round(elapsed, 4)
+        out["videos"] = len(self.keys)
+        return out
+
+
+def _weights_id(spec, cfg) -> dict:
+    from vidtldr.run.record import file_entry
+
+    if spec.checkpoint is None:
+        return {"random_seed": spec.seed, "arch": spec.arch}
+    entry = file_entry(spec.checkpoint, memo_dir=Path(cfg.paths.cache))
+    return {"sha256": entry["sha256"], "kind": spec.checkpoint_kind}
+
+
+def _decode(collection: Collection, spec, size: int, cfg: DictConfig) -> tuple[list, list, list]:
+    """(kept keys, frames per kept video, skipped [{path, reason}]) with the evaluation's reader."""
+    from vidtldr.data.dataset import VideoDataset, make_loader
+
+    skip = cfg.data.on_error == "skip"
+    dataset = VideoDataset(collection.paths, spec.num_frames, spec.trimmed30, size, skip_unreadable=skip)
+    loader = make_loader(dataset, batch_size=int(cfg.data.batch_size), num_workers=int(cfg.data.num_workers))
+    keys, frames = [], []
+    for batch in loader:
+        for j, (index, ok) in enumerate(zip(batch["index"].tolist(), batch["ok"].tolist())):
+            if ok:
+                keys.append(collection.keys[index])
+                frames.append(batch["frames"][j].clone())
+    skipped = [{"path": s.path, "reason": s.reason} for s in loader.skipped]
+    for s in skipped:
+        log.warning("skipped unreadable video %s: %s", s["path"], s["reason"])
+    return keys, frames, skipped
+
+
+def _reference(session_args: dict, cache: FeatureCache) -> tuple[list, torch.Tensor, Optional[float]]:
+    """Unreduced tokens and embeddings, each video from the cache or encoded (and cached) now."""
+    model, keys, frames, batch = (session_args[k] for k in ("model", "keys", "frames", "batch"))
+    stored = {k: cache.load(k) for k in keys}
+    todo = [i for i, k in enumerate(keys) if stored[k] is None]
+    elapsed = None
+    if todo:
+        from vidtldr.tasks import retrieval as R
+
+        start = time.perf_counter()
+        for lo in range(0, len(todo), batch):
+            rows = todo[lo:lo + batch]
+            feats = R.encode_videos(model, [torch.stack([frames[i] for i in rows])], reducer=None)
+            counts = torch.tensor(feats.token_counts, dtype=torch.long)
+            for j, i in enumerate(rows):
+                item = {"tokens": feats.tokens[j].clone(), "feat": feats.feat[j].clone(), "token_counts": counts}
+                cache.save(keys[i], item)  # the evaluation's shard format: shared with merge=none runs
+                stored[keys[i]] = item
+        elapsed = time.perf_counter() - start
+    tokens = [stored[k]["tokens"] for k in keys]
+    feat = torch.stack([stored[k]["feat"].reshape(-1) for k in keys])
+    return tokens, feat, elapsed
+
+
+def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10)) -> Session:
+    """Resolve ``cfg`` like the evaluation, decode the collection, get the unreduced features."""
+    from vidtldr.data.annotations import load_split, video_root
+    from vidtldr.models.config import load_architecture
+    from vidtldr.run.runner import build, cache_keys, ensure_tiny_data, load_tokenizer_for
+    from vidtldr.run.runspec import check_inputs, check_numbers, resolve
+
+    check_numbers(cfg)
+    if cfg.data.on_error not in ("raise", "skip"):
+        raise ConfigError(f"data.on_error must be 'raise' or 'skip', got {cfg.data.on_error!r}")
+    folder = cfg.get("videos")
+    data_root = None
+    if folder is None and cfg.data.source == "tiny":
+        data_root = ensure_tiny_data(cfg.paths.cache, str(cfg.dataset.name))
+    spec = resolve(cfg, data_root=None if data_root is None else str(data_root))
+    arch_cfg = load_architecture(spec.arch, task="retrieval", num_frames=spec.num_frames)
+    dataset_cfg = plain(cfg.dataset)
+    if folder is None:
+        if spec.task != "retrieval":
+            raise ConfigError(f"dataset={spec.dataset} is a QA split; fidelity compares retrieval embeddings: use "
+                              "a retrieval dataset, or videos=<folder of its videos>")
+        check_inputs(spec, dataset_cfg)
+        collection = dataset_collection(load_split(dataset_cfg, spec.data_root), spec.limit, spec.dataset,
+                                        video_root(dataset_cfg, spec.data_root))
+    else:
+        if spec.checkpoint is not None and not Path(spec.checkpoint).is_file():
+            raise MissingFilesError(f"checkpoint {spec.checkpoint} does not exist (model.checkpoint=/path to choose one)")
+        collection = folder_collection(folder, spec.limit)
+    spec = dataclasses.replace(spec, task="retrieval")
+    model, _, _ = build(spec, cfg, arch_cfg)
+    img_size = arch_cfg.vision.img_size
+    keys, frames, skipped = _decode(collection, spec, img_size, cfg)
+    if len(keys) < 2:
+        raise VideoError(f"{collection.origin}: {len(keys)} readable video(s) of {len(collection.keys)}; "
+                         "rankings need at least 2")
+    none_spec = dataclasses.replace(spec, merge="none", schedule=[])
+    attention = str(cfg.eval.get("attention", "fused"))
+    video_key, text_key = cache_keys(none_spec, arch_cfg, _weights_id(spec, cfg), None, img_size,
+                                     Path(collection.root), attention)
+    video_cache = FeatureCache(cfg.cache.dir, video_key, enabled=bool(cfg.cache.enabled))
+    batch = int(cfg.data.batch_size)
+    ref_tokens, ref_feat, ref_s = _reference({"model": model, "keys": keys, "frames": frames, "batch": batch},
+                                             video_cache)
+    text_feat = None
+    cache_stats = {"video": video_cache.stats()}
+    if collection.texts:
+        from vidtldr.run.runner_retrieval import text_features
+
+        tokenizer, _, _ = load_tokenizer_for(cfg, arch_cfg)
+        text_cache = FeatureCache(cfg.cache.dir, text_key, enabled=bool(cfg.cache.enabled))
+        text_feat = text_features(model, tokenizer, collection.texts, spec.max_txt_l, int(cfg.eval.text_batch),
+                                  text_cache).feat
+        cache_stats["text"] = text_cache.stats()
+    return Session(spec=spec, arch_cfg=arch_cfg, model=model, collection=collection, frames=frames, keys=keys,
+                   skipped=skipped, ref_tokens=ref_tokens, ref_feat=ref_feat, text_feat=text_feat, batch_size=batch,
+                   ks=tuple(int(k) for k in ks), cache=cache_stats, ref_encoder_s=ref_s)
+
+
+# ----------------------------------------------------------------------------- costs
+
+
+def encoder_gflops(arch_cfg, num_frames: int, reducer) -> float:
+    """Paper-convention GFLOPs of the vision encoder with ``reducer`` (None = unreduced): the
+    counting engine the evaluation and ``vidtldr.flops`` use."""
+    from vidtldr.cost.vision import reducer_cost, vision_dims
+
+    return reducer_cost(vision_dims(arch_cfg), num_frames, reducer).gflops_paper
+
+
+def gflops_of(session: Session, reducer) -> float:
+    return encoder_gflops(session.arch_cfg, session.spec.num_frames, reducer)
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+SUMMARY_KEYS = ("gflops_paper", "embedding_cosine_mean", "itc_top1_agreement", "itc_top5_overlap",
+                "spearman_mean", "kendall_mean", "token_agreement_mean", "encoder_s")
+
+
+def run_fidelity(cfg: DictConfig, run_dir: str | Path) -> dict:
+    """Measure the configured reducer/schedule; write ``fidelity.json``; return the record."""
+    from vidtldr.reduce import build_reducer
+    from vidtldr.run.record import base_record, now_iso
+
+    opts = cfg.get("fidelity") or {}
+    session = prepare(cfg, ks=plain(opts.get("ks", [1, 5, 10])))
+    spec = session.spec
+    reducer = None if spec.merge == "none" else build_reducer(spec.merge, spec.schedule, **spec.merge_args)
+    result = session.measure(reducer, tokens=bool(opts.get("tokens", True)), gflops=gflops_of(session, reducer))
+    result["gflops_paper_unreduced"] = gflops_of(session, None)
+    if opts.get("time_reference", True):
+        result["encoder_unreduced_s"] = round(session.encode(None)[4], 4)
+    record = base_record()
+    record.update({
+        "kind": "fidelity", "status": "complete", "finished": now_iso(), "run_dir": str(run_dir),
+        "model": spec.model, "dataset": spec.dataset, "collection": session.collection.origin,
+        "merge": spec.merge, "schedule": list(spec.schedule), "schedule_spec": spec.schedule_spec,
+        "num_frames": spec.num_frames, "attention": str(cfg.eval.get("attention", "fused")),
+        "videos": len(session.keys), "skipped_videos": session.skipped, "cache": session.cache,
+        "metrics": result, "config": plain(cfg),
+    })
+    if spec.init == "random":
+        record["note"] = (f"model={spec.model} has random weights (seed {spec.seed}): the numbers show the mechanism, "
+                          "not what a trained model does")
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(run_dir) / "fidelity.json", json.dumps(record, indent=1, default=str))
+    return record
+
+
+def summary(record: dict) -> dict:
+    """The one-line JSON the command prints last."""
+    m = record["metrics"]
+    out = {k: m.get(k) for k in SUMMARY_KEYS}
+    out.update(merge=record["merge"], merge_r=record["schedule"], videos=record["videos"],
+               skipped=len(record["skipped_videos"]), rows=m.get("rows"),
+               record=str(Path(record["run_dir"]) / "fidelity.json"))
+    return out
+
+
+def format_table(record: dict) -> str:
+    m = record["metrics"]
+    lines = [f"== fidelity | {record['collection']} | model={record['model']} | merge={record['merge']} "
+             f"schedule={record['schedule']} ==", "metric | value", "---|---"]
+    for key in SUMMARY_KEYS + ("embedding_cosine_min", "itc_top10_overlap", "encoder_unreduced_s",
+                               "gflops_paper_unreduced"):
+        if m.get(key) is not None:
+            value = m[key]
+            lines.append(f"{key} | {value:.4f}" if isinstance(value, float) else f"{key} | {value}")
+    lines.append(f"rankings: {m['rows']} ({m['queries']} rows x {m['gallery']} items); videos {record['videos']}, "
+                 f"skipped {len(record['skipped_videos'])}")
+    if record.get("note"):
+        lines.append(f"note: {record['note']}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """``python -m vidtldr.fidelity [overrides]``: the table, then one JSON line (last line)."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from vidtldr.config_utils import CONFIG_DIR
+    from vidtldr.errors import cli_guard
+
+    @hydra.main(config_path=str(CONFIG_DIR), config_name="fidelity", version_base="1.3")
+    def _run(cfg: DictConfig) -> None:
+        with cli_guard("vidtldr.fidelity"):
+            record = run_fidelity(cfg, HydraConfig.get().runtime.output_dir)
+            if cfg.get("print_table", True):
+                print(format_table(record), flush=True)
+            print(json.dumps(summary(record)), flush=True)
+
+    _run()

@@ -1,0 +1,213 @@
+"""Choose a schedule without labels: search per-block schedules under a GFLOPs budget, maximising
+the fidelity of the reduced model to the unreduced one on a calibration subset.
+
+One :class:`vidtldr.analysis.fidelity.Session` (videos decoded once, unreduced features cached)
+serves every evaluation. Candidates are counted analytically with the evaluation's counting engine
+(free), fitted to the budget by :mod:`vidtldr.analysis.search`, and only those are run on the model.
+The configured reducer gets the full search; the comparison reducers (ToMe, random drop,
+representation shift by default) are fitted to the same budget and searched with their own,
+smaller evaluation budget, so all of them are compared at (nearly) equal GFLOPs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from vidtldr.analysis.fidelity import Session, encoder_gflops, gflops_of, prepare
+from vidtldr.analysis.search import (BudgetError, Candidate, ScheduleSearch, as_override, canonical,
+                                     resolve_budget)
+from vidtldr.config_utils import plain
+from vidtldr.errors import ConfigError
+from vidtldr.run.cache import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+METRICS = ("embedding_cosine_mean", "itc_top1_agreement", "itc_top5_overlap", "itc_top10_overlap",
+           "spearman_mean", "kendall_mean", "token_agreement_mean")
+
+
+def _reducer(name: str, schedule, merge_args: dict):
+    from vidtldr.reduce import build_reducer
+
+    return None if name == "none" else build_reducer(name, list(schedule), **merge_args)
+
+
+def _args_for(name: str, primary: str, merge_args: dict) -> dict:
+    # The configured merge's extra keys (e.g. random's seed) apply to it only; others use defaults.
+    return dict(merge_args) if name == primary else {}
+
+
+def search_reducer(session: Session, name: str, budget: float, *, metric: str, max_evals: int, seed: int,
+                   merge_args: dict, extra: tuple = ()) -> dict:
+    """Search ``name``'s schedules within ``budget``; the result as plain data."""
+    spec = session.spec
+    depth = session.arch_cfg.vision.depth
+    n0 = spec_tokens(session)
+    metrics: dict = {}
+
+    def cost(schedule):
+        return gflops_of(session, _reducer(name, schedule, merge_args))
+
+    def objective(schedule):
+        result = session.measure(_reducer(name, schedule, merge_args), tokens=metric == "token_agreement_mean",
+                                 gflops=cost(schedule))
+        metrics[schedule] = result
+        value = result.get(metric)
+        return float("nan") if value is None else float(value)
+
+    search = ScheduleSearch(cost, n0, depth, budget)
+    starts = tuple(Candidate(canonical(s, n0, depth), fam, cost(canonical(s, n0, depth))) for fam, s in extra)
+    result = search.run(objective, max_evals=max_evals, seed=seed, extra=starts)
+    log.info("%s: best %s at %.4f GFLOPs, %s = %.4f (%d evaluated)", name, as_override(result.best.schedule),
+             result.best.gflops, metric, result.best.fidelity, len(result.evaluated))
+    return {
+        "reducer": name, "budget_gflops": budget, "min_gflops": result.min_gflops,
+        "unreduced_gflops": result.max_gflops, "evaluated": len(result.evaluated), "proposed": result.proposed,
+        "best": _row(result.best, metrics),
+        "candidates": [_row(c, metrics) for c in result.evaluated],
+    }
+
+
+def _row(cand: Candidate, metrics: dict) -> dict:
+    m = metrics.get(cand.schedule, {})
+    return {"merge_r": as_override(cand.schedule), "family": cand.family, "gflops_paper": cand.gflops,
+            "fidelity": cand.fidelity, "metrics": {k: m.get(k) for k in METRICS + ("encoder_s",)}}
+
+
+def spec_tokens(session: Session) -> int:
+    from vidtldr.cost.vision import vision_dims
+
+    return vision_dims(session.arch_cfg).num_tokens(session.spec.num_frames)
+
+
+def published_schedule(cfg: DictConfig, depth: int) -> Optional[list]:
+    """The vid-TLDR schedule ``merge.r=published`` resolves to here, or None when there is none."""
+    from vidtldr.run.runspec import resolve_schedule, dataset_setting
+
+    probe = OmegaConf.create({"merge": {"name": "vidtldr", "r": "published"}, "model": plain(cfg.model)})
+    try:
+        return list(resolve_schedule(probe, depth, str(cfg.dataset.name), dataset_setting(str(cfg.dataset.name)))[1])
+    except ConfigError:
+        return None
+
+
+def _reference_point(session: Session, name: str, schedule: list, label: str, metric: str) -> dict:
+    reducer = _reducer(name, schedule, {})
+    m = session.measure(reducer, tokens=metric == "token_agreement_mean", gflops=gflops_of(session, reducer))
+    return {"label": label, "reducer": name, "merge_r": as_override(tuple(schedule)), "gflops_paper": m["gflops_paper"],
+            "fidelity": m.get(metric), "metrics": {k: m.get(k) for k in METRICS + ("encoder_s",)}}
+
+
+def run_tune(cfg: DictConfig, run_dir: str | Path) -> dict:
+    """The whole search; writes ``tune.json``, ``pareto.md``/``.csv`` and the plot into ``run_dir``."""
+    from vidtldr.analysis.tune_report import write_outputs
+    from vidtldr.run.record import base_record, now_iso
+
+    opts = cfg.tune
+    metric = str(opts.metric)
+    if metric not in METRICS:
+        raise ConfigError(f"tune.metric={metric!r}; expected one of {', '.join(METRICS)}")
+    primary = str(cfg.merge.name)
+    if primary == "none":
+        raise ConfigError("merge=none has no schedule to tune; choose merge=vidtldr (or tome, random, repshift)")
+    compare = [str(c) for c in plain(opts.get("compare") or []) if str(c) != primary]
+    merge_args = {k: plain(v) for k, v in cfg.merge.items() if k not in ("name", "r")}
+    budget, unreduced = check_budget(cfg, primary, merge_args)  # before any video is decoded
+    session = prepare(_schedule_free(cfg), ks=plain(opts.get("ks", [1, 5, 10])))
+    depth = session.arch_cfg.vision.depth
+    published = published_schedule(cfg, depth)
+    extra = (("published", published),) if published is not None and primary == "vidtldr" else ()
+    runs = [search_reducer(session, primary, budget, metric=metric, max_evals=int(opts.max_evals),
+                           seed=int(opts.seed), merge_args=merge_args, extra=extra)]
+    for name in compare:
+        try:
+            runs.append(search_reducer(session, name, budget, metric=metric, max_evals=int(opts.compare_evals),
+                                       seed=int(opts.seed), merge_args=_args_for(name, primary, merge_args)))
+        except BudgetError as exc:
+            runs.append({"reducer": name, "error": str(exc), "evaluated": 0})
+    references = []
+    if published is not None:
+        references.append(_reference_point(session, "vidtldr", published, "published vid-TLDR", metric))
+    evaluated = sum(r["evaluated"] for r in runs) + len(references)
+    spec = session.spec
+    record = base_record()
+    record.update({
+        "kind": "tune", "status": "complete", "finished": now_iso(), "run_dir": str(run_dir),
+        "model": spec.model, "dataset": spec.dataset, "collection": session.collection.origin,
+        "num_frames": spec.num_frames, "videos": len(session.keys), "skipped_videos": session.skipped,
+        "metric": metric, "budget_gflops": budget, "unreduced_gflops": unreduced, "seed": int(opts.seed),
+        "max_evals": int(opts.max_evals), "compare_evals": int(opts.compare_evals), "evaluated": evaluated,
+        "reducers": runs, "references": references, "cache": session.cache, "config": plain(cfg),
+    })
+    if spec.init == "random":
+        record["note"] = (f"model={spec.model} has random weights (seed {spec.seed}): the numbers show the mechanism, "
+                          "not what a trained model does")
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    record["outputs"] = write_outputs(record, Path(run_dir), plot=bool(opts.get("plot", True)))
+    atomic_write_text(Path(run_dir) / "tune.json", json.dumps(record, indent=1, default=str))
+    return record
+
+
+def check_budget(cfg: DictConfig, name: str, merge_args: dict) -> tuple[float, float]:
+    """(budget, unreduced GFLOPs); a budget no schedule of ``name`` reaches is a BudgetError now."""
+    from vidtldr.cost.vision import vision_dims
+    from vidtldr.models.config import load_architecture
+    from vidtldr.run.runspec import resolve
+
+    spec = resolve(_schedule_free(cfg))
+    arch_cfg = load_architecture(spec.arch, task="retrieval", num_frames=spec.num_frames)
+    unreduced = encoder_gflops(arch_cfg, spec.num_frames, None)
+    budget = resolve_budget(plain(cfg.budget.get("gflops")), plain(cfg.budget.get("ratio")), unreduced)
+    ScheduleSearch(lambda s: encoder_gflops(arch_cfg, spec.num_frames, _reducer(name, s, merge_args)),
+                   vision_dims(arch_cfg).num_tokens(spec.num_frames), arch_cfg.vision.depth, budget)
+    return budget, unreduced
+
+
+def _schedule_free(cfg: DictConfig) -> DictConfig:
+    """The config with ``merge.r`` made resolvable (the search chooses the schedule; a merge whose
+    config has no default, ``r: ???``, must not stop the session from being prepared)."""
+    cfg = cfg.copy()
+    OmegaConf.set_struct(cfg, False)
+    cfg.merge = {"name": "none", "r": None}
+    return cfg
+
+
+def summary(record: dict) -> dict:
+    """The one-line JSON the command prints last."""
+    main = record["reducers"][0]
+    best = main["best"]
+    return {
+        "budget_gflops": record["budget_gflops"], "evaluated": record["evaluated"], "metric": record["metric"],
+        "reducer": main["reducer"],
+        "best": {"merge_r": best["merge_r"], "gflops_paper": best["gflops_paper"], "fidelity": best["fidelity"]},
+        "override": f"merge={main['reducer']} merge.r=[{','.join(str(r) for r in best['merge_r'])}]",
+        "compare": {r["reducer"]: ({"merge_r": r["best"]["merge_r"], "gflops_paper": r["best"]["gflops_paper"],
+                                    "fidelity": r["best"]["fidelity"]} if "best" in r else {"error": r["error"]})
+                    for r in record["reducers"][1:]},
+        "record": str(Path(record["run_dir"]) / "tune.json"),
+    }
+
+
+def main() -> None:
+    """``python -m vidtldr.tune budget.gflops=X`` (or ``budget.ratio=``): Pareto table, then one JSON line."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from vidtldr.analysis.tune_report import format_table
+    from vidtldr.config_utils import CONFIG_DIR
+    from vidtldr.errors import cli_guard
+
+    @hydra.main(config_path=str(CONFIG_DIR), config_name="tune", version_base="1.3")
+    def _run(cfg: DictConfig) -> None:
+        with cli_guard("vidtldr.tune"):
+            record = run_tune(cfg, HydraConfig.get().runtime.output_dir)
+            if cfg.get("print_table", True):
+                print(format_table(record), flush=True)
+            print(json.dumps(summary(record)), flush=True)
+
+    _run()
