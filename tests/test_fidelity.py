@@ -135,6 +135,7 @@ def test_reference_features_are_the_evaluations_merge_none_shards(cache, tmp_pat
         progress=False)
     session = prepare(_cfg(fresh, "merge=none"))
     assert session.cache["video"]["hits"] == 7 and session.cache["video"]["writes"] == 0
+    assert session.cache["text"]["hits"] == 1 and session.cache["text"]["writes"] == 0
 
 
 def _folder(tmp_path, cache, broken: bool):

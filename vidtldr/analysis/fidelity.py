@@ -255,6 +255,12 @@ def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10)) -> Session:
         from vidtldr.run.runner_retrieval import text_features
 
         tokenizer, _, _ = load_tokenizer_for(cfg, arch_cfg)
+        from vidtldr.data.annotations import annotation_path
+        from vidtldr.run.record import file_entry
+
+        # the evaluation's text key: the same shards as its runs on this split
+        text_key["annotation"] = file_entry(annotation_path(dataset_cfg, spec.data_root),
+                                            memo_dir=Path(cfg.paths.cache))["sha256"]
         text_cache = FeatureCache(cfg.cache.dir, text_key, enabled=bool(cfg.cache.enabled))
         text_feat = text_features(model, tokenizer, collection.texts, spec.max_txt_l, int(cfg.eval.text_batch),
                                   text_cache).feat
