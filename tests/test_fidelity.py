@@ -106,6 +106,7 @@ def test_merge_none_against_itself_is_perfect(cache, tmp_path):
     assert m["spearman_mean"] == 1.0 and m["kendall_mean"] == 1.0
     assert m["token_agreement_mean"] == pytest.approx(1.0, abs=1e-12)
     assert m["rows"] == "text->video" and m["queries"] == 7 and m["gallery"] == 7
+    assert m["itm_top1_agreement"] == 1.0 and m["itm_top4_overlap"] == 1.0  # tiny caps k_test at 4
     assert json.loads((tmp_path / "fidelity.json").read_text())["metrics"]["gflops_paper"] == m["gflops_paper"]
     line = summary(record)
     for key in ("gflops_paper", "embedding_cosine_mean", "itc_top1_agreement", "itc_top5_overlap", "spearman_mean"):
@@ -187,6 +188,7 @@ def test_command_line_last_line_is_json(cache, tmp_path):
     line = json.loads(out.stdout.strip().splitlines()[-1])
     assert line["merge"] == "vidtldr" and line["merge_r"] == [48, 24, 0, 0]
     assert 0 < line["embedding_cosine_mean"] <= 1 and (tmp_path / "fidelity.json").is_file()
+    assert 0 <= line["itm_top1_agreement"] <= 1 and 0 <= line["itm_top4_overlap"] <= 1
     bad = subprocess.run([sys.executable, "-m", "vidtldr.fidelity", f"paths.cache={cache}", f"hydra.run.dir={tmp_path}",
                           f"videos={tmp_path / 'missing'}"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert bad.returncode == 2 and "vidtldr.fidelity: error: videos=" in bad.stderr

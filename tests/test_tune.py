@@ -202,3 +202,26 @@ def test_command_line_needs_only_the_budget(cache, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "vidtldr.tune", "budget.gflops=0.001", f"paths.cache={cache}",
                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert bad.returncode == 2 and "minimum is" in bad.stderr
+
+
+def test_tuned_zero_shot_schedules_fill_the_zero_shot_rows(tmp_path, monkeypatch):
+    from vidtldr.report.plan import ZS_SCHEDULES_ENV, plan, tuned_zero_shot_schedules
+    from vidtldr.report.results import row_settings
+
+    def planned():
+        return {p.model: p.overrides for p in plan("zeroshot", backbones=("umt_b", "umt_l"), datasets=("msrvtt",))
+                if p.merge == "vidtldr"}
+
+    monkeypatch.delenv(ZS_SCHEDULES_ENV, raising=False)
+    default = planned()
+    # the fine-tuned [600, 200, 100] as fractions of 2352, 1752, 1552 tokens
+    assert default["umt_b"] == ("merge.r=[0.2551,0.1142,0.0644]",)
+    tuned = tmp_path / "zs.json"
+    tuned.write_text(json.dumps({"msrvtt/umt_b": [700, 0, 150]}))
+    monkeypatch.setenv(ZS_SCHEDULES_ENV, str(tuned))
+    assert planned() == {"umt_b": ("merge.r=[700,0,150]",), "umt_l": default["umt_l"]}  # only the listed row
+    assert row_settings("zeroshot", "msrvtt", "umt_b", "vidtldr")["schedule"] == [700, 0, 150] + [0] * 9
+    for bad in ("[1, 2]", '{"msrvtt": [1]}', '{"msrvtt/umt_b": "x"}', "not json"):
+        tuned.write_text(bad)
+        with pytest.raises(ConfigError, match=ZS_SCHEDULES_ENV):
+            tuned_zero_shot_schedules()

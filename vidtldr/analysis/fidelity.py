@@ -97,10 +97,14 @@ class Session:
     ref_tokens: list[torch.Tensor]     # [N0, C] unreduced final tokens per video
     ref_feat: torch.Tensor             # [V, E] unreduced ITC embeddings
     text_feat: Optional[torch.Tensor]  # [Q, E] caption embeddings, or None
+    text: Optional[object] = None      # the captions' TextFeatures (for ITM re-ranking)
+    k_test: int = 128
+    itm_engine: str = "grouped"
     batch_size: int = 4
     ks: tuple = (1, 5, 10)
     cache: dict = field(default_factory=dict)
     ref_encoder_s: Optional[float] = None
+    itm_ref: Optional[torch.Tensor] = None  # unreduced ITM text->video scores, computed on first use
 
     def batches(self):
         for start in range(0, len(self.frames), self.batch_size):
@@ -135,8 +139,28 @@ class Session:
             return self.text_feat.double() @ feat.double().t()
         return A.mask_diagonal(feat.double() @ feat.double().t())
 
-    def measure(self, reducer, *, tokens: bool = True, gflops: Optional[float] = None) -> dict:
-        """Agreement of ``reducer`` (None = unreduced) with the unreduced model, one flat dict."""
+    def itm_t2i(self, feat: torch.Tensor, tokens: list) -> torch.Tensor:
+        """Text->video ITM re-ranked scores ``[Q, V]`` (the evaluation's engine; -100 outside each
+        text's top-``k_test`` ITC candidates)."""
+        from vidtldr.tasks import retrieval as R
+        from vidtldr.tasks.itm import rerank
+
+        i2t = R.itc_scores(feat, self.text.feat)
+        return rerank(self.model, i2t, self.text, tokens, engine=self.itm_engine, k_test=self.k_test).t2i
+
+    def itm_agreement(self, feat: torch.Tensor, tokens: list) -> dict:
+        """Agreement of the ITM re-ranked text->video rankings: same best video, overlap of the
+        re-ranked top-k (k = the candidates each text gets, capped by the videos)."""
+        if self.itm_ref is None:
+            self.itm_ref = self.itm_t2i(self.ref_feat, self.ref_tokens)
+        red = self.itm_t2i(feat, tokens)
+        k = min(self.k_test, red.shape[1])
+        return {"itm_top1_agreement": float(A.topk_overlap(self.itm_ref, red, 1).mean()),
+                f"itm_top{k}_overlap": float(A.topk_overlap(self.itm_ref, red, k).mean()), "itm_k": k}
+
+    def measure(self, reducer, *, tokens: bool = True, itm: bool = False, gflops: Optional[float] = None) -> dict:
+        """Agreement of ``reducer`` (None = unreduced) with the unreduced model, one flat dict;
+        ``itm``: also of the ITM re-ranked rankings (captions only)."""
         red_tokens, feat, _, counts, elapsed = self.encode(reducer)
         out = {"gflops_paper": gflops}
         cos = A.embedding_cosine(self.ref_feat, feat)
@@ -144,6 +168,8 @@ class Session:
         out["embedding_cosine_min"] = float(cos.min())
         out.update(A.ranking_agreement(self.scores(self.ref_feat), self.scores(feat), ks=self.ks))
         out["rows"] = "text->video" if self.text_feat is not None else "video->video"
+        if itm and self.text is not None:
+            out.update(self.itm_agreement(feat, red_tokens))
         if tokens:
             traced, _, sources, _, _ = self.encode(reducer, trace_source=True)
             values = [A.token_agreement(r, t, s) for r, t, s in zip(self.ref_tokens, traced, sources)]
@@ -249,7 +275,7 @@ def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10)) -> Session:
     batch = int(cfg.data.batch_size)
     ref_tokens, ref_feat, ref_s = _reference({"model": model, "keys": keys, "frames": frames, "batch": batch},
                                              video_cache)
-    text_feat = None
+    text, text_feat = None, None
     cache_stats = {"video": video_cache.stats()}
     if collection.texts:
         from vidtldr.run.runner_retrieval import text_features
@@ -262,11 +288,12 @@ def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10)) -> Session:
         text_key["annotation"] = file_entry(annotation_path(dataset_cfg, spec.data_root),
                                             memo_dir=Path(cfg.paths.cache))["sha256"]
         text_cache = FeatureCache(cfg.cache.dir, text_key, enabled=bool(cfg.cache.enabled))
-        text_feat = text_features(model, tokenizer, collection.texts, spec.max_txt_l, int(cfg.eval.text_batch),
-                                  text_cache).feat
+        text = text_features(model, tokenizer, collection.texts, spec.max_txt_l, int(cfg.eval.text_batch), text_cache)
+        text_feat = text.feat
         cache_stats["text"] = text_cache.stats()
     return Session(spec=spec, arch_cfg=arch_cfg, model=model, collection=collection, frames=frames, keys=keys,
-                   skipped=skipped, ref_tokens=ref_tokens, ref_feat=ref_feat, text_feat=text_feat, batch_size=batch,
+                   skipped=skipped, ref_tokens=ref_tokens, ref_feat=ref_feat, text_feat=text_feat, text=text,
+                   k_test=spec.k_test, itm_engine=str(cfg.eval.get("itm_engine", "grouped")), batch_size=batch,
                    ks=tuple(int(k) for k in ks), cache=cache_stats, ref_encoder_s=ref_s)
 
 
@@ -301,7 +328,8 @@ def run_fidelity(cfg: DictConfig, run_dir: str | Path) -> dict:
     session = prepare(cfg, ks=plain(opts.get("ks", [1, 5, 10])))
     spec = session.spec
     reducer = None if spec.merge == "none" else build_reducer(spec.merge, spec.schedule, **spec.merge_args)
-    result = session.measure(reducer, tokens=bool(opts.get("tokens", True)), gflops=gflops_of(session, reducer))
+    result = session.measure(reducer, tokens=bool(opts.get("tokens", True)), itm=bool(opts.get("itm", True)),
+                             gflops=gflops_of(session, reducer))
     result["gflops_paper_unreduced"] = gflops_of(session, None)
     if opts.get("time_reference", True):
         result["encoder_unreduced_s"] = round(session.encode(None)[4], 4)
@@ -326,6 +354,7 @@ def summary(record: dict) -> dict:
     """The one-line JSON the command prints last."""
     m = record["metrics"]
     out = {k: m.get(k) for k in SUMMARY_KEYS}
+    out.update({k: v for k, v in m.items() if k.startswith("itm_top")})
     out.update(merge=record["merge"], merge_r=record["schedule"], videos=record["videos"],
                skipped=len(record["skipped_videos"]), rows=m.get("rows"),
                record=str(Path(record["run_dir"]) / "fidelity.json"))
@@ -336,8 +365,9 @@ def format_table(record: dict) -> str:
     m = record["metrics"]
     lines = [f"== fidelity | {record['collection']} | model={record['model']} | merge={record['merge']} "
              f"schedule={record['schedule']} ==", "metric | value", "---|---"]
-    for key in SUMMARY_KEYS + ("embedding_cosine_min", "itc_top10_overlap", "encoder_unreduced_s",
-                               "gflops_paper_unreduced"):
+    itm_keys = tuple(k for k in m if k.startswith("itm_top"))
+    for key in SUMMARY_KEYS + ("embedding_cosine_min", "itc_top10_overlap") + itm_keys + (
+            "encoder_unreduced_s", "gflops_paper_unreduced"):
         if m.get(key) is not None:
             value = m[key]
             lines.append(f"{key} | {value:.4f}" if isinstance(value, float) else f"{key} | {value}")

@@ -45,7 +45,6 @@ def _args_for(name: str, primary: str, merge_args: dict) -> dict:
 def search_reducer(session: Session, name: str, budget: float, *, metric: str, max_evals: int, seed: int,
                    merge_args: dict, extra: tuple = ()) -> dict:
     """Search ``name``'s schedules within ``budget``; the result as plain data."""
-    spec = session.spec
     depth = session.arch_cfg.vision.depth
     n0 = spec_tokens(session)
     metrics: dict = {}

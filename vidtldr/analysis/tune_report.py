@@ -46,8 +46,14 @@ def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def collection_label(record: dict) -> str:
+    """``dataset X`` as is; a folder by its name only (its full path is in tune.json)."""
+    text = record["collection"]
+    return f"folder {Path(text[len('folder '):]).name}/" if text.startswith("folder ") else text
+
+
 def markdown(record: dict) -> str:
-    head = (f"Label-free schedule search: {record['model']} on {record['collection']} ({record['videos']} videos, "
+    head = (f"Label-free schedule search: {record['model']} on {collection_label(record)} ({record['videos']} videos, "
             f"{record['num_frames']} frames), budget {record['budget_gflops']:.4f} GFLOPs (paper convention; "
             f"unreduced {record['unreduced_gflops']:.4f}), fidelity = `{record['metric']}`, seed {record['seed']}, "
             f"{record['evaluated']} model evaluations.")
@@ -100,7 +106,7 @@ def draw_plot(record: dict, png: Path, svg: Path) -> None:
     ax.axvline(record["budget_gflops"], color="black", linestyle="--", linewidth=0.8, label="budget")
     ax.set_xlabel("vision encoder GFLOPs (paper convention)")
     ax.set_ylabel(f"fidelity: {metric}")
-    title = f"{record['model']} on {record['collection'].split('/')[-1]}: fidelity vs GFLOPs"
+    title = f"{record['model']} on {collection_label(record)}: fidelity vs GFLOPs"
     if record.get("note"):
         title += "\n(random weights: shows the mechanism only)"
     ax.set_title(title, fontsize=9)
@@ -127,7 +133,7 @@ def write_outputs(record: dict, run_dir: Path, plot: bool = True) -> dict:
 
 def format_table(record: dict) -> str:
     """Console view: each reducer's best at the budget, then where the files are."""
-    lines = [f"== tune | {record['collection']} | model={record['model']} | budget {record['budget_gflops']:.4f} "
+    lines = [f"== tune | {collection_label(record)} | model={record['model']} | budget {record['budget_gflops']:.4f} "
              f"GFLOPs | fidelity = {record['metric']} | {record['evaluated']} model evaluations ==",
              "reducer | best merge.r | GFLOPs | fidelity | evaluated", "---|---|---|---|---"]
     for run in record["reducers"]:

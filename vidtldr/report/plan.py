@@ -4,16 +4,22 @@ starts (one message listing every missing checkpoint / annotation / video folder
 Schedules: fine-tuned vid-TLDR runs use the published schedule (``merge.r=published``). No
 zero-shot schedule was published; the zero-shot table keeps the *fraction* of tokens each block
 removes in the fine-tuned schedule of the same dataset and backbone (our assumption, recorded in
-every record's ``schedule_spec``). ToMe (Figure 1) uses the constant-r presets; MSRVTT and DiDeMo
-fit no constant r, so they get the nearest one (85 and 95) -- also recorded.
+every record's ``schedule_spec``). A JSON file named by ``VIDTLDR_ZS_SCHEDULES`` (``{"msrvtt/umt_b":
+[...], ...}``, e.g. schedules chosen by ``python -m vidtldr.tune``) replaces that assumption for the rows
+it lists, for the runs and for the table's row matching alike. ToMe (Figure 1) uses the constant-r
+presets; MSRVTT and DiDeMo fit no constant r, so they get the nearest one (85 and 95) -- also
+recorded.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
+from vidtldr.errors import ConfigError
 from vidtldr.report.labels import FT_DATASETS, QA_DATASETS, ZS_DATASETS
 
 TOME_NEAREST = {"msrvtt": 85, "didemo": 95}
@@ -46,6 +52,29 @@ def zero_shot_fractions(dataset: str, backbone: str, num_tokens: int = 2352) -> 
     return fractions
 
 
+ZS_SCHEDULES_ENV = "VIDTLDR_ZS_SCHEDULES"
+
+
+def tuned_zero_shot_schedules(path: str | os.PathLike | None = None) -> dict[str, list]:
+    """``{"<dataset>/<backbone>": merge.r list}`` from ``path`` (default: the file named by
+    ``VIDTLDR_ZS_SCHEDULES``; none set = no tuned schedules)."""
+    path = path if path is not None else os.environ.get(ZS_SCHEDULES_ENV)
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{ZS_SCHEDULES_ENV}={path}: cannot read a JSON object ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{ZS_SCHEDULES_ENV}={path}: expected an object {{\"msrvtt/umt_b\": [600, 200], ...}}")
+    for key, value in data.items():
+        if key.count("/") != 1 or not isinstance(value, list) or not value or \
+                not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{ZS_SCHEDULES_ENV}={path}: entry {key!r}: expected \"<dataset>/<backbone>\": "
+                              f"[numbers], got {value!r}")
+    return data
+
+
 def _finetuned(backbones: Sequence[str]) -> Iterator[tuple[PlannedRun, str]]:
     for d in FT_DATASETS:
         for b in backbones:
@@ -54,11 +83,13 @@ def _finetuned(backbones: Sequence[str]) -> Iterator[tuple[PlannedRun, str]]:
 
 
 def _zeroshot(backbones: Sequence[str]) -> Iterator[tuple[PlannedRun, str]]:
+    tuned = tuned_zero_shot_schedules()
     for d, cfg in ZS_DATASETS.items():
         for b in backbones:
             # One config per dataset: per-backbone text lengths are resolved from it (runspec).
             yield PlannedRun("zeroshot", cfg, b, "none"), d
-            r = "[" + ",".join(str(f) for f in zero_shot_fractions(d, b)) + "]"
+            chosen = tuned.get(f"{d}/{b}") or zero_shot_fractions(d, b)
+            r = "[" + ",".join(str(f) for f in chosen) + "]"
             yield PlannedRun("zeroshot", cfg, b, "vidtldr", (f"merge.r={r}",)), d
 
 
