@@ -15,7 +15,7 @@ from vidtldr.config_utils import CONFIG_DIR, compose_config
 from vidtldr.errors import ConfigError
 from vidtldr.run.runspec import resolve, resolve_model
 
-TOOLS = ("config", "flops", "bench", "visualize")  # the evaluation's config, then each tool's
+TOOLS = ("config", "flops", "bench", "visualize", "fidelity")  # the evaluation's config, then each tool's
 DATASETS = sorted(p.stem for p in (CONFIG_DIR / "dataset").glob("*.yaml"))
 MODELS = ("tiny", "umt_b", "umt_l")
 MERGES = ("none", "vidtldr", "tome", "random", "random merge.r=published")

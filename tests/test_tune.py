@@ -165,14 +165,14 @@ def test_tune_record_outputs_and_budget(tuned):
 
 
 def test_winning_schedule_pasted_into_flops_and_eval_gives_its_gflops(tuned, cache, tmp_path):
-    from vidtldr.analysis.flops import count, resolve_spec
+    from vidtldr.analysis.flops import main_cli
     from vidtldr.run.runner import run
 
     _, record = tuned
     best = summary(record)["best"]
     override = f"merge.r=[{','.join(map(str, best['merge_r']))}]"
-    spec = resolve_spec(compose_config(["model=tiny", override], config_name="flops"))
-    assert count(spec, trace=False)["gflops_paper"] == round(best["gflops_paper"], 4)
+    rep = main_cli(compose_config(["model=tiny", override, "trace=false"], config_name="flops"))
+    assert rep["gflops_paper"] == round(best["gflops_paper"], 4)
     ev = run(compose_config([f"paths.cache={cache}", f"paths.runs={cache / 'runs'}", override]), tmp_path / "eval",
              progress=False)
     assert ev["gflops"]["paper"] == round(best["gflops_paper"], 3)

@@ -156,9 +156,9 @@ def check_budget(cfg: DictConfig, name: str, merge_args: dict) -> tuple[float, f
     """(budget, unreduced GFLOPs); a budget no schedule of ``name`` reaches is a BudgetError now."""
     from vidtldr.cost.vision import vision_dims
     from vidtldr.models.config import load_architecture
-    from vidtldr.run.runspec import resolve
+    from vidtldr.run.runspec import resolve_model
 
-    spec = resolve(_schedule_free(cfg))
+    spec = resolve_model(_schedule_free(cfg))  # the model-level resolution: no data needed yet
     arch_cfg = load_architecture(spec.arch, task="retrieval", num_frames=spec.num_frames)
     unreduced = encoder_gflops(arch_cfg, spec.num_frames, None)
     budget = resolve_budget(plain(cfg.budget.get("gflops")), plain(cfg.budget.get("ratio")), unreduced)
