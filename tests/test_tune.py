@@ -40,7 +40,7 @@ def test_planted_optimum_is_found(seed):
 
     def fake_fidelity(schedule):  # maximal (0) exactly at the planted schedule
         calls.append(schedule)
-        return -sum(abs(a - b) for a, b in zip(schedule, target))
+        return -sum(abs(a - b) for a, b in zip(schedule, target, strict=True))
 
     res = ScheduleSearch(cost, n0, depth, budget).run(fake_fidelity, max_evals=1000, seed=seed)
     assert res.best.schedule == target

@@ -148,6 +148,7 @@ class _TimedReducer:
         self.seconds = 0.0
         self.schedule = inner.schedule
         self.name = inner.name
+        self.exact_decisions = getattr(inner, "exact_decisions", True)
         self.scoring_layers: list[int] = []
 
     def reducing_blocks(self, num_tokens):

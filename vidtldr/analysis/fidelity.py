@@ -73,7 +73,7 @@ def dataset_collection(split, limit: Optional[int], name: str, root: str | Path)
         split = subset_retrieval(split, range(limit))
     names = split.video_names or split.videos
     path_of: dict[str, str] = {}
-    for key, path in zip(names, split.videos):
+    for key, path in zip(names, split.videos, strict=True):
         path_of.setdefault(key, path)
     keys = unique_in_order(names)
     return Collection(keys=keys, paths=[path_of[k] for k in keys], texts=list(split.texts),
@@ -172,7 +172,7 @@ class Session:
             out.update(self.itm_agreement(feat, red_tokens))
         if tokens:
             traced, _, sources, _, _ = self.encode(reducer, trace_source=True)
-            values = [A.token_agreement(r, t, s) for r, t, s in zip(self.ref_tokens, traced, sources)]
+            values = [A.token_agreement(r, t, s) for r, t, s in zip(self.ref_tokens, traced, sources, strict=True)]
             out["token_agreement_mean"] = float(sum(values) / len(values))
         out["token_counts"] = counts
         out["encoder_s"] = round(elapsed, 4)
@@ -198,7 +198,7 @@ def _decode(collection: Collection, spec, size: int, cfg: DictConfig) -> tuple[l
     loader = make_loader(dataset, batch_size=int(cfg.data.batch_size), num_workers=int(cfg.data.num_workers))
     keys, frames = [], []
     for batch in loader:
-        for j, (index, ok) in enumerate(zip(batch["index"].tolist(), batch["ok"].tolist())):
+        for j, (index, ok) in enumerate(zip(batch["index"].tolist(), batch["ok"].tolist(), strict=True)):
             if ok:
                 keys.append(collection.keys[index])
                 frames.append(batch["frames"][j].clone())
@@ -272,6 +272,8 @@ def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10)) -> Session:
     video_key, text_key = cache_keys(none_spec, arch_cfg, _weights_id(spec, cfg), None, img_size,
                                      Path(collection.root), attention)
     video_cache = FeatureCache(cfg.cache.dir, video_key, enabled=bool(cfg.cache.enabled))
+    # shards are tied to the files' identities, as the evaluation's: a replaced video is a miss
+    video_cache.bind_sources(dict(zip(collection.keys, collection.paths, strict=True)))
     batch = int(cfg.data.batch_size)
     ref_tokens, ref_feat, ref_s = _reference({"model": model, "keys": keys, "frames": frames, "batch": batch},
                                              video_cache)

@@ -84,6 +84,7 @@ class _SourceSnapshots(Reducer):
     def __init__(self, inner: Reducer):
         super().__init__(inner.schedule)
         self.inner = inner
+        self.exact_decisions = getattr(inner, "exact_decisions", True)
         self.before: dict[int, Optional[torch.Tensor]] = {}
 
     def needs(self, layer, num_tokens):

@@ -322,7 +322,8 @@ class VisionTransformer(nn.Module):
         last decision must match the official execution bit for bit; nothing is decided after it."""
         # A duck-typed hook without ``reducing_blocks`` (no schedule to read) gets no exact blocks.
         reducing_blocks = getattr(reducer, "reducing_blocks", None)
-        if reducing_blocks is None or self._attention == "materialized":
+        if reducing_blocks is None or self._attention == "materialized" or \
+                not getattr(reducer, "exact_decisions", True):
             return -1
         blocks = [layer for layer in reducing_blocks(num_tokens) if layer < self.cfg.depth]
         return blocks[-1] if blocks else -1

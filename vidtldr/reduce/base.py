@@ -72,6 +72,10 @@ class Reducer:
     need: Need = None
     match_on: MatchOn = None
     tracks_sizes: bool = False
+    # Fused execution reproduces the materialized (official) execution's decisions: the blocks up to
+    # the last one that removes tokens run the materialized arithmetic. False for a reducer that has
+    # no official execution to match and should keep SDPA wherever it asks nothing of the attention.
+    exact_decisions: bool = True
 
     def __init__(self, schedule: list | None = None):
         self.schedule = list(schedule) if schedule is not None else []

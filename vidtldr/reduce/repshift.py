@@ -42,6 +42,9 @@ class RepShift(Reducer):
     need = "update"        # the attention's residual update; nothing computed extra, SDPA in every block
     match_on = "hidden"    # bipartite matching on the hidden states, as vid-TLDR
     tracks_sizes = True    # merged tokens carry sizes (proportional attention afterwards)
+    # No official execution to reproduce: fused mode keeps SDPA in every block (its decisions are
+    # those of the SDPA arithmetic; attention=materialized may differ at near-ties).
+    exact_decisions = False
 
     def remove(self, x: torch.Tensor, r: int, layer: int, state: ReductionState, aux: dict) -> torch.Tensor:
         update = aux.get("update")
