@@ -206,7 +206,7 @@ def test_command_line_needs_only_the_budget(cache, tmp_path):
 
 def test_tuned_zero_shot_schedules_fill_the_zero_shot_rows(tmp_path, monkeypatch):
     from vidtldr.report.plan import ZS_SCHEDULES_ENV, plan, tuned_zero_shot_schedules
-    from vidtldr.report.results import row_settings
+    from vidtldr.report.rows import row_settings
 
     def planned():
         return {p.model: p.overrides for p in plan("zeroshot", backbones=("umt_b", "umt_l"), datasets=("msrvtt",))
