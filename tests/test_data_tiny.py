@@ -198,3 +198,27 @@ def test_make_tiny_dataset_script(tmp_path):
     assert set(json.loads(res.stdout.splitlines()[-1])["datasets"]) == {"msvd", "ssv2_template"}
     assert (tmp_path / "anno_downstream" / "ssv2_ret_template_val_small.json").is_file()
     assert len(list((tmp_path / "videos" / "ssv2").glob("*.mp4"))) == len(CLIPS)
+
+
+class _SignalState(torch.utils.data.Dataset):
+    """Reports, from inside the worker, how SIGTERM and SIGINT are handled there."""
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        import signal
+        return {"term": int(signal.getsignal(signal.SIGTERM) == signal.SIG_IGN),
+                "int": int(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)}
+
+
+def test_loader_workers_leave_stop_signals_to_the_main_process():
+    # With a handler installed in the main process (as the runner does), a forked worker would inherit it.
+    import signal
+    previous = signal.signal(signal.SIGTERM, lambda *a: None)
+    try:
+        batch = next(iter(make_loader(_SignalState(), batch_size=1, num_workers=1).loader))
+        assert int(batch["term"]) == 1 and int(batch["int"]) == 1
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN  # the main process keeps its own
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -9,6 +9,7 @@ collects those in the main process (worker processes cannot share a list), so
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -91,10 +92,20 @@ class VideoLoader:
         return len(self.skipped)
 
 
+def ignore_stop_signals(_worker_id: int = 0) -> None:
+    """DataLoader worker init: SIGINT / SIGTERM are the main process's to handle. A scheduler that
+    signals the whole process group would otherwise kill a worker first (or run the main process's
+    interrupt handler inside it), and the run would end as a worker failure instead of
+    ``interrupted``; the main process shuts its workers down itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(dataset: VideoDataset, batch_size: int = 1, num_workers: int = 0) -> VideoLoader:
     """Ordered, non-shuffled loader; batches are dicts of stacked tensors. A video that cannot be
     read raises VideoError (naming the file) unless the dataset skips unreadable videos."""
     dataset.errors_in_band = True
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        drop_last=False, persistent_workers=False, pin_memory=False)
+                        drop_last=False, persistent_workers=False, pin_memory=False,
+                        worker_init_fn=ignore_stop_signals if num_workers > 0 else None)
     return VideoLoader(loader)
