@@ -85,10 +85,12 @@ TARGETS: list[Target] = [
     Target("vidtldr/tasks/retrieval.py", ["tests/test_models_tasks.py", "tests/test_distributed.py",
                                            "tests/test_itm_engines.py"],
            deselect="not two_ranks and not gloo", why="ITM candidate selection and the -100 fill"),
-    Target("vidtldr/report/results.py", ["tests/test_results.py"],
-           functions=["x_run_row*", "x_load_runs*", "x_row_settings*", "x_settings_mismatch*", "x_pick_run*",
-                      "x_paper_value*", "x_reference_gflops*", "x__run_status*", "x__delta*", "x_build_table*"],
-           why="which record fills which table row, and the numbers beside it (formatting excluded)"),
+    Target("vidtldr/tasks/itm.py", ["tests/test_itm_engines.py", "tests/test_models_tasks.py"],
+           why="grouped ITM engine: the candidate union, its -100 fill, engine choice"),
+    Target("vidtldr/report/rows.py", ["tests/test_results.py"], why="which record fills which table row"),
+    Target("vidtldr/report/tables.py", ["tests/test_results.py"],
+           functions=["x_run_status*", "x__delta*", "x_row_metrics*", "x__metric_cells*", "x__gflops_cells*",
+                      "x_build_table*"], why="the numbers put beside each row (formatting excluded)"),
 ]
 
 
@@ -155,10 +157,16 @@ def _glob(pattern: str) -> str:
     return re.escape(pattern).replace(r"\*", ".*")
 
 
-def mutant_diff(work: Path, name: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=work, env=_env(),
-                          capture_output=True, text=True)
-    return proc.stdout
+def mutant_diff(work: Path, path: str, name: str) -> str:
+    """mutmut's own diff of one mutant (read from ``work/mutants``; mutmut resolves paths from the cwd)."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    here = Path.cwd()
+    os.chdir(work)
+    try:
+        return get_diff_for_mutant(name, path=path)
+    finally:
+        os.chdir(here)
 
 
 def changed_line(diff: str) -> str:
@@ -184,7 +192,7 @@ def evaluate(target: Target, work: Path, equivalents: dict[str, dict]) -> dict:
         if st == "timeout":
             counts["timeout"] += 1
             continue
-        diff = mutant_diff(work, name)
+        diff = mutant_diff(work, target.path, name)
         line = changed_line(diff)
         eq = equivalents.get(name)
         entry = {"name": name, "status": st, "line": line, "diff": _short_diff(diff)}
@@ -227,8 +235,12 @@ def render_md(data: dict) -> str:
         scope = ", ".join(f.removeprefix("x_").rstrip("*") for f in m["functions"]) or "whole module"
         tests = ", ".join(Path(t).name for t in m["tests"])
         out.append(f"| `{path}` | {scope} | {tests} | {m['mutants']} | {m['killed']} | {m['timeout']} | "
-                   f"{m['survived']} | {m['equivalent']} | {m['score']:.3f} | {m['seconds'] / 60:.1f} | "
+                   f"{m['survived']} | {m['equivalent']} | {m['score']:.3f} | "
+                   f"{'?' if m['seconds'] is None else round(m['seconds'] / 60, 1)} | "
                    f"{m['machine']} |")
+    missing = [t.path for t in TARGETS if t.path not in mods]
+    if missing:
+        out += ["", "Not run yet (no result recorded): " + ", ".join(f"`{m}`" for m in missing) + "."]
     out += ["", "## Surviving mutants", "",
             "Every mutant that no test killed, with its verdict: *equivalent* (no input can tell it apart "
             "from the original; the reason is given) or *not killed* (a gap).", ""]
@@ -257,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modules", nargs="*", default=None, help="module paths (default: all targets)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel mutant runs")
     parser.add_argument("--no-write", action="store_true", help="do not update results/mutation.{json,md}")
+    parser.add_argument("--report-only", action="store_true",
+                        help="re-read the last run of each module from .mutation/ (e.g. after editing the "
+                             "equivalents) instead of running mutmut again")
     args = parser.parse_args(argv)
     try:
         import mutmut
@@ -278,21 +293,28 @@ def main(argv: list[str] | None = None) -> int:
         target = by_path[path]
         start = time.perf_counter()
         where = machine()
-        work = prepare(target)
-        rc, tail = run_mutmut(target, work, args.jobs)
+        work = WORK / slug(path)
+        if args.report_only:
+            rc, tail = 0, ""
+        else:
+            work = prepare(target)
+            rc, tail = run_mutmut(target, work, args.jobs)
+            (work / "run.json").write_text(json.dumps({"seconds": round(time.perf_counter() - start, 1),
+                                                       "machine": where, "mutmut_exit": rc}))
         if not (work / "mutants" / (path + ".meta")).is_file():
             print(f"mutation: mutmut failed on {path} (exit {rc}); log in {work / 'mutmut.log'}\n{tail}",
                   file=sys.stderr)
             failed = True
             continue
         result = evaluate(target, work, equivalents)
-        result.update(seconds=round(time.perf_counter() - start, 1), machine=where, mutmut_exit=rc)
+        result.update(json.loads((work / "run.json").read_text()) if (work / "run.json").is_file()
+                      else {"seconds": None, "machine": where, "mutmut_exit": rc})
         data["modules"][path] = result
         for key in total:
             total[key] += result[key]
         print(f"{path}: {result['mutants']} mutants, killed {result['killed']}, timeout {result['timeout']}, "
               f"survived {result['survived']} (no tests {result['no_tests']}), equivalent "
-              f"{result['equivalent']}, score {result['score']:.3f}, {result['seconds']:.0f} s", flush=True)
+              f"{result['equivalent']}, score {result['score']:.3f}, {result['seconds']} s", flush=True)
     if not args.no_write:
         RESULTS_JSON.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
         RESULTS_MD.write_text(render_md(data) + "\n")
