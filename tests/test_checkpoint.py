@@ -278,3 +278,24 @@ def test_allow_listed_keys_are_dropped_and_reported_not_loaded(fixture_dir):
     clean, report = prepare_state_dict(_model(fixture_dir), sd, kind="finetuned", source="x.pth")
     assert sorted(report.ignored) == ["clip_teacher.proj", "vision_encoder.clip_decoder.1.head.bias"]
     assert set(clean) == set(_official(fixture_dir)) and report.loaded == len(clean)
+
+
+def test_absent_position_ids_are_filled_with_their_default_and_reported(fixture_dir):
+    sd = _official(fixture_dir)
+    del sd["text_encoder.embeddings.position_ids"]  # newer transformers versions stopped saving them
+    clean, report = prepare_state_dict(_model(fixture_dir), sd, kind="finetuned", source="old.pth")
+    assert torch.equal(clean["text_encoder.embeddings.position_ids"], torch.arange(32)[None])
+    assert report.filled == ["text_encoder.embeddings.position_ids"]
+    assert (report.path, report.kind, report.remapped, report.loaded) == ("old.pth", "finetuned", 0, len(clean))
+
+
+def test_one_name_of_a_tied_pair_fills_the_other(fixture_dir):
+    sd = _official(fixture_dir, "qa_checkpoint.pth")
+    word = sd.pop("text_decoder.cls.predictions.decoder.weight")  # only its tied partner stays
+    clean, report = prepare_state_dict(_model(fixture_dir, "qa"), sd, kind="finetuned")
+    assert torch.equal(clean["text_decoder.cls.predictions.decoder.weight"], word)
+    assert report.filled == ["text_decoder.cls.predictions.decoder.weight"]
+    sd["text_decoder.cls.predictions.decoder.weight"] = word
+    del sd["text_decoder.bert.embeddings.word_embeddings.weight"]  # the other name of the pair
+    clean, report = prepare_state_dict(_model(fixture_dir, "qa"), sd, kind="finetuned")
+    assert report.filled == ["text_decoder.bert.embeddings.word_embeddings.weight"]
