@@ -8,7 +8,7 @@ import re
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", ".cache", "runs", "build", "dist", "wandb", ".pytest_cache",
-             ".ruff_cache", "node_modules"}
+             ".ruff_cache", "node_modules", ".mutation", "mutants"}  # .mutation: make mutation's scratch copies
 # Written in pieces so that this file does not match itself.
 FORBIDDEN = [
     re.compile("spec " + "§"),
