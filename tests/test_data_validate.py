@@ -27,7 +27,7 @@ def _run_main(capsys, *args):
 
 
 def test_clean_tiny_dataset_passes(tiny_msrvtt, capsys, tmp_path):
-    code, out, rep = _run_main(capsys, "dataset=msrvtt", f"data.root={tiny_msrvtt}", "manifest=false",
+    code, out, rep = _run_main(capsys, "dataset=msrvtt", f"paths.data={tiny_msrvtt}", "manifest=false",
                                f"report={tmp_path / 'r.json'}")
     assert code == 0 and rep["ok"] and rep["problems"] == []
     assert rep["counts"] == {"records": 7, "videos": 7, "texts": 7}
@@ -48,7 +48,7 @@ def test_missing_corrupt_and_bad_width_videos(tiny_msrvtt, capsys):
     (vdir / CLIPS[0].name).unlink()
     (vdir / CLIPS[1].name).write_bytes(b"garbage" * 100)
     write_clip(vdir / CLIPS[2].name, 5, 5, 48, 32)  # decord 0.6.0 width bug
-    code, out, rep = _run_main(capsys, "dataset=msrvtt", f"data.root={tiny_msrvtt}", "manifest=false")
+    code, out, rep = _run_main(capsys, "dataset=msrvtt", f"paths.data={tiny_msrvtt}", "manifest=false")
     assert code == 1
     by_file = {p["file"].rsplit("/", 1)[-1]: p for p in rep["problems"]}
     assert by_file[CLIPS[0].name]["kind"] == "missing_video"
@@ -60,7 +60,7 @@ def test_missing_corrupt_and_bad_width_videos(tiny_msrvtt, capsys):
 
 def test_existence_only_mode_does_not_decode(tiny_msrvtt, capsys):
     (tiny_msrvtt / "videos" / "msrvtt" / CLIPS[1].name).write_bytes(b"garbage")
-    # paths.data= (the evaluation's key) works as data.root=
+    # decode=false: existence only
     code, _, rep = _run_main(capsys, "dataset=msrvtt", f"paths.data={tiny_msrvtt}", "manifest=false", "decode=false")
     assert code == 0 and rep["decode"] is False
 
@@ -71,7 +71,7 @@ def test_schema_errors_have_record_and_field(tiny_msrvtt, capsys):
     recs[2]["caption"] = 42
     del recs[4]["video"]
     anno.write_text(json.dumps(recs))
-    code, out, rep = _run_main(capsys, "dataset=msrvtt", f"data.root={tiny_msrvtt}", "manifest=false")
+    code, out, rep = _run_main(capsys, "dataset=msrvtt", f"paths.data={tiny_msrvtt}", "manifest=false")
     assert code == 1
     schema = [(p["record"], p["field"]) for p in rep["problems"] if p["kind"] == "schema"]
     assert schema == [(2, "caption"), (4, "video")]
@@ -81,10 +81,10 @@ def test_schema_errors_have_record_and_field(tiny_msrvtt, capsys):
 def test_malformed_and_missing_annotation(tiny_msrvtt, capsys):
     anno = tiny_msrvtt / "anno_downstream" / "msrvtt_qa_test.json"
     anno.write_text('[{"video": "x.mp4",')
-    code, _, rep = _run_main(capsys, "dataset=msrvtt_qa", f"data.root={tiny_msrvtt}", "manifest=false")
+    code, _, rep = _run_main(capsys, "dataset=msrvtt_qa", f"paths.data={tiny_msrvtt}", "manifest=false")
     assert code == 1 and rep["problems"][0]["kind"] == "invalid_json"
     anno.unlink()
-    code, _, rep = _run_main(capsys, "dataset=msrvtt_qa", f"data.root={tiny_msrvtt}", "manifest=false")
+    code, _, rep = _run_main(capsys, "dataset=msrvtt_qa", f"paths.data={tiny_msrvtt}", "manifest=false")
     assert code == 1 and rep["problems"][0]["kind"] == "missing_annotation"
 
 
@@ -93,15 +93,19 @@ def test_qa_wrong_field_type(tiny_msrvtt, capsys):
     recs = json.loads(anno.read_text())
     recs[1]["question_id"] = [1]
     anno.write_text(json.dumps(recs))
-    code, _, rep = _run_main(capsys, "dataset=msrvtt_qa", f"data.root={tiny_msrvtt}", "manifest=false")
+    code, _, rep = _run_main(capsys, "dataset=msrvtt_qa", f"paths.data={tiny_msrvtt}", "manifest=false")
     assert code == 1
     assert [(p["record"], p["field"]) for p in rep["problems"]] == [(1, "question_id")]
 
 
 def test_cli_usage_errors_exit_2(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "vidtldr.data.validate", "dataset=nope", f"data.root={tmp_path}"],
+    res = subprocess.run([sys.executable, "-m", "vidtldr.data.validate", "dataset=nope", f"paths.data={tmp_path}"],
                          capture_output=True, text=True)
-    assert res.returncode == 2 and "unknown dataset 'nope'" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "dataset/nope" in res.stderr and "msrvtt" in res.stderr  # lists the known ones
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) <= 30
+    res = subprocess.run([sys.executable, "-m", "vidtldr.data.validate", f"paths.data={tmp_path}"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "dataset" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_manifests_cover_every_config_and_never_invent_checksums():
@@ -119,7 +123,7 @@ def test_manifests_cover_every_config_and_never_invent_checksums():
 def test_inspect_cli_last_line_json_and_sheet(tmp_path, capsys):
     clip = write_clip(tmp_path / "c.mp4", 7, 5, 40, 30)
     sheet = tmp_path / "s.png"
-    assert inspect_main([str(clip), "num_frames=12", "trimmed30=true", f"sheet={sheet}"]) == 0
+    assert inspect_main([str(clip), "--num-frames", "12", "--trimmed30", "--sheet", str(sheet)]) == 0
     out = capsys.readouterr().out.splitlines()
     res = json.loads(out[-1])
     assert res["num_video_frames"] == 7 and res["fps"] == pytest.approx(5.0)
@@ -130,9 +134,9 @@ def test_inspect_cli_last_line_json_and_sheet(tmp_path, capsys):
         assert im.width > 224 * 6 and im.height > 224 * 2  # 12 frames, 6 per row, 224x224 each
 
 
-def test_inspect_positional_arguments(tmp_path, capsys):
+def test_inspect_frame_count_option(tmp_path, capsys):
     clip = write_clip(tmp_path / "c.mp4", 20, 10, 40, 30)
-    assert inspect_main([str(clip), "4"]) == 0
+    assert inspect_main([str(clip), "--num-frames", "4"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["indices"] == [2, 7, 12, 17]
 
 

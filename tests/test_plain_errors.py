@@ -107,8 +107,8 @@ def test_inspect_num_frames_zero_is_one_line(tiny, capsys):
 
     video = next((tiny[0] / "tiny_data").rglob("*.mp4"))
     with pytest.raises(SystemExit) as info:
-        inspect.main([str(video), "num_frames=0"])
-    assert info.value.code == 2 and "num_frames must be an integer >= 1, got 0" in capsys.readouterr().err
+        inspect.main([str(video), "--num-frames", "0"])
+    assert info.value.code == 2 and "--num-frames must be an integer >= 1, got 0" in capsys.readouterr().err
 
 
 def test_truncated_video_message_has_no_libav_code(tiny, tmp_path):

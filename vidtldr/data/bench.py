@@ -1,14 +1,15 @@
 """Decode + transform throughput (the data part of ``make bench``).
 
-usage: python -m vidtldr.data.bench [videos=a.mp4,b.mp4 | dir=FOLDER] [num_frames=12] [trimmed30=false]
-                                    [batch_size=1] [workers=0] [repeats=3] [warmup=1]
+usage: python -m vidtldr.data.bench [--videos a.mp4 b.mp4 | --dir FOLDER] [--num-frames 12] [--trimmed30]
+                                    [--batch-size 1] [--workers 0] [--repeats 3] [--warmup 1]
 
-Without ``videos``/``dir`` it measures the tiny synthetic clips (generated in a temporary folder).
+Without ``--videos``/``--dir`` it measures the tiny synthetic clips (generated in a temporary folder).
 The last output line is one JSON object with ``clips_per_s``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import statistics
@@ -20,7 +21,6 @@ from typing import Sequence
 
 import torch
 
-from vidtldr.data._cli import parse_kv
 from vidtldr.data.dataset import VideoDataset, make_loader
 from vidtldr.errors import ConfigError, cli_guard
 
@@ -54,28 +54,34 @@ def decode_throughput(videos: Sequence[str | Path], num_frames: int = 12, trimme
             "videos": [str(v) for v in videos[:5]] + (["..."] if len(videos) > 5 else [])}
 
 
-OPTIONS = {"videos": str, "dir": str, "num_frames": int, "trimmed30": bool, "size": int, "batch_size": int,
-           "workers": int, "repeats": int, "warmup": int}
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m vidtldr.data.bench", description=__doc__.split("\n\n")[0])
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--videos", nargs="+", default=None, help="video files")
+    which.add_argument("--dir", default=None, help="every video file under this folder")
+    parser.add_argument("--num-frames", type=int, default=12)
+    parser.add_argument("--trimmed30", action="store_true")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__.strip())
-        return 0
+    args = parse_args(argv)
     with cli_guard("vidtldr.data.bench"), tempfile.TemporaryDirectory(prefix="vidtldr_bench_") as tmp:
-        args = parse_kv(argv, OPTIONS)
-        if "videos" in args:
-            videos = [v for v in args["videos"].split(",") if v]
-        elif "dir" in args:
-            videos = sorted(str(p) for p in Path(args["dir"]).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+        if args.videos:
+            videos = list(args.videos)
+        elif args.dir:
+            videos = sorted(str(p) for p in Path(args.dir).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
         else:
             from vidtldr.data.tiny import encode_clips
 
             videos = [str(p) for p in encode_clips(tmp)]
-        res = decode_throughput(videos, args.get("num_frames", 12), args.get("trimmed30", False),
-                                args.get("size", 224), args.get("batch_size", 1), args.get("workers", 0),
-                                args.get("repeats", 3), args.get("warmup", 1))
+        res = decode_throughput(videos, args.num_frames, args.trimmed30, args.size, args.batch_size, args.workers,
+                                args.repeats, args.warmup)
         print(f"decode+transform: {res['clips_per_s']:.2f} clips/s ({res['frames_per_s']:.1f} frames/s), "
               f"{res['clips']} clips x {res['num_frames']} frames, batch {res['batch_size']}, "
               f"{res['num_workers']} workers, median of {res['repeats']}")

@@ -1,15 +1,16 @@
 """Show which frames the harness samples from a video.
 
-usage: python -m vidtldr.data.inspect VIDEO [num_frames=12] [trimmed30=true] [sheet=out.png]
+usage: python -m vidtldr.data.inspect VIDEO [--num-frames 12] [--trimmed30] [--sheet out.png] [--size 224]
 
 Prints the frame count, fps, duration, the trim and the sampled indices (with their times); with
-``sheet=`` also writes a contact sheet PNG of the sampled frames after the eval transform (the
+``--sheet`` also writes a contact sheet PNG of the sampled frames after the eval transform (the
 224x224 uint8 frames the normalisation then turns into the model's input). The last output line
 is one JSON object with ``num_video_frames``, ``fps``, ``indices`` and more.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -18,12 +19,10 @@ from pathlib import Path
 
 import torch
 
-from vidtldr.data._cli import parse_kv
 from vidtldr.data.transforms import resize_uint8
 from vidtldr.data.video import FrameSample, read_frames_with_info
 from vidtldr.errors import ConfigError, cli_guard
 
-OPTIONS = {"video": str, "num_frames": int, "trimmed30": bool, "sheet": str, "size": int}
 
 
 def contact_sheet(frames_u8: torch.Tensor, indices: list[int], columns: int = 6, pad: int = 4):
@@ -75,22 +74,23 @@ def inspect_video(path: str | Path, num_frames: int = 12, trimmed30: bool = Fals
     return result
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m vidtldr.data.inspect", description=__doc__.split("\n\n")[0])
+    parser.add_argument("video", help="video file")
+    parser.add_argument("--num-frames", type=int, default=12, help="frames sampled (default 12; zero-shot runs use 4)")
+    parser.add_argument("--trimmed30", action="store_true", help="only the first 30 s are eligible (DiDeMo)")
+    parser.add_argument("--sheet", default=None, help="write a contact sheet PNG of the sampled frames here")
+    parser.add_argument("--size", type=int, default=224, help="frame size after the eval resize")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or any(a in ("-h", "--help") for a in argv):
-        print(__doc__.strip())
-        return 0 if argv else 2
+    args = parse_args(argv)
     with cli_guard("vidtldr.data.inspect"):
-        args = parse_kv(argv, OPTIONS, positional=["video", "num_frames", "trimmed30", "sheet"])
-        if "video" not in args:
-            raise ConfigError("need a VIDEO path")
-        # Positional num_frames/trimmed30 arrive as text: convert them like key=value ones.
-        args = {**args, **parse_kv([f"{k}={v}" for k, v in args.items() if isinstance(v, str) and k != "video"], OPTIONS)}
         for key in ("num_frames", "size"):
-            if key in args and args[key] < 1:
-                raise ConfigError(f"{key} must be an integer >= 1, got {args[key]}")
-        result = inspect_video(args["video"], args.get("num_frames", 12), args.get("trimmed30", False),
-                               args.get("sheet"), args.get("size", 224))
+            if getattr(args, key) < 1:
+                raise ConfigError(f"--{key.replace('_', '-')} must be an integer >= 1, got {getattr(args, key)}")
+        result = inspect_video(args.video, args.num_frames, args.trimmed30, args.sheet, args.size)
         for line in result.pop("_lines"):
             print(line)
         if result["sheet"]:

@@ -25,12 +25,17 @@ def load_dataset_config(name: str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}")
     cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    check_dataset_config(cfg, str(path))
+    return cfg
+
+
+def check_dataset_config(cfg: dict[str, Any], where: str) -> None:
+    """A ConfigError naming ``where`` when a dataset config lacks a required key."""
     missing = [k for k in REQUIRED_KEYS if k not in cfg]
     if missing:
-        raise ConfigError(f"{path}: missing keys {missing}")
+        raise ConfigError(f"{where}: missing keys {missing}")
     if cfg["task"] == "qa" and not cfg.get("answer_list"):
-        raise ConfigError(f"{path}: a QA dataset needs 'answer_list'")
-    return cfg
+        raise ConfigError(f"{where}: a QA dataset needs 'answer_list'")
 
 
 def all_dataset_configs() -> dict[str, dict[str, Any]]:

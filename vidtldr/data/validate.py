@@ -3,7 +3,8 @@
 usage: python -m vidtldr.data.validate dataset=NAME paths.data=DIR [decode=true] [manifest=true]
                                         [report=PATH.json] [limit=N] [progress=true]
 
-``paths.data=`` is the evaluation's key; ``data.root=`` and ``root=`` are accepted too.
+Hydra overrides of ``vidtldr/configs/validate.yaml`` (the evaluation's ``dataset`` and ``paths``
+groups, so ``paths.data`` also comes from ``VIDTLDR_DATA``).
 
 Prints a human summary, then one JSON report line (also written to ``report=`` if given).
 Exit status: 0 when nothing is wrong, 1 when problems were found, 2 for a usage/config error.
@@ -19,13 +20,13 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-from vidtldr.data._cli import parse_kv
 from vidtldr.data.annotations import (annotation_path, answer_list_errors, answer_list_path, build_split,
                                       duplicate_records, load_json, schema_errors, video_root)
 from vidtldr.data.manifests import count_mismatches, load_manifest, sha256_file, split_counts
-from vidtldr.data.registry import load_dataset_config
+from vidtldr.config_utils import compose_config, plain
+from vidtldr.data.registry import check_dataset_config
 from vidtldr.data.video import read_frames
-from vidtldr.errors import AnnotationError, ConfigError, VideoError, cli_guard
+from vidtldr.errors import AnnotationError, VideoError, cli_guard
 
 
 def _problem(kind: str, message: str, **where: Any) -> dict[str, Any]:
@@ -172,28 +173,23 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-OPTIONS = {"dataset": str, "data.root": str, "decode": bool, "manifest": bool, "report": str, "limit": int,
-           "progress": bool}
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip())
         return 0
     with cli_guard("vidtldr.data.validate"):
-        args = parse_kv(argv, OPTIONS, aliases={"paths.data": "data.root", "root": "data.root"})
-        if "dataset" not in args or "data.root" not in args:
-            raise ConfigError("need dataset=NAME and paths.data=DIR")
-        cfg = load_dataset_config(args["dataset"])
-        report = validate_dataset(cfg, args["data.root"], decode=args.get("decode", True),
-                                  use_manifest=args.get("manifest", True), limit=args.get("limit"),
-                                  progress=args.get("progress", sys.stderr.isatty()))
+        cfg = compose_config(argv, config_name="validate")
+        dataset = plain(cfg.dataset)
+        check_dataset_config(dataset, f"dataset={dataset.get('name')}")
+        progress = sys.stderr.isatty() if cfg.progress is None else bool(cfg.progress)
+        report = validate_dataset(dataset, str(cfg.paths.data), decode=bool(cfg.decode),
+                                  use_manifest=bool(cfg.manifest), limit=cfg.limit, progress=progress)
         for line in summary_lines(report):
             print(line)
         text = json.dumps(report, ensure_ascii=True)
-        if args.get("report"):
-            _write_atomic(Path(args["report"]), json.dumps(report, indent=1, ensure_ascii=True) + "\n")
+        if cfg.report:
+            _write_atomic(Path(str(cfg.report)), json.dumps(report, indent=1, ensure_ascii=True) + "\n")
         print(text)
     return 0 if report["ok"] else 1
 
