@@ -1,0 +1,103 @@
+"""The extension contract, shown the way a contributor would use it: in a copy of the package, add
+ONE reducer module under vidtldr/reduce/ and ONE configs/merge/<name>.yaml, nothing else, then the
+evaluation, flops (analytic and traced), the benchmark and visualize run with it, and its GFLOPs
+are counted from what it declares (a hidden-state matcher pays the C-wide similarity)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import vidtldr
+from vidtldr.cost.vision import ReducerTraits, backbone_vision_dims, vision_cost
+
+pytestmark = pytest.mark.slow
+
+NEW_REDUCER = '''
+"""Bipartite soft matching on the block's hidden states, size-weighted merge (ToMe's rule, vid-TLDR's metric)."""
+import torch
+
+from vidtldr.reduce.base import Reducer, apply_merge, register_reducer
+from vidtldr.reduce.tome import tome_match, tome_merge_source, tome_merge_wavg
+
+
+@register_reducer("hiddenmatch")
+class HiddenMatch(Reducer):
+    need = None            # nothing extra from the attention
+    match_on = "hidden"    # cosine similarity of the hidden states, width C
+    tracks_sizes = True    # size-weighted average; later blocks get proportional attention
+
+    def remove(self, x: torch.Tensor, r: int, layer: int, state, aux: dict) -> torch.Tensor:
+        return apply_merge(tome_match(x, r), x, state, tome_merge_wavg, tome_merge_source)
+'''
+
+MERGE_YAML = "# Hidden-state bipartite merging (extension-contract test).\nname: hiddenmatch\nr: ???\n"
+SCHEDULE = "[48,24]"
+
+
+@pytest.fixture(scope="module")
+def extended(tmp_path_factory) -> Path:
+    """A copy of the package with the one new module and the one new yaml."""
+    root = tmp_path_factory.mktemp("extended")
+    pkg = root / "vidtldr"
+    shutil.copytree(Path(vidtldr.__file__).parent, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (pkg / "reduce" / "hiddenmatch.py").write_text(textwrap.dedent(NEW_REDUCER))
+    (pkg / "configs" / "merge" / "hiddenmatch.yaml").write_text(MERGE_YAML)
+    return root
+
+
+def _run(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, *args], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _last_json(proc) -> dict:
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _expected_tiny_gflops() -> float:
+    """What a hidden-state matcher with sizes costs on the tiny model at 4 frames, schedule [48, 24]:
+    the same paper-convention count as vid-TLDR (same C-wide similarity, same token counts)."""
+    vid = ReducerTraits(need="neg_entropy", match_on="hidden", tracks_sizes=True)
+    return vision_cost(backbone_vision_dims("tiny"), 4, [48, 24], reducer=vid).gflops_paper
+
+
+def test_eval_runs_the_new_reducer(extended):
+    _run(extended, "-m", "vidtldr.eval", "merge=hiddenmatch", f"merge.r={SCHEDULE}",
+         f"paths.cache={extended / 'cache'}", f"paths.runs={extended / 'runs'}", "print_table=false")
+    (record_path,) = (extended / "runs").rglob("record.json")
+    record = json.loads(record_path.read_text())
+    assert record["resolved"]["merge"] == "hiddenmatch" and record["resolved"]["schedule"][:2] == [48, 24]
+    assert record["token_counts"][:3] == [196, 148, 124]
+    assert record["gflops"]["paper"] == pytest.approx(_expected_tiny_gflops(), abs=1e-3)
+    assert record["gflops"]["paper"] < record["gflops"]["base_paper"]
+
+
+def test_flops_counts_it_like_a_hidden_state_matcher_and_fvcore_agrees(extended):
+    rep = _last_json(_run(extended, "-m", "vidtldr.flops", "model=tiny", "merge=hiddenmatch", f"merge.r={SCHEDULE}"))
+    assert rep["merge"] == "hiddenmatch" and rep["tokens_per_layer"] == [196, 148, 124, 124, 124]
+    assert rep["gflops_paper"] == pytest.approx(_expected_tiny_gflops(), abs=1e-4)
+    # the similarity matmul at C = 64 wide: 98 x 98 x 64 at block 0, 74 x 74 x 64 at block 1
+    assert rep["paper_by_op_g"]["match"] == pytest.approx((98 * 98 + 74 * 74) * 64 / 1e9, abs=1e-4)
+    assert rep["traced"]["exact"] is True  # fvcore on the real module counts the same
+
+
+def test_bench_and_visualize_run_it(extended):
+    res = _last_json(_run(extended, "-m", "vidtldr.bench", "model=tiny", "reducers=[none,hiddenmatch]",
+                          "attention=[fused]", "repeats=1", "write=false", "breakdown=false", "profile=false"))
+    row = next(r for r in res["rows"] if r["merge"] == "hiddenmatch")
+    assert row["final_tokens"] == 124 and row["r"] == [48, 24]  # the tiny model's vid-TLDR schedule, copied
+    out = extended / "viz"
+    summary = _last_json(_run(extended, "-m", "vidtldr.visualize", "merge=hiddenmatch", f"merge.r={SCHEDULE}",
+                              f"out={out}"))
+    assert summary["merge"] == "hiddenmatch" and summary["token_counts"][-1] == 124
+    assert (out / "groups.png").is_file() and summary["saliency_layers"] == []
