@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from vidtldr.analysis import flops, flops_trace
+from vidtldr.analysis import flops_count, flops_trace
 from vidtldr.analysis.flops_reference import paper_gflops
 from vidtldr.config_utils import compose_config
 from vidtldr.cost.ledger import round1
@@ -172,7 +172,7 @@ def test_extra_costs_equal_traced_text_modules(dataset):
     spec = _spec("model=tiny", f"dataset={dataset}")
     cfg = spec.umt_config()
     text = text_dims(cfg)
-    analytic = flops.extra_costs(text, spec, 124)
+    analytic = flops_count.extra_costs(text, spec, 124)
     traced = flops_trace.traced_extra_costs(cfg, spec, 124)
     assert set(analytic) == set(traced)
     for name, total in traced.items():

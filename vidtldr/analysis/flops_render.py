@@ -1,32 +1,53 @@
-"""``results/flops.md``: every published vid-TLDR schedule, the no-reduction baselines and the
-ToMe points of Figure 1, counted (:mod:`vidtldr.cost`), traced (:mod:`vidtldr.analysis.flops_trace`)
-and set beside the paper's numbers (:mod:`vidtldr.analysis.flops_reference`).
-
-``table_rows`` computes, ``render_table`` only formats what it computed.
-"""
+"""Text and Markdown of the FLOPs engine's data (:mod:`vidtldr.analysis.flops_count`): the
+console report of one configuration and ``results/flops.md``. Nothing here counts anything."""
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
-from vidtldr.analysis.flops import count
 from vidtldr.analysis.flops_reference import paper_gflops
-from vidtldr.config_utils import compose_config
-from vidtldr.cost.ledger import FVCORE_LN_PER_ELEM, TRUE_COST, round1
-from vidtldr.cost.vision import backbone_vision_dims, vision_cost
-from vidtldr.reduce.schedule import VIDTLDR_PRESETS
-from vidtldr.run.cache import atomic_write_text
-from vidtldr.run.runspec import resolve_model
+from vidtldr.cost.ledger import FVCORE_LN_PER_ELEM, TRUE_COST
+from vidtldr.cost.vision import backbone_vision_dims
 
 
-def write_public(path: Path, text: str) -> None:
-    """Atomic write of a committed results file (readable by all, unlike a bare temp file)."""
-    atomic_write_text(Path(path), text)
-    os.chmod(path, 0o644)
+def format_report(rep: dict) -> str:
+    lines = []
+    sched = rep["r"]
+    nz = len(sched) - next((i for i, e in enumerate(reversed(sched)) if e), len(sched))
+    shown = "none" if not any(sched) else "[" + ", ".join(str(e) for e in sched[:nz]) + (", 0, ..." if nz < len(sched) else "") + "]"
+    lines.append(f"model={rep['model']} ({rep['arch']})  dataset={rep['dataset']} ({rep['task']})  "
+                 f"merge={rep['merge']}  r={shown}")
+    lines.append(f"input {rep['input_shape']}  tokens: " + " -> ".join(
+        str(t) for i, t in enumerate(rep["tokens_per_layer"]) if i == 0 or t != rep["tokens_per_layer"][i - 1]))
+    lines.append("")
+    lines.append(f"vision encoder, paper convention (fvcore, multiply-add = 1): {rep['gflops_paper']:.2f} GFLOPs "
+                 f"-> {rep['gflops_paper_1dp']:.1f}")
+    lines.append("  " + "  ".join(f"{k} {v:.2f}" for k, v in rep["paper_by_op_g"].items()))
+    if "published" in rep:
+        pub = rep["published"]
+        ok = "matches" if pub["gflops"] == rep["gflops_paper_1dp"] else "DIFFERS"
+        extra = ""
+        if pub.get("figure1") is not None and pub["figure1"] != pub["gflops"]:
+            extra = f"; the paper's Figure 1 prints {pub['figure1']:.1f} (differs from its own schedule)"
+        lines.append(f"  published recount {pub['gflops']:.1f}: {ok}{extra}")
+    if "traced" in rep:
+        tr = rep["traced"]
+        lines.append(f"  traced with fvcore ({tr['attention']} attention): {tr['gflops_paper']:.2f} "
+                     + ("(analytic == traced, exact)" if tr["exact"] else f"MISMATCH {tr['diff_by_op']}"))
+    lines.append(f"vision encoder, true FLOPs (multiply-add = 2, elementwise counted): {rep['gflops_true']:.2f} GFLOPs")
+    lines.append("")
+    lines.append("per block (paper convention): block  tokens_in  removed  GFLOPs")
+    for i, g in enumerate(rep["paper_per_block_g"]):
+        lines.append(f"  {i:5d}  {rep['tokens_per_layer'][i]:9d}  {rep['removed_per_layer'][i]:7d}  {g:7.2f}")
+    lines.append(f"  final tokens {rep['tokens_per_layer'][-1]}")
+    lines.append("")
+    lines.append("not in the paper's count (per query, GFLOPs paper / true):")
+    for name, e in rep["extra"].items():
+        detail = ", ".join(f"{k}={v}" for k, v in e.items() if not k.startswith(("gflops", "traced")))
+        if "traced_exact" in e:
+            detail += ", traced " + ("exact" if e["traced_exact"] else f"MISMATCH {e['traced_gflops_paper']:.3f}")
+        lines.append(f"  {name:22s} {e['gflops_paper']:9.2f} / {e['gflops_true']:9.2f}   ({detail})")
+    return "\n".join(lines)
 
 
 def dataset_label(dataset: str) -> str:
@@ -35,10 +56,6 @@ def dataset_label(dataset: str) -> str:
 
     label = DATASET_LABEL.get(dataset, dataset)
     return label if dataset.endswith("_qa") else f"{label} ret"
-
-
-def _spec(*overrides: str):
-    return resolve_model(compose_config(overrides, config_name="flops"))
 
 
 def _schedule_str(schedule: Sequence) -> str:
@@ -58,47 +75,6 @@ def _versions() -> str:
         except md.PackageNotFoundError:
             parts.append(f"{pkg} (not installed)")
     return ", ".join(parts)
-
-
-def table_rows(trace: bool = True, progress=None) -> dict:
-    """Every published schedule, the no-reduction baselines, and the ToMe Figure-1 check."""
-    rows, baselines = [], []
-    for (dataset, backbone) in VIDTLDR_PRESETS:
-        spec = _spec(f"model={backbone}", f"dataset={dataset}", "merge=vidtldr")
-        rep = count(spec, trace=trace)
-        if progress:
-            progress(f"{dataset}/{backbone}: {rep['gflops_paper']:.2f}")
-        rows.append(rep)
-    for backbone in ("umt_b", "umt_l"):
-        for dataset in ("msrvtt", "msrvtt_zs"):
-            spec = _spec(f"model={backbone}", f"dataset={dataset}", "merge=none")
-            rep = count(spec, trace=trace)
-            if progress:
-                progress(f"baseline {backbone} {spec.num_frames} frames: {rep['gflops_paper']:.2f}")
-            baselines.append(rep)
-    from vidtldr.cost.vision import ReducerTraits
-    from vidtldr.reduce.schedule import TOME_PRESETS
-    from vidtldr.reduce.tome import ToMe
-
-    # ToMe proper matches on head-mean keys; the paper's Figure 1 looks counted with a full-width
-    # (hidden-state) similarity, as vid-TLDR's matcher has.
-    on_hidden = ReducerTraits(need=None, match_on="hidden", tracks_sizes=True)
-    vision = backbone_vision_dims("umt_b16")
-
-    def gflops(r: int, reducer) -> float:
-        return vision_cost(vision, 12, [r] * vision.depth, reducer=reducer).gflops_paper
-
-    tome = []
-    for dataset, g in paper_gflops().figure1_tome.items():
-        preset = TOME_PRESETS.get(dataset)
-        tome.append({
-            "dataset": dataset, "figure1": g, "preset_r": preset,
-            "keys_metric": round(gflops(preset, ToMe), 2) if preset else None,
-            "hidden_metric": round(gflops(preset, on_hidden), 2) if preset else None,
-            "constant_r_fits_hidden": [r for r in range(1, 200) if round1(gflops(r, on_hidden)) == g],
-            "constant_r_fits_keys": [r for r in range(1, 200) if round1(gflops(r, ToMe)) == g],
-        })
-    return {"schedules": rows, "baselines": baselines, "tome_figure1": tome}
 
 
 def render_table(data: dict, traced: bool) -> str:
@@ -233,23 +209,3 @@ def render_table(data: dict, traced: bool) -> str:
 
 def vision_head_dim(_data=None) -> int:
     return backbone_vision_dims("umt_b16").head_dim
-
-
-def write_table(md_path: Path, json_path: Optional[Path] = None, trace: bool = True) -> dict:
-    data = table_rows(trace=trace, progress=lambda m: print(m, file=sys.stderr, flush=True))
-    write_public(md_path, render_table(data, traced=trace))
-    if json_path is not None:
-        write_public(json_path, json.dumps(data, indent=1) + "\n")
-    ref = paper_gflops()
-    n_ok = sum(1 for rep in data["schedules"]
-               if rep["gflops_paper_1dp"] == ref.schedules[(rep["dataset"], rep["backbone"])])
-    summary = {"table": str(md_path), "schedules": len(data["schedules"]), "schedules_matching": n_ok,
-               "baselines_matching": sum(1 for rep in data["baselines"] if rep["gflops_paper_1dp"] ==
-                                         ref.baselines[(rep["backbone"], rep["num_frames"])]),
-               "traced_exact": all(r.get("traced", {}).get("exact", True)
-                                   for r in data["schedules"] + data["baselines"])}
-    print(f"wrote {md_path}" + (f" and {json_path}" if json_path else ""))
-    print(json.dumps(summary))
-    return summary
-
-
