@@ -28,7 +28,7 @@ def _spec(*overrides):
 def _vision(backbone):
     return backbone_vision_dims(ARCH[backbone])
 
-# Token counts after the merging layers, spec section 2.9 (12 frames, N0 = 2352).
+# Token counts after the merging layers of each published schedule (12 frames, N0 = 2352).
 SPEC_FINAL_TOKENS = {
     ("msrvtt", "umt_b"): 1452, ("msrvtt", "umt_l"): 1402, ("msvd", "umt_b"): 1452,
     ("msvd", "umt_l"): 1352, ("anet", "umt_b"): 1852, ("anet", "umt_l"): 1452,
@@ -65,7 +65,7 @@ def test_baselines(key):
 
 
 def test_baseline_breakdown_matches_fvcore_operator_split():
-    # spec section 9: B/16, 12 frames: conv 1.39, linear 199.77, matmul 101.96, layer_norm 0.23 G
+    # fvcore by_operator() of the official UMT-B/16 encoder, 12 frames: conv 1.39, linear 199.77, matmul 101.96, layer_norm 0.23 G
     cost = vision_cost(_vision("umt_b"), 12, None)
     got = {k: round(v / 1e9, 2) for k, v in cost.paper_by_op.items()}
     assert got == {"conv": 1.39, "linear": 199.77, "matmul": 101.96, "layer_norm": 0.23}

@@ -147,17 +147,7 @@ def run_bench(cfg, *, reducers: list[str], attentions: list[str], baseline_r="vi
         raise ConfigError("nothing to measure: every requested reducer was skipped: "
                           + "; ".join(f"{s['merge']}: {s['why']}" for s in skipped))
     load_before = _load()
-    outputs, memory = {}, {}
-    # Warm-up + memory + outputs for the equality check, one execution at a time.
-    for ex in execs:
-        for w in range(max(1, warmup)):
-            if w == 0:
-                memory[(ex.merge, ex.attention)] = peak_memory_mb(enc, videos, ex.reducer_factory(), ex.attention)
-            _, out = timed_forward(enc, videos, ex.reducer_factory(), ex.attention)
-        # after the warm-up (the heap is warm again after the memory pass released it)
-        memory[(ex.merge, ex.attention)].update(kernel_usage(enc, videos, ex.reducer_factory(), ex.attention))
-        outputs[(ex.merge, ex.attention)] = (out.tokens.float().cpu(), list(out.state.token_counts))
-        log(f"warm: {ex.merge}/{ex.attention}")
+    outputs, memory = _warm_up(enc, videos, execs, warmup, log)
     # Interleaved timed repeats.
     for rep in range(repeats):
         for ex in execs:
@@ -165,23 +155,8 @@ def run_bench(cfg, *, reducers: list[str], attentions: list[str], baseline_r="vi
             ex.times.append(t)
         log(f"repeat {rep + 1}/{repeats}: " + ", ".join(f"{e.merge}/{e.attention} {e.times[-1]:.2f}s" for e in execs))
     load_after = _load()
-    rows = []
-    for ex in execs:
-        med = statistics.median(ex.times)
-        cost = reducer_cost(dims, spec.num_frames, ex.reducer_factory())
-        row = {"model": spec.model, "dataset": spec.dataset, "num_frames": spec.num_frames, "batch": batch,
-               "device": device, "merge": ex.merge, "attention": ex.attention,
-               "r": _nonzero_prefix(ex.schedule), "schedule_source": ex.schedule_source,
-               "final_tokens": cost.tokens_per_layer[-1],
-               "gflops_paper": round(cost.gflops_paper, 2), "gflops_true": round(cost.gflops_true, 2),
-               "gmacs_linear": round(cost.paper_by_op.get("linear", 0) / 1e9, 2),
-               "gmacs_attention": round(cost.paper_by_op.get("matmul", 0) / 1e9, 2),
-               "s_per_clip": med / batch, "clips_per_s": batch / med,
-               "best_s_per_clip": min(ex.times) / batch,
-               "cpu_s_per_clip": statistics.median(ex.cpu_times) / batch,
-               "times_s": [round(t, 4) for t in ex.times]}
-        row.update({k: (round(v, 1) if isinstance(v, float) else v) for k, v in memory[(ex.merge, ex.attention)].items()})
-        rows.append(row)
+    rows = [_row(spec, ex, reducer_cost(dims, spec.num_frames, ex.reducer_factory()), memory, batch, device)
+            for ex in execs]
     _add_ratios(rows)
     result = {"rows": rows, "skipped": skipped, "summary": summarise(rows)}
     if check_outputs:
@@ -192,16 +167,55 @@ def run_bench(cfg, *, reducers: list[str], attentions: list[str], baseline_r="vi
         result["overhead"] = reduction_overhead(enc, videos, vid.reducer_factory(), repeats=min(max(repeats, 1), 5))
         result["summary"]["reduction_overhead_pct"] = round(result["overhead"]["overhead_pct"], 2)
     if profile:
-        prof = {}
-        for ex in (e for e in execs if e.merge in ("none", "vidtldr")):
-            # the less disturbed of two profiled forwards (other jobs only ever add time)
-            runs = [profile_breakdown(enc, videos, ex.reducer_factory(), ex.attention) for _ in range(2)]
-            prof[f"{ex.merge}/{ex.attention}"] = min(runs, key=lambda g: sum(g.values()))
-            log(f"profiled {ex.merge}/{ex.attention}: {prof[f'{ex.merge}/{ex.attention}']}")
-        result["profile_s"] = prof
+        result["profile_s"] = _profiles(enc, videos, execs, log)
     result["environment"] = environment(device, load_before, load_after)
     result["targets"] = check_targets(result["summary"]) if spec.model != "tiny" else {}
     return result
+
+
+def _warm_up(enc, videos, execs: list, warmup: int, log) -> tuple[dict, dict]:
+    """Warm-up, peak memory and the outputs for the equality check, one execution at a time."""
+    outputs, memory = {}, {}
+    for ex in execs:
+        key = (ex.merge, ex.attention)
+        for w in range(max(1, warmup)):
+            if w == 0:
+                memory[key] = peak_memory_mb(enc, videos, ex.reducer_factory(), ex.attention)
+            _, out = timed_forward(enc, videos, ex.reducer_factory(), ex.attention)
+        # after the warm-up (the heap is warm again after the memory pass released it)
+        memory[key].update(kernel_usage(enc, videos, ex.reducer_factory(), ex.attention))
+        outputs[key] = (out.tokens.float().cpu(), list(out.state.token_counts))
+        log(f"warm: {ex.merge}/{ex.attention}")
+    return outputs, memory
+
+
+def _row(spec: ModelSpec, ex: Execution, cost, memory: dict, batch: int, device: str) -> dict:
+    """One execution's row: its schedule, counted cost, median / fastest / CPU time and memory."""
+    med = statistics.median(ex.times)
+    row = {"model": spec.model, "dataset": spec.dataset, "num_frames": spec.num_frames, "batch": batch,
+           "device": device, "merge": ex.merge, "attention": ex.attention,
+           "r": _nonzero_prefix(ex.schedule), "schedule_source": ex.schedule_source,
+           "final_tokens": cost.tokens_per_layer[-1],
+           "gflops_paper": round(cost.gflops_paper, 2), "gflops_true": round(cost.gflops_true, 2),
+           "gmacs_linear": round(cost.paper_by_op.get("linear", 0) / 1e9, 2),
+           "gmacs_attention": round(cost.paper_by_op.get("matmul", 0) / 1e9, 2),
+           "s_per_clip": med / batch, "clips_per_s": batch / med,
+           "best_s_per_clip": min(ex.times) / batch,
+           "cpu_s_per_clip": statistics.median(ex.cpu_times) / batch,
+           "times_s": [round(t, 4) for t in ex.times]}
+    row.update({k: (round(v, 1) if isinstance(v, float) else v) for k, v in memory[(ex.merge, ex.attention)].items()})
+    return row
+
+
+def _profiles(enc, videos, execs: list, log) -> dict:
+    """Operator-kind breakdown of the none / vid-TLDR executions: the less disturbed of two
+    profiled forwards each (other jobs only ever add time)."""
+    prof = {}
+    for ex in (e for e in execs if e.merge in ("none", "vidtldr")):
+        runs = [profile_breakdown(enc, videos, ex.reducer_factory(), ex.attention) for _ in range(2)]
+        prof[f"{ex.merge}/{ex.attention}"] = min(runs, key=lambda g: sum(g.values()))
+        log(f"profiled {ex.merge}/{ex.attention}: {prof[f'{ex.merge}/{ex.attention}']}")
+    return prof
 
 
 def _nonzero_prefix(schedule: list) -> list:

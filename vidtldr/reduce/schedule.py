@@ -16,7 +16,7 @@ from vidtldr.errors import ScheduleError
 
 Entry = Union[int, float]
 
-# Published vid-TLDR schedules (official README of mlvlab/vid-TLDR; spec section 2.9), stored as
+# Published vid-TLDR schedules (from the official vid-TLDR README), stored as
 # their non-zero prefix: the remaining blocks remove nothing. Keyed by (dataset, backbone).
 VIDTLDR_PRESETS: dict[tuple[str, str], list[int]] = {
     ("msrvtt", "umt_b"): [600, 200, 100],
@@ -41,7 +41,7 @@ VIDTLDR_PRESETS: dict[tuple[str, str], list[int]] = {
 
 
 # Constant-r ToMe schedules for UMT-B (every block), read off the ToMe GFLOPs of the vid-TLDR
-# paper's Figure 1 (paper_numbers.md section 2). MSRVTT (231.4) and DiDeMo (223.9) fit no constant
+# paper's Figure 1 (vidtldr/report/paper_reference.csv, table fig1; see results/flops.md). MSRVTT (231.4) and DiDeMo (223.9) fit no constant
 # r, so they have no preset; pass merge.r explicitly for them.
 TOME_PRESETS: dict[str, int] = {
     "msvd": 100,
@@ -98,16 +98,7 @@ def parse_schedule(r: object, depth: int, *, dataset: str | None = None,
     if r is None:
         return [0] * depth
     if isinstance(r, str):
-        if r != "published":
-            raise ScheduleError(f"merge.r: unknown schedule name {r!r} (expected a list, a number or 'published')")
-        if reducer == "tome":
-            return _tome_published(dataset, backbone, depth)
-        key = (dataset, backbone)
-        if key not in VIDTLDR_PRESETS:
-            known = ", ".join(f"{d}/{b}" for d, b in VIDTLDR_PRESETS)
-            raise ScheduleError(f"merge.r='published': no published vid-TLDR schedule for dataset={dataset!r}, "
-                                f"backbone={backbone!r}. Published ones: {known}. Pass merge.r=[...] explicitly.")
-        return parse_schedule(VIDTLDR_PRESETS[key], depth)
+        return _named_schedule(r, depth, dataset, backbone, reducer)
     if isinstance(r, dict):
         try:
             r = (r["r"], r["inflection"])
@@ -128,6 +119,21 @@ def parse_schedule(r: object, depth: int, *, dataset: str | None = None,
             raise ScheduleError(f"merge.r has {len(entries)} entries but the encoder has {depth} blocks")
         return entries + [0] * (depth - len(entries))
     raise ScheduleError(f"merge.r: cannot interpret {r!r} as a schedule")
+
+
+def _named_schedule(name: str, depth: int, dataset: str | None, backbone: str | None,
+                    reducer: str | None) -> list[Entry]:
+    """``"published"``: ToMe's constant-r preset for ``reducer="tome"``, else vid-TLDR's schedule."""
+    if name != "published":
+        raise ScheduleError(f"merge.r: unknown schedule name {name!r} (expected a list, a number or 'published')")
+    if reducer == "tome":
+        return _tome_published(dataset, backbone, depth)
+    key = (dataset, backbone)
+    if key not in VIDTLDR_PRESETS:
+        known = ", ".join(f"{d}/{b}" for d, b in VIDTLDR_PRESETS)
+        raise ScheduleError(f"merge.r='published': no published vid-TLDR schedule for dataset={dataset!r}, "
+                            f"backbone={backbone!r}. Published ones: {known}. Pass merge.r=[...] explicitly.")
+    return parse_schedule(VIDTLDR_PRESETS[key], depth)
 
 
 def _tome_published(dataset: str | None, backbone: str | None, depth: int) -> list[Entry]:

@@ -295,7 +295,7 @@ def missing_inputs(spec: RunSpec, dataset_cfg: Any, tokenizer_problem: Optional[
     if spec.checkpoint is not None and not Path(spec.checkpoint).is_file():
         missing.append(f"checkpoint   {spec.checkpoint}")
         if spec.checkpoint_from_zoo:
-            help_lines["checkpoint"] = (f"checkpoint: {ZOO_URL}{Path(spec.checkpoint).name} (UMT model zoo, spec §5.5); "
+            help_lines["checkpoint"] = (f"checkpoint: {ZOO_URL}{Path(spec.checkpoint).name} (UMT model zoo); "
                                         "put it in paths.checkpoints (env VIDTLDR_CHECKPOINTS) or set model.checkpoint=/path")
         else:  # a file the user named: the zoo may not have it under that name, so no URL is guessed
             help_lines["checkpoint"] = ("checkpoint: model.checkpoint names a file that does not exist; "
