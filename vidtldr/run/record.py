@@ -43,8 +43,13 @@ def package_versions(names: Iterable[str] = _PACKAGES) -> dict[str, str | None]:
 
 
 def git_info(repo: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Commit and dirtiness of the source tree that holds this package (None outside git)."""
-    where = Path(repo) if repo is not None else Path(__file__).resolve().parent.parent
+    """Commit and dirtiness of the source tree that holds this package (None outside git).
+
+    Only a checkout that tracks the package's own files counts: a wheel installed into a virtual
+    environment that happens to sit inside some other git checkout must not report that checkout's
+    commit."""
+    package = Path(__file__).resolve().parent.parent
+    where = Path(repo) if repo is not None else package
 
     def git(*args: str) -> str | None:
         try:
@@ -55,6 +60,8 @@ def git_info(repo: str | os.PathLike | None = None) -> dict[str, Any]:
         return out.stdout.strip()
 
     commit = git("rev-parse", "HEAD")
+    if commit is not None and repo is None and git("ls-files", "--error-unmatch", "__init__.py") is None:
+        commit = None  # the package's files are not tracked here
     if commit is None:
         return {"commit": None, "dirty": None}
     status = git("status", "--porcelain", "--untracked-files=no")
