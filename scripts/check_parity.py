@@ -254,12 +254,12 @@ def check_retrieval(rep: Report, folder: Path, config: dict, device: str, attent
                 counts = out.token_counts
                 if trace:
                     outputs = [o.cpu() for o in out.block_outputs] if outputs is None else \
-                        [torch.cat([a, o.cpu()]) for a, o in zip(outputs, out.block_outputs)]
+                        [torch.cat([a, o.cpu()]) for a, o in zip(outputs, out.block_outputs, strict=True)]
                     sizes = [None if s is None else s.cpu() for s in out.block_sizes] if sizes is None else \
-                        [a if s is None else torch.cat([a, s.cpu()]) for a, s in zip(sizes, out.block_sizes)]
+                        [a if s is None else torch.cat([a, s.cpu()]) for a, s in zip(sizes, out.block_sizes, strict=True)]
                     traces = [dict(t) for t in out.state.trace] if traces is None else \
                         [{k: torch.cat([a[k], t[k]]) if torch.is_tensor(t[k]) else a[k] for k in a}
-                         for a, t in zip(traces, out.state.trace)]
+                         for a, t in zip(traces, out.state.trace, strict=True)]
         tokens, feat = torch.cat(tokens), torch.cat(feats)
         i2t_emb = itc_scores(feat, text.feat)
         by_engine = {e: rerank(model, i2t_emb, text, tokens, engine=e, k_test=k_test) for e in engines}
@@ -304,7 +304,7 @@ def check_retrieval(rep: Report, folder: Path, config: dict, device: str, attent
             elif key == "merge_trace":
                 rep.exact(f"{name}merge_trace (merging layers)", [t["layer"] for t in traces or []],
                           [t["layer"] for t in want])
-                for got_t, want_t in zip(traces or [], want):
+                for got_t, want_t in zip(traces or [], want, strict=False):  # a count mismatch is reported above
                     for field, value in want_t.items():
                         label = f"{name}merge_trace[{want_t['layer']}].{field}"
                         if torch.is_tensor(value) and value.is_floating_point():
@@ -370,11 +370,11 @@ def check_qa(rep: Report, folder: Path, config: dict, device: str, attention: st
             elif key == "pred_answers":
                 rep.exact(name + key, predictions, list(want))
             elif key == "result":
-                rep.exact(name + key, [{"question_id": q, "answer": a} for q, a in zip(qids, predictions)],
+                rep.exact(name + key, [{"question_id": q, "answer": a} for q, a in zip(qids, predictions, strict=True)],
                           [dict(r) for r in want])
             elif key == "accuracy":
-                gold = dict(zip(qids, qa_in["gt_answers"]))
-                acc = qa_accuracy(dict(zip(qids, predictions)), gold)
+                gold = dict(zip(qids, qa_in["gt_answers"], strict=True))
+                acc = qa_accuracy(dict(zip(qids, predictions, strict=True)), gold)
                 rep.exact(name + "accuracy.overall", acc, float(want["overall"]))
             elif key == "token_counts_final":
                 rep.exact(name + key, outs[-1].token_counts[-1], int(want))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from vidtldr.errors import DiskFullError, RunDirError, RunInterrupted
+from vidtldr.errors import ConfigError, DiskFullError, RunDirError, RunInterrupted
 from vidtldr.run import runner
 from vidtldr.run.runner import run
 
@@ -78,7 +78,7 @@ def test_complete_record_is_refused_not_replaced(clean, tmp_path):
 def test_failed_run_leaves_one_line_reason_and_resumes(clean, tmp_path):
     cache = fresh_cache(clean, tmp_path)
     run_dir = tmp_path / "run"
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigError):
         run(make_cfg(cache, "data.batch_size=0"), run_dir, progress=False)
     failed = read(run_dir)
     assert failed["status"] == "failed" and "data.batch_size" in failed["error"] and "\n" not in failed["error"]

@@ -1,5 +1,5 @@
-"""BERT text encoder with cross-attention fusion layers, and the QA answer decoder (spec section 3,
-section 5.2).
+"""BERT text encoder with cross-attention fusion layers, and the QA answer decoder (docs/protocol.md
+sections 3 and 5).
 
 Post-LN BERT as in the xbert copy used by UMT: layers ``>= fusion_layer`` add a cross-attention
 sub-layer (queries from text, keys/values from ``encoder_width``-wide tokens) between
@@ -237,7 +237,7 @@ class BertModel(nn.Module):
         self_bias = padding_bias(attention_mask, torch.float32)
         layers = self.encoder.layer[self.fusion_layer:]
         hidden = layers[0].after_self_attention(first_self, kvs[0])
-        for layer, kv in zip(layers[1:], kvs[1:]):
+        for layer, kv in zip(layers[1:], kvs[1:], strict=True):
             hidden = layer.after_self_attention(layer.attention(hidden, self_bias), kv)
         return hidden
 

@@ -1,5 +1,5 @@
 """QA run: videos -> vision tokens (cached, one encoding per distinct video) -> answer-list ranking
-(the model's ``rank_answers``, spec §7) -> exact-match accuracy (:func:`vidtldr.tasks.metrics.qa_accuracy`)."""
+(the model's ``rank_answers``; docs/protocol.md section 5) -> exact-match accuracy (:func:`vidtldr.tasks.metrics.qa_accuracy`)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
         shared = FeatureCache(scratch, video_cache.key)
     start = time.perf_counter()
     order = unique_in_order(split.video_names)
-    path_of = dict(reversed(list(zip(split.video_names, split.videos))))  # first path of each key
+    path_of = dict(reversed(list(zip(split.video_names, split.videos, strict=True))))  # first path of each key
     shared.bind_sources(path_of)  # shards are valid for the file they were computed from
     mine = D.shard(order, dist_ctx)
     videos = video_features([path_of[k] for k in mine], mine, encode, shared, num_frames=spec.num_frames,
@@ -110,7 +110,7 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
                 else:
                     topk_ids, _ = rank_from_states(model, states[lo - w_lo:hi - w_lo], q_mask, answers.input_ids,
                                                    answers.attention_mask, k)
-                for qid, row in zip(split.question_ids[lo:hi], topk_ids):
+                for qid, row in zip(split.question_ids[lo:hi], topk_ids, strict=True):
                     predictions[qid] = split.answer_list[int(row[0])]
                 bar.update(hi - lo)
     if dist_ctx.enabled:  # contiguous shares in rank order: merging keeps the question order
@@ -119,7 +119,7 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
             merged.update(share)
         predictions = merged
     timings["answer_ranking_s"] = time.perf_counter() - start
-    gold = dict(zip(split.question_ids, split.answers))
+    gold = dict(zip(split.question_ids, split.answers, strict=True))
     metrics = {"acc": qa_accuracy(predictions, gold)}
     counts = {"questions": len(split.questions), "questions_total": total, "videos": len(set(split.video_names)),
               "videos_total": total_videos, "videos_skipped": len(skipped), "videos_decoded": decoded,

@@ -111,7 +111,7 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
     start = time.perf_counter()
     order = unique_in_order(split.video_names)
     path_of: dict[str, str] = {}
-    for key, path in zip(split.video_names, split.videos):
+    for key, path in zip(split.video_names, split.videos, strict=True):
         path_of.setdefault(key, path)
     shared_video.bind_sources(path_of)  # every video's file identity is part of its shard's and the store's name
     mine = D.shard(order, dist_ctx)  # everything in a single process

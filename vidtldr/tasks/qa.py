@@ -1,4 +1,4 @@
-"""Video QA by answer-list ranking (spec section 7).
+"""Video QA by answer-list ranking (docs/protocol.md section 5).
 
 The ranking itself is :meth:`vidtldr.models.umt.UMTQA.rank_answers` (first-piece top-k, then
 re-scoring with the decoder loss). This module runs it over batches and turns the ranked
@@ -37,7 +37,7 @@ class QARanking:
 
     def records(self) -> list[dict]:
         """Official result records ``[{"question_id": ..., "answer": ...}]``."""
-        return [{"question_id": q, "answer": a} for q, a in zip(self.qids, self.predictions)]
+        return [{"question_id": q, "answer": a} for q, a in zip(self.qids, self.predictions, strict=True)]
 
 
 @torch.no_grad()

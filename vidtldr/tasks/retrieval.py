@@ -1,4 +1,4 @@
-"""Video-text retrieval scoring as the official evaluation computes it (spec section 6).
+"""Video-text retrieval scoring as the official evaluation computes it (docs/protocol.md section 4).
 
 Pure functions of a model and already-computed features:
 
