@@ -108,7 +108,7 @@ def mutmut_config(target: Target) -> str:
     lines = ["", "[tool.mutmut]", 'source_paths = ["vidtldr"]', f"only_mutate = [{json.dumps(target.path)}]",
              f"pytest_add_cli_args = {json.dumps(pytest_args)}",
              f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
-             "mutate_only_covered_lines = false", "use_git_change_detection = false",
+             'also_copy = ["scripts"]', "mutate_only_covered_lines = false", "use_git_change_detection = false",
              "track_dependencies = false", "use_setproctitle = false"]
     return "\n".join(lines) + "\n"
 
@@ -121,6 +121,7 @@ def prepare(target: Target) -> Path:
     work.mkdir(parents=True)
     shutil.copytree(ROOT / "vidtldr", work / "vidtldr", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "scripts", work / "scripts", ignore=shutil.ignore_patterns("__pycache__"))  # some tests read them
     (work / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + mutmut_config(target))
     return work
 
@@ -301,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             rc, tail = run_mutmut(target, work, args.jobs)
             (work / "run.json").write_text(json.dumps({"seconds": round(time.perf_counter() - start, 1),
                                                        "machine": where, "mutmut_exit": rc}))
-        if not (work / "mutants" / (path + ".meta")).is_file():
+        if rc != 0 or not (work / "mutants" / (path + ".meta")).is_file():  # e.g. the clean test run failed
             print(f"mutation: mutmut failed on {path} (exit {rc}); log in {work / 'mutmut.log'}\n{tail}",
                   file=sys.stderr)
             failed = True
