@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -85,11 +86,37 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
     answers = tokenize_answers(tokenizer, split.answer_list, spec.max_a_len)
     questions = tokenize(tokenizer, split.questions, spec.max_q_len)
     k = min(spec.k_test, len(split.answer_list))
+    predictions = _answer_questions(model, engine, split, videos, questions, answers, k, settings["batch_size"],
+                                    questions_mine, progress)
+    if dist_ctx.enabled:  # contiguous shares in rank order: merging keeps the question order
+        merged: dict = {}
+        for share in D.all_gather_objects(predictions, dist_ctx):
+            merged.update(share)
+        predictions = merged
+    timings["answer_ranking_s"] = time.perf_counter() - start
+    gold = dict(zip(split.question_ids, split.answers, strict=True))
+    metrics = {"acc": qa_accuracy(predictions, gold)}
+    counts = {"questions": len(split.questions), "questions_total": total, "videos": len(set(split.video_names)),
+              "videos_total": total_videos, "videos_skipped": len(skipped), "videos_decoded": decoded,
+              "videos_from_cache": cached, "answers": len(split.answer_list), "k_effective": k}
+    seconds = {"decode": timings["video_features_s"] - vision_s[0], "vision": vision_s[0],
+               "answer_ranking": timings["answer_ranking_s"]}
+    cost = {"itm_engine": engine, "seconds": {k: round(v, 3) for k, v in seconds.items()},
+            "note": "grouped: the questions about one video (within windows of consecutive questions) are "
+                    "encoded against its cross-attention keys/values projected once"}
+    return TaskResult(metrics=metrics, counts=counts, token_counts=token_counts_of(videos), timings=timings,
+                      skipped=[{"path": s.path, "reason": s.reason} for s in skipped],
+                      extra={"predictions": [{"question_id": q, "answer": a} for q, a in predictions.items()],
+                             "cost": cost})
+
+
+def _answer_questions(model, engine: str, split: QASplit, videos, questions, answers, k: int, batch: int,
+                      questions_mine: Sequence[int], progress: bool) -> dict:
+    """This rank's predictions ``{question_id: answer}``, ranked in batches of ``batch`` questions.
+    grouped: the questions of a window are encoded per video (its keys/values projected once); the
+    answer ranking still runs in the same batches as the pairwise execution."""
     predictions: dict = {}
-    batch = settings["batch_size"]
     first, end = (questions_mine[0], questions_mine[-1] + 1) if questions_mine else (0, 0)
-    # grouped: the questions of a window are encoded per video (its keys/values projected once); the
-    # answer ranking still runs in the same batches of `batch` questions as the pairwise execution.
     window = batch * max(1, -(-QA_WINDOW // batch)) if engine == "grouped" else batch
     with torch.no_grad(), tqdm(total=end - first, desc="answer ranking", unit="question",
                                disable=not progress, leave=False) as bar:
@@ -113,23 +140,4 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
                 for qid, row in zip(split.question_ids[lo:hi], topk_ids, strict=True):
                     predictions[qid] = split.answer_list[int(row[0])]
                 bar.update(hi - lo)
-    if dist_ctx.enabled:  # contiguous shares in rank order: merging keeps the question order
-        merged: dict = {}
-        for share in D.all_gather_objects(predictions, dist_ctx):
-            merged.update(share)
-        predictions = merged
-    timings["answer_ranking_s"] = time.perf_counter() - start
-    gold = dict(zip(split.question_ids, split.answers, strict=True))
-    metrics = {"acc": qa_accuracy(predictions, gold)}
-    counts = {"questions": len(split.questions), "questions_total": total, "videos": len(set(split.video_names)),
-              "videos_total": total_videos, "videos_skipped": len(skipped), "videos_decoded": decoded,
-              "videos_from_cache": cached, "answers": len(split.answer_list), "k_effective": k}
-    seconds = {"decode": timings["video_features_s"] - vision_s[0], "vision": vision_s[0],
-               "answer_ranking": timings["answer_ranking_s"]}
-    cost = {"itm_engine": engine, "seconds": {k: round(v, 3) for k, v in seconds.items()},
-            "note": "grouped: the questions about one video (within windows of consecutive questions) are "
-                    "encoded against its cross-attention keys/values projected once"}
-    return TaskResult(metrics=metrics, counts=counts, token_counts=token_counts_of(videos), timings=timings,
-                      skipped=[{"path": s.path, "reason": s.reason} for s in skipped],
-                      extra={"predictions": [{"question_id": q, "answer": a} for q, a in predictions.items()],
-                             "cost": cost})
+    return predictions

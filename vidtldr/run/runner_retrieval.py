@@ -99,14 +99,7 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
         return [{"tokens": feats.tokens[i].clone(), "feat": feats.feat[i].clone(), "token_counts": counts}
                 for i in range(feats.tokens.shape[0])]
 
-    # Ranks exchange features, and the store is packed, through the on-disk cache; when the user
-    # turned the cache off, a run-scoped scratch cache (removed by the runner) stands in for it.
-    on_disk = mode == "disk" or dist_ctx.enabled
-    shared_video, shared_text = video_cache, text_cache
-    if on_disk and not video_cache.enabled:
-        shared_video = FeatureCache(_need(scratch), video_cache.key)
-    if dist_ctx.enabled and not text_cache.enabled:
-        shared_text = FeatureCache(_need(scratch), text_cache.key)
+    shared_video, shared_text = _shared_caches(mode, video_cache, text_cache, dist_ctx, scratch)
 
     start = time.perf_counter()
     order = unique_in_order(split.video_names)
@@ -129,41 +122,18 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
     distinct = len(order) - len({s.path for s in skipped})
 
     start = time.perf_counter()
-    if dist_ctx.enabled:  # computed once, on rank 0, and shared through the (text) cache
-        if dist_ctx.is_main:
-            text = text_features(model, tokenizer, split.texts, spec.max_txt_l, settings["text_batch"], shared_text)
-        D.barrier(dist_ctx)
-        if not dist_ctx.is_main:
-            text = text_features(model, tokenizer, split.texts, spec.max_txt_l, settings["text_batch"], shared_text)
-    else:
-        text = text_features(model, tokenizer, split.texts, spec.max_txt_l, settings["text_batch"], text_cache)
+    text = _text_features_once(model, tokenizer, split.texts, spec.max_txt_l, settings["text_batch"],
+                               shared_text if dist_ctx.enabled else text_cache, dist_ctx)
     timings["text_features_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    store = None
-    store_info = {"mode": mode}
     if mode == "disk":
-        keys = unique_in_order(split.video_names)
-        dtype = str(settings.get("store_dtype", "fp32"))
-        where = store_dir(shared_video, keys, dtype)
-        if dist_ctx.is_main:
-            build_from_cache(shared_video, keys, dtype)
-        D.barrier(dist_ctx)
-        store = TokenStore(where, window_mb=float(settings.get("store_window_mb", 16)))
-        vision_feat = store.feats(split.video_names)
-        vision_tokens = store.view(split.video_names)
-        token_counts = list(store.token_counts)
-        store_info.update(dtype=dtype, bytes=store.nbytes, videos=len(store))
+        store, vision_feat, vision_tokens, token_counts, store_info = _from_store(split, settings, shared_video,
+                                                                                 dist_ctx)
         timings["feature_store_s"] = time.perf_counter() - start
     else:
-        if dist_ctx.enabled:  # every rank needs every video's tokens: read them from the shared shards
-            have = set(videos.by_key)
-            for key in unique_in_order(split.video_names):
-                if key not in have:
-                    videos.by_key[key] = shared_video.load(key)
-        vision_feat = stack(videos, split.video_names, "feat")
-        vision_tokens = stack(videos, split.video_names, "tokens")
-        token_counts = token_counts_of(videos)
+        store, store_info = None, {"mode": mode}
+        vision_feat, vision_tokens, token_counts = _from_memory(split, videos, shared_video, dist_ctx)
     i2t_emb = R.itc_scores(vision_feat, text.feat)
     timings["itc_s"] = time.perf_counter() - start
 
@@ -174,17 +144,7 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
     n_v, n_t = i2t_emb.shape
 
     start = time.perf_counter()
-
-    def numpy_ready(m: torch.Tensor) -> torch.Tensor:
-        # numpy has no bfloat16; widening is exact, so the order of tied scores is unchanged.
-        # float16 (the official autocast dtype) is kept as is.
-        return m.float() if m.dtype == torch.bfloat16 else m
-
-    metrics = {
-        "itm": retrieval_metrics(numpy_ready(scores.i2t), numpy_ready(scores.t2i), split.txt2img, split.img2txt),
-        "itc": retrieval_metrics(numpy_ready(scores.i2t_emb), numpy_ready(scores.t2i_emb), split.txt2img,
-                                 split.img2txt),
-    }
+    metrics = _metrics(scores, split)
     timings["metrics_s"] = time.perf_counter() - start
     counts = {"videos": n_v, "texts": n_t, "videos_total": total_videos, "texts_total": total_texts,
               "videos_skipped": len(skipped), "videos_decoded": decoded,
@@ -198,6 +158,66 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
     return TaskResult(metrics=metrics, counts=counts, token_counts=token_counts, timings=timings,
                       skipped=[{"path": s.path, "reason": s.reason} for s in skipped], cache=cache_stats,
                       extra={"feature_store": store_info, "cost": cost})
+
+
+def _shared_caches(mode: str, video_cache: FeatureCache, text_cache: FeatureCache, dist_ctx: D.DistContext,
+                   scratch: Path | None) -> tuple[FeatureCache, FeatureCache]:
+    """The caches the ranks exchange features through, and the store is packed from: the on-disk cache,
+    or, when the user turned it off, a run-scoped scratch cache (removed by the runner)."""
+    shared_video, shared_text = video_cache, text_cache
+    if (mode == "disk" or dist_ctx.enabled) and not video_cache.enabled:
+        shared_video = FeatureCache(_need(scratch), video_cache.key)
+    if dist_ctx.enabled and not text_cache.enabled:
+        shared_text = FeatureCache(_need(scratch), text_cache.key)
+    return shared_video, shared_text
+
+
+def _text_features_once(model, tokenizer, texts, max_txt_l: int, batch: int, cache: FeatureCache,
+                        dist_ctx: D.DistContext):
+    """Text features; under torch.distributed computed once, on rank 0, the others read its shards."""
+    if dist_ctx.enabled and dist_ctx.is_main:
+        text = text_features(model, tokenizer, texts, max_txt_l, batch, cache)
+    D.barrier(dist_ctx)
+    if not (dist_ctx.enabled and dist_ctx.is_main):
+        text = text_features(model, tokenizer, texts, max_txt_l, batch, cache)
+    return text
+
+
+def _from_store(split: RetrievalSplit, settings: dict, shared_video: FeatureCache, dist_ctx: D.DistContext):
+    """Pack (rank 0) and open the memory-mapped token store: the store, pooled features, per-row token
+    views, token counts and the record's store entry."""
+    keys = unique_in_order(split.video_names)
+    dtype = str(settings.get("store_dtype", "fp32"))
+    where = store_dir(shared_video, keys, dtype)
+    if dist_ctx.is_main:
+        build_from_cache(shared_video, keys, dtype)
+    D.barrier(dist_ctx)
+    store = TokenStore(where, window_mb=float(settings.get("store_window_mb", 16)))
+    info = {"mode": "disk", "dtype": dtype, "bytes": store.nbytes, "videos": len(store)}
+    return store, store.feats(split.video_names), store.view(split.video_names), list(store.token_counts), info
+
+
+def _from_memory(split: RetrievalSplit, videos: VideoFeatures, shared_video: FeatureCache, dist_ctx: D.DistContext):
+    """Pooled features, stacked tokens and token counts held in memory (``eval.token_store=memory``)."""
+    if dist_ctx.enabled:  # every rank needs every video's tokens: read them from the shared shards
+        have = set(videos.by_key)
+        for key in unique_in_order(split.video_names):
+            if key not in have:
+                videos.by_key[key] = shared_video.load(key)
+    return (stack(videos, split.video_names, "feat"), stack(videos, split.video_names, "tokens"),
+            token_counts_of(videos))
+
+
+def _metrics(scores, split: RetrievalSplit) -> dict:
+    def numpy_ready(m: torch.Tensor) -> torch.Tensor:
+        # numpy has no bfloat16; widening is exact, so the order of tied scores is unchanged.
+        # float16 (the official autocast dtype) is kept as is.
+        return m.float() if m.dtype == torch.bfloat16 else m
+
+    return {"itm": retrieval_metrics(numpy_ready(scores.i2t), numpy_ready(scores.t2i), split.txt2img,
+                                     split.img2txt),
+            "itc": retrieval_metrics(numpy_ready(scores.i2t_emb), numpy_ready(scores.t2i_emb), split.txt2img,
+                                     split.img2txt)}
 
 
 def evaluation_cost_entry(model, reducer, num_frames: int, distinct_videos: int, n_t: int, max_txt_l: int,
