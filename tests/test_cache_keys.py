@@ -171,3 +171,10 @@ def test_the_keys_say_in_words_what_the_features_are(parts, tmp_path):
                     "embed_dim": parts["arch_cfg"].embed_dim}
     bare, _ = runner.cache_keys(**_changed(parts, reducer=None))
     assert bare["reducer"] == {"name": "none"} and bare["schedule"] == []
+
+
+def test_deterministic_kernels_enter_both_keys_only_when_on(parts):
+    base = _hashes(**parts)
+    assert _hashes(**_changed(parts, deterministic=False)) == base  # existing caches keep their names
+    on = _hashes(**_changed(parts, deterministic=True))
+    assert on[0] != base[0] and on[1] != base[1]

@@ -46,3 +46,20 @@ def test_cuda_autocast_matches_cpu(umt_tiny_dir, precision):
         with autocast_context("cuda", precision):
             low = model.encode_vision(videos.cuda()).tokens
     assert (low.float().cpu() - ref).abs().max() < 0.25
+
+
+def test_deterministic_kernels_switch_torch_and_cublas(monkeypatch):
+    from vidtldr.models.precision import use_deterministic_kernels
+
+    import os
+
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "unset")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")  # restored to its original state after the test
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        use_deterministic_kernels()
+        assert torch.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(before)
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)

@@ -9,6 +9,7 @@ what the official code ran).
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Literal
 
 import torch
@@ -26,6 +27,15 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={device!r} requested but CUDA is not available (torch {torch.__version__})")
     return dev
+
+
+def use_deterministic_kernels() -> None:
+    """Deterministic kernels for the rest of the process. On CUDA the merges' scatter-add otherwise
+    accumulates with atomics, whose order varies between runs: near a tie, two runs (or the fused and
+    the materialized execution) can then merge different tokens. cuBLAS needs its workspace setting
+    for this, read when its first handle is made, so it is set here if the user has not."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -111,11 +111,14 @@ def build(spec: RunSpec, cfg: DictConfig, arch_cfg):
 
 
 def cache_keys(spec: RunSpec, arch_cfg, weights_id: dict, reducer, img_size: int, video_root: Path,
-               attention: str) -> tuple[dict, dict]:
+               attention: str, deterministic: bool = False) -> tuple[dict, dict]:
     """Everything that changes video features, and everything that changes text features.
-    k_test, batch sizes, data.limit and table options are deliberately absent."""
+    k_test, batch sizes, data.limit and table options are deliberately absent. ``deterministic``
+    (CUDA's deterministic kernels) enters the key only when on, so existing caches keep their names."""
     common = {"format": FEATURE_FORMAT, "vidtldr": vidtldr.__version__, "weights": weights_id,
               "device": torch.device(spec.device).type, "precision": spec.precision}
+    if deterministic:
+        common["deterministic"] = True
     video = {**common, "kind": "video", "task": spec.task, "arch": arch_cfg.to_dict(),
              "reducer": reducer.describe() if reducer is not None else {"name": "none"},
              "schedule": list(spec.schedule) if reducer is not None else [],
@@ -251,11 +254,13 @@ def _execute(cfg: DictConfig, run_dir: Path, record: dict, progress: bool, t0: f
              scratch: Path) -> None:
     from vidtldr.data.annotations import load_split
     from vidtldr.models.config import load_architecture
-    from vidtldr.models.precision import autocast_context, resolve_device
+    from vidtldr.models.precision import autocast_context, resolve_device, use_deterministic_kernels
 
     timings: dict[str, float] = {}
     spec = _resolve_spec(cfg, ctx, record, timings)
     resolve_device(spec.device)  # a clear error when CUDA is asked for but absent
+    if cfg.get("deterministic", False):
+        use_deterministic_kernels()
     autocast = autocast_context(spec.device, spec.precision)  # validates the precision now
     dataset_cfg = _plain(cfg.dataset)
     arch_cfg = load_architecture(spec.arch, task=spec.task, num_frames=spec.num_frames)
@@ -364,7 +369,8 @@ def _caches(cfg: DictConfig, spec: RunSpec, arch_cfg, checksums: dict, reducer, 
     weights_id = ({"sha256": checkpoint["sha256"], "kind": spec.checkpoint_kind} if checkpoint
                   else {"random_seed": spec.seed, "arch": spec.arch})
     video_key, text_key = cache_keys(spec, arch_cfg, weights_id, reducer, arch_cfg.vision.img_size,
-                                     video_root(dataset_cfg, spec.data_root), str(cfg.eval.get("attention", "fused")))
+                                     video_root(dataset_cfg, spec.data_root), str(cfg.eval.get("attention", "fused")),
+                                     deterministic=bool(cfg.get("deterministic", False)))
     text_key["annotation"] = checksums["annotation"]["sha256"]
     enabled = bool(cfg.cache.enabled)
     return (FeatureCache(cfg.cache.dir, video_key, enabled=enabled),
