@@ -380,20 +380,26 @@ def format_table(record: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    """``python -m vidtldr.fidelity [overrides]``: the table, then one JSON line (last line)."""
+def hydra_command(config_name: str, prog: str, run, format_table, summary) -> None:
+    """A Hydra command whose job writes its record into the run directory: ``run(cfg, run_dir)``,
+    then the record's table (unless ``print_table=false``) and its summary as one JSON line (last)."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
     from vidtldr.config_utils import CONFIG_DIR
     from vidtldr.errors import cli_guard
 
-    @hydra.main(config_path=str(CONFIG_DIR), config_name="fidelity", version_base="1.3")
+    @hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")
     def _run(cfg: DictConfig) -> None:
-        with cli_guard("vidtldr.fidelity"):
-            record = run_fidelity(cfg, HydraConfig.get().runtime.output_dir)
+        with cli_guard(prog):
+            record = run(cfg, HydraConfig.get().runtime.output_dir)
             if cfg.get("print_table", True):
                 print(format_table(record), flush=True)
             print(json.dumps(summary(record)), flush=True)
 
     _run()
+
+
+def main() -> None:
+    """``python -m vidtldr.fidelity [overrides]``: the table, then one JSON line (last line)."""
+    hydra_command("fidelity", "vidtldr.fidelity", run_fidelity, format_table, summary)

@@ -194,19 +194,7 @@ def summary(record: dict) -> dict:
 
 def main() -> None:
     """``python -m vidtldr.tune budget.gflops=X`` (or ``budget.ratio=``): Pareto table, then one JSON line."""
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-
+    from vidtldr.analysis.fidelity import hydra_command
     from vidtldr.analysis.tune_report import format_table
-    from vidtldr.config_utils import CONFIG_DIR
-    from vidtldr.errors import cli_guard
 
-    @hydra.main(config_path=str(CONFIG_DIR), config_name="tune", version_base="1.3")
-    def _run(cfg: DictConfig) -> None:
-        with cli_guard("vidtldr.tune"):
-            record = run_tune(cfg, HydraConfig.get().runtime.output_dir)
-            if cfg.get("print_table", True):
-                print(format_table(record), flush=True)
-            print(json.dumps(summary(record)), flush=True)
-
-    _run()
+    hydra_command("tune", "vidtldr.tune", run_tune, format_table, summary)

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from vidtldr.reduce.base import ReductionState, Reducer, apply_merge, register_reducer
-from vidtldr.reduce.vidtldr import bipartite_match, merge_source, merge_wavg, saliency_from_neg_entropy
+from vidtldr.reduce.base import ReductionState, Reducer, register_reducer
+from vidtldr.reduce.vidtldr import merge_scored, saliency_from_neg_entropy
 
 
 def shift_norm(update: torch.Tensor) -> torch.Tensor:
@@ -55,13 +55,4 @@ class RepShift(Reducer):
             raise ValueError(f"repshift at block {layer}: update {tuple(update.shape)} does not match "
                              f"the tokens {tuple(x.shape)}")
         score = shift_score(update)
-        n_tok = x.shape[1]
-        match = bipartite_match(x, r, score)
-        x = apply_merge(match, x, state, merge_wavg, merge_source)
-        if state.record_trace:
-            state.trace.append({
-                "layer": layer, "tokens_in": n_tok, "r_merge": r, "score_obj": score,
-                "unm_idx": match.unm_idx, "src_idx": match.src_idx, "dst_idx": match.dst_idx,
-                "src_so": match.src_so,
-            })
-        return x
+        return merge_scored(x, r, layer, score, state)

@@ -208,6 +208,21 @@ def official_vidtldr_call(x: torch.Tensor, attn: torch.Tensor, info: dict, layer
 # The reducer
 # --------------------------------------------------------------------------------------------
 
+def merge_scored(x: torch.Tensor, r: int, layer: int, score: torch.Tensor, state: ReductionState) -> torch.Tensor:
+    """vid-TLDR's matching and size-weighted merging of ``x`` given each token's importance ``score``
+    (tokens scored 0 are dropped by the merge); appends the trace entry when the state records one."""
+    n_tok = x.shape[1]
+    match = bipartite_match(x, r, score)
+    x = apply_merge(match, x, state, merge_wavg, merge_source)
+    if state.record_trace:
+        state.trace.append({
+            "layer": layer, "tokens_in": n_tok, "r_merge": r, "score_obj": score,
+            "unm_idx": match.unm_idx, "src_idx": match.src_idx, "dst_idx": match.dst_idx,
+            "src_so": match.src_so,
+        })
+    return x
+
+
 @register_reducer("vidtldr")
 class VidTLDR(Reducer):
     """vid-TLDR as a ViT hook: asks for the per-query negative entropy only at merging blocks."""
@@ -224,13 +239,4 @@ class VidTLDR(Reducer):
         else:
             raise ValueError(f"vidtldr at block {layer}: aux has neither 'neg_entropy' nor 'attn' "
                              f"(got keys {sorted(aux)}); the attention must compute what needs() asks for")
-        n_tok = x.shape[1]
-        match = bipartite_match(x, r, score)
-        x = apply_merge(match, x, state, merge_wavg, merge_source)
-        if state.record_trace:
-            state.trace.append({
-                "layer": layer, "tokens_in": n_tok, "r_merge": r, "score_obj": score,
-                "unm_idx": match.unm_idx, "src_idx": match.src_idx, "dst_idx": match.dst_idx,
-                "src_so": match.src_so,
-            })
-        return x
+        return merge_scored(x, r, layer, score, state)
