@@ -183,3 +183,48 @@ def test_random_drop_fingerprint_ignores_last_bit_noise_but_not_content():
     assert sample_fingerprint(noisy) == sample_fingerprint(x)
     assert sample_fingerprint(x * 1.1) != sample_fingerprint(x)
     assert sample_fingerprint(x[:29]) != sample_fingerprint(x)
+
+
+# ----------------------------------------------------------------------------- ToMe, worked by hand
+
+# Tokens 0..3 (evens 0, 2; odds 1, 3). Token 0 is (nearly) token 1; token 2 is far from both odds.
+_HAND_KEYS = torch.tensor([[[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [-1.0, 0.0]]])
+_HAND_X = torch.tensor([[[2.0], [4.0], [10.0], [20.0]]])
+
+
+def test_tome_hand_merge_values_sizes_and_provenance():
+    # r = 1: even token 0 merges into odd token 1; output = [unmerged evens] ++ [odds]
+    m = tome_match(_HAND_KEYS, 1)
+    assert m.src_idx.flatten().tolist() == [0] and m.dst_idx.flatten().tolist() == [0]
+    assert m.unm_idx.flatten().tolist() == [1]
+    x, size = tome_merge_wavg(m, _HAND_X)
+    assert x.flatten().tolist() == [10.0, 3.0, 20.0] and size.flatten().tolist() == [1.0, 2.0, 1.0]
+    # sizes already there weight the average: token 0 worth 3, token 1 worth 1 -> (3*2 + 1*4) / 4
+    x, size = tome_merge_wavg(m, _HAND_X, torch.tensor([[[3.0], [1.0], [1.0], [1.0]]]))
+    assert x.flatten().tolist() == [10.0, 2.5, 20.0] and size.flatten().tolist() == [1.0, 4.0, 1.0]
+    source = tome_merge_source(m, _HAND_X)
+    assert source[0].tolist() == [[0, 0, 1, 0], [1, 1, 0, 0], [0, 0, 0, 1]]
+
+
+def test_tome_reducer_traces_what_it_merged():
+    reducer = build_reducer("tome", [1])
+    state = ReductionState(record_trace=True, trace_source=True)
+    out = reducer.reduce(_HAND_X, 0, state, {"keys": _HAND_KEYS})
+    assert out.flatten().tolist() == [10.0, 3.0, 20.0]
+    assert state.size.flatten().tolist() == [1.0, 2.0, 1.0]
+    assert state.source[0].tolist() == [[0, 0, 1, 0], [1, 1, 0, 0], [0, 0, 0, 1]]
+    (entry,) = state.trace
+    assert entry["layer"] == 0 and entry["tokens_in"] == 4 and entry["r_merge"] == 1
+    assert entry["unm_idx"].flatten().tolist() == [1] and entry["src_idx"].flatten().tolist() == [0]
+    assert entry["dst_idx"].flatten().tolist() == [0]
+
+
+def test_tome_refuses_bad_inputs_by_name():
+    with pytest.raises(ValueError, match=r"\[B, T, D\].*\(4, 2\)"):
+        tome_match(_HAND_KEYS[0], 1)
+    with pytest.raises(ValueError, match=r"\[0, 2\], got 3"):
+        tome_match(_HAND_KEYS, 3)
+    with pytest.raises(ValueError, match=r"got -1"):
+        tome_match(_HAND_KEYS, -1)
+    with pytest.raises(ValueError, match=r"tome at block 0: aux has no 'keys'.*needs\(\) asks for"):
+        build_reducer("tome", [1]).reduce(_HAND_X, 0, ReductionState(), {})
