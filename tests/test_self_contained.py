@@ -19,9 +19,7 @@ FORBIDDEN = [
     re.compile("/work/" + "shared"),
 ]
 # TODO lead: files still carrying citations, owned by helpers working on them concurrently (remove after merge).
-PENDING = {
-    "vidtldr/run/runspec.py", "vidtldr/reduce/schedule.py", "tests/test_flops.py",  # contract
-}
+PENDING: set = set()  # files still allowed to cite outside documents while being rewritten (none)
 
 
 def text_files(root: pathlib.Path = ROOT):
