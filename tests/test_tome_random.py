@@ -228,3 +228,11 @@ def test_tome_refuses_bad_inputs_by_name():
         tome_match(_HAND_KEYS, -1)
     with pytest.raises(ValueError, match=r"tome at block 0: aux has no 'keys'.*needs\(\) asks for"):
         build_reducer("tome", [1]).reduce(_HAND_X, 0, ReductionState(), {})
+
+
+def test_tome_with_r_zero_is_the_identity():
+    m = tome_match(_HAND_KEYS, 0)
+    assert m.src_idx.shape == (1, 0, 1) and m.unm_idx.flatten().tolist() == [0, 1]
+    x, size = tome_merge_wavg(m, _HAND_X)
+    # even tokens first, then odd ones: a permutation, nothing averaged
+    assert x.flatten().tolist() == [2.0, 10.0, 4.0, 20.0] and size.flatten().tolist() == [1.0] * 4
