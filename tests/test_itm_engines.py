@@ -287,3 +287,21 @@ def test_grouped_engine_on_cuda_in_fp32_and_fp16(tiny):
         half = itm_rerank_grouped(gpu, i2t_emb, text, tokens, k_test=4, chunk=3)
     assert torch.equal(half.i2t == NOT_RERANKED, pairwise.i2t == NOT_RERANKED)
     assert (half.i2t - pairwise.i2t).abs().max().item() < 0.05 and (half.t2i - pairwise.t2i).abs().max().item() < 0.05
+
+
+def test_itm_stats_add_two_ranks_and_serialise():
+    from collections import Counter
+
+    from vidtldr.tasks.retrieval import ITMStats
+
+    a = ITMStats("grouped", pairs=3, written=5, pair_shapes=Counter({(12, 100): 3}),
+                 video_kv=Counter({100: 1}), text_parts=Counter({12: 3}))
+    b = ITMStats("grouped", pairs=2, written=2, pair_shapes=Counter({(12, 100): 1, (8, 90): 1}),
+                 video_kv=Counter({90: 1, 100: 1}), text_parts=Counter({8: 1}))
+    both = a.add(b)
+    assert (both.engine, both.pairs, both.written) == ("grouped", 5, 7)
+    assert both.to_dict() == {"engine": "grouped", "pairs": 5, "written": 7,
+                              "pair_shapes": [[8, 90, 1], [12, 100, 4]],
+                              "video_kv": [[90, 1], [100, 2]],
+                              "text_parts": [[8, 1], [12, 3]]}
+    assert a.to_dict()["pairs"] == 3  # adding leaves the operands as they were
