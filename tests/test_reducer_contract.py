@@ -92,3 +92,32 @@ def test_removing_tokens_needs_a_reducer_description():
     with pytest.raises(ValueError, match="pass the reducer"):
         vision_cost(vision, 4, [10])
     assert vision_cost(vision, 4, [10], reducer=ReducerTraits()).tokens_per_layer[1] == 186
+
+
+def test_registering_a_new_reducer_names_and_stores_it():
+    cls = type("Fresh", (Reducer,), {"need": None, "match_on": None, "tracks_sizes": False,
+                                      "remove": lambda self, x, r, layer, state, aux: x[:, r:]})
+    try:
+        assert register_reducer("fresh_for_test")(cls) is cls
+        assert REDUCERS["fresh_for_test"] is cls and cls.name == "fresh_for_test"
+        assert reducer_class("fresh_for_test") is cls
+    finally:
+        REDUCERS.pop("fresh_for_test", None)
+
+
+def test_only_reducer_classes_can_register():
+    with pytest.raises(TypeError, match=r"test_reducer_contract\.NotAReducer: .*must subclass"):
+        check_contract(NotAReducer)
+    with pytest.raises(TypeError, match="must subclass"):
+        check_contract(42)
+
+
+class NotAReducer:
+    need, match_on, tracks_sizes = None, None, False
+
+
+def test_description_and_per_block_needs():
+    assert build_reducer("vidtldr", [3, 2]).describe() == {"name": "vidtldr", "r": [3, 2]}
+    assert Reducer(None).describe() == {"name": "none", "r": []}
+    tome = build_reducer("tome", [1, 0])
+    assert tome.needs(0, 10) == "keys" and tome.needs(1, 9) is None and tome.needs(2, 9) is None
