@@ -12,18 +12,13 @@ from vidtldr.models.config import VisionConfig, load_architecture
 from vidtldr.reduce import build_reducer, parse_schedule
 from vidtldr.reduce.base import Reducer
 
+from _models import sharpened_vit
+
 TINY = {"img_size": 32, "patch_size": 8, "width": 32, "depth": 4, "num_heads": 4, "num_frames": 4}  # 64 tokens
 
 
 def _tiny_model(seed=0):
-    torch.manual_seed(seed)
-    model = vit.VisionTransformer(VisionConfig(**TINY)).eval()
-    with torch.no_grad():  # sharpen attention so the statistics are not all near-uniform
-        for block in model.encoder.blocks:
-            block.attn.qkv.weight.mul_(3.0)
-            block.attn.q_bias.normal_()
-            block.attn.v_bias.normal_()
-    return model
+    return sharpened_vit(VisionConfig(**TINY), seed=seed)
 
 
 def _run_both(model, videos, name, schedule):

@@ -13,6 +13,7 @@ from vidtldr.models import build_model, config_from_official, load_checkpoint
 from vidtldr.run import distributed as D
 from vidtldr.tasks.itm import candidate_masks, itm_rerank_grouped, pairwise_pairs, rerank, text_lengths
 from vidtldr.tasks.metrics import retrieval_metrics
+from _models import official_tiny
 from vidtldr.tasks.retrieval import NOT_RERANKED, TextFeatures, encode_texts, itc_scores, itm_rerank
 
 ATOL = 1e-5  # fp32 rounding of different matmul shapes; the bound is 1e-4
@@ -20,11 +21,7 @@ ATOL = 1e-5  # fp32 rounding of different matmul shapes; the issue's bound is 1e
 
 @pytest.fixture(scope="module")
 def tiny(umt_tiny_dir):
-    model = build_model(config_from_official(umt_tiny_dir / "config.json", umt_tiny_dir / "bert_config.json"))
-    load_checkpoint(model, umt_tiny_dir / "checkpoint.pth")
-    inputs = torch.load(umt_tiny_dir / "inputs.pt", weights_only=True)
-    with torch.no_grad():
-        out = model.encode_vision(inputs["videos"])
+    model, inputs, out = official_tiny(umt_tiny_dir)
     text = encode_texts(model, inputs["input_ids"], inputs["attention_mask"])
     i2t_emb = itc_scores(model.itc_vision(out.pooled), text.feat)
     return model, out.tokens, text, i2t_emb

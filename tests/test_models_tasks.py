@@ -7,16 +7,13 @@ import torch
 
 from vidtldr.models import build_model, config_from_official, load_checkpoint
 from vidtldr.tasks.qa import QABatch, rank_all
+from _models import official_tiny
 from vidtldr.tasks.retrieval import NOT_RERANKED, TextFeatures, encode_texts, itc_scores, itm_rerank
 
 
 @pytest.fixture(scope="module")
 def retrieval(umt_tiny_dir):
-    model = build_model(config_from_official(umt_tiny_dir / "config.json", umt_tiny_dir / "bert_config.json"))
-    load_checkpoint(model, umt_tiny_dir / "checkpoint.pth")
-    inputs = torch.load(umt_tiny_dir / "inputs.pt", weights_only=True)
-    with torch.no_grad():
-        out = model.encode_vision(inputs["videos"])
+    model, inputs, out = official_tiny(umt_tiny_dir)
     text = encode_texts(model, inputs["input_ids"], inputs["attention_mask"], batch_size=5)
     return model, out, text
 

@@ -12,6 +12,8 @@ from vidtldr.models import vit
 from vidtldr.models.config import VisionConfig
 from vidtldr.reduce.base import Reducer
 
+from _models import sharpened_vit
+
 
 def _cfg(**kw):
     base = dict(img_size=32, patch_size=8, width=32, depth=3, num_heads=4, num_frames=2)
@@ -19,15 +21,7 @@ def _cfg(**kw):
     return VisionConfig(**base)
 
 
-def _model(cfg, attention="fused", seed=0):
-    torch.manual_seed(seed)
-    model = vit.VisionTransformer(cfg, attention=attention).eval()
-    with torch.no_grad():  # sharpen attention so the statistics are not all near-uniform
-        for block in model.encoder.blocks:
-            block.attn.qkv.weight.mul_(3.0)
-            block.attn.q_bias.normal_()
-            block.attn.v_bias.normal_()
-    return model
+_model = sharpened_vit
 
 
 def test_sinusoid_table_matches_the_formula():
