@@ -136,3 +136,21 @@ def test_fp16_store_is_an_option(cache, tmp_path):
     record = run(make_cfg(cache, "eval.token_store_dtype=fp16"), tmp_path, progress=False)
     assert record["status"] == "complete" and record["feature_store"]["dtype"] == "fp16"
     assert record["feature_store"]["bytes"] == 7 * 124 * 64 * 2
+
+
+def test_verified_store_is_not_read_again_until_a_file_changes(tmp_path, monkeypatch):
+    from vidtldr.run import record
+    from vidtldr.run.feature_store import verify_store
+
+    videos = _videos()
+    out = build_store(tmp_path / "s", list(videos), videos.get)
+    assert verify_store(out) is None  # hashes the files once and remembers them
+    reads = []
+    real_open = open
+    monkeypatch.setattr(record, "open", lambda p, *a, **k: reads.append(Path(p).name) or real_open(p, *a, **k),
+                        raising=False)
+    assert verify_store(out) is None and TOKENS not in reads
+    data = bytearray((out / TOKENS).read_bytes())
+    data[0] ^= 0xFF
+    (out / TOKENS).write_bytes(bytes(data))  # same size; a write changes the ctime
+    assert "does not match its checksum" in verify_store(out) and TOKENS in reads

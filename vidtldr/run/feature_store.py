@@ -25,7 +25,6 @@ keeps hot pages, outside the process).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import mmap
@@ -40,6 +39,7 @@ import torch
 
 from vidtldr.errors import CacheError, DiskFullError, VidtldrError, is_disk_full
 from vidtldr.run.cache import FeatureCache, atomic_write_text, stable_hash
+from vidtldr.run.record import sha256_file
 
 log = logging.getLogger(__name__)
 STORE_FORMAT = 2  # 2: index.json carries checksums and source identities
@@ -57,12 +57,10 @@ def store_dir(cache: FeatureCache, keys: Sequence[str], dtype: str = "fp32") -> 
                                                "sources": [cache.source(k) for k in keys]})
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def file_sha256(path: Path, memo: bool = False) -> str:
+    """The file's sha256; with ``memo`` remembered inside its store folder until the file changes
+    (any write changes its ctime), so an unchanged multi-GB store is not re-read on every run."""
+    return sha256_file(path, memo_dir=path.parent if memo else None)
 
 
 def clear_command(path: Path) -> str:
@@ -77,7 +75,7 @@ def verify_store(path: Path, sources: Optional[Sequence] = None) -> Optional[str
         return problem
     index = json.loads((path / INDEX).read_text())
     for name in (TOKENS, FEAT):
-        if file_sha256(path / name) != index["sha256"][name]:
+        if file_sha256(path / name, memo=True) != index["sha256"][name]:
             return f"{path / name} does not match its checksum in {path / INDEX}"
     if sources is not None and list(index.get("sources", [])) != list(sources):
         return f"{path / INDEX} was built from other versions of the videos"
