@@ -65,6 +65,11 @@ def test_quick_run_on_the_tiny_model_compares_the_engines(tmp_path):
     for key in ("itm_pair_speedup", "eval_speedup_projected", "eval_speedup_measured"):
         assert summary[key] > 0
     full = json.loads((tmp_path / "bench_eval.json").read_text())
+    # the projected speedup is the ratio of the two engines' projected totals (pairwise over grouped)
+    projected = {e: full["engines"][e]["projected_msrvtt_1k"] for e in ("pairwise", "grouped")}
+    assert summary["eval_speedup_projected"] == pytest.approx(projected["pairwise"]["total"]
+                                                             / projected["grouped"]["total"])
+    assert projected["pairwise"]["pairs"] == projected["grouped"]["pairs"] == 256000  # no credit for shared
     assert full["summary"] == summary and (tmp_path / "bench_eval.md").read_text().startswith("# Whole-evaluation")
     assert full["engines"]["pairwise"]["projected_msrvtt_1k"]["pairs"] == 256_000
     assert [row["videos"] for row in full["memory_probe"]] == [1, 2]

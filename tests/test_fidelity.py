@@ -1,6 +1,8 @@
 """Label-free fidelity: the agreement metrics (pure) and the fidelity command on the tiny model."""
 
 import pytest
+
+from vidtldr.run.runner import ensure_tiny_data
 import torch
 
 from vidtldr.analysis.agreement import (average_ranks, embedding_cosine, kendall_rows, mask_diagonal,
@@ -95,7 +97,9 @@ def _cfg(cache, *overrides, name="fidelity"):
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("fidelity_cache")
+    root = tmp_path_factory.mktemp("fidelity_cache")
+    ensure_tiny_data(root, "msrvtt")  # the clips _folder copies, whichever test runs first
+    return root
 
 
 def test_merge_none_against_itself_is_perfect(cache, tmp_path):
@@ -158,7 +162,9 @@ def test_video_folder_without_captions(cache, tmp_path):
     m = record["metrics"]
     assert record["videos"] == 3 and m["rows"] == "video->video" and m["gallery"] == 2
     assert m["itc_top5_overlap"] is None  # k >= gallery: not informative, not reported
-    assert 0 < m["embedding_cosine_mean"] <= 1
+    assert 0 < m["embedding_cosine_mean"] < 1 - 1e-6  # the reduction was applied: not the reference itself
+    same = run_fidelity(_cfg(cache, f"videos={folder}", "merge=none"), tmp_path / "none")["metrics"]
+    assert same["embedding_cosine_mean"] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_broken_video_is_an_error_or_skipped_and_recorded(cache, tmp_path):

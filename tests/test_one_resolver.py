@@ -103,4 +103,4 @@ def test_bench_skips_a_baseline_with_the_evaluations_message():
     assert [e.merge for e in execs] == ["none", "vidtldr"]
     assert skipped[0]["merge"] == "tome" and "only has a vid-TLDR schedule" in skipped[0]["why"]
     assert execs[1].schedule[:2] == [48, 24]
-    assert json.dumps(skipped)  # recorded as plain data
+    assert json.loads(json.dumps(skipped)) == skipped  # recorded as plain data, nothing lost
