@@ -60,3 +60,12 @@ def test_atomic_text_write_replaces_whole_file(tmp_path):
     atomic_write_text(target, "old")
     atomic_write_text(target, "new")
     assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_a_missing_shard_of_another_rank_is_named(tmp_path):
+    from vidtldr.errors import VidtldrError
+    from vidtldr.run.runner_features import load_shared_shard
+
+    cache = FeatureCache(tmp_path, {"kind": "video"})
+    with pytest.raises(VidtldrError, match=r"video 'clip7' are missing or unreadable in .*not on a disk all ranks"):
+        load_shared_shard(cache, "clip7")

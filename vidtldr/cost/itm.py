@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from vidtldr.cost.ledger import Ledger
-from vidtldr.cost.text import TextDims, itm_pair_cost, text_query_cost
+from vidtldr.cost.text import TextDims, itm_pair_cost, itm_rerank_cost, text_query_cost
 
 GFLOP = 1e9
 
@@ -39,14 +39,12 @@ def _self_attention(L: Ledger, n: int, text: TextDims) -> None:
     L.layer_norm(n * H)
 
 
-def _cross_attention_without_kv(L: Ledger, n: int, vision_tokens: int, text: TextDims, masked: bool) -> None:
+def _cross_attention_without_kv(L: Ledger, n: int, vision_tokens: int, text: TextDims) -> None:
     """Cross-attention of ``n`` text tokens to ``vision_tokens`` whose keys/values already exist."""
     H = text.hidden
     L.linear(n, H, H)                          # cross query
     L.matmul(1, n, H, vision_tokens)
-    L.elementwise("scale", n * vision_tokens)
-    if masked:
-        L.elementwise("add", n * vision_tokens, cat="mask")
+    L.elementwise("scale", n * vision_tokens)  # no mask: every vision token is attended
     L.elementwise("softmax", n * vision_tokens)
     L.matmul(1, n, vision_tokens, H)
     L.linear(n, H, H)
@@ -84,7 +82,7 @@ def grouped_pair_cost(text: TextDims, length: int, vision_tokens: int) -> Ledger
     for layer in range(text.layers - text.fusion_layer):
         if layer > 0:
             _self_attention(L, length, text)
-        _cross_attention_without_kv(L, length, vision_tokens, text, masked=False)
+        _cross_attention_without_kv(L, length, vision_tokens, text)
         _feed_forward(L, length, text)
     L.linear(1, text.hidden, 2)                # itm_head on [CLS]
     return L
@@ -121,7 +119,7 @@ def evaluation_cost(text: TextDims, *, vision_per_video: Optional[tuple[int, int
     itc = Ledger()
     itc.matmul(1, videos, embed_dim, texts)
     itm = engine_cost(text, stats)
-    pairwise = Ledger().merged(itm_pair_cost(text, max_txt_l, vision_tokens), pairs_pairwise)
+    pairwise = itm_rerank_cost(text, max_txt_l, vision_tokens, pairs_pairwise)
     vision = None
     if vision_per_video is not None:
         vision = {"paper": round(videos * vision_per_video[0] / GFLOP, 3),

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from vidtldr.run import distributed as D
 from vidtldr.run.cache import FeatureCache
 from vidtldr.data.dataset import SkippedVideo, VideoDataset, make_loader
+from vidtldr.errors import VidtldrError
 
 log = logging.getLogger(__name__)
 
@@ -124,3 +125,13 @@ def token_counts_of(features: VideoFeatures) -> list[int]:
         if counts is not None:
             return [int(c) for c in (counts.tolist() if hasattr(counts, "tolist") else counts)]
     return []
+
+
+def load_shared_shard(cache: FeatureCache, key: str) -> dict:
+    """Another rank's features for video ``key`` from the shared cache; a clear error if its shard is
+    missing or unreadable (that rank failed, or the cache folder is not shared between ranks)."""
+    shard = cache.load(key)
+    if shard is None:
+        raise VidtldrError(f"the features of video {key!r} are missing or unreadable in {cache.dir}: another "
+                           "rank may have failed, or the cache folder is not on a disk all ranks see")
+    return shard

@@ -20,7 +20,7 @@ from vidtldr.models.precision import model_device
 from vidtldr.models.tokenizer import tokenize, tokenize_answers
 from vidtldr.tasks.itm import check_engine
 from vidtldr.tasks.qa import question_states_grouped, rank_from_states, rank_questions
-from vidtldr.run.runner_features import all_ranks_outcome, stack, token_counts_of, unique_in_order, video_features
+from vidtldr.run.runner_features import all_ranks_outcome, load_shared_shard, stack, token_counts_of, unique_in_order, video_features
 from vidtldr.run.runner_retrieval import TaskResult
 from vidtldr.run.runner_subset import subset_qa
 
@@ -80,7 +80,7 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
     if dist_ctx.enabled:  # this rank's questions' videos, read from the shared shards
         for key in unique_in_order([split.video_names[i] for i in questions_mine]):
             if key not in videos.by_key:
-                videos.by_key[key] = shared.load(key)
+                videos.by_key[key] = load_shared_shard(shared, key)
 
     start = time.perf_counter()
     answers = tokenize_answers(tokenizer, split.answer_list, spec.max_a_len)

@@ -26,7 +26,7 @@ from vidtldr.cost.itm import evaluation_cost
 from vidtldr.cost.text import text_dims
 from vidtldr.cost.vision import reducer_cost, vision_dims
 from vidtldr.tasks.itm import check_engine, pairwise_pairs, rerank
-from vidtldr.run.runner_features import (VideoFeatures, all_ranks_outcome, stack, token_counts_of,
+from vidtldr.run.runner_features import (VideoFeatures, all_ranks_outcome, load_shared_shard, stack, token_counts_of,
                                            unique_in_order, video_features)
 from vidtldr.run.runner_subset import subset_retrieval
 
@@ -203,7 +203,7 @@ def _from_memory(split: RetrievalSplit, videos: VideoFeatures, shared_video: Fea
         have = set(videos.by_key)
         for key in unique_in_order(split.video_names):
             if key not in have:
-                videos.by_key[key] = shared_video.load(key)
+                videos.by_key[key] = load_shared_shard(shared_video, key)
     return (stack(videos, split.video_names, "feat"), stack(videos, split.video_names, "tokens"),
             token_counts_of(videos))
 
