@@ -286,7 +286,7 @@ def test_grouped_engine_on_cuda_in_fp32_and_fp16(tiny):
     assert (half.i2t - pairwise.i2t).abs().max().item() < 0.05 and (half.t2i - pairwise.t2i).abs().max().item() < 0.05
 
 
-def test_itm_stats_add_two_ranks_and_serialise():
+def test_itm_stats_sum_over_ranks_and_serialise():
     from collections import Counter
 
     from vidtldr.tasks.retrieval import ITMStats
