@@ -35,3 +35,11 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config"):
 def plain(node: Any) -> Any:
     """A config node as plain Python (dicts/lists, interpolations resolved); other values as is."""
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def check_directory_path(key: str, value: Any) -> None:
+    """A setting naming a directory (which may not exist yet) must not lie under a file: creating it
+    would be a NotADirectoryError traceback far from the setting's name."""
+    for part in (Path(str(value)), *Path(str(value)).parents):
+        if part.exists() and not part.is_dir():
+            raise ConfigError(f"{key}={value}: {part} is a file, expected a directory")

@@ -88,7 +88,7 @@ def check_run_location(argv: list[str], environ=None) -> None:
     ``hydra.run.dir`` / ``hydra.sweep.dir`` under a file would be a NotADirectoryError traceback."""
     import os
 
-    from vidtldr.errors import ConfigError
+    from vidtldr.config_utils import check_directory_path
 
     environ = os.environ if environ is None else environ
     given = {"paths.runs": environ.get("VIDTLDR_RUNS")}
@@ -97,11 +97,8 @@ def check_run_location(argv: list[str], environ=None) -> None:
         if key in ("paths.runs", "hydra.run.dir", "hydra.sweep.dir") and value:
             given[key] = value
     for key, value in given.items():
-        if not value or "${" in value:
-            continue
-        for part in (Path(value), *Path(value).parents):
-            if part.exists() and not part.is_dir():
-                raise ConfigError(f"{key}={value}: {part} is a file, expected a directory")
+        if value and "${" not in value:
+            check_directory_path(key, value)
 
 
 def main() -> None:

@@ -235,7 +235,6 @@ def _reference(session_args: dict, cache: FeatureCache) -> tuple[list, torch.Ten
 def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10)) -> Session:
     """Resolve ``cfg`` like the evaluation, decode the collection, get the unreduced features."""
     from vidtldr.data.annotations import load_split, video_root
-    from vidtldr.models.config import load_architecture
     from vidtldr.run.runner import build, cache_keys, ensure_tiny_data, load_tokenizer_for
     from vidtldr.run.runspec import check_inputs, check_numbers, resolve
 
@@ -247,7 +246,7 @@ def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10)) -> Session:
     if folder is None and cfg.data.source == "tiny":
         data_root = ensure_tiny_data(cfg.paths.cache, str(cfg.dataset.name))
     spec = resolve(cfg, data_root=None if data_root is None else str(data_root))
-    arch_cfg = load_architecture(spec.arch, task="retrieval", num_frames=spec.num_frames)
+    arch_cfg = spec.umt_config(task="retrieval")
     dataset_cfg = plain(cfg.dataset)
     if folder is None:
         if spec.task != "retrieval":
@@ -323,13 +322,12 @@ SUMMARY_KEYS = ("gflops_paper", "embedding_cosine_mean", "itc_top1_agreement", "
 
 def run_fidelity(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Measure the configured reducer/schedule; write ``fidelity.json``; return the record."""
-    from vidtldr.reduce import build_reducer
     from vidtldr.run.record import base_record, now_iso
 
     opts = cfg.get("fidelity") or {}
     session = prepare(cfg, ks=plain(opts.get("ks", [1, 5, 10])))
     spec = session.spec
-    reducer = None if spec.merge == "none" else build_reducer(spec.merge, spec.schedule, **spec.merge_args)
+    reducer = spec.reducer()
     result = session.measure(reducer, tokens=bool(opts.get("tokens", True)), itm=bool(opts.get("itm", True)),
                              gflops=gflops_of(session, reducer))
     result["gflops_paper_unreduced"] = gflops_of(session, None)

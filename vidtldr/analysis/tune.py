@@ -155,11 +155,10 @@ def run_tune(cfg: DictConfig, run_dir: str | Path) -> dict:
 def check_budget(cfg: DictConfig, name: str, merge_args: dict) -> tuple[float, float]:
     """(budget, unreduced GFLOPs); a budget no schedule of ``name`` reaches is a BudgetError now."""
     from vidtldr.cost.vision import vision_dims
-    from vidtldr.models.config import load_architecture
     from vidtldr.run.runspec import resolve_model
 
     spec = resolve_model(_schedule_free(cfg))  # the model-level resolution: no data needed yet
-    arch_cfg = load_architecture(spec.arch, task="retrieval", num_frames=spec.num_frames)
+    arch_cfg = spec.umt_config(task="retrieval")
     unreduced = encoder_gflops(arch_cfg, spec.num_frames, None)
     budget = resolve_budget(plain(cfg.budget.get("gflops")), plain(cfg.budget.get("ratio")), unreduced)
     ScheduleSearch(lambda s: encoder_gflops(arch_cfg, spec.num_frames, _reducer(name, s, merge_args)),

@@ -347,14 +347,13 @@ def load_weights(model, cfg, spec) -> str:
 def run(argv: Sequence[str]) -> dict:
     """Everything ``main`` does; returns the JSON summary."""
     from vidtldr.data.video import read_frames
-    from vidtldr.models.config import load_architecture
     from vidtldr.models.umt import build_model
     from vidtldr.run.runspec import resolve_model
 
     cfg = compose(argv)
     spec = resolve_model(cfg)
     num_frames = spec.num_frames
-    arch_cfg = load_architecture(spec.arch, task="retrieval", num_frames=num_frames)
+    arch_cfg = spec.umt_config(task="retrieval")
     device = str(cfg.device)
     torch.manual_seed(int(cfg.model.get("seed", 0)))  # random weights are a pure function of the seed, as in eval
     model = build_model(arch_cfg)

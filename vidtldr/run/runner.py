@@ -28,7 +28,7 @@ import vidtldr
 from vidtldr.run import adjust
 from vidtldr.run import distributed as D
 from vidtldr.run.cache import FeatureCache
-from vidtldr.config_utils import plain as _plain
+from vidtldr.config_utils import check_directory_path, plain as _plain
 from vidtldr.errors import (ConfigError, DiskFullError, RunInterrupted, VidtldrError, is_disk_full,
                             one_line)
 from vidtldr.run.record import (base_record, file_entry, now_iso, protect_finished, write_record,
@@ -94,7 +94,6 @@ def build(spec: RunSpec, cfg: DictConfig, arch_cfg):
     """(model, reducer, checkpoint report)."""
     from vidtldr.models.checkpoint import load_checkpoint
     from vidtldr.models.umt import build_model
-    from vidtldr.reduce import build_reducer
 
     # Random weights are a pure function of the seed (the tiny model); a checkpoint overwrites them.
     torch.manual_seed(spec.seed)
@@ -103,8 +102,7 @@ def build(spec: RunSpec, cfg: DictConfig, arch_cfg):
     if spec.checkpoint is not None:
         report = load_checkpoint(model, spec.checkpoint, kind=spec.checkpoint_kind)
     model = model.to(spec.device).eval()
-    reducer = None if spec.merge == "none" else build_reducer(spec.merge, spec.schedule, **spec.merge_args)
-    return model, reducer, report
+    return model, spec.reducer(), report
 
 
 # ----------------------------------------------------------------------------- bookkeeping
@@ -180,10 +178,7 @@ def _ignore_signals() -> None:
 def check_dirs(cfg: DictConfig, run_dir: Path) -> None:
     """paths.cache, cache.dir and the run directory must be directories (or not exist yet)."""
     for key, value in (("paths.cache", cfg.paths.cache), ("cache.dir", cfg.cache.dir), ("run directory", run_dir)):
-        path = Path(str(value))
-        for part in (path, *path.parents):
-            if part.exists() and not part.is_dir():
-                raise ConfigError(f"{key}={value}: {part} is a file, expected a directory")
+        check_directory_path(key, value)
 
 
 def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True,
@@ -253,7 +248,6 @@ def _record_failure(run_dir: Path, record: dict, exc: BaseException) -> None:
 def _execute(cfg: DictConfig, run_dir: Path, record: dict, progress: bool, t0: float, *, ctx: D.DistContext,
              scratch: Path) -> None:
     from vidtldr.data.annotations import load_split
-    from vidtldr.models.config import load_architecture
     from vidtldr.models.precision import autocast_context, resolve_device, use_deterministic_kernels
 
     timings: dict[str, float] = {}
@@ -263,7 +257,7 @@ def _execute(cfg: DictConfig, run_dir: Path, record: dict, progress: bool, t0: f
         use_deterministic_kernels()
     autocast = autocast_context(spec.device, spec.precision)  # validates the precision now
     dataset_cfg = _plain(cfg.dataset)
-    arch_cfg = load_architecture(spec.arch, task=spec.task, num_frames=spec.num_frames)
+    arch_cfg = spec.umt_config()
     tokenizer, tokenizer_name = _checked_inputs(cfg, spec, dataset_cfg, arch_cfg)
     _describe(record, spec)
     from vidtldr.cost.vision import vision_dims

@@ -72,11 +72,12 @@ class ModelSpec:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def umt_config(self):
-        """The architecture at this spec's task and frame count."""
+    def umt_config(self, task: Optional[str] = None):
+        """The architecture at this spec's frame count, for its task or the one given (the analysis
+        commands always build the retrieval model)."""
         from vidtldr.models.config import load_architecture
 
-        return load_architecture(self.arch, task=self.task, num_frames=self.num_frames)
+        return load_architecture(self.arch, task=task or self.task, num_frames=self.num_frames)
 
     def reducer(self):
         """A fresh reducer running this spec's schedule (None for merge=none)."""
