@@ -226,6 +226,8 @@ def test_unreadable_video_is_skipped_or_raises(cache, tmp_path):
     record = run(make_cfg(cache, *common, "data.on_error=skip"), tmp_path / "skip", progress=False)
     assert [s["path"].endswith("v3_36f_12fps_80x60.mp4") for s in record["skipped_videos"]] == [True]
     assert record["partial"] is True and record["counts"]["videos"] == 6 and record["counts"]["texts"] == 6
+    counts = record["counts"]
+    assert (counts["videos_total"], counts["videos_skipped"], counts["distinct_video_files"]) == (7, 1, 6)
 
 
 def test_wandb_offline_run_directory(cache, tmp_path, monkeypatch):

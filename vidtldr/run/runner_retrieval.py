@@ -119,7 +119,7 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
     if skipped:
         bad = {s.path for s in skipped}
         split = subset_retrieval(split, [v for v, p in enumerate(split.videos) if p not in bad])
-    distinct = len(order) - len({s.path for s in skipped})
+    distinct = len(unique_in_order(split.video_names))  # the videos evaluated, each encoded once
 
     start = time.perf_counter()
     text = _text_features_once(model, tokenizer, split.texts, spec.max_txt_l, settings["text_batch"],
@@ -153,7 +153,7 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
     cache_stats = {"video": video_cache.stats(), "text": text_cache.stats()}
     if dist_ctx.enabled and video_cache.enabled:
         cache_stats["video"] = _sum_stats(D.all_gather_objects(video_cache.stats(), dist_ctx))
-    cost = evaluation_cost_entry(model, reducer, spec.num_frames, len(unique_in_order(split.video_names)), n_t,
+    cost = evaluation_cost_entry(model, reducer, spec.num_frames, distinct, n_t,
                                  int(text.embeds.shape[1]), spec.k_test, n_v, scores.stats, timings)
     return TaskResult(metrics=metrics, counts=counts, token_counts=token_counts, timings=timings,
                       skipped=[{"path": s.path, "reason": s.reason} for s in skipped], cache=cache_stats,
