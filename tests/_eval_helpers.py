@@ -8,9 +8,11 @@ from pathlib import Path
 from vidtldr.config_utils import compose_config
 
 
-def make_cfg(tmp_cache: Path, *overrides: str):
-    """The composed run config with caches under ``tmp_cache`` (tiny data is generated there once)."""
-    return compose_config([f"paths.cache={tmp_cache}", f"paths.runs={tmp_cache / 'runs'}", *overrides])
+def make_cfg(tmp_cache: Path, *overrides: str, config_name: str = "config"):
+    """The composed config of ``config_name`` (the evaluation's by default) with caches under
+    ``tmp_cache`` (tiny data is generated there once)."""
+    return compose_config([f"paths.cache={tmp_cache}", f"paths.runs={tmp_cache / 'runs'}", *overrides],
+                          config_name=config_name)
 
 
 def read(run_dir: Path) -> dict:

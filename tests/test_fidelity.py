@@ -83,16 +83,16 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from _eval_helpers import make_cfg  # noqa: E402
+from conftest import ROOT  # noqa: E402
+
 from vidtldr.analysis.fidelity import prepare, run_fidelity, summary  # noqa: E402
-from vidtldr.config_utils import compose_config  # noqa: E402
 from vidtldr.errors import ConfigError, VideoError  # noqa: E402
 from vidtldr.reduce import build_reducer  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-def _cfg(cache, *overrides, name="fidelity"):
-    return compose_config([f"paths.cache={cache}", f"paths.runs={cache / 'runs'}", *overrides], config_name=name)
+def _cfg(cache, *overrides):
+    return make_cfg(cache, *overrides, config_name="fidelity")
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +137,7 @@ def test_reference_features_are_the_evaluations_merge_none_shards(cache, tmp_pat
     from vidtldr.run.runner import run
 
     fresh = tmp_path / "c"
-    run(compose_config([f"paths.cache={fresh}", f"paths.runs={fresh / 'runs'}", "merge=none"]), tmp_path / "eval",
-        progress=False)
+    run(make_cfg(fresh, "merge=none"), tmp_path / "eval", progress=False)
     session = prepare(_cfg(fresh, "merge=none"))
     assert session.cache["video"]["hits"] == 7 and session.cache["video"]["writes"] == 0
     assert session.cache["text"]["hits"] == 1 and session.cache["text"]["writes"] == 0

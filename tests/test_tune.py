@@ -55,12 +55,21 @@ def test_budget_is_respected_exactly_and_evaluations_are_bounded():
     res = search.run(lambda s: -max(s), max_evals=15, seed=0)  # prefers spreading the removal
     assert len(res.evaluated) == 15
     assert all(c.gflops <= budget for c in res.evaluated)
-    assert all(cost(c.schedule) == c.gflops for c in res.evaluated)
+    assert n0 == 4 * (224 // 32) ** 2 == 196  # tiny: 4 frames of 7 x 7 patches, no CLS token
+    for c in res.evaluated:  # every candidate is a schedule the model runs as written: at most half
+        entering = 196       # of the tokens entering a block are removed there
+        for r in c.schedule:
+            assert 0 <= r <= entering // 2, c.schedule
+            entering -= r
     # a budget equal to a schedule's cost admits that schedule (<=, not <)
     exact = cost((40, 20, 0, 0))
+    dims = vision_dims(load_architecture("tiny", task="retrieval", num_frames=4))
+    counted = reducer_cost(dims, 4, build_reducer("vidtldr", [40, 20, 0, 0])).tokens_per_layer
+    assert counted == [196, 156, 136, 136, 136]  # 196 - 40, then - 20
     res = ScheduleSearch(cost, n0, depth, exact).run(lambda s: -abs(s[0] - 40) - abs(s[1] - 20) - s[2] - s[3],
                                                     max_evals=500)
     assert res.best.schedule == (40, 20, 0, 0) and res.best.gflops == exact
+    assert all(c.gflops <= exact for c in res.evaluated)
 
 
 def test_families_sit_on_the_budget():
@@ -117,13 +126,13 @@ def test_pareto_front():
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
+
+from _eval_helpers import make_cfg  # noqa: E402
+from conftest import ROOT  # noqa: E402
 
 from vidtldr.analysis.tune import run_tune, summary  # noqa: E402
 from vidtldr.config_utils import compose_config  # noqa: E402
 from vidtldr.errors import ConfigError  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +141,7 @@ def cache(tmp_path_factory):
 
 
 def _cfg(cache, *overrides):
-    return compose_config([f"paths.cache={cache}", f"paths.runs={cache / 'runs'}", *overrides], config_name="tune")
+    return make_cfg(cache, *overrides, config_name="tune")
 
 
 @pytest.fixture(scope="module")
@@ -172,11 +181,19 @@ def test_winning_schedule_pasted_into_flops_and_eval_gives_its_gflops(tuned, cac
     best = summary(record)["best"]
     override = f"merge.r=[{','.join(map(str, best['merge_r']))}]"
     rep = main_cli(compose_config(["model=tiny", override, "trace=false"], config_name="flops"))
-    assert rep["gflops_paper"] == round(best["gflops_paper"], 4)
-    ev = run(compose_config([f"paths.cache={cache}", f"paths.runs={cache / 'runs'}", override]), tmp_path / "eval",
-             progress=False)
-    assert ev["gflops"]["paper"] == round(best["gflops_paper"], 3)
+    ev = run(make_cfg(cache, override), tmp_path / "eval", progress=False)
+    # the tokens each block keeps, worked out from the pasted schedule: 196 entering block 0 (4 frames
+    # of 7 x 7 patches), then r_i fewer after block i (absolute counts; missing blocks remove none)
+    removed = list(best["merge_r"]) + [0] * (4 - len(best["merge_r"]))
+    assert sum(removed) > 0  # the 0.8 budget forces some reduction
+    hand = [196]
+    for r in removed:
+        hand.append(hand[-1] - r)
+    assert rep["tokens_per_layer"] == hand and ev["gflops"]["tokens_per_layer_counted"] == hand
     assert ev["run"]["schedule_spec"] == best["merge_r"]
+    # and the two commands report the GFLOPs the search ranked it by
+    assert rep["gflops_paper"] == round(best["gflops_paper"], 4)
+    assert ev["gflops"]["paper"] == round(best["gflops_paper"], 3)
 
 
 def test_budget_below_every_schedule_is_a_clear_error(cache, tmp_path):
