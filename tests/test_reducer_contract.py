@@ -87,6 +87,20 @@ def test_cost_follows_attributes_not_names():
     assert tome.true_by_op["match_other"] > 0
 
 
+def test_repshift_pays_the_norm_of_its_update_and_nothing_else_extra():
+    # repshift = vid-TLDR's matching and merging scored by ||attention update||: against a hidden
+    # matcher with sizes and no need, it adds per reducing block 2*T*C (square, accumulate) and
+    # 11*T (sqrt + the saliency normalisation), at T = 2352, 1752, 1552 tokens (C = 768)
+    vision = backbone_vision_dims("umt_b16")
+    sched = [600, 200, 100] + [0] * 9
+    shift = reducer_cost(vision, 12, build_reducer("repshift", sched))
+    hidden = reducer_cost(vision, 12, _Hidden(sched))
+    tokens_in = 2352 + 1752 + 1552
+    assert shift.true_by_op["saliency"] == 2 * tokens_in * 768 + 11 * tokens_in
+    assert shift.true - hidden.true == shift.true_by_op["saliency"]
+    assert shift.paper == hidden.paper  # the paper convention counts no elementwise work
+
+
 def test_removing_tokens_needs_a_reducer_description():
     vision = backbone_vision_dims("tiny")
     with pytest.raises(ValueError, match="pass the reducer"):

@@ -31,6 +31,7 @@ TRUE_COST = {
     "head_mean": 1,      # accumulate one head (+ the final divide, amortised), per element averaged
     "cosine": 2,         # (s + 1) / 2 on each similarity
     "l2_normalise": 3,   # square + accumulate (2) and divide (1) per element
+    "l2_norm": 2,        # square + accumulate per element (the per-token sqrt is counted with O(T) work)
 }
 
 

@@ -6,7 +6,8 @@ of the reducer's name. At a block that removes tokens a reducer pays:
 
 * what its ``need`` asks the attention for (true FLOPs only): ``neg_entropy`` = the head mean of the
   attention map and ``sum_j p ln p`` over it plus O(T) for vid-TLDR's normalisation; ``attn`` = the
-  head mean of the map; ``keys`` = the head mean of the keys;
+  head mean of the map; ``keys`` = the head mean of the keys; ``update`` = the L2 norm of each
+  token's attention update (C wide) plus its sqrt and the same O(T) normalisation;
 * with ``match_on`` set, the bipartite similarity ``ceil(T/2) x floor(T/2) x width`` (width C for
   ``hidden``, head_dim for ``keys``; counted by fvcore too, so part of the paper convention), the
   L2 normalisation of the metric and the ``(s + 1) / 2`` rescale;
@@ -134,6 +135,9 @@ def _reduction_cost(L: Ledger, dims: VisionDims, traits: ReducerTraits, B: int, 
         L.elementwise("head_mean", B * H * t_in * t_in, cat="saliency")
     elif traits.need == "keys":
         L.elementwise("head_mean", B * t_in * C, cat="match_other")    # H heads x head_dim per token
+    elif traits.need == "update":
+        L.elementwise("l2_norm", B * t_in * C, cat="saliency")
+        L.flops_only("saliency", B * 11 * t_in)                        # sqrt, then as neg_entropy: O(T)
     width = traits.match_width(dims)
     if width:
         a, b = (t_in + 1) // 2, t_in // 2
