@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from vidtldr.cost.itm import engine_cost, evaluation_cost, grouped_pair_cost, text_part_cost, video_kv_cost
-from vidtldr.cost.text import TextDims, itm_pair_cost, text_query_cost
+from vidtldr.cost.itm import (engine_cost, evaluation_cost, grouped_pair_cost, qa_evaluation_cost, text_part_cost,
+                              video_kv_cost)
+from vidtldr.cost.text import TextDims, itm_pair_cost, qa_cost, text_query_cost
 
 UMT_B = TextDims(hidden=768, layers=12, fusion_layer=9, intermediate=3072, encoder_width=768, embed_dim=512)
 TINY = TextDims(hidden=64, layers=4, fusion_layer=2, intermediate=128, encoder_width=64, embed_dim=32)
@@ -52,3 +53,22 @@ def test_evaluation_cost_totals():
     assert out["total"]["paper"] == pytest.approx(sum(out[k]["paper"] for k in parts), abs=2e-3)
     assert out["total_pairwise"]["paper"] == pytest.approx(
         out["total"]["paper"] - out["itm"]["paper"] + out["itm_pairwise"]["paper"], abs=2e-3)
+
+
+def test_qa_evaluation_cost_saves_only_the_shared_kv_projections():
+    # 40 questions about 25 videos; the grouped engine projected a video's K/V 30 times instead of 40
+    out = qa_evaluation_cost(UMT_B, vision_per_video=(178e9, 350e9), videos=25, questions=40, vision_tokens=1452,
+                             k=128, max_q_len=25, max_a_len=5, kv_projections=30)
+    assert out["vision_encoder"] == {"paper": 4450.0, "true": 8750.0}
+    one = qa_cost(UMT_B, 1452, k_test=128, max_q_len=25, max_a_len=5)
+    assert out["answering_pairwise"]["paper"] == round(40 * one.paper_total / 1e9, 3)
+    # 10 fewer projections x 3 fusion layers x (K, V) x 1452 tokens x 768 -> 768 multiply-adds
+    saved_macs = 10 * 3 * 2 * 1452 * 768 * 768
+    assert out["answering_pairwise"]["paper"] - out["answering"]["paper"] == pytest.approx(saved_macs / 1e9, abs=2e-3)
+    assert out["answering"]["true"] < out["answering_pairwise"]["true"]
+    for total, part in (("total", "answering"), ("total_pairwise", "answering_pairwise")):
+        for key in ("paper", "true"):
+            assert out[total][key] == pytest.approx(out["vision_encoder"][key] + out[part][key], abs=2e-3)
+    same = qa_evaluation_cost(UMT_B, vision_per_video=(178e9, 350e9), videos=25, questions=40, vision_tokens=1452,
+                              k=128, max_q_len=25, max_a_len=5, kv_projections=40)
+    assert same["answering"] == same["answering_pairwise"]  # the official execution: one projection per question

@@ -198,3 +198,9 @@ def test_two_ranks_qa_share_questions(cache, tmp_path):
     record = read(tmp_path / "ddp")
     assert record["metrics"] == single["metrics"] and record["counts"]["questions"] == 7
     assert (tmp_path / "ddp" / "predictions.json").read_text() == (tmp_path / "single" / "predictions.json").read_text()
+    # the cost counts both ranks' work: 6 clips, the official execution's 7 projections, and at least
+    # one projection per clip (the two questions of one clip may fall to different ranks)
+    cost, alone = record["cost"], single["cost"]
+    assert cost["gflops"]["answering_pairwise"] == alone["gflops"]["answering_pairwise"]
+    assert cost["gflops"]["vision_encoder"] == alone["gflops"]["vision_encoder"]
+    assert 6 <= cost["kv_projections"] <= 7

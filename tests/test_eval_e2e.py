@@ -153,6 +153,15 @@ def test_qa_record_predictions_and_accuracy(cache, tmp_path):
     assert all(p["answer"] in answers for p in preds)
     expected = round(100 * sum(gold[p["question_id"]] == p["answer"] for p in preds) / len(gold), 2)
     assert record["metrics"] == {"acc": expected}
+    # whole-evaluation cost: 6 clips encoded; the grouped engine projects each clip's keys/values once
+    # (7 questions, all in one window), the official execution once per question
+    cost = record["cost"]
+    assert cost["itm_engine"] == "grouped" and cost["kv_projections"] == 6
+    assert cost["gflops"]["vision_encoder"]["paper"] == pytest.approx(6 * record["gflops"]["paper"], abs=6 * 5e-4)  # per-video value rounded to 3 places
+    assert cost["gflops"]["answering"]["paper"] < cost["gflops"]["answering_pairwise"]["paper"]
+    pairwise = run(make_cfg(cache, "dataset=msrvtt_qa", "eval.itm_engine=pairwise"), tmp_path / "pw", progress=False)
+    assert pairwise["cost"]["kv_projections"] == 7 and pairwise["metrics"] == record["metrics"]
+    assert pairwise["cost"]["gflops"]["answering"] == cost["gflops"]["answering_pairwise"]
 
 
 def test_rerun_hits_cache_and_decodes_nothing(baseline, cache, tmp_path, monkeypatch):

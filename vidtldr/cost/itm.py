@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from vidtldr.cost.ledger import Ledger
-from vidtldr.cost.text import TextDims, itm_pair_cost, itm_rerank_cost, text_query_cost
+from vidtldr.cost.text import TextDims, itm_pair_cost, itm_rerank_cost, qa_cost, text_query_cost
 
 GFLOP = 1e9
 
@@ -135,4 +135,26 @@ def evaluation_cost(text: TextDims, *, vision_per_video: Optional[tuple[int, int
     return parts
 
 
-__all__ = ["video_kv_cost", "text_part_cost", "grouped_pair_cost", "engine_cost", "evaluation_cost"]
+def qa_evaluation_cost(text: TextDims, *, vision_per_video: tuple[int, int], videos: int, questions: int,
+                       vision_tokens: int, k: int, max_q_len: int, max_a_len: int, kv_projections: int) -> dict:
+    """GFLOPs of a whole QA evaluation: every video encoded once, and per question the question
+    encoder, the decoder's first-token pass and the re-scoring of ``k`` answers
+    (:func:`vidtldr.cost.text.qa_cost`, the official execution). ``kv_projections``: how many times the
+    fusion layers' cross-attention keys/values of a video were projected: once per question in the
+    official (pairwise) execution, once per distinct video of a window in the grouped one; the
+    difference is the only arithmetic the grouped engine saves."""
+    per_question = qa_cost(text, vision_tokens, k_test=k, max_q_len=max_q_len, max_a_len=max_a_len)
+    pairwise = Ledger().merged(per_question, questions)
+    saved = Ledger().merged(video_kv_cost(text, vision_tokens), questions - kv_projections)
+    parts = {"vision_encoder": {"paper": round(videos * vision_per_video[0] / GFLOP, 3),
+                                "true": round(videos * vision_per_video[1] / GFLOP, 3)},
+             "answering_pairwise": _gflops(pairwise)}
+    parts["answering"] = {key: round(parts["answering_pairwise"][key] - value, 3)
+                          for key, value in _gflops(saved).items()}
+    for name, answering in (("total", "answering"), ("total_pairwise", "answering_pairwise")):
+        parts[name] = {key: round(parts["vision_encoder"][key] + parts[answering][key], 3) for key in ("paper", "true")}
+    return parts
+
+
+__all__ = ["video_kv_cost", "text_part_cost", "grouped_pair_cost", "engine_cost", "evaluation_cost",
+           "qa_evaluation_cost"]

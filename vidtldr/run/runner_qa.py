@@ -86,13 +86,14 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
     answers = tokenize_answers(tokenizer, split.answer_list, spec.max_a_len)
     questions = tokenize(tokenizer, split.questions, spec.max_q_len)
     k = min(spec.k_test, len(split.answer_list))
-    predictions = _answer_questions(model, engine, split, videos, questions, answers, k, settings["batch_size"],
-                                    questions_mine, progress)
+    predictions, kv_projections = _answer_questions(model, engine, split, videos, questions, answers, k,
+                                                    settings["batch_size"], questions_mine, progress)
     if dist_ctx.enabled:  # contiguous shares in rank order: merging keeps the question order
         merged: dict = {}
-        for share in D.all_gather_objects(predictions, dist_ctx):
+        shares = D.all_gather_objects((predictions, kv_projections), dist_ctx)
+        for share, _ in shares:
             merged.update(share)
-        predictions = merged
+        predictions, kv_projections = merged, sum(n for _, n in shares)
     timings["answer_ranking_s"] = time.perf_counter() - start
     gold = dict(zip(split.question_ids, split.answers, strict=True))
     metrics = {"acc": qa_accuracy(predictions, gold)}
@@ -101,21 +102,39 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
               "videos_from_cache": cached, "answers": len(split.answer_list), "k_effective": k}
     seconds = {"decode": timings["video_features_s"] - vision_s[0], "vision": vision_s[0],
                "answer_ranking": timings["answer_ranking_s"]}
-    cost = {"itm_engine": engine, "seconds": {k: round(v, 3) for k, v in seconds.items()},
+    cost = {"itm_engine": engine, "gflops": _evaluation_gflops(model, reducer, spec, split, k, kv_projections),
+            "kv_projections": kv_projections, "seconds": {k: round(v, 3) for k, v in seconds.items()},
             "note": "grouped: the questions about one video (within windows of consecutive questions) are "
-                    "encoded against its cross-attention keys/values projected once"}
+                    "encoded against its cross-attention keys/values projected once (kv_projections counts "
+                    "them; the official execution projects them once per question). gflops.paper: one "
+                    "multiply-add = 1 (fvcore, as the paper); gflops.true: all flops; every video counted "
+                    "as encoded, cache or not."}
     return TaskResult(metrics=metrics, counts=counts, token_counts=token_counts_of(videos), timings=timings,
                       skipped=[{"path": s.path, "reason": s.reason} for s in skipped],
                       extra={"predictions": [{"question_id": q, "answer": a} for q, a in predictions.items()],
                              "cost": cost})
 
 
+def _evaluation_gflops(model, reducer, spec, split: QASplit, k: int, kv_projections: int) -> dict:
+    from vidtldr.cost.itm import qa_evaluation_cost
+    from vidtldr.cost.text import text_dims
+    from vidtldr.cost.vision import reducer_cost, vision_dims
+
+    vision = reducer_cost(vision_dims(model.cfg), spec.num_frames, reducer)
+    return qa_evaluation_cost(text_dims(model.cfg), vision_per_video=(vision.paper, vision.true),
+                              videos=len(set(split.video_names)), questions=len(split.questions),
+                              vision_tokens=vision.tokens_per_layer[-1], k=k, max_q_len=spec.max_q_len,
+                              max_a_len=spec.max_a_len, kv_projections=kv_projections)
+
+
 def _answer_questions(model, engine: str, split: QASplit, videos, questions, answers, k: int, batch: int,
-                      questions_mine: Sequence[int], progress: bool) -> dict:
-    """This rank's predictions ``{question_id: answer}``, ranked in batches of ``batch`` questions.
-    grouped: the questions of a window are encoded per video (its keys/values projected once); the
-    answer ranking still runs in the same batches as the pairwise execution."""
+                      questions_mine: Sequence[int], progress: bool) -> tuple[dict, int]:
+    """This rank's predictions ``{question_id: answer}``, ranked in batches of ``batch`` questions, and
+    how many times a video's cross-attention keys/values were projected. grouped: the questions of a
+    window are encoded per video (its keys/values projected once); the answer ranking still runs in
+    the same batches as the pairwise execution."""
     predictions: dict = {}
+    kv_projections = 0
     first, end = (questions_mine[0], questions_mine[-1] + 1) if questions_mine else (0, 0)
     window = batch * max(1, -(-QA_WINDOW // batch)) if engine == "grouped" else batch
     with torch.no_grad(), tqdm(total=end - first, desc="answer ranking", unit="question",
@@ -123,6 +142,7 @@ def _answer_questions(model, engine: str, split: QASplit, videos, questions, ans
         for w_lo in range(first, end, window):
             w_hi = min(w_lo + window, end)
             states = None
+            kv_projections += len(set(split.video_names[w_lo:w_hi])) if engine == "grouped" else w_hi - w_lo
             if engine == "grouped":
                 states = question_states_grouped(
                     model, lambda key: videos.by_key[key]["tokens"], split.video_names[w_lo:w_hi],
@@ -140,4 +160,4 @@ def _answer_questions(model, engine: str, split: QASplit, videos, questions, ans
                 for qid, row in zip(split.question_ids[lo:hi], topk_ids, strict=True):
                     predictions[qid] = split.answer_list[int(row[0])]
                 bar.update(hi - lo)
-    return predictions
+    return predictions, kv_projections
