@@ -55,7 +55,7 @@ _CONVERT_HINT = ("vidtldr reads .pth files with torch.load(weights_only=True) an
 @dataclass
 class LoadReport:
     path: str
-    format: str  # "pth" | "safetensors"
+    format: str  # "pth" | "safetensors"; "" for a state_dict given in memory (prepare_state_dict)
     kind: str
     loaded: int = 0
     ignored: list[str] = field(default_factory=list)  # allow-listed keys that were dropped
@@ -78,7 +78,7 @@ def _read_safetensors(path: Path) -> dict:
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(path), device="cpu")
+        return load_file(str(path))  # onto the CPU (load_file's default)
     except Exception as exc:  # SafetensorError, OSError ...
         raise CheckpointError(f"{path}: not a readable .safetensors file (truncated or corrupt?): {exc}") from None
 
@@ -91,32 +91,40 @@ def _looks_like_pickle(path: Path) -> bool:
     return head == b"PK" or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def _weights_only_cause(text: str) -> str:
+    """torch's reason for a weights-only refusal, e.g. "Unsupported global: GLOBAL argparse.Namespace was not
+    an allowed global by default" (the first sentence after "WeightsUnpickler error:")."""
+    _, _, cause = text.partition("WeightsUnpickler error:")
+    return (cause.strip() or text.strip()).splitlines()[0].split(". ")[0]
+
+
 def _read_pth(path: Path) -> object:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        text = str(exc)
-        detail = next((line.strip() for line in text.splitlines() if line.strip().startswith("Unsupported")), "")
         if not _looks_like_pickle(path):
             # Random or corrupt bytes: advising to trust the file would only teach trusting pickles.
             raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle; corrupt or "
                                   "not a checkpoint at all): re-download it") from None
-        if "Weights only load failed" in text or "weights_only" in text:
-            raise CheckpointError(f"{path}: the file holds Python objects other than tensors and plain "
-                                  f"containers ({detail or 'rejected by the weights-only reader'}).\n"
-                                  + _CONVERT_HINT.format(path=path, stem=path.with_suffix(""))) from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (unpickling failed: {text.splitlines()[0]})") from None
+        # torch.load(weights_only=True) reports every unpickling failure as "Weights only load failed ...".
+        raise CheckpointError(f"{path}: the file holds Python objects other than tensors and plain "
+                              f"containers ({_weights_only_cause(str(exc))}).\n"
+                              + _CONVERT_HINT.format(path=path, stem=path.with_suffix(""))) from None
     except (EOFError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path}: the file ends early (truncated download?): {exc!r}") from None
     except RuntimeError as exc:
         text = str(exc)
-        if "zip archive" in text or "central directory" in text or "PytorchStreamReader" in text:
-            raise CheckpointError(f"{path}: truncated or corrupt PyTorch zip archive "
-                                  f"({text.split('.')[0]}); re-download the file") from None
-        raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint: {text.splitlines()[0]}") from None
+        if "PytorchStreamReader" in text:  # torch's zip reader: a cut or damaged archive
+            cause = text[text.index("PytorchStreamReader"):].split(". ")[0]  # without torch's advice that follows
+            raise CheckpointError(f"{path}: truncated or corrupt PyTorch zip archive ({cause}); "
+                                  "re-download the file") from None
+        raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint ({_first_line(exc)})") from None
     except Exception as exc:  # the weights-only unpickler fails in many ways on arbitrary bytes
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint, or a corrupt one "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint, or a corrupt one ({_first_line(exc)})") from None
 
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
@@ -169,12 +177,12 @@ def remap_pretrained(state_dict: Mapping[str, torch.Tensor], task: str, fusion_l
                     raise CheckpointError(f"pre-trained remap: cannot read a layer number from key {key!r} "
                                           f"(expected text_encoder.bert.encoder.layer.N...)") from None
                 if layer < fusion_layer:
-                    out.pop(key, None)
+                    del out[key]  # (only this iteration removes the key, so it is still there)
                     continue
                 parts[4] = str(layer - fusion_layer)
             decoder_key = ".".join(parts).replace("text_encoder", "text_decoder")
             out[decoder_key] = state_dict[key]
-            out.pop(key, None)
+            del out[key]
     return out
 
 
@@ -245,7 +253,7 @@ def _fill_tied_and_defaults(model: nn.Module, sd: dict, expected: Mapping[str, t
             report.filled.append(absent)
     for key, tensor in expected.items():
         if key.endswith("embeddings.position_ids") and key not in sd:
-            sd[key] = torch.arange(tensor.shape[-1]).unsqueeze(0)
+            sd[key] = torch.arange(tensor.numel()).reshape(tensor.shape)
             report.filled.append(key)
 
 
