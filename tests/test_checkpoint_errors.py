@@ -106,6 +106,21 @@ def test_a_damaged_legacy_checkpoint_names_the_error_type_and_text(tmp_path):
     assert _read_error(path) == f"{path}: not a PyTorch checkpoint, or a corrupt one (AssertionError: {cause})"
 
 
+@pytest.mark.parametrize("head,pickle_like", [(b"\x80\x02", True), (b"\x80\x05", True), (b"\x80\x06", False),
+                                              (b"\x80\x01", False), (b"\x01\x03", False)])
+def test_only_a_file_that_starts_like_a_pickle_gets_the_convert_advice(tmp_path, head, pickle_like):
+    # A pickle starts with PROTO (0x80) and a protocol 2-5; anything else is corrupt or not a checkpoint,
+    # and advising to trust it would only teach trusting pickles.
+    path = tmp_path / "odd.pth"
+    path.write_bytes(head + b"g" * 40)  # the weights-only reader refuses the opcode "g" in each case
+    msg = _read_error(path)
+    if pickle_like:
+        assert msg.startswith(f"{path}: the file holds Python objects other than tensors") and "--trust-pickle" in msg
+    else:
+        assert msg == (f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle; corrupt or not a "
+                       "checkpoint at all): re-download it")
+
+
 class _Payload:
     """Unpickling this would create a file: proves that no pickled code runs."""
 
