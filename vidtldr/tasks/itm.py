@@ -47,21 +47,20 @@ def text_lengths(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cpu().bool() * positions).amax(dim=1).clamp(min=1)
 
 
-@torch.no_grad()
 def text_parts(model, text: TextFeatures, rows: torch.Tensor, width: int,
                batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """The video-independent start of ITM (``model.itm_text_part``) for texts ``rows``, trimmed to
     ``width`` tokens (the longest of them): ``(parts [len(rows), width, H], masks [len(rows), width])``
     on the model's device, row n for text ``rows[n]``."""
-    device = model_device(model)
-    parts = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        parts.append(model.itm_text_part(text.embeds[chunk, :width].to(device), text.mask[chunk, :width].to(device)))
-    return torch.cat(parts), text.mask[rows, :width].to(device)
+    with torch.no_grad():  # a block, not @torch.no_grad(): mutmut does not mutate decorated functions
+        device = model_device(model)
+        parts = []
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            parts.append(model.itm_text_part(text.embeds[chunk, :width].to(device), text.mask[chunk, :width].to(device)))
+        return torch.cat(parts), text.mask[rows, :width].to(device)
 
 
-@torch.no_grad()
 def itm_rerank_grouped(model, i2t_emb: torch.Tensor, text: TextFeatures, vision_tokens, k_test: int = 128,
                        chunk: int = 32, videos: Optional[Sequence[int]] = None,
                        on_pairs: Optional[Callable[[int], None]] = None) -> RetrievalScores:
@@ -70,47 +69,48 @@ def itm_rerank_grouped(model, i2t_emb: torch.Tensor, text: TextFeatures, vision_
     those videos (one rank's share in a data-parallel run): their rows of ``i2t`` and their columns of
     ``t2i`` are filled, every other entry keeps -100. ``chunk``: texts per fusion forward (one video's
     candidates sorted by length, so a batch is padded to little more than its texts' own lengths)."""
-    device = model_device(model)
-    num_videos, num_texts = i2t_emb.shape
-    i2t_topk, t2i_topk = candidates(i2t_emb, k_test)
-    in_i2t, in_t2i = candidate_masks(i2t_topk, t2i_topk)
-    todo = list(range(num_videos)) if videos is None else sorted({int(i) for i in videos})
-    union = in_i2t | in_t2i
-    lengths = text_lengths(text.mask)
-    needed = union[todo].any(dim=0).nonzero().flatten() if todo else torch.empty(0, dtype=torch.long)
-    stats = ITMStats("grouped")
-    if needed.numel():
-        width = int(lengths[needed].max())
-        parts, masks = text_parts(model, text, needed, width)
-        slot = torch.full((num_texts,), -1, dtype=torch.long)
-        slot[needed] = torch.arange(needed.numel())
-        stats.text_parts[width] += needed.numel()  # computed at the longest needed text's length
-    i2t = torch.full((num_videos, num_texts), NOT_RERANKED, dtype=torch.float32)
-    t2i = torch.full((num_texts, num_videos), NOT_RERANKED, dtype=torch.float32)
-    for i in todo:
-        texts = union[i].nonzero().flatten()
-        if texts.numel() == 0:
-            continue
-        texts = texts[lengths[texts].argsort(stable=True)]  # similar lengths share a batch: less padding
-        tokens = vision_tokens[i].to(device)
-        kv = model.itm_video_kv(tokens)
-        stats.video_kv[int(tokens.shape[0])] += 1
-        for start in range(0, texts.numel(), chunk):
-            rows = texts[start:start + chunk]
-            width = int(lengths[rows].max())  # this batch's own longest text
-            index = slot[rows].to(device)
-            logit = model.itm_logit_shared(parts[index, :width], masks[index, :width], kv).float().cpu()
-            to_i2t, to_t2i = in_i2t[i, rows], in_t2i[i, rows]
-            i2t[i, rows[to_i2t]] = logit[to_i2t]
-            t2i[rows[to_t2i], i] = logit[to_t2i]
-            stats.pairs += rows.numel()
-            stats.written += int(to_i2t.sum()) + int(to_t2i.sum())
-            stats.pair_shapes[(width, int(tokens.shape[0]))] += rows.numel()
-            if on_pairs is not None:
-                on_pairs(rows.numel())
-        del kv, tokens  # one video's keys/values at a time
-    return RetrievalScores(i2t_emb=i2t_emb, t2i_emb=i2t_emb.t(), i2t=i2t, t2i=t2i, i2t_topk=i2t_topk,
-                           t2i_topk=t2i_topk, stats=stats)
+    with torch.no_grad():  # a block, not @torch.no_grad(): mutmut does not mutate decorated functions
+        device = model_device(model)
+        num_videos, num_texts = i2t_emb.shape
+        i2t_topk, t2i_topk = candidates(i2t_emb, k_test)
+        in_i2t, in_t2i = candidate_masks(i2t_topk, t2i_topk)
+        todo = list(range(num_videos)) if videos is None else sorted({int(i) for i in videos})
+        union = in_i2t | in_t2i
+        lengths = text_lengths(text.mask)
+        needed = union[todo].any(dim=0).nonzero().flatten() if todo else torch.empty(0, dtype=torch.long)
+        stats = ITMStats("grouped")
+        if needed.numel():
+            width = int(lengths[needed].max())
+            parts, masks = text_parts(model, text, needed, width)
+            slot = torch.full((num_texts,), -1, dtype=torch.long)
+            slot[needed] = torch.arange(needed.numel())
+            stats.text_parts[width] += needed.numel()  # computed at the longest needed text's length
+        i2t = torch.full((num_videos, num_texts), NOT_RERANKED, dtype=torch.float32)
+        t2i = torch.full((num_texts, num_videos), NOT_RERANKED, dtype=torch.float32)
+        for i in todo:
+            texts = union[i].nonzero().flatten()
+            if texts.numel() == 0:
+                continue
+            texts = texts[lengths[texts].argsort(stable=True)]  # similar lengths share a batch: less padding
+            tokens = vision_tokens[i].to(device)
+            kv = model.itm_video_kv(tokens)
+            stats.video_kv[int(tokens.shape[0])] += 1
+            for start in range(0, texts.numel(), chunk):
+                rows = texts[start:start + chunk]
+                width = int(lengths[rows].max())  # this batch's own longest text
+                index = slot[rows].to(device)
+                logit = model.itm_logit_shared(parts[index, :width], masks[index, :width], kv).float().cpu()
+                to_i2t, to_t2i = in_i2t[i, rows], in_t2i[i, rows]
+                i2t[i, rows[to_i2t]] = logit[to_i2t]
+                t2i[rows[to_t2i], i] = logit[to_t2i]
+                stats.pairs += rows.numel()
+                stats.written += int(to_i2t.sum()) + int(to_t2i.sum())
+                stats.pair_shapes[(width, int(tokens.shape[0]))] += rows.numel()
+                if on_pairs is not None:
+                    on_pairs(rows.numel())
+            del kv, tokens  # one video's keys/values at a time
+        return RetrievalScores(i2t_emb=i2t_emb, t2i_emb=i2t_emb.t(), i2t=i2t, t2i=t2i, i2t_topk=i2t_topk,
+                               t2i_topk=t2i_topk, stats=stats)
 
 
 def check_engine(engine: str) -> str:
