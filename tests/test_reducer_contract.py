@@ -79,12 +79,25 @@ def test_cost_follows_attributes_not_names():
     assert tome.paper_by_op["match"] == sim_hidden // 12  # head_dim = 64 = 768 / 12
     assert "match" not in random.paper_by_op
     # true FLOPs: only vid-TLDR's need pays the entropy; only size-tracking reducers pay the
-    # weighted average and the log(size) bias afterwards
-    assert vid.true_by_op["saliency"] > 0 and "saliency" not in hidden.true_by_op
-    assert hidden.true_by_op["merge"] == vid.true_by_op["merge"] > 0
+    # weighted average and the log(size) bias afterwards. By hand, at T = 2352, 1752, 1552 tokens
+    # entering the reducing blocks (r = 600, 200, 100; C = 768, 12 heads of 64):
+    tokens_in, removed, tokens_out = (2352, 1752, 1552), (600, 200, 100), (1752, 1552, 1452)
+    # head mean of the map (12 T^2) + p ln p summed (3 T^2) + the O(T) normalisation (10 T)
+    assert vid.true_by_op["saliency"] == sum(15 * t * t + 10 * t for t in tokens_in) == 165_208_240
+    assert "saliency" not in hidden.true_by_op
+    # size-weighted average: (T + 2r + U) x (C + 1) = (5304 + 3704 + 3204) x 769
+    merge = sum((t + 2 * r + u) * 769 for t, r, u in zip(tokens_in, removed, tokens_out, strict=True))
+    assert hidden.true_by_op["merge"] == vid.true_by_op["merge"] == merge == 12212 * 769
     assert "merge" not in random.true_by_op and "size_bias" not in random.true_by_op
-    assert tome.true_by_op["size_bias"] == vid.true_by_op["size_bias"] > 0
-    assert tome.true_by_op["match_other"] > 0
+    # + log(size) on the 12 x T^2 logits of every block after the first merge: 1752, 1552, then 1452 x 9
+    size_bias = 12 * (1752 ** 2 + 1552 ** 2 + 9 * 1452 ** 2)
+    assert tome.true_by_op["size_bias"] == vid.true_by_op["size_bias"] == size_bias
+    # besides the similarity: the metric's L2 normalisation (3 per element) and (s + 1) / 2 on the
+    # ceil(T/2) x floor(T/2) similarities; ToMe also averages the keys over the heads (T x C)
+    halves = 1176 * 1176 + 876 * 876 + 776 * 776
+    assert vid.true_by_op["match_other"] == 3 * sum(tokens_in) * 768 + 2 * halves
+    assert tome.true_by_op["match_other"] == sum(tokens_in) * 768 + 3 * sum(tokens_in) * 64 + 2 * halves
+    assert "match_other" not in random.true_by_op
 
 
 def test_repshift_pays_the_norm_of_its_update_and_nothing_else_extra():
