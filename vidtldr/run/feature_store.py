@@ -70,10 +70,9 @@ def clear_command(path: Path) -> str:
 def verify_store(path: Path, sources: Optional[Sequence] = None) -> Optional[str]:
     """None when the store at ``path`` is complete and its files match the checksums (and source
     identities) in its index; otherwise what is wrong with it."""
-    problem = _structure_problem(path)
+    index, problem = _checked_index(path)
     if problem:
         return problem
-    index = json.loads((path / INDEX).read_text())
     for name in (TOKENS, FEAT):
         if file_sha256(path / name, memo=True) != index["sha256"][name]:
             return f"{path / name} does not match its checksum in {path / INDEX}"
@@ -155,7 +154,7 @@ def _build(out: Path, keys: Sequence[str], load: Callable[[str], Optional[dict]]
         try:
             os.rename(tmp, out)
         except OSError:
-            if _structure_problem(out):  # lost a race to an identical store: fine; anything else is not
+            if _checked_index(out)[1]:  # lost a race to an identical store: fine; anything else is not
                 raise
     finally:
         if tmp.exists():
@@ -168,14 +167,19 @@ def build_from_cache(cache: FeatureCache, keys: Sequence[str], dtype: str = "fp3
                        sources=[cache.source(k) for k in keys])
 
 
-def _structure_problem(path: Path) -> Optional[str]:
-    """What makes the store at ``path`` unusable without reading its data (None: looks complete)."""
+def _checked_index(path: Path) -> tuple[dict, Optional[str]]:
+    """The store's parsed index and what makes the store at ``path`` unusable without reading its
+    data (None: looks complete; the index is then usable, read once)."""
     try:
         index = json.loads((path / INDEX).read_text())
     except FileNotFoundError:
-        return f"{path / INDEX} is missing"
+        return {}, f"{path / INDEX} is missing"
     except (OSError, ValueError):
-        return f"{path / INDEX} is damaged (not JSON)"
+        return {}, f"{path / INDEX} is damaged (not JSON)"
+    return index, _index_problem(path, index)
+
+
+def _index_problem(path: Path, index) -> Optional[str]:
     try:
         if not isinstance(index, dict) or index.get("format") != STORE_FORMAT:
             return f"{path / INDEX} has another format than {STORE_FORMAT}"
@@ -196,11 +200,10 @@ class TokenStore:
 
     def __init__(self, path: str | os.PathLike, window_mb: float = 16):
         self.path = Path(path)
-        problem = _structure_problem(self.path)
+        index, problem = _checked_index(self.path)
         if problem:
             raise CacheError(f"feature store: {problem}; remove it with `{clear_command(self.path)}` and re-run "
                              "(it is rebuilt from the cached shards)")
-        index = json.loads((self.path / INDEX).read_text())
         self.dtype = index["dtype"]
         self._np_dtype = np.dtype(DTYPES[self.dtype])
         self.dim = int(index["dim"])

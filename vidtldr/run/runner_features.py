@@ -55,6 +55,14 @@ def unique_in_order(keys: Sequence[str]) -> list[str]:
     return list(seen)
 
 
+def first_path_of(keys: Sequence[str], paths: Sequence[str]) -> dict[str, str]:
+    """Video key -> the file of its first record (records sharing a key share one encoding)."""
+    path_of: dict[str, str] = {}
+    for key, path in zip(keys, paths, strict=True):
+        path_of.setdefault(key, path)
+    return path_of
+
+
 def video_features(paths: Sequence[str], keys: Sequence[str], encode_fn: EncodeFn, cache: FeatureCache, *,
                    num_frames: int, trimmed30: bool, size: int, batch_size: int, num_workers: int,
                    skip_unreadable: bool, progress: bool = True,
@@ -68,9 +76,7 @@ def video_features(paths: Sequence[str], keys: Sequence[str], encode_fn: EncodeF
     the feature-store path keeps only the small fields so memory does not grow with the videos.
     """
     keep = retain or (lambda stored: stored)
-    path_of = {}
-    for key, path in zip(keys, paths, strict=True):
-        path_of.setdefault(key, path)
+    path_of = first_path_of(keys, paths)
     cache.bind_sources(path_of)  # a shard is valid for the file it was computed from, not for its name
     order = unique_in_order(keys)
     result = VideoFeatures(by_key={})

@@ -20,7 +20,7 @@ from vidtldr.models.precision import model_device
 from vidtldr.models.tokenizer import tokenize, tokenize_answers
 from vidtldr.tasks.itm import check_engine
 from vidtldr.tasks.qa import question_states_grouped, rank_from_states, rank_questions
-from vidtldr.run.runner_features import all_ranks_outcome, load_shared_shard, stack, token_counts_of, unique_in_order, video_features
+from vidtldr.run.runner_features import all_ranks_outcome, first_path_of, load_shared_shard, stack, token_counts_of, unique_in_order, video_features
 from vidtldr.run.runner_retrieval import TaskResult
 from vidtldr.run.runner_subset import subset_qa
 
@@ -64,7 +64,7 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
         shared = FeatureCache(scratch, video_cache.key)
     start = time.perf_counter()
     order = unique_in_order(split.video_names)
-    path_of = dict(reversed(list(zip(split.video_names, split.videos, strict=True))))  # first path of each key
+    path_of = first_path_of(split.video_names, split.videos)
     shared.bind_sources(path_of)  # shards are valid for the file they were computed from
     mine = D.shard(order, dist_ctx)
     videos = video_features([path_of[k] for k in mine], mine, encode, shared, num_frames=spec.num_frames,

@@ -26,7 +26,7 @@ from vidtldr.cost.itm import evaluation_cost
 from vidtldr.cost.text import text_dims
 from vidtldr.cost.vision import reducer_cost, vision_dims
 from vidtldr.tasks.itm import check_engine, pairwise_pairs, rerank
-from vidtldr.run.runner_features import (VideoFeatures, all_ranks_outcome, load_shared_shard, stack, token_counts_of,
+from vidtldr.run.runner_features import (VideoFeatures, all_ranks_outcome, first_path_of, load_shared_shard, stack, token_counts_of,
                                            unique_in_order, video_features)
 from vidtldr.run.runner_subset import subset_retrieval
 
@@ -103,9 +103,7 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
 
     start = time.perf_counter()
     order = unique_in_order(split.video_names)
-    path_of: dict[str, str] = {}
-    for key, path in zip(split.video_names, split.videos, strict=True):
-        path_of.setdefault(key, path)
+    path_of = first_path_of(split.video_names, split.videos)
     shared_video.bind_sources(path_of)  # every video's file identity is part of its shard's and the store's name
     mine = D.shard(order, dist_ctx)  # everything in a single process
     videos: VideoFeatures = video_features(
