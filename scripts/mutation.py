@@ -137,6 +137,24 @@ def _env() -> dict:
     return env
 
 
+def order_check(target: Target, work: Path) -> str | None:
+    """mutmut runs each mutant's tests in an arbitrary order (it keeps them in a set), so tests that pass
+    only in file order (state shared through a module fixture) fail for every mutant, which then counts
+    as killed. Run the selected tests once, unmutated, in reverse order: None when they pass, else the
+    tail of pytest's output."""
+    tests = [t for t in target.tests if (work / t).is_file()]
+    args = BASE_PYTEST + (["-k", target.deselect] if target.deselect else [])
+    pytest = [sys.executable, "-m", "pytest", "--rootdir=.", *[a for a in args if a != "-x"]]
+    env = {**_env(), "PYTHONPATH": str(work)}
+    listed = subprocess.run([*pytest, "--collect-only", *tests], cwd=work, env=env, capture_output=True,
+                            text=True)
+    ids = [line for line in listed.stdout.splitlines() if "::" in line]
+    if not ids:
+        return "no tests collected:\n" + listed.stdout[-2000:] + listed.stderr[-2000:]
+    proc = subprocess.run([*pytest, "-x", *ids[::-1]], cwd=work, env=env, capture_output=True, text=True)
+    return None if proc.returncode == 0 else proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
 def run_mutmut(target: Target, work: Path, jobs: int) -> tuple[int, str]:
     names = [f"{module_name(target.path)}.{f}" for f in target.functions]
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *names]
@@ -303,6 +321,13 @@ def main(argv: list[str] | None = None) -> int:
             rc, tail = 0, ""
         else:
             work = prepare(target)
+            problem = order_check(target, work)
+            if problem:
+                print(f"mutation: the tests of {path} fail when run in reverse order (unmutated), so mutmut "
+                      f"would count every mutant as killed; make them order-independent first:\n{problem}",
+                      file=sys.stderr)
+                failed = True
+                continue
             rc, tail = run_mutmut(target, work, args.jobs)
             (work / "run.json").write_text(json.dumps({"seconds": round(time.perf_counter() - start, 1),
                                                        "machine": where, "mutmut_exit": rc}))
