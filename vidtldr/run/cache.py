@@ -169,8 +169,9 @@ class FeatureCache:
                 path.unlink()
             self.misses += step
             return None
-        if not isinstance(value, dict) or value.get("item") != item or value.get("source", "") != self.source(item):
-            # A hash collision, a foreign file, or a source changed since the name was computed.
+        if not isinstance(value, dict) or value.get("item") != item or value.get("source") != self.source(item):
+            # A hash collision, a foreign file, or a source changed since the name was computed (every
+            # shard this code writes records its source, "" for an item without a file).
             self.misses += step
             return None
         self.hits += step
