@@ -91,9 +91,10 @@ TARGETS: list[Target] = [
     Target("vidtldr/tasks/itm.py", ["tests/test_itm_candidates.py", "tests/test_itm_engines.py",
                                      "tests/test_models_tasks.py"],
            why="grouped ITM engine: the candidate union, its -100 fill, engine choice"),
-    Target("vidtldr/report/rows.py", ["tests/test_results.py"], why="which record fills which table row"),
-    Target("vidtldr/report/tables.py", ["tests/test_results.py"],
-           functions=["x_run_status*", "x__delta*", "x_row_metrics*", "x__metric_cells*", "x__gflops_cells*",
+    Target("vidtldr/report/rows.py", ["tests/test_rows.py", "tests/test_results.py"],
+           why="which record fills which table row"),
+    Target("vidtldr/report/tables.py", ["tests/test_tables.py", "tests/test_results.py"],
+           functions=["x_run_status*", "x__count*", "x__delta*", "x_row_metrics*", "x__metric_cells*", "x__gflops_cells*",
                       "x_build_table*"], why="the numbers put beside each row (formatting excluded)"),
 ]
 

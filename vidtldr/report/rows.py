@@ -104,13 +104,13 @@ def load_runs(roots: Iterable[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@functools.lru_cache(maxsize=None)
-def row_settings(table: str, dataset: str, backbone: str, method: str) -> dict | None:
+def resolve_row_settings(table: str, dataset: str, backbone: str, method: str) -> dict | None:
     """What a run must have been run with to stand for one row of a paper table: exactly what
     ``make table-<table>`` runs for it (:func:`vidtldr.report.plan.plan`, resolved like a real run):
     the schedule (published vid-TLDR, the ToMe preset or nearest r, none for UMT), the dataset's own
     frames, k_test and text lengths, the default checkpoint file and attention mode. None when the
-    table has no planned run for the row (no record can fill it)."""
+    table has no planned run for the row (no record can fill it). :func:`row_settings` is the cached
+    form every table uses."""
     from vidtldr.config_utils import compose_config
     from vidtldr.report.plan import plan
     from vidtldr.run.runspec import resolve
@@ -125,6 +125,12 @@ def row_settings(table: str, dataset: str, backbone: str, method: str) -> dict |
             "max_txt_l": spec.max_txt_l, "max_q_len": spec.max_q_len, "max_a_len": spec.max_a_len,
             "checkpoint_file": Path(spec.checkpoint).name if spec.checkpoint else None,
             "attention": str(cfg.eval.attention), "data_source": spec.data_source}
+
+
+#: :func:`resolve_row_settings`, cached: composing and resolving a config takes a while and every table
+#: asks for each of its rows (an explicit wrapper, not a decorator on the function, so that mutation
+#: testing sees the function's body). Callers must not change the dict it returns.
+row_settings = functools.lru_cache(maxsize=None)(resolve_row_settings)
 
 
 def settings_mismatch(run: dict, expected: dict) -> list[str]:

@@ -3,6 +3,7 @@ ours vs the paper's numbers (rendered by :mod:`vidtldr.report.render`)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,8 +50,14 @@ def run_status(run: dict | None) -> str:
     if run is None:
         return NOT_RUN
     if run.get("partial"):
-        return f"partial ({run.get('n')}/{run.get('n_total')} {run.get('limit_unit')})"
+        return f"partial ({_count(run.get('n'))}/{_count(run.get('n_total'))} {run.get('limit_unit')})"
     return "complete"
+
+
+def _count(value: Any) -> str:
+    """A whole number, or ``?``: pandas holds a count column as floats once any record lacks it."""
+    value = num(value)
+    return "?" if value is None or math.isinf(value) else f"{value:.0f}"
 
 
 def _delta(ours: float | None, paper: float | None) -> float | None:
