@@ -27,7 +27,9 @@ def test_gapped_rows_beside_the_others(gapped_result):
     for key in ((GAPPED, "fused"), (GAPPED, "materialized"), (GAPPED_SDPA, "fused")):
         assert by[key]["r"] == [0, 48, 0, 24]
         assert by[key]["final_tokens"] == 196 - 48 - 24
-        assert by[key]["gflops_paper"] < by[("none", "fused")]["gflops_paper"]
+        # tokens 196, 196, 148, 148, 124: 86_856_768 MACs by hand (tests/test_flops.py's per-block
+        # terms: 14_676_480 + 13_702_912 + 10_172_928 + 9_729_280 + 38_535_168 + 39_680 + 320)
+        assert by[key]["gflops_paper"] == 0.09 and by[("none", "fused")]["gflops_paper"] == 0.1
 
 
 def test_gapped_summary_and_markdown(gapped_result):

@@ -66,8 +66,10 @@ def test_trim30(vlen, fps, trim, want):
 
 
 def test_sampling_rejects_empty():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^cannot sample from a video with 0 frames$"):
         sample_indices(0, 12)
+    with pytest.raises(ValueError, match="^num_frames must be positive, got 0$"):
+        sample_indices(10, 0)
 
 
 # ---------------------------------------------------------------- official recordings

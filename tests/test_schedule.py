@@ -23,14 +23,30 @@ def test_grammar():
     assert parse_schedule(600.0, 1) == [600] and isinstance(parse_schedule(600.0, 1)[0], int)
     assert parse_schedule(None, 2) == [0, 0]
     assert parse_schedule({"r": 10, "inflection": 0}, 4) == [10, 10, 10, 10]
-    ramp = tome_decreasing(10, -0.5, 4)
-    assert ramp[0] > ramp[-1] and sum(ramp) == pytest.approx(40, abs=4)
+    # ToMe's ramp: low = int(r (1 - inflection)), high = 2r - low, linear from low to high, truncated.
+    # r = 10, inflection -0.5: low 15, high 5, step -10/3: 15, 11.67, 8.33, 5 -> [15, 11, 8, 5]
+    assert tome_decreasing(10, -0.5, 4) == [15, 11, 8, 5]
+    # inflection +0.5: low 5, high 15, step 10/3: 5, 8.33, 11.67, 15 -> [5, 8, 11, 15]
+    assert parse_schedule((10, 0.5), 4) == [5, 8, 11, 15]
+    assert parse_schedule({"r": 10, "inflection": -0.5}, 4) == [15, 11, 8, 5]
+    assert tome_decreasing(7, -0.5, 1) == [7]
 
 
-@pytest.mark.parametrize("bad", [[1, 2, 3, 4, 5], [-1], [1.5], "fast", [True], {"r": 3}])
-def test_bad_schedules_name_the_problem(bad):
-    with pytest.raises(ScheduleError, match="merge.r"):
+@pytest.mark.parametrize("bad, message", [
+    ([1, 2, 3, 4, 5], "merge.r has 5 entries but the encoder has 4 blocks"),
+    ([-1], "merge.r[0]: expected a non-negative value, got -1"),
+    ([0, 1.5], "merge.r[1]: 1.5 is neither a token count (whole number) nor a fraction (< 1)"),
+    ([float("nan")], "merge.r[0]: expected a non-negative finite value, got nan"),
+    ("fast", "merge.r: unknown schedule name 'fast' (expected a list, a number or 'published')"),
+    ([True], "merge.r[0]: expected an int (tokens) or a fraction in [0, 1), got True"),
+    ({"r": 3}, "merge.r: a dict schedule needs keys 'r' and 'inflection', got ['r']"),
+    ((0.5, -0.5), "merge.r: (r, inflection) needs an integer r, got 0.5"),
+    ((1, 2, 3), "merge.r: a tuple schedule is (r, inflection), got (1, 2, 3)"),
+])
+def test_bad_schedules_name_the_problem(bad, message):
+    with pytest.raises(ScheduleError) as info:
         parse_schedule(bad, 4, dataset="msrvtt", backbone="umt_b")
+    assert str(info.value) == message
 
 
 def test_one_fraction_applies_to_every_block():
