@@ -38,9 +38,10 @@ def test_clean_tiny_dataset_passes(tiny_msrvtt, capsys, tmp_path):
 def test_count_mismatch_against_manifest(tiny_msrvtt, capsys):
     code, _, rep = _run_main(capsys, "dataset=msrvtt", f"paths.data={tiny_msrvtt}")
     assert code == 1
-    kinds = {p["kind"] for p in rep["problems"]}
-    assert kinds == {"count_mismatch"}
-    assert any("expects 1000" in p["message"] for p in rep["problems"])
+    # the tiny MSRVTT file has 7 clips with one caption each; the 1k-A manifest expects 1000 of each
+    assert [(p["kind"], p["message"]) for p in rep["problems"]] == [
+        ("count_mismatch", f"{key}: found 7, manifest expects 1000") for key in ("records", "videos", "texts")]
+    assert all(p["file"].endswith("msrvtt_ret_test1k.yaml") for p in rep["problems"])
 
 
 def test_missing_corrupt_and_bad_width_videos(tiny_msrvtt, capsys):

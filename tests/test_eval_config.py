@@ -44,7 +44,7 @@ def test_published_schedule_and_override(tmp_path):
         resolve(make_cfg(tmp_path, "model=umt_b", "dataset=msrvtt_zs"))
     with pytest.raises(ConfigError, match="merge.r=100"):
         resolve(make_cfg(tmp_path, "merge=random"))
-    with pytest.raises(ScheduleError):
+    with pytest.raises(ScheduleError, match=r"^merge.r has 13 entries but the encoder has 12 blocks$"):
         resolve(make_cfg(tmp_path, "model=umt_b", "merge.r=[1,2,3,4,5,6,7,8,9,10,11,12,13]"))
 
 

@@ -15,6 +15,8 @@ import pytest
 
 import vidtldr.data.dataset as data_module
 import vidtldr.tasks.retrieval as retrieval_module
+from vidtldr.cost.text import qa_cost, text_dims
+from vidtldr.models.config import load_architecture
 from vidtldr.report import reference, results, rows, tables
 from vidtldr.errors import VideoError
 from vidtldr.run.runner import run
@@ -177,6 +179,12 @@ def test_qa_record_predictions_and_accuracy(cache, tmp_path):
     # per clip, the tiny encoder with r = [48, 24] less the retrieval model's pool norm (5 x 64):
     # 78_292_032 - 320 = 78_291_712 (tests/test_flops.py); 6 clips = 469_750_272
     assert record["gflops"]["paper"] == 0.078 and cost["gflops"]["vision_encoder"]["paper"] == 0.470
+    # per question the official execution, as counted by vidtldr.cost.text.qa_cost (checked against
+    # fvcore's trace in tests/test_flops.py): 25 question tokens, cross-attention to the 124 vision
+    # tokens, the first-token pass, then k = min(k_test 4, 10 answers) answers of 5 tokens re-scored
+    assert record["resolved"]["k_test"] == 4
+    one = qa_cost(text_dims(load_architecture("tiny", task="qa")), 124, k_test=4, max_q_len=25, max_a_len=5)
+    assert cost["gflops"]["answering_pairwise"]["paper"] == round(7 * one.paper_total / 1e9, 3)
     # one projection fewer: 2 fusion layers x K, V of 124 tokens (124 x 64 x 128 MACs) = 2_031_616
     saved = cost["gflops"]["answering_pairwise"]["paper"] - cost["gflops"]["answering"]["paper"]
     assert saved == pytest.approx(2_031_616 / 1e9, abs=1e-3)  # a difference of values rounded to 3 places
@@ -301,7 +309,6 @@ def test_checkpoint_path_recorded_and_equivalent_to_its_weights(baseline, cache,
     the checkpoint's checksum, and the feature cache is keyed by it."""
     import torch
 
-    from vidtldr.models.config import load_architecture
     from vidtldr.models.umt import build_model
 
     _, first = baseline

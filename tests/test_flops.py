@@ -258,7 +258,7 @@ def test_resolve_published_schedule_from_config_groups():
 def test_resolve_rejects_missing_baseline_schedule():
     from vidtldr.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="merge.r"):
+    with pytest.raises(ConfigError, match=r"^merge=random has no default schedule: give one, e\.g\. merge\.r=100 "):
         _spec("model=umt_b", "merge=random")
 
 
