@@ -81,7 +81,8 @@ TARGETS: list[Target] = [
     # check that the runner passes each input) take minutes per mutant, so they are left out here.
     Target("vidtldr/run/runner.py", ["tests/test_cache_keys.py"], functions=["x_cache_keys*"],
            deselect="not recompute and not reuse", why="the video / text feature-cache keys (cache_keys only)"),
-    Target("vidtldr/run/feature_store.py", ["tests/test_feature_store.py"], why="packed token store and its key"),
+    Target("vidtldr/run/feature_store.py", ["tests/test_feature_store.py", "tests/test_feature_store_integrity.py"],
+           why="packed token store: its key, checksums, index problems, atomic build"),
     Target("vidtldr/run/runner_features.py", ["tests/test_cache_keys.py", "tests/test_feature_store.py",
                                                "tests/test_eval_e2e.py"],
            deselect="not cli and not wandb", why="per-video feature extraction through the cache"),

@@ -49,7 +49,7 @@ TOKENS = "tokens.bin"
 FEAT = "feat.npy"
 
 
-def store_dir(cache: FeatureCache, keys: Sequence[str], dtype: str = "fp32") -> Path:
+def store_dir(cache: FeatureCache, keys: Sequence[str], dtype: str) -> Path:
     """Where the store of ``keys`` (in this order) lives: inside the feature cache directory, whose
     name already hashes everything that changes the features; the store adds the video list, the
     identity of each video's file (its shard) and the dtype."""
@@ -76,7 +76,7 @@ def verify_store(path: Path, sources: Optional[Sequence] = None) -> Optional[str
     for name in (TOKENS, FEAT):
         if file_sha256(path / name, memo=True) != index["sha256"][name]:
             return f"{path / name} does not match its checksum in {path / INDEX}"
-    if sources is not None and list(index.get("sources", [])) != list(sources):
+    if sources is not None and index.get("sources") != list(sources):  # None: built without them
         return f"{path / INDEX} was built from other versions of the videos"
     return None
 
