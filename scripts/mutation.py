@@ -14,7 +14,10 @@ Per module it prints one line, and at the end one JSON object on the last line:
 survives but is listed in ``scripts/mutation_equivalents.json`` (name, the mutated line, and why no
 test can tell it apart) is counted as equivalent: out of the score, named in the report. The entry
 must still match the mutant's diff, so a stale entry (the code moved) counts as a survivor again.
-Mutants of functions no selected test calls ("no tests") count as survivors.
+A survivor that is not equivalent but was judged (e.g. only a CUDA input tells it apart, or only the
+wording of a message changes) may get its one-line reason from ``scripts/mutation_verdicts.json``
+(same entries and matching rule); it still counts as a survivor. Mutants of functions no selected
+test calls ("no tests") count as survivors.
 
 score = (killed + timeout) / (killed + timeout + survived), per module and overall.
 
@@ -40,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".mutation"
 EQUIVALENTS = ROOT / "scripts" / "mutation_equivalents.json"
+VERDICTS = ROOT / "scripts" / "mutation_verdicts.json"
 RESULTS_JSON = ROOT / "results" / "mutation.json"
 RESULTS_MD = ROOT / "results" / "mutation.md"
 
@@ -67,7 +71,8 @@ TARGETS: list[Target] = [
     Target("vidtldr/reduce/vidtldr.py", ["tests/test_vidtldr_merge_cases.py", "tests/test_source_tracing.py"],
            why="vid-TLDR saliency, matching, merging"),
     Target("vidtldr/reduce/tome.py", ["tests/test_tome_random.py"], why="ToMe matching and merging"),
-    Target("vidtldr/reduce/random_drop.py", ["tests/test_tome_random.py"], why="random dropping baseline"),
+    Target("vidtldr/reduce/random_drop.py", ["tests/test_random_drop.py", "tests/test_tome_random.py"],
+           why="random dropping baseline"),
     Target("vidtldr/reduce/base.py", ["tests/test_vidtldr_merge_cases.py", "tests/test_tome_random.py",
                                        "tests/test_source_tracing.py", "tests/test_reducer_contract.py",
                                        "tests/test_fused_exact.py"],
@@ -200,13 +205,30 @@ def changed_line(diff: str) -> str:
     return " | ".join(plus)
 
 
-def load_equivalents() -> dict[str, dict]:
-    if not EQUIVALENTS.is_file():
+def load_entries(path: Path) -> dict[str, dict]:
+    """``[{"name", "line", "why"}, ...]`` (the equivalents or the verdicts file) by mutant name."""
+    if not path.is_file():
         return {}
-    return {e["name"]: e for e in json.loads(EQUIVALENTS.read_text())}
+    return {e["name"]: e for e in json.loads(path.read_text())}
 
 
-def evaluate(target: Target, work: Path, equivalents: dict[str, dict]) -> dict:
+def judge(name: str, status: str, line: str, equivalents: dict[str, dict], verdicts: dict[str, dict]) -> tuple[bool, str]:
+    """``(equivalent, verdict)`` of a mutant no test killed. An entry counts only while its line is
+    the mutant's mutated line; a stale equivalent is shown as such, a stale verdict is ignored."""
+    eq = equivalents.get(name)
+    if eq and eq.get("line") == line:
+        if status == "survived":
+            return True, "equivalent: " + eq["why"]
+        return False, f"listed as equivalent ({eq['why']}), but its status is {status!r}"
+    if eq:
+        return False, eq["why"] + " (STALE: the listed line no longer matches)"
+    judged = verdicts.get(name)
+    if judged and judged.get("line") == line:
+        return False, "not killed: " + judged["why"]
+    return False, "not killed"
+
+
+def evaluate(target: Target, work: Path, equivalents: dict[str, dict], verdicts: dict[str, dict]) -> dict:
     status = statuses(target, work)
     survivors = []
     counts = {"killed": 0, "survived": 0, "timeout": 0, "equivalent": 0, "no_tests": 0, "other": 0}
@@ -219,19 +241,16 @@ def evaluate(target: Target, work: Path, equivalents: dict[str, dict]) -> dict:
             continue
         diff = mutant_diff(work, target.path, name)
         line = changed_line(diff)
-        eq = equivalents.get(name)
-        entry = {"name": name, "status": st, "line": line, "diff": _short_diff(diff)}
-        if st == "survived" and eq and eq.get("line") == line:
+        equivalent, verdict = judge(name, st, line, equivalents, verdicts)
+        survivors.append({"name": name, "status": st, "line": line, "diff": _short_diff(diff), "verdict": verdict})
+        if equivalent:
             counts["equivalent"] += 1
-            entry["verdict"] = "equivalent: " + eq["why"]
-        else:
-            counts["survived"] += 1
-            if st == "no tests":
-                counts["no_tests"] += 1
-            elif st != "survived":
-                counts["other"] += 1
-            entry["verdict"] = (eq["why"] + " (STALE: the listed line no longer matches)") if eq else "not killed"
-        survivors.append(entry)
+            continue
+        counts["survived"] += 1
+        if st == "no tests":
+            counts["no_tests"] += 1
+        elif st != "survived":
+            counts["other"] += 1
     detected = counts["killed"] + counts["timeout"]
     total = detected + counts["survived"]
     score = round(detected / total, 4) if total else 1.0
@@ -268,7 +287,8 @@ def render_md(data: dict) -> str:
         out += ["", "Not run yet (no result recorded): " + ", ".join(f"`{m}`" for m in missing) + "."]
     out += ["", "## Surviving mutants", "",
             "Every mutant that no test killed, with its verdict: *equivalent* (no input can tell it apart "
-            "from the original; the reason is given) or *not killed* (a gap).", ""]
+            "from the original; the reason is given, out of the score) or *not killed* (a survivor, counted "
+            "in the score; where it was judged, why no test is written for it).", ""]
     for path in sorted(mods):
         survivors = mods[path]["survivors"]
         out.append(f"### `{path}`")
@@ -309,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"mutation: no mutation target for {unknown}; known: {sorted(by_path)}", file=sys.stderr)
         return 2
-    equivalents = load_equivalents()
+    equivalents, verdicts = load_entries(EQUIVALENTS), load_entries(VERDICTS)
     data = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.is_file() else {"modules": {}}
     data["mutmut"] = getattr(mutmut, "__version__", "?")
     total = {"killed": 0, "survived": 0, "timeout": 0}
@@ -338,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             failed = True
             continue
-        result = evaluate(target, work, equivalents)
+        result = evaluate(target, work, equivalents, verdicts)
         result.update(json.loads((work / "run.json").read_text()) if (work / "run.json").is_file()
                       else {"seconds": None, "machine": where, "mutmut_exit": rc})
         data["modules"][path] = result

@@ -53,3 +53,26 @@ def test_device_resolution_and_itm_rerank_on_cuda(umt_tiny_dir):
     assert torch.equal(scores.t2i == -100.0, official["t2i"] == -100.0)
     kept = official["i2t"] != -100.0
     assert torch.allclose(scores.i2t[kept], official["i2t"][kept].float(), atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["random", "tome", "vidtldr"])
+def test_reducers_keep_their_tensors_on_the_gpu_and_decide_as_on_the_cpu(name):
+    """Provenance, sizes and trace indices are made on the tokens' device (a CPU tensor there would
+    fail or copy every block), and the decisions are the CPU's (random drop draws on the CPU)."""
+    from vidtldr.reduce import ReductionState, build_reducer
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, 8, generator=g)
+    aux = {"keys": torch.randn(2, 16, 4, generator=g), "neg_entropy": -torch.rand(2, 16, 1, generator=g)}
+    runs = {}
+    for device in ("cpu", "cuda"):
+        state = ReductionState(trace_source=True, record_trace=True)
+        out = build_reducer(name, [4]).reduce(x.to(device), 0, state, {k: v.to(device) for k, v in aux.items()})
+        runs[device] = (out, state)
+    (out_cpu, cpu), (out, gpu) = runs["cpu"], runs["cuda"]
+    assert out.device.type == gpu.source.device.type == "cuda"
+    torch.testing.assert_close(gpu.source.cpu(), cpu.source)  # vid-TLDR's rows carry saliencies
+    torch.testing.assert_close(out.cpu(), out_cpu)
+    for key, value in cpu.trace[0].items():
+        if key.endswith("_idx"):
+            assert gpu.trace[0][key].device.type == "cuda" and torch.equal(gpu.trace[0][key].cpu(), value), key

@@ -37,10 +37,13 @@ def _mix64(value: int) -> int:
 
 
 def _quantize(value: float) -> int:
-    """A float rounded to ``_MANTISSA_BITS`` significant bits, as an integer code (exact 0 -> 0)."""
-    if value == 0.0 or value != value:  # 0 or NaN: one fixed code each
-        return 0 if value == 0.0 else 1
-    mantissa, exponent = math.frexp(value)
+    """A float rounded to ``_MANTISSA_BITS`` significant bits, as an integer code (0.0 and -0.0 -> 0).
+
+    NaN and infinity (tokens that overflowed) share code 1, which no finite value has: frexp gives
+    them no finite mantissa to round, and a broken sample must still draw, not crash the run."""
+    if not math.isfinite(value):
+        return 1
+    mantissa, exponent = math.frexp(value)  # 0.0 -> (0.0, 0): code 0
     return (round(mantissa * (1 << _MANTISSA_BITS)) << 16) ^ (exponent & 0xFFFF)
 
 
