@@ -7,11 +7,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from vidtldr.cost.vision import ReducerTraits, backbone_vision_dims, reducer_cost, vision_cost
 from vidtldr.errors import ConfigError
 from vidtldr.reduce import build_reducer, reducer_class
-from vidtldr.reduce.base import REDUCERS, Reducer, check_contract, register_reducer
+from vidtldr.reduce.base import REDUCERS, ReductionState, Reducer, apply_merge, check_contract, register_reducer
 
 
 def test_discovery_imports_every_reducer_module_in_a_fresh_interpreter():
@@ -135,8 +136,10 @@ def test_registering_a_new_reducer_names_and_stores_it():
 def test_only_reducer_classes_can_register():
     with pytest.raises(TypeError, match=r"test_reducer_contract\.NotAReducer: .*must subclass"):
         check_contract(NotAReducer)
-    with pytest.raises(TypeError, match="must subclass"):
+    with pytest.raises(TypeError, match=r"^42: a registered reducer must subclass"):
         check_contract(42)
+    with pytest.raises(TypeError, match=r"^'tome': a registered reducer must subclass"):
+        check_contract("tome")
 
 
 class NotAReducer:
@@ -148,3 +151,33 @@ def test_description_and_per_block_needs():
     assert Reducer(None).describe() == {"name": "none", "r": []}
     tome = build_reducer("tome", [1, 0])
     assert tome.needs(0, 10) == "keys" and tome.needs(1, 9) is None and tome.needs(2, 9) is None
+
+
+def test_a_reducer_module_added_to_the_package_is_discovered(tmp_path, monkeypatch):
+    import vidtldr.reduce as package
+
+    (tmp_path / "extra_for_test.py").write_text(
+        "from vidtldr.reduce.base import Reducer, register_reducer\n\n\n"
+        "@register_reducer('extra_for_test')\nclass Extra(Reducer):\n    pass\n")
+    monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
+    try:
+        assert reducer_class("extra_for_test").__module__ == "vidtldr.reduce.extra_for_test"
+    finally:
+        REDUCERS.pop("extra_for_test", None)
+        sys.modules.pop("vidtldr.reduce.extra_for_test", None)
+
+
+def test_the_merge_rule_gets_unit_sizes_at_the_first_merge_then_its_own():
+    seen = []
+
+    def merge_wavg(match, x, size):  # drops the first token, doubles the sizes
+        seen.append(size)
+        return x[:, 1:], 2 * size[:, 1:]
+
+    state = ReductionState()
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    out = apply_merge(None, x, state, merge_wavg, merge_source=None)  # no provenance asked: never called
+    assert torch.equal(seen[0], torch.ones(2, 5, 1, dtype=torch.float64)) and torch.equal(out, x[:, 1:])
+    apply_merge(None, out, state, merge_wavg, merge_source=None)
+    assert torch.equal(seen[1], torch.full((2, 4, 1), 2.0, dtype=torch.float64))
+    assert torch.equal(state.size, torch.full((2, 3, 1), 4.0, dtype=torch.float64))

@@ -236,3 +236,9 @@ def test_tome_with_r_zero_is_the_identity():
     x, size = tome_merge_wavg(m, _HAND_X)
     # even tokens first, then odd ones: a permutation, nothing averaged
     assert x.flatten().tolist() == [2.0, 10.0, 4.0, 20.0] and size.flatten().tolist() == [1.0] * 4
+
+
+def test_tome_provenance_starts_on_the_tokens_device():
+    m = tome_match(_HAND_KEYS, 1)
+    meta = type(m)(*(t.to("meta") for t in (m.unm_idx, m.src_idx, m.dst_idx)))
+    assert tome_merge_source(meta, _HAND_X.to("meta")).device.type == "meta"

@@ -2,13 +2,14 @@
 
 import copy
 import math
+import re
 
 import pytest
 import torch
 
 from vidtldr.reduce import REDUCERS, ReductionState, build_reducer
 from vidtldr.reduce.schedule import tokens_to_remove
-from vidtldr.reduce.vidtldr import (VidTLDR, bipartite_match, head_mean_neg_entropy, merge_source,
+from vidtldr.reduce.vidtldr import (Match, VidTLDR, bipartite_match, head_mean_neg_entropy, merge_source,
                                     merge_wavg, objective_score, official_vidtldr_call,
                                     saliency_from_neg_entropy)
 
@@ -329,3 +330,67 @@ def test_reducer_missing_aux_is_named():
     x, _ = _random_inputs(n=10)
     with pytest.raises(ValueError, match="neg_entropy"):
         VidTLDR([3]).reduce(x, 0, ReductionState(), {})
+
+
+# ----------------------------------------------------------------------------- worked by hand
+
+def test_bad_inputs_are_refused_by_name():
+    x, attn = _random_inputs(n=10)
+    score = objective_score(attn)
+    with pytest.raises(ValueError, match=r"^r must be in \[0, T//2\] = \[0, 5\], got 6$"):
+        bipartite_match(x, 6, score)
+    with pytest.raises(ValueError, match=r"= \[0, 5\], got -1$"):
+        bipartite_match(x, -1, score)
+    with pytest.raises(ValueError, match=re.escape("x must be [B, T, C], got shape (10, 8)")):
+        bipartite_match(x[0], 1, score)
+    with pytest.raises(ValueError, match=re.escape("score must be [B, T, 1] = [2, 10, 1], got [2, 10]")):
+        bipartite_match(x, 1, score[..., 0])
+    with pytest.raises(ValueError, match=re.escape("attn must be [B,H,T,T] or [B,T,T], got shape (10, 10)")):
+        head_mean_neg_entropy(attn[0, 0])
+    for shape in ((2, 10, 2), (2, 10)):
+        with pytest.raises(ValueError, match=re.escape(f"neg_entropy must be [B, T, 1], got shape {shape}")):
+            saliency_from_neg_entropy(torch.zeros(shape))
+
+
+def test_saliency_worked_by_hand_per_sample():
+    e = torch.tensor([[[-10.0], [-9.0], [-7.0], [-6.0], [0.0]]])
+    # min-max normalised: 0, .1, .3, .4, 1 (mean .36); below the mean -> 0, the rest (s - .36) / (1 - .36)
+    torch.testing.assert_close(saliency_from_neg_entropy(e).flatten(), torch.tensor([0, 0, 0, 0.04 / 0.64, 1]))
+    # each sample is normalised by its own range, so a batch gives what each sample gives alone
+    other = torch.tensor([[[3.0], [-1.0], [2.0], [2.5], [0.5]]])
+    batch = saliency_from_neg_entropy(torch.cat([e, other]))
+    assert torch.equal(batch[:1], saliency_from_neg_entropy(e)) and torch.equal(batch[1:], saliency_from_neg_entropy(other))
+
+
+# Tokens 0..3: even tokens 0, 2; odd tokens 1, 3. Even token 0 (saliency 0.5) merges into odd token 1.
+_HAND = Match(unm_idx=torch.tensor([[[1]]]), src_idx=torch.tensor([[[0]]]), dst_idx=torch.tensor([[[0]]]),
+              src_so=torch.tensor([[[0.5]]]))
+_HAND_X = torch.tensor([[[2.0], [4.0], [10.0], [20.0]]])
+
+
+def test_merge_worked_by_hand():
+    # a src counts with its size times its saliency: (1 * 4 + 0.5 * 1 * 2) / (1 + 0.5)
+    x, size = merge_wavg(_HAND, _HAND_X)
+    torch.testing.assert_close(x.flatten(), torch.tensor([10.0, 5 / 1.5, 20.0]))
+    assert size.flatten().tolist() == [1.0, 1.5, 1.0]
+    # sizes already there: token 0 holds 3 patches -> (1 * 4 + 0.5 * 3 * 2) / (1 + 0.5 * 3)
+    x, size = merge_wavg(_HAND, _HAND_X, torch.tensor([[[3.0], [1.0], [1.0], [1.0]]]))
+    torch.testing.assert_close(x.flatten(), torch.tensor([10.0, 7 / 2.5, 20.0]))
+    assert size.flatten().tolist() == [1.0, 2.5, 1.0]
+    assert merge_source(_HAND, _HAND_X)[0].tolist() == [[0, 0, 1, 0], [0.5, 1, 0, 0], [0, 0, 0, 1]]
+
+
+def test_merge_of_a_batch_is_each_sample_alone():
+    x, attn = _random_inputs(b=3, n=16, seed=9)
+    size = 1 + torch.rand(3, 16, 1, generator=torch.Generator().manual_seed(1)) * torch.tensor([1.0, 7.0, 30.0]).view(3, 1, 1)
+    m = bipartite_match(x, 6, objective_score(attn))
+    batch_x, batch_size = merge_wavg(m, x, size)
+    for bi in range(3):
+        one = Match(*(getattr(m, f)[bi:bi + 1] for f in INTERNALS))
+        alone_x, alone_size = merge_wavg(one, x[bi:bi + 1], size[bi:bi + 1])
+        assert torch.equal(batch_x[bi:bi + 1], alone_x) and torch.equal(batch_size[bi:bi + 1], alone_size)
+
+
+def test_provenance_starts_on_the_tokens_device():
+    meta = Match(*(getattr(_HAND, f).to("meta") for f in INTERNALS))
+    assert merge_source(meta, _HAND_X.to("meta")).device.type == "meta"

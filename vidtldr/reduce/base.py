@@ -130,7 +130,7 @@ REDUCERS: dict[str, type[Reducer]] = {"none": Reducer}
 
 def check_contract(cls: type) -> None:
     """Raise ``TypeError`` naming the class and attribute when ``cls`` breaks the reducer contract."""
-    where = f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', repr(cls))}"  # a non-class too
+    where = f"{cls.__module__}.{cls.__qualname__}" if isinstance(cls, type) else repr(cls)
     if not (isinstance(cls, type) and issubclass(cls, Reducer)):
         raise TypeError(f"{where}: a registered reducer must subclass vidtldr.reduce.base.Reducer")
     if cls.need not in NEEDS:

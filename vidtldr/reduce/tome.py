@@ -29,8 +29,9 @@ class ToMeMatch:
     def r(self) -> int:
         return self.src_idx.shape[1]
 
-    def merge(self, t: torch.Tensor, mode: str = "sum") -> torch.Tensor:
-        """``[B, T, D] -> [B, T - r, D]``: [unmerged even tokens] ++ [odd tokens, src reduced in]."""
+    def merge(self, t: torch.Tensor, mode: str) -> torch.Tensor:
+        """``[B, T, D] -> [B, T - r, D]``: [unmerged even tokens] ++ [odd tokens, src reduced in with
+        ``mode``, "sum" or "amax"]."""
         even, odd = t[:, 0::2, :], t[:, 1::2, :]
         b, n_even, d = even.shape
         unm = even.gather(1, self.unm_idx.expand(b, n_even - self.r, d))
