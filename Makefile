@@ -51,8 +51,9 @@ test: $(STAMP)
 # mutmut on each listed module (default: all targets in scripts/mutation.py), tests relevant to it
 # only; last line one JSON object {"killed", "survived", "timeout", "score"}. Minutes per module.
 MODULES ?=
+MUTATION_ARGS ?=
 mutation: $(STAMP)
-	$(PYTHON) scripts/mutation.py $(if $(strip $(MODULES)),--modules $(MODULES))
+	$(PYTHON) scripts/mutation.py $(if $(strip $(MODULES)),--modules $(MODULES)) $(MUTATION_ARGS)
 
 # mistakes found by reading the code (a cache-key field dropped, a schedule applied to one block):
 # each must make its tests fail; about a minute. CI runs it with REVIEW_ARGS=--no-write.

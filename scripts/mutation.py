@@ -317,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true",
                         help="re-read the last run of each module from .mutation/ (e.g. after editing the "
                              "equivalents) instead of running mutmut again")
+    parser.add_argument("--min-score", type=float, default=None,
+                        help="exit 1 when a module run scores below this (CI runs a fast subset with 0.9)")
     args = parser.parse_args(argv)
     try:
         import mutmut
@@ -367,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path}: {result['mutants']} mutants, killed {result['killed']}, timeout {result['timeout']}, "
               f"survived {result['survived']} (no tests {result['no_tests']}), equivalent "
               f"{result['equivalent']}, score {result['score']:.3f}, {result['seconds']} s", flush=True)
+        if args.min_score is not None and result["score"] < args.min_score:
+            print(f"mutation: {path} scores {result['score']:.3f} < --min-score {args.min_score}", file=sys.stderr)
+            failed = True
     if not args.no_write:
         RESULTS_JSON.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
         RESULTS_MD.write_text(render_md(data) + "\n")
