@@ -81,31 +81,31 @@ class RetrievalScores:
     stats: Optional[ITMStats] = None  # what the ITM engine executed (this process's share)
 
 
-@torch.no_grad()
 def encode_texts(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, batch_size: int = 256) -> TextFeatures:
     """Text-mode features in chunks (official ``extract_text_feats``, chunk 256)."""
-    device = _device(model)
-    embeds, feats = [], []
-    for start in range(0, input_ids.shape[0], batch_size):
-        ids = input_ids[start:start + batch_size].to(device)
-        mask = attention_mask[start:start + batch_size].to(device)
-        states = model.encode_text(ids, mask)
-        embeds.append(states.float().cpu())
-        feats.append(model.itc_text(states).float().cpu())
-    return TextFeatures(torch.cat(embeds), attention_mask.cpu(), torch.cat(feats))
+    with torch.no_grad():  # a block, not @torch.no_grad(): mutmut does not mutate decorated functions
+        device = _device(model)
+        embeds, feats = [], []
+        for start in range(0, input_ids.shape[0], batch_size):
+            ids = input_ids[start:start + batch_size].to(device)
+            mask = attention_mask[start:start + batch_size].to(device)
+            states = model.encode_text(ids, mask)
+            embeds.append(states.float().cpu())
+            feats.append(model.itc_text(states).float().cpu())
+        return TextFeatures(torch.cat(embeds), attention_mask.cpu(), torch.cat(feats))
 
 
-@torch.no_grad()
 def encode_videos(model, batches: Iterable[torch.Tensor], reducer: Optional[Reducer] = None) -> VisionFeatures:
     """Encode video batches ``[B, T, 3, H, W]`` in order; tokens are kept on the CPU in float32."""
-    device = _device(model)
-    tokens, feats, counts = [], [], []
-    for videos in batches:
-        out = model.encode_vision(videos.to(device), reducer=reducer)
-        tokens.append(out.tokens.float().cpu())
-        feats.append(model.itc_vision(out.pooled).float().cpu())
-        counts = out.token_counts
-    return VisionFeatures(torch.cat(tokens), torch.cat(feats), counts)
+    with torch.no_grad():  # a block, not @torch.no_grad(): mutmut does not mutate decorated functions
+        device = _device(model)
+        tokens, feats, counts = [], [], []
+        for videos in batches:
+            out = model.encode_vision(videos.to(device), reducer=reducer)
+            tokens.append(out.tokens.float().cpu())
+            feats.append(model.itc_vision(out.pooled).float().cpu())
+            counts = out.token_counts
+        return VisionFeatures(torch.cat(tokens), torch.cat(feats), counts)
 
 
 def itc_scores(vision_feat: torch.Tensor, text_feat: torch.Tensor) -> torch.Tensor:
@@ -130,7 +130,6 @@ def candidates(i2t_emb: torch.Tensor, k_test: int) -> tuple[torch.Tensor, torch.
     return i2t_topk, t2i_topk
 
 
-@torch.no_grad()
 def itm_rerank(model, i2t_emb: torch.Tensor, text: TextFeatures, vision_tokens: torch.Tensor | Sequence[torch.Tensor],
                k_test: int = 128, chunk: int = 32, video_rows: Optional[Sequence[int]] = None,
                text_rows: Optional[Sequence[int]] = None,
@@ -143,46 +142,47 @@ def itm_rerank(model, i2t_emb: torch.Tensor, text: TextFeatures, vision_tokens: 
     other rows keep the -100 fill. The candidate lists (``*_topk``) are always complete: they cost
     one ``topk`` per row. ``on_pairs(n)`` is called after each ITM forward of ``n`` pairs (progress).
     """
-    device = _device(model)
-    num_videos, num_texts = i2t_emb.shape
-    t2i_emb = i2t_emb.t()
-    do_video = range(num_videos) if video_rows is None else [int(i) for i in video_rows]
-    do_text = range(num_texts) if text_rows is None else [int(j) for j in text_rows]
+    with torch.no_grad():  # a block, not @torch.no_grad(): mutmut does not mutate decorated functions
+        device = _device(model)
+        num_videos, num_texts = i2t_emb.shape
+        t2i_emb = i2t_emb.t()
+        do_video = range(num_videos) if video_rows is None else [int(i) for i in video_rows]
+        do_text = range(num_texts) if text_rows is None else [int(j) for j in text_rows]
 
-    def video(i: int) -> torch.Tensor:
-        return vision_tokens[i].to(device)
+        def video(i: int) -> torch.Tensor:
+            return vision_tokens[i].to(device)
 
-    stats = ITMStats("pairwise")
+        stats = ITMStats("pairwise")
 
-    def logits(text_rows: torch.Tensor, vision_rows: torch.Tensor) -> torch.Tensor:
-        out = model.itm_logit(text.embeds[text_rows].to(device), text.mask[text_rows].to(device),
-                              vision_rows).float().cpu()
-        stats.pairs += len(text_rows)
-        stats.pair_shapes[(int(text.embeds.shape[1]), int(vision_rows.shape[1]))] += len(text_rows)
-        if on_pairs is not None:
-            on_pairs(len(text_rows))
-        return out
+        def logits(text_rows: torch.Tensor, vision_rows: torch.Tensor) -> torch.Tensor:
+            out = model.itm_logit(text.embeds[text_rows].to(device), text.mask[text_rows].to(device),
+                                  vision_rows).float().cpu()
+            stats.pairs += len(text_rows)
+            stats.pair_shapes[(int(text.embeds.shape[1]), int(vision_rows.shape[1]))] += len(text_rows)
+            if on_pairs is not None:
+                on_pairs(len(text_rows))
+            return out
 
-    i2t_topk, t2i_topk = candidates(i2t_emb, k_test)
-    k_i2t, k_t2i = i2t_topk.shape[1], t2i_topk.shape[1]
-    i2t = torch.full((num_videos, num_texts), NOT_RERANKED, dtype=torch.float32)
-    for i in do_video:
-        row = i2t_topk[i]
-        tokens = video(i)
-        for start in range(0, k_i2t, chunk):
-            rows = row[start:start + chunk]
-            i2t[i, rows] = logits(rows, tokens[None].expand(len(rows), -1, -1))
+        i2t_topk, t2i_topk = candidates(i2t_emb, k_test)
+        k_i2t, k_t2i = i2t_topk.shape[1], t2i_topk.shape[1]
+        i2t = torch.full((num_videos, num_texts), NOT_RERANKED, dtype=torch.float32)
+        for i in do_video:
+            row = i2t_topk[i]
+            tokens = video(i)
+            for start in range(0, k_i2t, chunk):
+                rows = row[start:start + chunk]
+                i2t[i, rows] = logits(rows, tokens[None].expand(len(rows), -1, -1))
 
-    t2i = torch.full((num_texts, num_videos), NOT_RERANKED, dtype=torch.float32)
-    for j in do_text:
-        row = t2i_topk[j]
-        for start in range(0, k_t2i, chunk):
-            cols = row[start:start + chunk]
-            tokens = torch.stack([video(int(c)) for c in cols])
-            t2i[j, cols] = logits(torch.full((len(cols),), j, dtype=torch.long), tokens)
-    stats.written = stats.pairs
-    return RetrievalScores(i2t_emb=i2t_emb, t2i_emb=t2i_emb, i2t=i2t, t2i=t2i, i2t_topk=i2t_topk,
-                           t2i_topk=t2i_topk, stats=stats)
+        t2i = torch.full((num_texts, num_videos), NOT_RERANKED, dtype=torch.float32)
+        for j in do_text:
+            row = t2i_topk[j]
+            for start in range(0, k_t2i, chunk):
+                cols = row[start:start + chunk]
+                tokens = torch.stack([video(int(c)) for c in cols])
+                t2i[j, cols] = logits(torch.full((len(cols),), j, dtype=torch.long), tokens)
+        stats.written = stats.pairs
+        return RetrievalScores(i2t_emb=i2t_emb, t2i_emb=t2i_emb, i2t=i2t, t2i=t2i, i2t_topk=i2t_topk,
+                               t2i_topk=t2i_topk, stats=stats)
 
 
 __all__ = ["TextFeatures", "VisionFeatures", "RetrievalScores", "ITMStats", "encode_texts", "encode_videos",
