@@ -29,6 +29,7 @@ verdict.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import platform
@@ -255,8 +256,29 @@ def evaluate(target: Target, work: Path, equivalents: dict[str, dict], verdicts:
     detected = counts["killed"] + counts["timeout"]
     total = detected + counts["survived"]
     score = round(detected / total, 4) if total else 1.0
+    unmutated = [f for f, mutmut_name in unmutated_functions((ROOT / target.path).read_text())
+                 if not target.functions or any(re.fullmatch(_glob(g), mutmut_name) for g in target.functions)]
     return {"module": target.path, "functions": target.functions, "tests": target.tests, "why": target.why,
-            **counts, "score": score, "mutants": len(status), "survivors": survivors}
+            **counts, "score": score, "mutants": len(status), "survivors": survivors, "unmutated": unmutated}
+
+
+def unmutated_functions(source: str) -> list[tuple[str, str]]:
+    """``(name, mutmut name)`` of the functions and methods mutmut 3 leaves out without a word: every
+    decorated one except a lone ``@staticmethod`` / ``@classmethod`` (a ``@torch.no_grad()``, a cache,
+    a ``@property``). Their mistakes cannot be caught, so the report names them."""
+    def skipped(fn) -> bool:
+        decorators = fn.decorator_list
+        return bool(decorators) and not (len(decorators) == 1 and isinstance(decorators[0], ast.Name)
+                                         and decorators[0].id in ("staticmethod", "classmethod"))
+
+    out = []
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and skipped(node):
+            out.append((node.name, f"x_{node.name}"))
+        elif isinstance(node, ast.ClassDef):
+            out += [(f"{node.name}.{fn.name}", f"x\u01c1{node.name}\u01c1{fn.name}") for fn in node.body
+                    if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and skipped(fn)]
+    return out
 
 
 def _short_diff(diff: str) -> str:
@@ -294,6 +316,9 @@ def render_md(data: dict) -> str:
         survivors = mods[path]["survivors"]
         out.append(f"### `{path}`")
         out.append("")
+        if mods[path].get("unmutated"):
+            out += ["Not mutated (mutmut 3 leaves decorated functions out): "
+                    + ", ".join(f"`{f}`" for f in mods[path]["unmutated"]) + ".", ""]
         if not survivors:
             out += ["None.", ""]
             continue
