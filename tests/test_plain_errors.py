@@ -36,7 +36,9 @@ def test_empty_annotation_list_is_refused_and_reported(tmp_path):
     annotation = root / "anno_downstream" / cfg["annotation"]
     annotation.write_text("[]")
     report = validate_dataset(cfg, root, decode=False, use_manifest=False)
-    assert not report["ok"] and any("empty" in p["message"] for p in report["problems"])
+    assert not report["ok"]
+    assert [(p["kind"], p["message"], p["file"]) for p in report["problems"]] == [
+        ("schema", "the list of records is empty: nothing to evaluate", str(annotation))]
 
 
 def test_duplicate_annotations_are_reported(tmp_path):
