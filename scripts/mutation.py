@@ -89,9 +89,10 @@ TARGETS: list[Target] = [
            deselect="not recompute and not reuse", why="the video / text feature-cache keys (cache_keys only)"),
     Target("vidtldr/run/feature_store.py", ["tests/test_feature_store.py", "tests/test_feature_store_integrity.py"],
            why="packed token store: its key, checksums, index problems, atomic build"),
-    Target("vidtldr/run/runner_features.py", ["tests/test_cache_keys.py", "tests/test_feature_store.py",
-                                               "tests/test_eval_e2e.py"],
-           deselect="not cli and not wandb", why="per-video feature extraction through the cache"),
+    # Checked by its own unit tests (a stand-in encoder on real tiny clips); the end-to-end runs that also
+    # go through it (test_eval_e2e, test_cache_keys, test_feature_store) take tens of seconds per mutant.
+    Target("vidtldr/run/runner_features.py", ["tests/test_runner_features.py", "tests/test_cache.py"],
+           why="per-video feature extraction through the cache: encode once, resume, skip, bound files"),
     Target("vidtldr/tasks/retrieval.py", ["tests/test_itm_candidates.py", "tests/test_retrieval_batches.py",
                                            "tests/test_models_tasks.py",
                                            "tests/test_distributed.py", "tests/test_itm_engines.py"],

@@ -49,10 +49,7 @@ def all_ranks_outcome(videos: VideoFeatures, dist_ctx) -> tuple[list[SkippedVide
 
 
 def unique_in_order(keys: Sequence[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for key in keys:
-        seen.setdefault(key, None)
-    return list(seen)
+    return list(dict.fromkeys(keys))
 
 
 def first_path_of(keys: Sequence[str], paths: Sequence[str]) -> dict[str, str]:
@@ -110,8 +107,7 @@ def video_features(paths: Sequence[str], keys: Sequence[str], encode_fn: EncodeF
             bar.update(len(index))
     finally:
         bar.close()
-    for skip in loader.skipped:
-        result.skipped.append(SkippedVideo(skip.index, skip.path, skip.reason))
+    result.skipped.extend(loader.skipped)
     if result.skipped:
         log.warning("skipped %d unreadable video(s), e.g. %s: %s", len(result.skipped), result.skipped[0].path,
                      result.skipped[0].reason)
@@ -129,7 +125,7 @@ def token_counts_of(features: VideoFeatures) -> list[int]:
     for stored in features.by_key.values():
         counts = stored.get("token_counts")
         if counts is not None:
-            return [int(c) for c in (counts.tolist() if hasattr(counts, "tolist") else counts)]
+            return [int(c) for c in counts]  # a tensor or a list
     return []
 
 
