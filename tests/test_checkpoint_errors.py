@@ -106,6 +106,7 @@ def test_a_damaged_legacy_checkpoint_names_the_error_type_and_text(tmp_path):
     assert _read_error(path) == f"{path}: not a PyTorch checkpoint, or a corrupt one (AssertionError: {cause})"
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the crafted headers
 @pytest.mark.parametrize("head,pickle_like", [(b"\x80\x02", True), (b"\x80\x05", True), (b"\x80\x06", False),
                                               (b"\x80\x01", False), (b"\x01\x03", False)])
 def test_only_a_file_that_starts_like_a_pickle_gets_the_convert_advice(tmp_path, head, pickle_like):
