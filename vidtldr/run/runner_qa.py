@@ -102,7 +102,8 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
               "videos_from_cache": cached, "answers": len(split.answer_list), "k_effective": k}
     seconds = {"decode": timings["video_features_s"] - vision_s[0], "vision": vision_s[0],
                "answer_ranking": timings["answer_ranking_s"]}
-    cost = {"itm_engine": engine, "gflops": _evaluation_gflops(model, reducer, spec, split, k, kv_projections),
+    cost = {"itm_engine": engine,
+            "gflops": _evaluation_gflops(model, reducer, spec, counts["videos"], counts["questions"], k, kv_projections),
             "kv_projections": kv_projections, "seconds": {k: round(v, 3) for k, v in seconds.items()},
             "note": "grouped: the questions about one video (within windows of consecutive questions) are "
                     "encoded against its cross-attention keys/values projected once (kv_projections counts "
@@ -115,14 +116,14 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
                              "cost": cost})
 
 
-def _evaluation_gflops(model, reducer, spec, split: QASplit, k: int, kv_projections: int) -> dict:
+def _evaluation_gflops(model, reducer, spec, videos: int, questions: int, k: int, kv_projections: int) -> dict:
     from vidtldr.cost.itm import qa_evaluation_cost
     from vidtldr.cost.text import text_dims
     from vidtldr.cost.vision import reducer_cost, vision_dims
 
     vision = reducer_cost(vision_dims(model.cfg), spec.num_frames, reducer)
     return qa_evaluation_cost(text_dims(model.cfg), vision_per_video=(vision.paper, vision.true),
-                              videos=len(set(split.video_names)), questions=len(split.questions),
+                              videos=videos, questions=questions,
                               vision_tokens=vision.tokens_per_layer[-1], k=k, max_q_len=spec.max_q_len,
                               max_a_len=spec.max_a_len, kv_projections=kv_projections)
 
