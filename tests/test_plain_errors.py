@@ -153,3 +153,71 @@ def test_paths_data_and_checkpoint_take_effect_with_the_tiny_model(tiny, tmp_pat
     with pytest.raises(ConfigError, match="ignored with data.source=tiny"):
         run(make_cfg(cache, f"paths.data={elsewhere}", "data.source=tiny"), tmp_path / "c", progress=False,
             overrides=[f"paths.data={elsewhere}", "data.source=tiny"])
+
+
+# ------------------------------------------------------------------ strict values (issue 22, item 1)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("eval.overwrite=no", "eval.overwrite=no: not a boolean; accepted values: true, false"),
+    ("eval.overwrite=off", "eval.overwrite=off: not a boolean"),
+    ("cache.enabled=no", "cache.enabled=no: not a boolean; accepted values: true, false"),
+    ("deterministic=maybe", "deterministic=maybe: not a boolean"),
+    ("eval.flops=1", "eval.flops=1: not a boolean"),
+    ("eval.attention=fast", "eval.attention=fast: accepted values: fused, materialized"),
+    ("eval.token_store_window_mb=abc", "eval.token_store_window_mb=abc: not a number; accepted: > 0"),
+    ("data.batch_size=two", "data.batch_size=two: not an integer; accepted: >= 1"),
+    ("+model.attention=materialized", "model has no key 'attention'.*did you mean eval.attention"),
+    ("+eval.atention=materialized", "eval has no key 'atention'.*did you mean eval.attention"),
+])
+def test_loose_values_are_refused_before_the_run_dir_is_touched(tiny, tmp_path, override, message):
+    # before: "no" read as True replaced the complete record, kept the cache on, turned determinism on,
+    # and +model.attention=materialized ran fused without a word
+    cache, _ = tiny
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "record.json").write_text('{"status": "complete"}')
+    with pytest.raises(ConfigError, match=message):
+        run(make_cfg(cache, override), run_dir, progress=False)
+    assert (run_dir / "record.json").read_text() == '{"status": "complete"}'
+    assert not list(run_dir.glob("record.replaced-*"))
+
+
+def test_every_boolean_default_is_read_strictly():
+    """Every key whose default in configs/ is true/false is in the strict list (a new one must be added)."""
+    import yaml
+
+    from vidtldr.config_utils import CONFIG_DIR
+    from vidtldr.config_values import FLAGS, OPTIONAL_FLAGS
+
+    def leaves(node, prefix=""):
+        for key, value in (node or {}).items():
+            if key in ("hydra", "defaults"):
+                continue
+            if isinstance(value, dict):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    booleans = set()
+    for path in CONFIG_DIR.rglob("*.yaml"):
+        if "hydra" in path.relative_to(CONFIG_DIR).parts:  # Hydra's own logging settings
+            continue
+        group = path.parent.name if path.parent != CONFIG_DIR else ""
+        prefix = f"{group}." if group in ("dataset", "model", "merge") else ""
+        booleans |= {key for key, value in leaves(yaml.safe_load(path.read_text()), prefix) if isinstance(value, bool)}
+    assert booleans and booleans <= set(FLAGS) | set(OPTIONAL_FLAGS), sorted(booleans - set(FLAGS) - set(OPTIONAL_FLAGS))
+
+
+def test_strict_booleans_on_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "vidtldr.eval", "eval.overwrite=no", f"paths.cache={tmp_path}/c",
+                          f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "vidtldr.eval: error: eval.overwrite=no: not a boolean; accepted values: true, false"]

@@ -24,6 +24,7 @@ from vidtldr.data.annotations import (annotation_path, answer_list_errors, answe
                                       duplicate_records, load_json, schema_errors, video_root)
 from vidtldr.data.manifests import count_mismatches, load_manifest, sha256_file, split_counts
 from vidtldr.config_utils import compose_config, plain
+from vidtldr.config_values import check_settings
 from vidtldr.data.registry import check_dataset_config
 from vidtldr.data.video import read_frames
 from vidtldr.errors import AnnotationError, VideoError, cli_guard
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with cli_guard("vidtldr.data.validate"):
         cfg = compose_config(argv, config_name="validate")
+        check_settings(cfg, flags=("decode", "manifest"))
         dataset = plain(cfg.dataset)
         check_dataset_config(dataset, f"dataset={dataset.get('name')}")
         progress = sys.stderr.isatty() if cfg.progress is None else bool(cfg.progress)

@@ -28,6 +28,7 @@ import vidtldr
 from vidtldr.run import adjust
 from vidtldr.run import distributed as D
 from vidtldr.run.cache import FeatureCache
+from vidtldr.config_values import check_settings
 from vidtldr.config_utils import check_directory_path, plain as _plain
 from vidtldr.errors import (ConfigError, DiskFullError, RunInterrupted, VidtldrError, is_disk_full,
                             one_line)
@@ -196,6 +197,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True,
     """
     ctx = dist_ctx or D.SINGLE
     run_dir = Path(run_dir)
+    check_settings(cfg)  # eval.overwrite=no must not reach protect_finished as "yes"
     check_dirs(cfg, run_dir)
     cfg, adjusted = adjust.honour_explicit(cfg, adjust.explicit_keys(overrides))
     aside = protect_finished(run_dir, overwrite=bool(cfg.eval.get("overwrite", False)), move=ctx.is_main)

@@ -187,7 +187,9 @@ def resolve_model(cfg: DictConfig) -> ModelSpec:
     dataset and backbone; refused for zero-shot)."""
     from vidtldr.models.config import load_architecture
     from vidtldr.reduce import reducer_class
+    from vidtldr.config_values import check_settings
 
+    check_settings(cfg)  # booleans, numbers, options, stray keys: before anything is built
     ds, model = cfg.dataset, cfg.model
     name, task = str(ds.name), str(ds.task)
     setting = dataset_setting(name)
