@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Hand-made mutants from code review: each must make the test suite fail.
 
-    python scripts/review_mutants.py [--no-write]
+    python scripts/review_mutants.py [--no-write] [--only NAME ...]
 
 mutmut (``scripts/mutation.py``) makes small syntactic changes; a reviewer reading the code finds
 mistakes of another kind (a cache key field dropped, a schedule applied to one block only). Each
@@ -60,6 +60,12 @@ MUTANTS = (
            "vidtldr/tasks/retrieval.py",
            (("NOT_RERANKED = -100.0", "NOT_RERANKED = -99.0"),),
            ("tests/test_itm_engines.py", "tests/test_models_tasks.py")),
+    Mutant("itm-text-part-by-text-id",
+           "the grouped ITM engine looks a text's precomputed part up by the text's id instead of its row among "
+           "the texts a share needs",
+           "vidtldr/tasks/itm.py",
+           (("index = slot[rows].to(device)", "index = rows.to(device)"),),
+           ("tests/test_itm_candidates.py", "tests/test_itm_engines.py")),
     Mutant("checkpoint-unexpected-keys-dropped",
            "unexpected checkpoint keys are silently ignored",
            "vidtldr/models/checkpoint.py",
@@ -120,9 +126,13 @@ def render(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS_MD.relative_to(ROOT)}")
+    parser.add_argument("--only", nargs="+", metavar="NAME", choices=[m.name for m in MUTANTS],
+                        help=f"run these mutants only (nothing written to {RESULTS_MD.relative_to(ROOT)})")
     args = parser.parse_args(argv)
     rows = []
     for mutant in MUTANTS:
+        if args.only and mutant.name not in args.only:
+            continue
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="review-mutant-") as tmp:
             where = Path(tmp)
@@ -133,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                      "passed": passed})
         print(f"{mutant.name}: {'killed' if failed else 'SURVIVED'} ({summary}; "
               f"{time.perf_counter() - start:.0f} s)", flush=True)
-    if not args.no_write:
+    if not args.no_write and not args.only:
         RESULTS_MD.write_text(render(rows))
     killed = sum(1 for r in rows if r["failed"])
     print(json.dumps({"killed": killed, "survived": len(rows) - killed}))

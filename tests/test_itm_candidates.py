@@ -99,6 +99,17 @@ def test_a_share_of_the_videos_fills_only_their_rows_and_columns(videos, pairs, 
     assert dict(out.stats.text_parts) == ({4: 4} if 2 in mine else {3: 2})
 
 
+def test_a_share_whose_texts_are_not_the_first_ones_gives_each_text_its_own_part():
+    # v1 alone needs t0, t2, t3 (not t1): its text parts are rows 0, 1, 2 of a 3-row tensor, so text j
+    # must be looked up at its own row, not at row j
+    model = NamingModel()
+    out = itm_rerank_grouped(model, ITC, _texts(LENGTHS), _videos(3), k_test=2, chunk=2, videos=[1])
+    assert out.i2t.tolist() == [[X] * 4, I2T[1], [X] * 4]
+    assert out.t2i.tolist() == [[X, T2I[j][1], X] for j in range(4)]  # 12, X, 32, 42
+    assert (out.stats.pairs, out.stats.written) == (3, 5) and dict(out.stats.text_parts) == {4: 3}
+    assert model.parts == [(3, 4)]
+
+
 def test_a_video_with_a_single_candidate_is_scored():
     # k_test = 1: v0 -> t0, v1 -> t0, v2 -> t3; t0 -> v0, t1 -> v0, t2 -> v1, t3 -> v2. v2's only text is t3.
     out = itm_rerank_grouped(NamingModel(), ITC, _texts(LENGTHS), _videos(3), k_test=1)

@@ -6,6 +6,8 @@ per video."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -140,6 +142,39 @@ def test_video_shards_recombine_to_the_full_matrices_exactly(tiny):
         pairs += part.stats.pairs
     assert torch.equal(i2t, full.i2t) and torch.equal(t2i, full.t2i)
     assert pairs == full.stats.pairs
+
+
+def _texts_needed(i2t_emb: torch.Tensor, videos, k: int) -> set:
+    """Texts that are candidates of ``videos`` in either direction, from plain top-k lists."""
+    return {j for i, j in _candidate_pairs(i2t_emb, k) if i in videos}
+
+
+def _candidate_pairs(i2t_emb: torch.Tensor, k: int) -> set:
+    n_v, n_t = i2t_emb.shape
+    v2t = {(i, j) for i in range(n_v) for j in i2t_emb[i].topk(min(k, n_t)).indices.tolist()}
+    t2v = {(i, j) for j in range(n_t) for i in i2t_emb[:, j].topk(min(k, n_v)).indices.tolist()}
+    return v2t | t2v
+
+
+@pytest.mark.parametrize("world_size", [3, 6])
+def test_a_share_of_videos_that_needs_only_some_texts_gives_the_pairwise_metrics(tiny, world_size):
+    """A rank's share (or ``videos=``) whose candidates do not include every text: the grouped engine
+    computes the text parts of the needed texts only, and each text must still get its own part."""
+    model, tokens, text, i2t_emb = tiny
+    k_test = 2
+    pairwise = itm_rerank(model, i2t_emb, text, tokens, k_test=k_test, chunk=3)
+    i2t = torch.full_like(pairwise.i2t, NOT_RERANKED)
+    t2i = torch.full_like(pairwise.t2i, NOT_RERANKED)
+    needs = []
+    for rank in range(world_size):
+        rows = D.shard(range(6), D.DistContext(rank=rank, world_size=world_size))
+        needs.append(len(_texts_needed(i2t_emb, set(rows), k_test)))
+        part = rerank(model, i2t_emb, text, tokens, engine="grouped", k_test=k_test, chunk=3, video_rows=rows)
+        i2t[rows], t2i[:, rows] = part.i2t[rows], part.t2i[:, rows]
+    assert min(needs) < 12  # some share lacks texts (k_test 2: e.g. videos 4, 5 need texts 1, 5, 6, 8 only)
+    _assert_same_matrices(pairwise, dataclasses.replace(pairwise, i2t=i2t, t2i=t2i))
+    gold = ({j: j // 2 for j in range(12)}, {i: [2 * i, 2 * i + 1] for i in range(6)})
+    assert retrieval_metrics(i2t, t2i, *gold) == retrieval_metrics(pairwise.i2t, pairwise.t2i, *gold)
 
 
 def _ranks_worker(rank: int, world: int, init_file: str, out: str, umt_tiny_dir: str) -> None:
