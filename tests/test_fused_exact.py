@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from vidtldr.models import vit
+from vidtldr.models import attention, vit
 from vidtldr.models.config import VisionConfig, load_architecture
 from vidtldr.reduce import build_reducer, parse_schedule
 from vidtldr.reduce.base import Reducer
@@ -71,20 +71,20 @@ def test_exact_through_is_the_last_reducing_block(schedule, last):
 def test_query_blocks_cover_every_row_and_are_never_tiny():
     for tokens in (1, 2, 7, 8, 9, 20, 64, 517, 2352):
         for rows in (0, 1, 3, 8, 10, 148, 5000):
-            blocks = vit.query_blocks(tokens, rows)
+            blocks = attention.query_blocks(tokens, rows)
             assert blocks[0][0] == 0 and blocks[-1][1] == tokens
             assert all(a[1] == b[0] for a, b in itertools.pairwise(blocks))
-            assert all(stop - start >= min(tokens, vit._MIN_BLOCK_ROWS) for start, stop in blocks)
-    assert vit.query_blocks(20, 10) == [(0, 10), (10, 20)]
-    assert vit.query_blocks(21, 10) == [(0, 10), (10, 21)]  # a 1-row tail joins the block before
+            assert all(stop - start >= min(tokens, attention._MIN_BLOCK_ROWS) for start, stop in blocks)
+    assert attention.query_blocks(20, 10) == [(0, 10), (10, 20)]
+    assert attention.query_blocks(21, 10) == [(0, 10), (10, 21)]  # a 1-row tail joins the block before
 
 
 def test_head_mean_is_the_same_bits_for_any_rows():
     torch.manual_seed(0)  # Tensor.mean(1) over these row blocks differs from the full map's in the last bit
     probs = torch.randn(2, 12, 50, 50).softmax(-1)
-    full = vit._head_mean(probs)
+    full = attention._head_mean(probs)
     assert torch.allclose(full, probs.mean(1), rtol=0, atol=1e-7)
-    rows = torch.cat([vit._head_mean(probs[:, :, s:s + 9].contiguous()) for s in range(0, 50, 9)], 1)
+    rows = torch.cat([attention._head_mean(probs[:, :, s:s + 9].contiguous()) for s in range(0, 50, 9)], 1)
     assert torch.equal(rows, full)
 
 
@@ -98,7 +98,7 @@ def test_head_mean_is_the_same_bits_for_any_rows():
 def test_fused_is_bitwise_materialized_through_the_last_reducing_block(monkeypatch, name, schedule, counts):
     # 9 query rows per block at 64 tokens (batch 2, 4 heads): several blocks and a 1-row tail, which
     # must join the block before it (a 1-row matmul rounds differently from the full map's rows)
-    monkeypatch.setattr(vit, "_BLOCK_ELEMENTS", 2 * 4 * 64 * 9)
+    monkeypatch.setattr(attention, "_BLOCK_ELEMENTS", 2 * 4 * 64 * 9)
     model = _tiny_model()
     videos = torch.randn(2, 4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     fused, mat = _run_both(model, videos, name, schedule)

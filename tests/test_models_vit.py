@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from vidtldr.errors import ConfigError
-from vidtldr.models import vit
+from vidtldr.models import attention, vit
 from vidtldr.models.config import VisionConfig
 from vidtldr.reduce.base import Reducer
 
@@ -114,7 +114,7 @@ def test_query_blocks_give_the_same_statistics_as_one_block(monkeypatch):
     videos = torch.randn(1, 4, 3, 32, 32)
     results = []
     for elements in (1 << 24, 4 * 64 * 5):  # one block vs blocks of 5 queries (64 tokens, 4 heads)
-        monkeypatch.setattr(vit, "_BLOCK_ELEMENTS", elements)
+        monkeypatch.setattr(attention, "_BLOCK_ELEMENTS", elements)
         probe = Probe("neg_entropy", drop=10)
         with torch.no_grad():
             out = _model(cfg)(videos, reducer=probe)

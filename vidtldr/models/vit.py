@@ -22,30 +22,17 @@ Attention execution modes (``VisionTransformer.attention``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidtldr.errors import ConfigError
+from vidtldr.models.attention import (ATTENTION_MODES, AttentionMode, ReducibleAttention, check_attention_mode,
+                                      exact_through, reducing_block)
 from vidtldr.models.config import VisionConfig
 from vidtldr.reduce.base import Need, ReductionState, Reducer
-
-AttentionMode = Literal["fused", "materialized"]
-ATTENTION_MODES = ("fused", "materialized")
-
-# Elements of one query block's logits [B, heads, block, T] in the bounded-memory path (16 MiB fp32).
-# glibc serves blocks below its largest dynamic mmap threshold (32 MiB) from recycled heap memory;
-# bigger ones are freshly mapped and page-faulted (kernel-zeroed) at every block. At 64 MiB the
-# scoring attention of UMT-B (T = 2352) therefore ran as slowly as the fully materialised map on a
-# 2-core CPU; at 16 MiB about 1.6x faster, and the block still fits the last-level cache.
-_BLOCK_ELEMENTS = 1 << 22
-# Fewest query rows in a block. The CPU matmul takes another kernel for 1- and 2-row operands, whose
-# sums round differently from the full map's; from 3 rows on every block gives the full map's bits.
-_MIN_BLOCK_ROWS = 8
-
 
 # ---------------------------------------------------------------------------------------------
 # Fixed positional table
@@ -95,9 +82,10 @@ class PatchEmbed(nn.Module):
         return self.proj(video_bcthw).flatten(2).transpose(1, 2)
 
 
-class Attention(nn.Module):
+class Attention(ReducibleAttention, nn.Module):
     """Multi-head self-attention with learned q/v biases and a fixed zero k bias, plus the
-    proportional-attention bias log(size) once tokens have been merged."""
+    proportional-attention bias log(size) once tokens have been merged (arithmetic shared by every
+    family: :class:`vidtldr.models.attention.ReducibleAttention`)."""
 
     def __init__(self, width: int, num_heads: int):
         super().__init__()
@@ -120,94 +108,9 @@ class Attention(nn.Module):
                 mode: AttentionMode = "fused", exact: bool = False) -> tuple[torch.Tensor, dict]:
         """``exact`` (fused mode): the query-blocked materialized arithmetic even where the reducer
         needs nothing, so this block's output is bit-identical to the materialized execution."""
-        q, k, v = self._qkv(x)
-        # [B, 1, 1, T]: added along the key axis (proportional attention)
-        log_size = None if size is None else size.log().transpose(1, 2).unsqueeze(1)
-        aux: dict = {}
-        if need == "keys":
-            aux["keys"] = k.mean(1)
-        if mode == "materialized":
-            out = self._materialized(q, k, v, log_size, need, aux)
-        elif exact or need in ("neg_entropy", "attn"):
-            out = self._blocked(q, k, v, log_size, need, aux)
-        else:
-            mask = None if log_size is None else log_size.to(q.dtype)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out, aux = self.attend(*self._qkv(x), size, need, mode, exact)
         out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
         return self.proj(out), aux
-
-    def _materialized(self, q, k, v, log_size, need, aux):
-        logits = (q * self.scale) @ k.transpose(-2, -1)
-        probs = logits.float().softmax(dim=-1)  # the pre-size-bias map the reducer scores with
-        _collect(probs, need, aux)
-        if log_size is not None:
-            probs = (logits.float() + log_size.float()).softmax(dim=-1)
-        return probs.to(v.dtype) @ v
-
-    def _blocked(self, q, k, v, log_size, need, aux):
-        batch, heads, tokens, _ = q.shape
-        keys_t = k.transpose(-2, -1)
-        out = torch.empty_like(v)
-        if need == "attn":
-            aux["attn"] = torch.empty(batch, tokens, tokens, dtype=torch.float32, device=q.device)
-        elif need == "neg_entropy":
-            aux["neg_entropy"] = torch.empty(batch, tokens, 1, dtype=torch.float32, device=q.device)
-        bias = None if log_size is None else log_size.float()
-        for start, stop in query_blocks(tokens, _BLOCK_ELEMENTS // max(1, batch * heads * tokens)):
-            logits = ((q[:, :, start:stop] * self.scale) @ keys_t).float()
-            if need in ("attn", "neg_entropy") or bias is None:
-                probs = logits.softmax(dim=-1)  # the pre-size-bias map (skipped when unused)
-            if need == "attn":
-                aux["attn"][:, start:stop] = _head_mean(probs)
-            elif need == "neg_entropy":
-                aux["neg_entropy"][:, start:stop, 0] = _sum_p_log_p(_head_mean(probs))
-            if bias is not None:
-                # Same operations as the materialised path (bias added to the logits, then softmax),
-                # so both executions agree to the last bits: vid-TLDR's min-max-normalised saliency
-                # amplifies even 1e-7 differences in the residual stream. In place: no new buffer.
-                probs = logits.add_(bias).softmax(dim=-1)
-            del logits
-            out[:, :, start:stop] = probs.to(v.dtype) @ v
-        return out
-
-
-def _sum_p_log_p(p: torch.Tensor) -> torch.Tensor:
-    """``sum_j p_j ln p_j`` over the last axis, with ``0 ln 0 = 0`` (the original code would produce
-    NaN there, docs/protocol.md section 9). Clamping to the smallest normal float before the log gives exactly
-    ``p ln p`` for every normal ``p`` and 0 for ``p = 0``; it is about 4x faster on CPU than
-    ``torch.xlogy``, which matters at vid-TLDR's scoring blocks (T x T probabilities per block)."""
-    return (p * p.clamp_min(torch.finfo(p.dtype).tiny).log()).sum(-1)
-
-
-def query_blocks(tokens: int, rows: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` of consecutive query blocks covering ``tokens`` rows, about ``rows`` each,
-    none shorter than ``_MIN_BLOCK_ROWS`` (a short tail joins the block before it) unless the
-    whole map is shorter."""
-    rows = max(rows, _MIN_BLOCK_ROWS)
-    starts = list(range(0, tokens, rows))
-    if len(starts) > 1 and tokens - starts[-1] < _MIN_BLOCK_ROWS:
-        starts.pop()
-    return list(zip(starts, starts[1:] + [tokens], strict=True))
-
-
-def _head_mean(probs: torch.Tensor) -> torch.Tensor:
-    """Mean over the heads of ``[B, heads, N, T]`` -> ``[B, N, T]``, added head by head in a fixed
-    order. ``Tensor.mean(1)`` picks its summation order from the tensor's shape on CPU, so a block
-    of query rows and the full map could round differently in the last bit; elementwise adds give
-    the same bits for any set of rows (the official ``mean(1)`` is matched to ~1e-10)."""
-    total = probs[:, 0].clone()
-    for head in range(1, probs.shape[1]):
-        total += probs[:, head]
-    return total / probs.shape[1]
-
-
-def _collect(probs: torch.Tensor, need: Need, aux: dict) -> None:
-    """Fill ``aux`` from a full softmax map [B, heads, T, T] (pre-size-bias)."""
-    if need == "attn":
-        aux["attn"] = _head_mean(probs)
-    elif need == "neg_entropy":
-        mean_probs = _head_mean(probs)
-        aux["neg_entropy"] = _sum_p_log_p(mean_probs).unsqueeze(-1)
 
 
 class Mlp(nn.Module):
@@ -231,16 +134,9 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, layer: int, state: ReductionState, reducer: Optional[Reducer],
                 mode: AttentionMode, exact: bool = False) -> torch.Tensor:
-        need = reducer.needs(layer, x.shape[1]) if reducer is not None else None
-        attn_out, aux = self.attn(self.norm1(x), state.size, need, mode, exact)
-        if need == "update":  # the attention's residual update itself (free: computed anyway)
-            aux["update"] = attn_out
-        x = x + attn_out
-        if reducer is not None:
-            # The hook sits between the attention residual and the MLP, so this block's MLP
-            # already runs on the reduced token set.
-            x = reducer.reduce(x, layer, state, aux)
-        return x + self.mlp(self.norm2(x))
+        return reducing_block(x, layer, state, reducer,
+                              lambda h, size, need: self.attn(self.norm1(h), size, need, mode, exact),
+                              lambda h: self.mlp(self.norm2(h)))
 
 
 class VisionEncoder(nn.Module):
@@ -298,9 +194,7 @@ class VisionTransformer(nn.Module):
 
     @attention.setter
     def attention(self, mode: str) -> None:
-        if mode not in ATTENTION_MODES:
-            raise ConfigError(f"attention mode must be one of {ATTENTION_MODES}, got {mode!r}")
-        self._attention = mode
+        self._attention = check_attention_mode(mode)
 
     def _check_input(self, videos: torch.Tensor) -> None:
         cfg = self.cfg
@@ -314,19 +208,9 @@ class VisionTransformer(nn.Module):
                              f"got {videos.shape[1]}; build it with num_frames={videos.shape[1]}")
 
     def exact_through(self, reducer: Optional[Reducer], num_tokens: int) -> int:
-        """Fused mode: the last block that must run the materialized arithmetic (-1: none).
-
-        That is the last block that removes tokens in a forward entering with ``num_tokens``. Every
-        reducer decides from its block's input (vid-TLDR: hidden states and attention; ToMe: keys;
-        random drop: a fingerprint of the hidden states seeds its draw), so every block up to the
-        last decision must match the official execution bit for bit; nothing is decided after it."""
-        # A duck-typed hook without ``reducing_blocks`` (no schedule to read) gets no exact blocks.
-        reducing_blocks = getattr(reducer, "reducing_blocks", None)
-        if reducing_blocks is None or self._attention == "materialized" or \
-                not getattr(reducer, "exact_decisions", True):
-            return -1
-        blocks = [layer for layer in reducing_blocks(num_tokens) if layer < self.cfg.depth]
-        return blocks[-1] if blocks else -1
+        """Fused mode: the last block that must run the materialized arithmetic (-1: none; see
+        :func:`vidtldr.models.attention.exact_through`)."""
+        return exact_through(reducer, num_tokens, self.cfg.depth, self._attention)
 
     def forward(self, videos: torch.Tensor, reducer: Optional[Reducer] = None, trace: bool = False,
                 trace_source: bool = False) -> VisionOutput:
