@@ -66,6 +66,12 @@ MUTANTS = (
            "vidtldr/tasks/itm.py",
            (("index = slot[rows].to(device)", "index = rows.to(device)"),),
            ("tests/test_itm_candidates.py", "tests/test_itm_engines.py")),
+    Mutant("file-identity-without-mtime",
+           "a video file's identity leaves out its modification time (a change in the middle of a file over "
+           "2 MiB goes unseen even with a new mtime)",
+           "vidtldr/run/cache.py",
+           (('value = f"{st.st_size}:{st.st_mtime_ns}:{digest.hexdigest()}"', 'value = f"{st.st_size}:{digest.hexdigest()}"'),),
+           ("tests/test_cache.py",)),
     Mutant("checkpoint-unexpected-keys-dropped",
            "unexpected checkpoint keys are silently ignored",
            "vidtldr/models/checkpoint.py",

@@ -221,6 +221,27 @@ def test_file_identity_sees_the_first_and_last_mib_and_reads_at_most_2_mib(tmp_p
     assert file_identity(big) is not None and sum(read) == 2 * mib  # a multi-GB video is not read whole
 
 
+def test_a_change_in_the_middle_of_a_large_video_with_a_new_mtime_is_a_miss(tmp_path):
+    # Re-encoding (or editing) a video rewrites it and gives it a new mtime; when the bytes that changed
+    # lie beyond the first and the last MiB, the fingerprint cannot see them and the mtime must.
+    mib = cache_module.FINGERPRINT_BYTES
+    data = bytearray(torch.randint(0, 256, (3 * mib,), generator=torch.Generator().manual_seed(1),
+                                   dtype=torch.uint8).numpy().tobytes())
+    video = _write(tmp_path / "v.mp4", bytes(data))
+    cache = FeatureCache(tmp_path / "c", {"k": 1})
+    cache.bind_sources({"v": str(video)})
+    cache.save("v", {"x": torch.ones(1)})
+    assert cache.has("v")
+    before = video.stat()
+    data[len(data) // 2] ^= 0xFF  # byte 1.5 MiB: outside both fingerprinted MiBs
+    _write(video, bytes(data))
+    os.utime(video, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))  # one second later
+    assert video.stat().st_size == before.st_size
+    assert not cache.has("v") and cache.missing(["v"]) == ["v"] and cache.load("v") is None
+    cache.save("v", {"x": torch.zeros(1)})  # encoded again from the new file
+    assert torch.equal(cache.load("v")["x"], torch.zeros(1))
+
+
 def test_file_identities_of_different_files_differ_in_one_process(tmp_path, monkeypatch):
     a, b = _write(tmp_path / "a.mp4", b"one video"), _write(tmp_path / "b.mp4", b"another")
     assert file_identity(a) != file_identity(b)
