@@ -72,6 +72,12 @@ MUTANTS = (
            "vidtldr/run/cache.py",
            (('value = f"{st.st_size}:{st.st_mtime_ns}:{digest.hexdigest()}"', 'value = f"{st.st_size}:{digest.hexdigest()}"'),),
            ("tests/test_cache.py",)),
+    Mutant("checksum-memo-without-ctime",
+           "the remembered sha256 of a file (record checksums, token store) is keyed without its ctime, so a file "
+           "rewritten in place with its mtime restored keeps its old checksum",
+           "vidtldr/run/record.py",
+           (('|{stat.st_mtime_ns}|{stat.st_ctime_ns}"', '|{stat.st_mtime_ns}"'),),
+           ("tests/test_feature_store_integrity.py",)),
     Mutant("checkpoint-unexpected-keys-dropped",
            "unexpected checkpoint keys are silently ignored",
            "vidtldr/models/checkpoint.py",

@@ -4,11 +4,13 @@ named with its file, races and full disks while building, and the reader's bound
 from __future__ import annotations
 
 import errno
+import hashlib
 import re
 import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ import torch
 import vidtldr.run.feature_store as fs
 from vidtldr.errors import CacheError, DiskFullError, VidtldrError
 from vidtldr.run.cache import FeatureCache, file_identity
+from vidtldr.run.record import file_entry
 from vidtldr.run.feature_store import (FEAT, INDEX, TOKENS, TokenStore, build_from_cache, build_store, store_dir,
                                        verify_store)
 
@@ -202,6 +205,47 @@ def test_a_damaged_store_is_rebuilt_without_leaving_its_remains(tmp_path):
     assert verify_store(out) == f"{out / TOKENS} does not match its checksum in {out / INDEX}"
     build_store(out, list(videos), videos.get)
     assert verify_store(out) is None and sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+
+
+def _rewrite_in_place(path: Path, data: bytes) -> None:
+    """Overwrite ``path``'s bytes through the same inode and put its mtime back (a tool that restores
+    timestamps); only the ctime, which no program can set, tells that the file was written."""
+    before = path.stat()
+    assert len(data) == before.st_size
+    for _ in range(100):  # file times are kept at the kernel clock's tick: write again until it has moved
+        with open(path, "r+b") as handle:
+            handle.write(data)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = path.stat()
+        if after.st_ctime_ns != before.st_ctime_ns:
+            break
+        time.sleep(0.01)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    assert after.st_ctime_ns != before.st_ctime_ns
+
+
+def test_a_store_file_rewritten_in_place_with_its_mtime_kept_is_hashed_again_and_rebuilt(tmp_path):
+    videos = _videos()
+    out = build_store(tmp_path / "s", list(videos), videos.get)
+    assert verify_store(out) is None  # its checksum is now remembered beside it
+    tokens = (out / TOKENS).read_bytes()
+    _rewrite_in_place(out / TOKENS, bytes(b ^ 0xFF for b in tokens))
+    assert verify_store(out) == f"{out / TOKENS} does not match its checksum in {out / INDEX}"
+    build_store(out, list(videos), videos.get)
+    assert (out / TOKENS).read_bytes() == tokens and verify_store(out) is None
+    with TokenStore(out) as store:
+        assert torch.equal(store.tokens("clip2.mp4"), videos["clip2.mp4"]["tokens"])
+
+
+def test_a_recorded_checksum_follows_a_file_rewritten_in_place_with_its_mtime_kept(tmp_path):
+    # the record's checksums of the checkpoint and the annotation are remembered the same way
+    checkpoint = tmp_path / "model.pth"
+    checkpoint.write_bytes(b"weights, first version")
+    memo = tmp_path / "cache"
+    assert file_entry(checkpoint, memo_dir=memo)["sha256"] == hashlib.sha256(b"weights, first version").hexdigest()
+    _rewrite_in_place(checkpoint, b"weights, other version")
+    assert file_entry(checkpoint, memo_dir=memo) == {
+        "path": str(checkpoint), "bytes": 22, "sha256": hashlib.sha256(b"weights, other version").hexdigest()}
 
 
 def _undeletable(monkeypatch, marker: str) -> list:
