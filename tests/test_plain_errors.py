@@ -221,3 +221,82 @@ def test_strict_booleans_on_the_command_line(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "vidtldr.eval: error: eval.overwrite=no: not a boolean; accepted values: true, false"]
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Building a model fails the test: these mistakes must be refused before any model time."""
+    from vidtldr.run import runner
+
+    def refuse(*_a, **_k):
+        raise AssertionError("a model was built before the mistake was refused")
+
+    monkeypatch.setattr(runner, "build", refuse)
+    monkeypatch.setattr("vidtldr.models.umt.build_model", refuse)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["budget.gflops=abc"], "budget.gflops=abc: not a number; accepted: > 0"),
+    (["budget.ratio=abc"], r"budget.ratio=abc: not a number; accepted: > 0 and <= 1"),
+    (["budget.ratio=1"], r"budget.ratio=1: the unreduced model \(0.0973 GFLOPs\) already fits, so there is no "
+                         r"reduction to search for; accepted: a budget below 0.0973"),
+    (["budget.gflops=1e9"], "budget.gflops=1000000000.0: the unreduced model .* already fits"),
+    (["budget.ratio=0.8", "tune.ks=[0]"], r"tune.ks=\[0\]: expected a non-empty list of integers >= 1"),
+    (["budget.ratio=0.8", "tune.compare=[bogus]"], r"tune.compare=\[bogus\]: unknown reducer 'bogus'; "
+                                                   "accepted: random, repshift, tome, vidtldr"),
+    (["budget.ratio=0.8", "tune.compare_evals=0"], "tune.compare_evals=0: out of range; accepted: >= 1"),
+    (["budget.ratio=0.8", "tune.compare=[none]"], r"tune.compare=\[none\]: none is the unreduced model"),
+    (["budget.ratio=0.8", "tune.metric=recall"], "tune.metric=recall: accepted values: embedding_cosine_mean"),
+    (["budget.ratio=0.8", "data.limit=3", "tune.metric=itc_top5_overlap"],
+     r"tune.metric=itc_top5_overlap: undefined for 3 videos \(each caption ranks the videos: every one is in "
+     r"every top-5\); accepted here: embedding_cosine_mean, itc_top1_agreement, spearman_mean"),
+    (["budget.ratio=0.8", "tune.ks=[1]", "tune.metric=itc_top5_overlap"], r"k=5 is not in tune.ks=\[1\]"),
+])
+def test_tune_mistakes_stop_before_the_search(tiny, tmp_path, no_model, overrides, message):
+    # before: tracebacks (abc, ks=[0]), ~45 model evaluations then merge.r=[] (ratio=1), the compared
+    # reducers refused only after the main search, and a NaN "best" for an undefined metric
+    from vidtldr.analysis.tune import run_tune
+
+    cache, _ = tiny
+    with pytest.raises(ConfigError, match=message):
+        run_tune(make_cfg(cache, "tune.compare=[tome]", *overrides, config_name="tune"), tmp_path / "tune")
+    assert not (tmp_path / "tune").exists()
+
+
+def _clips(cache, folder, n):
+    folder.mkdir()
+    for video in sorted((cache / "tiny_data" / "msrvtt" / "videos").rglob("*.mp4"))[:n]:
+        (folder / video.name).write_bytes(video.read_bytes())
+    return folder
+
+
+def test_two_videos_in_a_folder_are_refused_before_the_model(tiny, tmp_path, no_model):
+    # before: "rankings need at least 2" let 2 through, then a ValueError traceback on a (2, 1) score matrix
+    from vidtldr.analysis.fidelity import run_fidelity
+
+    cache, _ = tiny
+    folder = _clips(cache, tmp_path / "two", 2)
+    with pytest.raises(VideoError, match=r"folder .*two: 2 video\(s\); rankings need at least 3 \(each video "
+                                         r"ranks the other videos\)"):
+        run_fidelity(make_cfg(cache, f"videos={folder}", config_name="fidelity"), tmp_path / "f")
+    with pytest.raises(ConfigError, match=r"fidelity.ks=\[-1\]: expected a non-empty list of integers >= 1"):
+        run_fidelity(make_cfg(cache, "fidelity.ks=[-1]", config_name="fidelity"), tmp_path / "f")
+
+
+def test_three_videos_in_a_folder_are_enough(tiny, tmp_path):
+    from vidtldr.analysis.fidelity import run_fidelity
+
+    cache, _ = tiny
+    folder = _clips(cache, tmp_path / "three", 3)
+    record = run_fidelity(make_cfg(cache, f"videos={folder}", "fidelity.time_reference=false",
+                                   config_name="fidelity"), tmp_path / "f")
+    assert record["metrics"]["queries"] == 3 and record["metrics"]["gallery"] == 2  # each ranks the 2 others
+
+
+def test_visualize_panel_zero_is_refused(capsys):
+    from vidtldr.analysis import visualize
+
+    with pytest.raises(SystemExit) as info:
+        visualize.main(["panel=0"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip() == "vidtldr.visualize: error: panel=0: out of range; accepted: >= 16"

@@ -115,7 +115,11 @@ def integers(key: str, value: Any, *, low: int = 1) -> list[int]:
     items = plain(value)
     if not isinstance(items, (list, tuple)) or not items:
         raise ConfigError(f"{key}={shown(value)}: expected a non-empty list of integers >= {low}, e.g. [1,5,10]")
-    return [integer(f"{key} entry", v, low=low) for v in items]
+    try:
+        return [integer(key, v, low=low) for v in items]
+    except ConfigError:
+        raise ConfigError(f"{key}={shown(value)}: expected a non-empty list of integers >= {low}, "
+                          "e.g. [1,5,10]") from None
 
 
 def choice(key: str, value: Any, options: Sequence[str]) -> str:

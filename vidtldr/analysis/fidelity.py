@@ -30,6 +30,9 @@ from vidtldr.run.cache import FeatureCache, atomic_write_text
 
 log = logging.getLogger(__name__)
 
+# The label-free metrics a schedule search can maximise (``tune.metric``).
+METRICS = ("embedding_cosine_mean", "itc_top1_agreement", "itc_top5_overlap", "itc_top10_overlap",
+           "spearman_mean", "kendall_mean", "token_agreement_mean")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 
 
@@ -232,10 +235,44 @@ def _reference(session_args: dict, cache: FeatureCache) -> tuple[list, torch.Ten
     return tokens, feat, elapsed
 
 
-def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10)) -> Session:
-    """Resolve ``cfg`` like the evaluation, decode the collection, get the unreduced features."""
+def gallery_size(videos: int, captions: bool) -> int:
+    """Items each ranking row orders: every video for a caption, every *other* video for a video."""
+    return videos if captions else videos - 1
+
+
+def check_rankable(collection: Collection, videos: int, metric: Optional[str], ks: Sequence[int]) -> None:
+    """Rankings need a gallery of at least 2 items, and ``metric`` (a tune objective) must be defined
+    for this many: ``itc_top{k}_overlap`` says nothing unless k is below the gallery size (and in
+    ``tune.ks``). Checked on the listed collection before the model is built, and again on the
+    videos that decoded."""
+    captions = bool(collection.texts)
+    gallery = gallery_size(videos, captions)
+    rows = "each caption ranks the videos" if captions else "each video ranks the other videos"
+    if gallery < 2:
+        found = f"{videos} video(s)" + (f" readable of {len(collection.keys)}" if videos != len(collection.keys) else "")
+        raise VideoError(f"{collection.origin}: {found}; rankings need at least {2 if captions else 3} ({rows})")
+    if metric is None or not metric.startswith("itc_top") or not metric.endswith("_overlap"):
+        return
+    k = int(metric[len("itc_top"):-len("_overlap")])
+    defined = ", ".join(m for m in _defined_metrics(gallery, ks))
+    if k >= gallery:
+        raise ConfigError(f"tune.metric={metric}: undefined for {videos} videos ({rows}: every one is in every "
+                          f"top-{k}); accepted here: {defined}")
+    if k not in ks:
+        raise ConfigError(f"tune.metric={metric}: k={k} is not in tune.ks={list(ks)}; accepted here: {defined}")
+
+
+def _defined_metrics(gallery: int, ks: Sequence[int]) -> list[str]:
+    return [m for m in METRICS if not m.endswith("_overlap") or
+            (int(m[len("itc_top"):-len("_overlap")]) in ks and int(m[len("itc_top"):-len("_overlap")]) < gallery)]
+
+
+def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10), metric: Optional[str] = None) -> Session:
+    """Resolve ``cfg`` like the evaluation, decode the collection, get the unreduced features;
+    ``metric``: the objective a search will use (checked to be defined for this collection)."""
     from vidtldr.data.annotations import load_split, video_root
     from vidtldr.run.runner import build, cache_keys, ensure_tiny_data, load_tokenizer_for
+    from vidtldr.config_values import integers
     from vidtldr.run.runspec import check_inputs, check_numbers, resolve
 
     check_numbers(cfg)
@@ -259,13 +296,13 @@ def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10)) -> Session:
         if spec.checkpoint is not None and not Path(spec.checkpoint).is_file():
             raise MissingFilesError(f"checkpoint {spec.checkpoint} does not exist (model.checkpoint=/path to choose one)")
         collection = folder_collection(folder, spec.limit)
+    ks = integers("tune.ks" if metric else "fidelity.ks", ks)
+    check_rankable(collection, len(collection.keys), metric, ks)  # before the model is built
     spec = dataclasses.replace(spec, task="retrieval")
     model, _, _ = build(spec, cfg, arch_cfg)
     img_size = arch_cfg.vision.img_size
     keys, frames, skipped = _decode(collection, spec, img_size, cfg)
-    if len(keys) < 2:
-        raise VideoError(f"{collection.origin}: {len(keys)} readable video(s) of {len(collection.keys)}; "
-                         "rankings need at least 2")
+    check_rankable(collection, len(keys), metric, ks)  # unreadable videos were skipped
     none_spec = dataclasses.replace(spec, merge="none", schedule=[])
     attention = str(cfg.eval.get("attention", "fused"))
     video_key, text_key = cache_keys(none_spec, arch_cfg, _weights_id(spec, cfg), None, img_size,

@@ -59,6 +59,11 @@ def write_table(md_path: Path, json_path: Optional[Path] = None, trace: bool = T
 
 
 def main_cli(cfg) -> dict:
+    from vidtldr.config_values import choice, check_settings, integer
+
+    check_settings(cfg)
+    choice("attention", cfg.attention, ("fused", "materialized"))
+    integer("batch", cfg.batch, low=1)
     if cfg.get("table"):
         return write_table(Path(cfg.table_out), Path(cfg.table_json) if cfg.get("table_json") else None,
                            trace=bool(cfg.trace))

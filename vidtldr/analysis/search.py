@@ -261,15 +261,14 @@ def pareto(cands: Sequence[Candidate]) -> list[Candidate]:
 
 def resolve_budget(gflops: Optional[float], ratio: Optional[float], unreduced: float) -> float:
     """The budget in GFLOPs from ``budget.gflops`` or ``budget.ratio`` (of the unreduced cost)."""
+    from vidtldr.config_values import number
+
     if (gflops is None) == (ratio is None):
         raise BudgetError("give exactly one of budget.gflops=<GFLOPs> or budget.ratio=<fraction of the "
                           f"unreduced {unreduced:.4f} GFLOPs>")
-    if ratio is not None:
-        ratio = float(ratio)
-        if not 0 < ratio <= 1:
-            raise BudgetError(f"budget.ratio must be in (0, 1], got {ratio}")
-        return ratio * unreduced
-    value = float(gflops)
-    if not value > 0:
-        raise BudgetError(f"budget.gflops must be > 0, got {gflops}")
-    return value
+    try:
+        if ratio is not None:
+            return number("budget.ratio", ratio, low=0, low_open=True, high=1) * unreduced
+        return number("budget.gflops", gflops, low=0, low_open=True)
+    except ConfigError as exc:
+        raise BudgetError(str(exc)) from None

@@ -18,7 +18,7 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from vidtldr.analysis.fidelity import Session, encoder_gflops, gflops_of, prepare
+from vidtldr.analysis.fidelity import METRICS, Session, encoder_gflops, gflops_of, prepare
 from vidtldr.analysis.search import (BudgetError, Candidate, ScheduleSearch, as_override, canonical,
                                      resolve_budget)
 from vidtldr.config_utils import plain
@@ -27,8 +27,6 @@ from vidtldr.run.cache import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-METRICS = ("embedding_cosine_mean", "itc_top1_agreement", "itc_top5_overlap", "itc_top10_overlap",
-           "spearman_mean", "kendall_mean", "token_agreement_mean")
 
 
 def _reducer(name: str, schedule, merge_args: dict):
@@ -108,16 +106,11 @@ def run_tune(cfg: DictConfig, run_dir: str | Path) -> dict:
     from vidtldr.run.record import base_record, now_iso
 
     opts = cfg.tune
-    metric = str(opts.metric)
-    if metric not in METRICS:
-        raise ConfigError(f"tune.metric={metric!r}; expected one of {', '.join(METRICS)}")
+    metric, compare = check_options(cfg)  # before any model time: the whole search depends on them
     primary = str(cfg.merge.name)
-    if primary == "none":
-        raise ConfigError("merge=none has no schedule to tune; choose merge=vidtldr (or tome, random, repshift)")
-    compare = [str(c) for c in plain(opts.get("compare") or []) if str(c) != primary]
     merge_args = {k: plain(v) for k, v in cfg.merge.items() if k not in ("name", "r")}
     budget, unreduced = check_budget(cfg, primary, merge_args)  # before any video is decoded
-    session = prepare(_schedule_free(cfg), ks=plain(opts.get("ks", [1, 5, 10])))
+    session = prepare(_schedule_free(cfg), ks=plain(opts.get("ks", [1, 5, 10])), metric=metric)
     depth = session.arch_cfg.vision.depth
     published = published_schedule(cfg, depth)
     extra = (("published", published),) if published is not None and primary == "vidtldr" else ()
@@ -152,8 +145,40 @@ def run_tune(cfg: DictConfig, run_dir: str | Path) -> dict:
     return record
 
 
+def check_options(cfg: DictConfig) -> tuple[str, list[str]]:
+    """(metric, compared reducers) once every ``tune.*`` key is valid; a mistake is one ConfigError
+    naming the key, before a video is decoded (the comparison runs after the main search, so a bad
+    compared reducer found then would cost the whole search)."""
+    from vidtldr.config_values import choice, integer, integers, shown
+    from vidtldr.reduce import discover_reducers
+
+    opts = cfg.tune
+    metric = choice("tune.metric", opts.metric, METRICS)
+    primary = str(cfg.merge.name)
+    if primary == "none":
+        raise ConfigError("merge=none has no schedule to tune; choose merge=vidtldr (or tome, random, repshift)")
+    integer("tune.max_evals", opts.max_evals, low=1)
+    integer("tune.seed", opts.seed, low=0)
+    integers("tune.ks", opts.get("ks", [1, 5, 10]))
+    given = plain(opts.get("compare")) or []
+    if not isinstance(given, list):
+        given = [given]
+    known = sorted(n for n in discover_reducers() if n != "none")
+    for name in given:
+        if name == "none":
+            raise ConfigError(f"tune.compare={shown(given)}: none is the unreduced model, every candidate is measured "
+                              f"against it already; accepted reducers: {', '.join(known)} (or [] for none)")
+        if name not in known:
+            raise ConfigError(f"tune.compare={shown(given)}: unknown reducer {name!r}; accepted: {', '.join(known)}")
+    compare = list(dict.fromkeys(str(c) for c in given if str(c) != primary))
+    if compare:
+        integer("tune.compare_evals", opts.compare_evals, low=1)
+    return metric, compare
+
+
 def check_budget(cfg: DictConfig, name: str, merge_args: dict) -> tuple[float, float]:
-    """(budget, unreduced GFLOPs); a budget no schedule of ``name`` reaches is a BudgetError now."""
+    """(budget, unreduced GFLOPs); a budget no schedule of ``name`` reaches, or one the unreduced
+    model already meets (nothing to search for), is a BudgetError now."""
     from vidtldr.cost.vision import vision_dims
     from vidtldr.run.runspec import resolve_model
 
@@ -161,6 +186,12 @@ def check_budget(cfg: DictConfig, name: str, merge_args: dict) -> tuple[float, f
     arch_cfg = spec.umt_config(task="retrieval")
     unreduced = encoder_gflops(arch_cfg, spec.num_frames, None)
     budget = resolve_budget(plain(cfg.budget.get("gflops")), plain(cfg.budget.get("ratio")), unreduced)
+    if budget >= unreduced:
+        given = (f"budget.ratio={plain(cfg.budget.ratio)}" if cfg.budget.get("ratio") is not None
+                 else f"budget.gflops={plain(cfg.budget.gflops)}")
+        raise BudgetError(f"{given}: the unreduced model ({unreduced:.4f} GFLOPs) already fits, so there is no "
+                          f"reduction to search for; accepted: a budget below {unreduced:.4f} GFLOPs "
+                          "(budget.ratio < 1)")
     ScheduleSearch(lambda s: encoder_gflops(arch_cfg, spec.num_frames, _reducer(name, s, merge_args)),
                    vision_dims(arch_cfg).num_tokens(spec.num_frames), arch_cfg.vision.depth, budget)
     return budget, unreduced

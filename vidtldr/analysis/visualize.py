@@ -44,6 +44,7 @@ from vidtldr.errors import VidtldrError, cli_guard
 from vidtldr.reduce.base import ReductionState, Reducer
 
 GAP = 4  # white pixels between the frames of a strip
+MIN_PANEL = 16  # pixels per frame in the overview: below this a frame is a smudge (0 was a matplotlib traceback)
 LEGEND = ("groups: one colour per final token that holds several patches (untinted: holds one), white outlines "
           "between tokens\nhatched: patches no final token holds (merged with saliency 0, or dropped);  "
           "saliency: inferno, 0 (black) to 1 (yellow)")
@@ -350,8 +351,11 @@ def run(argv: Sequence[str]) -> dict:
     from vidtldr.models.umt import build_model
     from vidtldr.run.runspec import resolve_model
 
+    from vidtldr.config_values import integer
+
     cfg = compose(argv)
     spec = resolve_model(cfg)
+    panel = integer("panel", cfg.panel, low=MIN_PANEL)  # pixels per frame; checked before the model is built
     num_frames = spec.num_frames
     arch_cfg = spec.umt_config(task="retrieval")
     device = str(cfg.device)
@@ -370,7 +374,7 @@ def run(argv: Sequence[str]) -> dict:
              f"{Path(shown_video).name}, {num_frames} frames")
     vis = analyse(model, frames, reducer, device=device, title=title)
     vis.title += f"; tokens {vis.token_counts[0]} -> {vis.token_counts[-1]}"
-    written = write_images(vis, str(cfg.out), gif=bool(cfg.gif), panel_px=int(cfg.panel))
+    written = write_images(vis, str(cfg.out), gif=bool(cfg.gif), panel_px=panel)
     return {"files": [str(p) for p in written], "video": shown_video, "model": spec.model,
             "arch": spec.arch, "weights": weights, "merge": spec.merge, "schedule": list(spec.schedule),
             "token_counts": vis.token_counts, "groups": vis.num_groups,
