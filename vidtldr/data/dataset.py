@@ -46,9 +46,10 @@ class VideoDataset(Dataset):
     @classmethod
     def from_split(cls, split: Any, dataset_cfg: Mapping[str, Any], size: int = 224,
                    skip_unreadable: bool = False) -> "VideoDataset":
-        """One item per video id (retrieval) or per question (QA, in file order). The official
-        QA dataset never trims, whatever the config says."""
-        trimmed30 = bool(dataset_cfg.get("trimmed30", False)) and getattr(split, "task", "") != "qa"
+        """One item per video id (retrieval) or per question (QA, in file order), cut to the first
+        30 s where the dataset says so (the resolver refuses ``trimmed30`` for a task that reads
+        whole videos: ``vidtldr.run.runspec.resolve_task``)."""
+        trimmed30 = bool(dataset_cfg.get("trimmed30", False))
         return cls(split.videos, dataset_cfg["num_frames"], trimmed30, size, skip_unreadable)
 
     def __len__(self) -> int:

@@ -34,7 +34,7 @@ def check_dataset_config(cfg: dict[str, Any], where: str) -> None:
     missing = [k for k in REQUIRED_KEYS if k not in cfg]
     if missing:
         raise ConfigError(f"{where}: missing keys {missing}")
-    if cfg["task"] == "qa" and not cfg.get("answer_list"):
+    if cfg["reader"] == "qa" and not cfg.get("answer_list"):
         raise ConfigError(f"{where}: a QA dataset needs 'answer_list'")
 
 

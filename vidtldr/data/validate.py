@@ -108,7 +108,7 @@ def validate_dataset(cfg: dict[str, Any], data_root: str | Path, decode: bool = 
     if limit is not None:
         names = names[:limit]
     report["num_video_files_checked"] = len(names)
-    trimmed = bool(cfg.get("trimmed30")) and reader != "qa"
+    trimmed = bool(cfg.get("trimmed30"))  # a task that reads whole videos refuses trimmed30 (run.runspec)
     problems.extend(check_videos((video_root(cfg, data_root) / n for n in names), int(cfg["num_frames"]),
                                  trimmed, decode, progress))
 

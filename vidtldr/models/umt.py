@@ -16,7 +16,8 @@ from torch import nn
 
 from vidtldr.errors import ConfigError
 from vidtldr.models.bert import BertLMHeadModel, BertModel
-from vidtldr.models.config import UMTConfig
+from vidtldr.models.config import TASKS, UMTConfig, load_architecture
+from vidtldr.models.family import BackboneFamily, register_family
 from vidtldr.models.vit import AttentionMode, VisionOutput, VisionTransformer
 from vidtldr.reduce.base import Reducer
 
@@ -176,4 +177,22 @@ def build_model(cfg: UMTConfig, attention: AttentionMode = "fused") -> UMTModel:
     return model.eval()
 
 
-__all__ = ["UMTRetrieval", "UMTQA", "UMTModel", "build_model"]
+@register_family("umt")
+class UMTFamily(BackboneFamily):
+    """UMT (our modules, the official checkpoints): architecture files in ``models/architectures/``."""
+
+    heads = TASKS
+
+    def architecture(self, arch: str, heads: str, num_frames: Optional[int] = None) -> UMTConfig:
+        return load_architecture(arch, task=self.check_heads(heads, f"architecture {arch!r}"), num_frames=num_frames)
+
+    def build(self, arch_cfg: UMTConfig, attention: str = "fused") -> UMTModel:
+        return build_model(arch_cfg, attention=attention)
+
+    def load_weights(self, model: UMTModel, path: str, kind: str):
+        from vidtldr.models.checkpoint import load_checkpoint
+
+        return load_checkpoint(model, path, kind=kind)
+
+
+__all__ = ["UMTRetrieval", "UMTQA", "UMTModel", "build_model", "UMTFamily"]

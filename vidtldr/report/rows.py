@@ -15,6 +15,8 @@ import pandas as pd
 
 from vidtldr.errors import VidtldrError
 from vidtldr.run.record import find_records, read_record
+from vidtldr.tasks.base import discover_tasks
+from vidtldr.tasks.metrics import number
 
 #: Precisions a paper row accepts: the fp32 reference and the official evaluation's CUDA fp16 autocast.
 PAPER_PRECISIONS = ("fp32", "fp16")
@@ -22,15 +24,7 @@ PAPER_PRECISIONS = ("fp32", "fp16")
 RESOLVED_SETTINGS = ("num_frames", "k_test", "max_txt_l", "max_q_len", "max_a_len", "precision", "data_source")
 
 
-def num(value: Any) -> float | None:
-    """A finite-or-inf float, or None for a missing / non-numeric / NaN value (pandas fills NaN)."""
-    if value is None:
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(out) else out
+num = number  # a finite-or-inf float, or None for a missing / non-numeric / NaN value
 
 
 def _identity(record: dict) -> dict[str, Any]:
@@ -44,21 +38,11 @@ def _identity(record: dict) -> dict[str, Any]:
 
 def _counts(record: dict) -> dict[str, Any]:
     counts = record.get("counts") or {}
-    # What data.limit counts: videos for retrieval, questions for QA.
-    unit = "questions" if "questions" in counts else "videos"
+    task = discover_tasks().get(str((record.get("run") or {}).get("task")))
+    # What data.limit counts: the task says (videos for retrieval, questions for QA).
+    unit = task.limit_unit if task is not None else ("questions" if "questions" in counts else "videos")
     return {"videos": counts.get("videos"), "videos_total": counts.get("videos_total"),
             "limit_unit": unit, "n": counts.get(unit), "n_total": counts.get(f"{unit}_total")}
-
-
-def _retrieval_metrics(block: dict, prefix: str) -> dict[str, Any]:
-    """Our column names for one metrics block (``img`` = text->video, ``txt`` = video->text)."""
-    row = {prefix + ours: num(block.get(theirs)) for ours, theirs in (
-        ("t2v_r1", "img_r1"), ("t2v_r5", "img_r5"), ("t2v_r10", "img_r10"), ("v2t_r1", "txt_r1"),
-        ("v2t_r5", "txt_r5"), ("v2t_r10", "txt_r10"), ("t2v_medr", "img_medr"), ("v2t_medr", "txt_medr"),
-        ("r_mean", "r_mean"))}
-    if row[prefix + "t2v_r1"] is not None and row[prefix + "v2t_r1"] is not None:
-        row[prefix + "r1_mean"] = round((row[prefix + "t2v_r1"] + row[prefix + "v2t_r1"]) / 2, 2)
-    return row
 
 
 def _settings(record: dict) -> dict[str, Any]:
@@ -79,11 +63,11 @@ def run_row(record: dict) -> dict:
     whether it stands for a paper row (:func:`settings_mismatch`)."""
     metrics = record.get("metrics") or {}
     row = {**_identity(record), **_counts(record)}
-    for prefix, block in (("", metrics.get("itm")), ("itc_", metrics.get("itc"))):
-        if block:
-            row.update(_retrieval_metrics(block, prefix))
-    if "acc" in metrics:
-        row["acc"] = num(metrics.get("acc"))
+    tasks = discover_tasks()
+    # Each task names its own columns; a record that does not say its task is read by every task
+    # (each fills only the columns whose metrics the record holds).
+    for task in [tasks[row["task"]]] if row["task"] in tasks else tasks.values():
+        row.update(task().table_row(metrics))
     gflops = record.get("gflops") or {}
     row["gflops"] = num(gflops.get("paper"))
     row["gflops_base"] = num(gflops.get("base_paper"))

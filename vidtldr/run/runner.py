@@ -93,15 +93,15 @@ def load_tokenizer_for(cfg: DictConfig, arch_cfg):
 
 def build(spec: RunSpec, cfg: DictConfig, arch_cfg):
     """(model, reducer, checkpoint report)."""
-    from vidtldr.models.checkpoint import load_checkpoint
-    from vidtldr.models.umt import build_model
+    from vidtldr.models.family import get_family
 
+    family = get_family(spec.family)
     # Random weights are a pure function of the seed (the tiny model); a checkpoint overwrites them.
     torch.manual_seed(spec.seed)
-    model = build_model(arch_cfg, attention=str(cfg.eval.get("attention", "fused")))
+    model = family.build(arch_cfg, attention=str(cfg.eval.get("attention", "fused")))
     report = None
     if spec.checkpoint is not None:
-        report = load_checkpoint(model, spec.checkpoint, kind=spec.checkpoint_kind)
+        report = family.load_weights(model, spec.checkpoint, kind=spec.checkpoint_kind)
     model = model.to(spec.device).eval()
     return model, spec.reducer(), report
 
@@ -277,10 +277,12 @@ def _execute(cfg: DictConfig, run_dir: Path, record: dict, progress: bool, t0: f
     with autocast:
         result = _run_task(model, tokenizer, reducer, split, spec, video_cache, text_cache, arch_cfg, settings,
                            progress, ctx, scratch)
-    if spec.task == "qa" and cfg.get("save_predictions", True) and ctx.is_main:
+    if cfg.get("save_predictions", True) and ctx.is_main:
         from vidtldr.run.cache import atomic_write_text
+        from vidtldr.tasks.base import get_task
 
-        atomic_write_text(run_dir / "predictions.json", json.dumps(result.extra["predictions"], indent=0))
+        for name, content in get_task(spec.task).outputs(result).items():  # QA: predictions.json
+            atomic_write_text(run_dir / name, json.dumps(content, indent=0))
     record["cache"] = result.cache or {"video": video_cache.stats()}
     if "feature_store" in result.extra:
         record["feature_store"] = result.extra["feature_store"]
@@ -387,17 +389,14 @@ def run_settings(cfg: DictConfig) -> dict:
 
 def _run_task(model, tokenizer, reducer, split, spec: RunSpec, video_cache, text_cache, arch_cfg, settings: dict,
               progress: bool, ctx: D.DistContext, scratch: Path):
-    common = dict(spec=spec, video_cache=video_cache, img_size=arch_cfg.vision.img_size, settings=settings,
-                  progress=progress, dist_ctx=ctx, scratch=scratch)
-    if spec.task == "retrieval":
-        from vidtldr.run.runner_retrieval import run_retrieval
+    from vidtldr.run.task_run import TaskJob, run_task
+    from vidtldr.tasks.base import get_task
 
-        return run_retrieval(model, tokenizer, reducer, split, text_cache=text_cache, **common)
-    if spec.task == "qa":
-        from vidtldr.run.runner_qa import run_qa
-
-        return run_qa(model, tokenizer, reducer, split, **common)
-    raise VidtldrError(f"dataset {spec.dataset}: unknown task {spec.task!r}")
+    job = TaskJob(task=get_task(spec.task, f"dataset {spec.dataset}: task"), model=model, tokenizer=tokenizer,
+                  reducer=reducer, split=split, spec=spec, video_cache=video_cache, text_cache=text_cache,
+                  img_size=arch_cfg.vision.img_size, settings=settings, progress=progress, dist_ctx=ctx,
+                  scratch=scratch)
+    return run_task(job)
 
 
 def _finish(record: dict, cfg: DictConfig, spec: RunSpec, arch_cfg, reducer, result, timings: dict,
@@ -407,9 +406,9 @@ def _finish(record: dict, cfg: DictConfig, spec: RunSpec, arch_cfg, reducer, res
     timings["flops_s"] = time.perf_counter() - start
     record["counts"] = result.counts
     record["skipped_videos"] = result.skipped
-    counts = result.counts
-    limited = spec.limit is not None and (counts.get("videos", 0) < counts.get("videos_total", 0) or
-                                          counts.get("questions", 0) < counts.get("questions_total", 0))
+    from vidtldr.tasks.base import get_task
+
+    limited = spec.limit is not None and get_task(spec.task).is_limited(result.counts)
     record["partial"] = bool(limited or result.skipped)
     record["partial_reason"] = ("data.limit" if limited else None) or ("skipped videos" if result.skipped else None)
     record["token_counts"] = result.token_counts

@@ -21,14 +21,22 @@ from vidtldr.models.tokenizer import tokenize, tokenize_answers
 from vidtldr.tasks.itm import check_engine
 from vidtldr.tasks.qa import question_states_grouped, rank_from_states, rank_questions
 from vidtldr.run.runner_features import all_ranks_outcome, first_path_of, load_shared_shard, stack, token_counts_of, unique_in_order, video_features
-from vidtldr.run.runner_retrieval import TaskResult
 from vidtldr.run.runner_subset import subset_qa
+from vidtldr.run.task_run import TaskJob, register_runner
+from vidtldr.tasks.base import TaskResult
 
 log = logging.getLogger(__name__)
 
 # Questions whose question-encoder states the grouped engine computes together (rounded up to whole
 # batches): consecutive questions about one video share its keys/values within a window.
 QA_WINDOW = 64
+
+
+@register_runner("qa")
+def run_qa_job(job: TaskJob) -> TaskResult:
+    return run_qa(job.model, job.tokenizer, job.reducer, job.split, spec=job.spec, video_cache=job.video_cache,
+                  img_size=job.img_size, settings=job.settings, progress=job.progress, dist_ctx=job.dist_ctx,
+                  scratch=job.scratch)
 
 
 def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: FeatureCache, img_size: int,
@@ -68,7 +76,7 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
     shared.bind_sources(path_of)  # shards are valid for the file they were computed from
     mine = D.shard(order, dist_ctx)
     videos = video_features([path_of[k] for k in mine], mine, encode, shared, num_frames=spec.num_frames,
-                            trimmed30=False, size=img_size, batch_size=settings["batch_size"],
+                            trimmed30=spec.trimmed30, size=img_size, batch_size=settings["batch_size"],
                             num_workers=settings["num_workers"], skip_unreadable=settings["skip_unreadable"],
                             progress=progress)
     skipped, decoded, cached = all_ranks_outcome(videos, dist_ctx)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -29,19 +28,10 @@ from vidtldr.tasks.itm import check_engine, pairwise_pairs, rerank
 from vidtldr.run.runner_features import (VideoFeatures, all_ranks_outcome, first_path_of, load_shared_shard, stack, token_counts_of,
                                            unique_in_order, video_features)
 from vidtldr.run.runner_subset import subset_retrieval
+from vidtldr.run.task_run import TaskJob, register_runner
+from vidtldr.tasks.base import TaskResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TaskResult:
-    metrics: dict
-    counts: dict
-    token_counts: list
-    timings: dict
-    skipped: list = field(default_factory=list)
-    cache: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
 
 
 def text_features(model, tokenizer, texts: list[str], max_len: int, batch: int, cache: FeatureCache) -> R.TextFeatures:
@@ -68,6 +58,13 @@ def _sum_stats(stats: list[dict]) -> dict:
     for key in ("hits", "misses", "writes"):
         out[key] = sum(s[key] for s in stats)
     return out
+
+
+@register_runner("retrieval")
+def run_retrieval_job(job: TaskJob) -> TaskResult:
+    return run_retrieval(job.model, job.tokenizer, job.reducer, job.split, spec=job.spec, video_cache=job.video_cache,
+                         text_cache=job.text_cache, img_size=job.img_size, settings=job.settings,
+                         progress=job.progress, dist_ctx=job.dist_ctx, scratch=job.scratch)
 
 
 def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, video_cache: FeatureCache,

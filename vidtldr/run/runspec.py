@@ -51,11 +51,13 @@ class ModelSpec:
     reads a run config (evaluation, flops, bench, visualize, ...) gets these from
     :func:`resolve_model`, so they agree on the frames, k_test, text lengths and schedule."""
 
-    task: str                      # retrieval | qa
+    task: str                      # a registered task (vidtldr/tasks/): retrieval | qa | ...
+    heads: str                     # the head set the task needs the model built with
     dataset: str                   # config name, e.g. msrvtt_zs
     dataset_base: str              # table row name, e.g. msrvtt
     setting: str                   # finetuned | zeroshot
     model: str                     # umt_b | umt_l | tiny
+    family: str                    # backbone family adapter (vidtldr/models/family.py), e.g. umt
     backbone: str
     arch: str                      # architecture json name
     num_frames: int
@@ -72,12 +74,16 @@ class ModelSpec:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def umt_config(self, task: Optional[str] = None):
-        """The architecture at this spec's frame count, for its task or the one given (the analysis
-        commands always build the retrieval model)."""
-        from vidtldr.models.config import load_architecture
+    def arch_config(self, heads: Optional[str] = None):
+        """The architecture at this spec's frame count (from its backbone family), with the head set
+        its task needs or the one given (the analysis commands build the retrieval heads)."""
+        from vidtldr.models.family import get_family
 
-        return load_architecture(self.arch, task=task or self.task, num_frames=self.num_frames)
+        return get_family(self.family).architecture(self.arch, heads or self.heads, num_frames=self.num_frames)
+
+    def umt_config(self, task: Optional[str] = None):
+        """:meth:`arch_config` under its former name (``task`` = the head set)."""
+        return self.arch_config(task)
 
     def reducer(self):
         """A fresh reducer running this spec's schedule (None for merge=none)."""
@@ -185,26 +191,50 @@ def resolve_model(cfg: DictConfig) -> ModelSpec:
     dataset (capped by the model), the architecture, and ``merge.r`` as a per-block schedule
     (``published`` = the model's own preset if it has one, else the published schedule of the
     dataset and backbone; refused for zero-shot)."""
-    from vidtldr.models.config import load_architecture
+    from vidtldr.models.family import get_family
     from vidtldr.reduce import reducer_class
     from vidtldr.config_values import check_settings
 
     check_settings(cfg)  # booleans, numbers, options, stray keys: before anything is built
     ds, model = cfg.dataset, cfg.model
     name, task = str(ds.name), str(ds.task)
+    task_def = resolve_task(ds)
+    if not model.get("family"):
+        raise ConfigError(f"model={model.name}: no 'family' key; name its backbone family, e.g. family: umt")
+    family = get_family(str(model.family), f"model={model.name}: family")
+    heads = family.check_heads(task_def.heads, f"dataset={name} (task {task}) with model={model.name}")
     setting = dataset_setting(name)
     caps = _plain(model.get("caps")) or {}
     num_frames = _setting_value(cfg, "num_frames", ds.num_frames, caps.get("num_frames"))
     k_test = _setting_value(cfg, "k_test", ds.k_test, caps.get("k_test"))
     check_merge_args(reducer_class(str(cfg.merge.name)), cfg)  # unknown reducers / keys are refused first
-    depth = load_architecture(str(model.arch), task=task, num_frames=num_frames).vision.depth
+    depth = family.architecture(str(model.arch), heads, num_frames=num_frames).vision.depth
     schedule_spec, schedule = resolve_schedule(cfg, depth, name, setting)
     return ModelSpec(
-        task=task, dataset=name, dataset_base=dataset_base(name), setting=setting, model=str(model.name),
-        backbone=str(model.backbone), arch=str(model.arch), num_frames=num_frames, k_test=k_test,
-        max_txt_l=text_length(ds, str(model.backbone)), max_q_len=_opt_int(ds.get("max_q_len")),
-        max_a_len=_opt_int(ds.get("max_a_len")), trimmed30=bool(ds.get("trimmed30", False)) and task != "qa",
+        task=task, heads=heads, dataset=name, dataset_base=dataset_base(name), setting=setting,
+        model=str(model.name), family=family.name, backbone=str(model.backbone), arch=str(model.arch),
+        num_frames=num_frames, k_test=k_test, max_txt_l=text_length(ds, str(model.backbone)),
+        max_q_len=_opt_int(ds.get("max_q_len")), max_a_len=_opt_int(ds.get("max_a_len")),
+        trimmed30=task_def.trimmed30(bool(ds.get("trimmed30", False))),
         merge=str(cfg.merge.name), merge_args=merge_args(cfg), schedule_spec=schedule_spec, schedule=schedule)
+
+
+def resolve_task(ds: Any):
+    """The registered task of a dataset config (vidtldr/tasks/), checked against the dataset: its
+    reader must be one the task scores, and ``trimmed30: true`` is refused for a task that reads
+    whole videos (the official QA evaluation never trims; a silent ignore would hide the mistake)."""
+    from vidtldr.tasks.base import get_task
+
+    name = ds.get("name")
+    task = get_task(str(ds.task), f"dataset {name}: task")
+    reader = str(ds.get("reader"))
+    if reader not in task.readers:
+        raise ConfigError(f"dataset {name}: reader {reader!r} does not fit task {task.name!r} "
+                          f"(it reads {', '.join(task.readers)})")
+    if bool(ds.get("trimmed30", False)) and not task.trims_videos:
+        raise ConfigError(f"dataset {name}: trimmed30: true, but task {task.name!r} reads whole videos "
+                          "(as the official evaluation does); set trimmed30: false")
+    return task
 
 
 def merge_args(cfg: DictConfig) -> dict:

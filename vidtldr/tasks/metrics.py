@@ -9,6 +9,7 @@ rounded to 2 decimals.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from numbers import Integral
 
@@ -16,6 +17,17 @@ import numpy as np
 
 OFFICIAL_KEYS = ("txt_r1", "txt_r5", "txt_r10", "txt_r_mean", "img_r1", "img_r5", "img_r10", "img_r_mean",
                  "r_mean")
+
+
+def number(value) -> float | None:
+    """A finite-or-inf float, or None for a missing / non-numeric / NaN value (pandas fills NaN)."""
+    if value is None:
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(out) else out
 
 
 def _as_matrix(scores, name: str) -> np.ndarray:

@@ -17,6 +17,7 @@ import torch
 
 from vidtldr.models.precision import model_device
 from vidtldr.reduce.base import Reducer
+from vidtldr.tasks.base import Task, TaskResult, register_task
 
 
 @dataclass
@@ -118,4 +119,26 @@ def rank_all(model, batches: Iterable[QABatch], answer_list: Sequence[str], answ
                      token_counts=counts)
 
 
-__all__ = ["QABatch", "QARanking", "rank_questions", "question_states_grouped", "rank_from_states", "rank_all"]
+@register_task("qa")
+class QATask(Task):
+    """Video question answering by answer-list ranking, scored by exact-match accuracy. Its runner
+    (one encoding per distinct video, grouped question encoding) is ``vidtldr/run/runner_qa.py``. The
+    official QA evaluation reads whole videos: a dataset's ``trimmed30`` does not apply."""
+
+    readers = ("qa",)
+    heads = "qa"
+    trims_videos = False
+    limit_unit = "questions"
+    metric_columns = ("acc",)
+
+    def table_row(self, metrics: dict) -> dict:
+        from vidtldr.tasks.metrics import number
+
+        return {"acc": number(metrics.get("acc"))} if "acc" in metrics else {}
+
+    def outputs(self, result: TaskResult) -> dict:
+        """The official result records ``[{"question_id", "answer"}]`` as ``predictions.json``."""
+        return {"predictions.json": result.extra["predictions"]}
+
+
+__all__ = ["QATask", "QABatch", "QARanking", "rank_questions", "question_states_grouped", "rank_from_states", "rank_all"]

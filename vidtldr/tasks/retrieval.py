@@ -23,6 +23,7 @@ import torch
 
 from vidtldr.models.precision import model_device as _device
 from vidtldr.reduce.base import Reducer
+from vidtldr.tasks.base import Task, register_task
 
 NOT_RERANKED = -100.0
 
@@ -185,5 +186,40 @@ def itm_rerank(model, i2t_emb: torch.Tensor, text: TextFeatures, vision_tokens: 
                                t2i_topk=t2i_topk, stats=stats)
 
 
-__all__ = ["TextFeatures", "VisionFeatures", "RetrievalScores", "ITMStats", "encode_texts", "encode_videos",
+# Our column names for one metrics block (``img`` = text->video, ``txt`` = video->text).
+COLUMNS = (("t2v_r1", "img_r1"), ("t2v_r5", "img_r5"), ("t2v_r10", "img_r10"), ("v2t_r1", "txt_r1"),
+           ("v2t_r5", "txt_r5"), ("v2t_r10", "txt_r10"), ("t2v_medr", "img_medr"), ("v2t_medr", "txt_medr"),
+           ("r_mean", "r_mean"))
+
+
+@register_task("retrieval")
+class RetrievalTask(Task):
+    """Text-video retrieval: ITC similarities re-ranked by the ITM head (both directions). Its runner,
+    which needs the feature store and the distributed ITM, is ``vidtldr/run/runner_retrieval.py``."""
+
+    readers = ("caption", "paragraph", "multi_video_gt")
+    heads = "retrieval"
+    trims_videos = True
+    limit_unit = "videos"
+    metric_columns = tuple(ours for ours, _ in COLUMNS) + ("r1_mean",)
+
+    def table_row(self, metrics: dict) -> dict:
+        """The ITM-reranked metrics under our column names, the ITC-only ones with an ``itc_`` prefix."""
+        row: dict = {}
+        for prefix, block in (("", metrics.get("itm")), ("itc_", metrics.get("itc"))):
+            if block:
+                row.update(_columns(block, prefix))
+        return row
+
+
+def _columns(block: dict, prefix: str) -> dict:
+    from vidtldr.tasks.metrics import number
+
+    row = {prefix + ours: number(block.get(theirs)) for ours, theirs in COLUMNS}
+    if row[prefix + "t2v_r1"] is not None and row[prefix + "v2t_r1"] is not None:
+        row[prefix + "r1_mean"] = round((row[prefix + "t2v_r1"] + row[prefix + "v2t_r1"]) / 2, 2)
+    return row
+
+
+__all__ = ["RetrievalTask", "TextFeatures", "VisionFeatures", "RetrievalScores", "ITMStats", "encode_texts", "encode_videos",
            "itc_scores", "candidates", "itm_rerank", "NOT_RERANKED"]

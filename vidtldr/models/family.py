@@ -1,0 +1,98 @@
+"""Backbone families as registered adapters.
+
+A family is one adapter class decorated with ``@register_family("<name>")``; a model config selects it
+with ``family: <name>`` (``vidtldr/configs/model/*.yaml``). The adapter says, from architecture data
+alone, how to build and load the models of that family; everything above the models layer (the
+resolver, the assembler, the analytic FLOPs, the runner) goes through it and never through a
+family's classes:
+
+* ``heads``: the head sets it can build (a task declares the one it needs; UMT: ``retrieval``, ``qa``);
+* :meth:`architecture` -> the architecture object of ``arch`` at a frame count for a head set. It
+  has a ``vision`` section with the fields of :class:`vidtldr.models.config.VisionConfig`
+  (``img_size``, ``patch_size``, ``width``, ``depth``, ``num_heads``, ``num_frames``,
+  ``tubelet_size``, ``num_tokens``): the analytic FLOPs and the benchmarks read only that, and
+  ``to_dict()`` (part of the feature-cache key);
+* :meth:`build` -> the model, which offers ``encode_vision(videos, reducer=...)`` (videos
+  ``[B, T, 3, H, W]`` -> an output with ``tokens`` ``[B, N, C]``, ``pooled``, ``token_counts``) plus
+  the head methods its head sets promise (retrieval: ``encode_text``, ``itc_vision``, ``itc_text``,
+  ``itm_logit``...; see docs/architecture.md, "Model API"), and ``set_attention(mode)``;
+* :meth:`load_weights` -> load a checkpoint file into a built model (``kind``: ``finetuned`` or
+  ``pretrained``), returning a report object or None.
+
+Discovery imports every module of ``vidtldr.models`` (and the modules of its sub-packages), so a new
+family is its module (+ architecture data); there is no list to edit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Optional
+
+FAMILIES: dict[str, type["BackboneFamily"]] = {}
+
+
+class BackboneFamily:
+    """Base class of a family adapter (module docstring)."""
+
+    name: ClassVar[str] = ""
+    heads: ClassVar[tuple[str, ...]] = ()
+
+    def architecture(self, arch: str, heads: str, num_frames: Optional[int] = None) -> Any:
+        raise NotImplementedError
+
+    def build(self, arch_cfg: Any, attention: str = "fused") -> Any:
+        raise NotImplementedError
+
+    def load_weights(self, model: Any, path: str, kind: str) -> Any:
+        raise NotImplementedError
+
+    def check_heads(self, heads: str, where: str) -> str:
+        """``heads`` if this family builds it, else a ConfigError naming ``where``."""
+        from vidtldr.errors import ConfigError
+
+        if heads not in self.heads:
+            raise ConfigError(f"{where}: backbone family {self.name!r} has no {heads!r} heads "
+                              f"(it builds {', '.join(self.heads)})")
+        return heads
+
+
+def register_family(name: str):
+    """Class decorator: make a backbone family selectable by a model config's ``family: <name>``."""
+
+    def wrap(cls):
+        if not (isinstance(cls, type) and issubclass(cls, BackboneFamily)):
+            raise TypeError(f"{cls!r}: a registered family must subclass vidtldr.models.family.BackboneFamily")
+        if not cls.heads or not all(isinstance(h, str) for h in cls.heads):
+            raise TypeError(f"{cls.__module__}.{cls.__qualname__}.heads = {cls.heads!r}; expected head set names")
+        held = FAMILIES.get(name)
+        if held is not None and (held.__module__, held.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise TypeError(f"backbone family {name!r} is taken by {held.__module__}.{held.__qualname__}")
+        cls.name = name
+        FAMILIES[name] = cls
+        return cls
+
+    return wrap
+
+
+def discover_families() -> dict[str, type[BackboneFamily]]:
+    """Import every module of ``vidtldr.models`` and of its sub-packages (registering the families
+    they define) and return the registry."""
+    import importlib
+    import pkgutil
+
+    package = importlib.import_module(__name__.rsplit(".", 1)[0])
+    for info in pkgutil.walk_packages(package.__path__, prefix=f"{package.__name__}."):
+        importlib.import_module(info.name)
+    return dict(FAMILIES)
+
+
+def get_family(name: str, where: str = "model.family") -> BackboneFamily:
+    """The family registered as ``name`` (an instance); a ConfigError lists the known ones."""
+    from vidtldr.errors import ConfigError
+
+    known = FAMILIES if name in FAMILIES else discover_families()
+    if name not in known:
+        raise ConfigError(f"{where}: unknown backbone family {name!r}; available: {sorted(known)}")
+    return known[name]()
+
+
+__all__ = ["BackboneFamily", "FAMILIES", "register_family", "discover_families", "get_family"]
