@@ -19,8 +19,9 @@ family's classes:
 * :meth:`load_weights` -> load a checkpoint file into a built model (``kind``: ``finetuned`` or
   ``pretrained``), returning a report object or None.
 
-Discovery imports every module of ``vidtldr.models`` (and the modules of its sub-packages), so a new
-family is its module (+ architecture data); there is no list to edit.
+A family is found by importing ``vidtldr.models.<name>`` when that module exists, else by importing
+every module of ``vidtldr.models`` and its sub-packages; a new family is its module (+ architecture
+data), there is no list to edit.
 """
 
 from __future__ import annotations
@@ -85,10 +86,22 @@ def discover_families() -> dict[str, type[BackboneFamily]]:
     return dict(FAMILIES)
 
 
+def _import_quietly(module: str) -> None:
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:  # the module exists but lacks a dependency: say so
+            raise
+
+
 def get_family(name: str, where: str = "model.family") -> BackboneFamily:
     """The family registered as ``name`` (an instance); a ConfigError lists the known ones."""
     from vidtldr.errors import ConfigError
 
+    if name not in FAMILIES:  # a family named like its module (umt -> vidtldr.models.umt) loads alone
+        _import_quietly(f"{__name__.rsplit('.', 1)[0]}.{name}")
     known = FAMILIES if name in FAMILIES else discover_families()
     if name not in known:
         raise ConfigError(f"{where}: unknown backbone family {name!r}; available: {sorted(known)}")
