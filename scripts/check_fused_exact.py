@@ -6,7 +6,7 @@ one, for gapped schedules, on a full-size encoder with seeded random weights and
                                         [--precision fp32|fp16|bf16] [--old] [--time N] [--deterministic]
 
 Schedules: the published UMT-B MSRVTT one and gapped ones ([0,600,0,200], merges after four and after
-eight idle blocks), scaled to the token count; vid-TLDR, ToMe and random drop. Per schedule: the last
+eight idle blocks), scaled to the token count; vid-TLDR, ToMe, random drop and the zoo's attention/key/hidden-state reducers (``NAMES``). Per schedule: the last
 exact block, whether the token counts, every merge / keep index and the block outputs up to the last
 reducing block are identical, and the largest difference of the final tokens. ``--old`` runs the
 fused execution without the exact prefix (SDPA before merges) to show what it changes. ``--time N``
@@ -28,6 +28,11 @@ import torch
 from vidtldr.models import vit
 from vidtldr.models.config import load_architecture
 from vidtldr.reduce import build_reducer, parse_schedule
+
+
+# Every reducer whose decisions the exact prefix must reproduce (those that read the attention map,
+# keys or hidden states); repshift opts out (exact_decisions = False).
+NAMES = ("vidtldr", "tome", "random", "fastv", "visionzip", "pitome", "random_merge", "divprune")
 
 
 def schedules(num_tokens: int) -> list[list[int]]:
@@ -119,7 +124,7 @@ def main() -> int:
                 else contextlib.nullcontext())
     num_tokens = args.frames // cfg.tubelet_size * cfg.grid ** 2
     bad = 0
-    for name in ("vidtldr", "tome", "random"):
+    for name in NAMES:
         for schedule in schedules(num_tokens):
             outs = {}
             for mode in ("fused", "materialized"):

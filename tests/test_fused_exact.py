@@ -94,7 +94,11 @@ def test_head_mean_is_the_same_bits_for_any_rows():
 @pytest.mark.parametrize("name, schedule, counts", [
     ("vidtldr", [0, 20, 0, 10], [64, 64, 44, 44, 34]), ("vidtldr", [0, 0, 0, 16], [64, 64, 64, 64, 48]),
     ("vidtldr", [0, 0.3, 0, 0.2], [64, 64, 45, 45, 36]), ("tome", [0, 12, 0, 8], [64, 64, 52, 52, 44]),
-    ("random", [0, 0, 16], [64, 64, 64, 48, 48])])
+    ("random", [0, 0, 16], [64, 64, 64, 48, 48]),
+    # the reducer zoo: attention-map (fastv, visionzip), key (pitome, random_merge) and hidden-state
+    # (divprune) decisions; the same token counts for every one of them (64 - 12 = 52, 52 - 8 = 44)
+    *[(name, [0, 12, 0, 8], [64, 64, 52, 52, 44])
+      for name in ("fastv", "visionzip", "pitome", "random_merge", "divprune")]])
 def test_fused_is_bitwise_materialized_through_the_last_reducing_block(monkeypatch, name, schedule, counts):
     # 9 query rows per block at 64 tokens (batch 2, 4 heads): several blocks and a 1-row tail, which
     # must join the block before it (a 1-row matmul rounds differently from the full map's rows)

@@ -8,11 +8,19 @@ of the reducer's name. At a block that removes tokens a reducer pays:
   attention map and ``sum_j p ln p`` over it plus O(T) for vid-TLDR's normalisation; ``attn`` = the
   head mean of the map; ``keys`` = the head mean of the keys; ``update`` = the L2 norm of each
   token's attention update (C wide) plus its sqrt and the same O(T) normalisation;
-* with ``match_on`` set, the bipartite similarity ``ceil(T/2) x floor(T/2) x width`` (width C for
-  ``hidden``, head_dim for ``keys``; counted by fvcore too, so part of the paper convention), the
-  L2 normalisation of the metric and the ``(s + 1) / 2`` rescale;
+* with ``match_on`` set, the similarity ``rows x cols x width`` (width C for ``hidden``, head_dim
+  for ``keys``; rows x cols from the reducer's ``similarity_shape``, ToMe's halves
+  ``ceil(T/2) x floor(T/2)`` by default; counted by fvcore too, so part of the paper convention),
+  the L2 normalisation of the metric and one elementwise pass over the similarities;
+* its own scoring and selection (``selection_flops``: e.g. attention received, greedy max-min
+  distances, energy scores), true FLOPs only;
 * with ``tracks_sizes``, the size-weighted average of the merged tokens, and ``log(size)`` added to
   the attention logits of every later block. A reducer without sizes only gathers survivors (free).
+
+An input-level reducer (``input_level``) removes tokens after the patch embedding and before block
+0: the embedding runs on every tubelet, the blocks on the survivors, and its decision costs
+``input_flops``. A composition (``merge=A+B``) is described by its parts (see
+:mod:`vidtldr.reduce.chain`).
 
 Cross-checked against fvcore's trace of the real module by ``vidtldr.analysis.flops_trace``.
 """
@@ -20,7 +28,7 @@ Cross-checked against fvcore's trace of the real module by ``vidtldr.analysis.fl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from vidtldr.cost.ledger import Ledger
 from vidtldr.errors import ConfigError
@@ -65,6 +73,15 @@ def backbone_vision_dims(arch: str, task: str = "retrieval") -> VisionDims:
     return vision_dims(load_architecture(arch, task=task))
 
 
+def bipartite_shape(num_tokens: int, removed: int) -> tuple[int, int]:
+    """ToMe's halves: ``ceil(T/2) x floor(T/2)`` similarities."""
+    return (num_tokens + 1) // 2, num_tokens // 2
+
+
+def no_flops(dims: "VisionDims", num_tokens: int, removed: int) -> int:
+    return 0
+
+
 @dataclass(frozen=True)
 class ReducerTraits:
     """The part of a reducer's self-description the cost depends on."""
@@ -72,11 +89,20 @@ class ReducerTraits:
     need: Optional[str] = None
     match_on: Optional[str] = None
     tracks_sizes: bool = False
+    similarity_shape: Callable[[int, int], tuple[int, int]] = bipartite_shape
+    selection_flops: Callable[["VisionDims", int, int], int] = no_flops
+    input_flops: Callable[["VisionDims", int, int], int] = no_flops
 
     @classmethod
     def of(cls, reducer: Any) -> "ReducerTraits":
-        """From a reducer class or instance (or anything with the three attributes)."""
-        return cls(need=reducer.need, match_on=reducer.match_on, tracks_sizes=bool(reducer.tracks_sizes))
+        """From a reducer class or instance (or anything with the three attributes; the shape and
+        FLOP methods default to bipartite matching with nothing else to pay)."""
+        input_flops = getattr(reducer, "input_flops", None)
+        if isinstance(reducer, type) or input_flops is None:  # an instance method needs an instance
+            input_flops = no_flops
+        return cls(need=reducer.need, match_on=reducer.match_on, tracks_sizes=bool(reducer.tracks_sizes),
+                   similarity_shape=getattr(reducer, "similarity_shape", bipartite_shape),
+                   selection_flops=getattr(reducer, "selection_flops", no_flops), input_flops=input_flops)
 
     def match_width(self, dims: VisionDims) -> int:
         """Width of the similarity matmul: C on hidden states, head_dim on keys, 0 without one."""
@@ -140,10 +166,13 @@ def _reduction_cost(L: Ledger, dims: VisionDims, traits: ReducerTraits, B: int, 
         L.flops_only("saliency", B * 11 * t_in)                        # sqrt, then as neg_entropy: O(T)
     width = traits.match_width(dims)
     if width:
-        a, b = (t_in + 1) // 2, t_in // 2
+        a, b = traits.similarity_shape(t_in, r)
         L.elementwise("l2_normalise", B * t_in * width, cat="match_other")
         L.matmul(B, a, width, b, cat="match")                          # m_A . m_B^T
         L.elementwise("cosine", B * a * b, cat="match_other")
+    own = traits.selection_flops(dims, t_in, r)
+    if own:
+        L.flops_only("select", B * own)                                # scoring / selection
     if traits.tracks_sizes:
         # size-weighted average: x*s, src*saliency, scatter-add, divide by merged size
         L.flops_only("merge", B * (t_in + 2 * r + t_out) * (C + 1))
@@ -155,7 +184,7 @@ def vision_cost(dims: VisionDims, num_frames: int, schedule: Optional[Sequence] 
 
     Either ``schedule`` (a merge.r list, bipartite clamp rule) or explicit ``token_counts``
     (entering block 0, then after each block; e.g. ``ReductionState.token_counts``) fixes the
-    token count per block. ``reducer`` (a reducer class or instance, or :class:`ReducerTraits`)
+    token count per block; a first count below the embedded tokens is an input-level removal. ``reducer`` (a reducer class or instance, or :class:`ReducerTraits`)
     says what removing tokens costs; it is required as soon as a block removes any.
     """
     C, H = dims.width, dims.heads
@@ -164,10 +193,10 @@ def vision_cost(dims: VisionDims, num_frames: int, schedule: Optional[Sequence] 
         counts = schedule_counts(schedule, n0, dims.depth)
     else:
         counts = [int(c) for c in token_counts]
-        if len(counts) != dims.depth + 1 or counts[0] != n0:
+        if len(counts) != dims.depth + 1 or not 0 < counts[0] <= n0:
             raise ConfigError(f"token_counts must have depth+1 = {dims.depth + 1} entries starting at "
-                              f"{n0} tokens, got {counts}")
-    reduces = any(counts[i + 1] < counts[i] for i in range(dims.depth))
+                              f"{n0} tokens (fewer after an input-level reducer), got {counts}")
+    reduces = counts[0] < n0 or any(counts[i + 1] < counts[i] for i in range(dims.depth))
     if reduces and reducer is None:
         raise ValueError("vision_cost: the schedule removes tokens, so pass the reducer that removes them")
     traits = NO_REDUCTION if reducer is None else (
@@ -177,6 +206,8 @@ def vision_cost(dims: VisionDims, num_frames: int, schedule: Optional[Sequence] 
     k_patch = dims.in_chans * dims.tubelet_size * dims.patch_size ** 2
     L.linear(B * n0, k_patch, C, cat="conv")          # Conv3d patch embedding (+ bias)
     L.elementwise("add", B * n0 * C)                   # + sinusoid position embedding
+    if counts[0] < n0:                                 # input-level reducer: decide, gather survivors
+        L.flops_only("input_select", B * traits.input_flops(dims, n0, n0 - counts[0]))
     sized = False                                      # proportional attention starts after a merge
     removed, per_block = [], []
     for i in range(dims.depth):
@@ -218,7 +249,8 @@ def reducer_cost(dims: VisionDims, num_frames: int, reducer=None, batch: int = 1
     its schedule fixes the token counts, its class attributes what the removal costs."""
     if reducer is None:
         return vision_cost(dims, num_frames, None, batch=batch)
-    counts = [dims.num_tokens(num_frames)]
+    n0 = dims.num_tokens(num_frames)
+    counts = [n0 - reducer.input_removed(n0) if hasattr(reducer, "input_removed") else n0]
     for layer in range(dims.depth):  # the reducer's own per-block rule (the identity removes nothing)
         counts.append(counts[-1] - reducer.tokens_removed(layer, counts[-1]))
     return vision_cost(dims, num_frames, token_counts=counts, reducer=reducer, batch=batch)

@@ -218,8 +218,15 @@ class VisionTransformer(nn.Module):
         self._check_input(videos)
         state = ReductionState(record_trace=trace, trace_source=trace_source)
         encoder = self.encoder
-        x = encoder.patch_embed(videos.permute(0, 2, 1, 3, 4))
+        video = videos.permute(0, 2, 1, 3, 4)
+        x = encoder.patch_embed(video)
         x = x + encoder.pos_embed.to(dtype=x.dtype)
+        state.embedded_tokens = x.shape[1]
+        reduce_input = getattr(reducer, "reduce_input", None)
+        if reduce_input is not None:  # input-level reducers (run-length tokenization) act here, once
+            cfg = self.cfg
+            grid = (cfg.num_frames // cfg.tubelet_size, cfg.grid, cfg.grid)
+            x = reduce_input(x, state, {"video": video, "grid": grid})
         state.token_counts.append(x.shape[1])
         out = VisionOutput(tokens=x, pooled=None, state=state)
         out.exact_through = self.exact_through(reducer, x.shape[1])

@@ -21,6 +21,23 @@ A reducer describes itself with three class attributes, from which everything ou
 * ``tracks_sizes``: the reducer averages tokens weighted by how many patches each holds and keeps
   those sizes, so later blocks add ``log(size)`` to their attention logits.
 
+Two class methods complete the description where a reducer's own work differs from bipartite
+matching (the cost reads them, never the name):
+
+* ``similarity_shape(num_tokens, removed)``: rows x columns of the similarity matrix it computes at
+  a block (width from ``match_on``); by default ToMe's halves, ``ceil(T/2) x floor(T/2)``;
+* ``selection_flops(dims, num_tokens, removed)``: true FLOPs of its own scoring and selection that
+  ``need``, the similarity and the merge do not cover (0 by default).
+
+An input-level reducer (``input_level = True``, e.g. run-length tokenization) acts once, after the
+patch and position embedding and before block 0::
+
+    x = reducer.reduce_input(x, state, {"video": video [B, 3, T, H, W], "grid": (t, h, w)})
+
+``input_removed(num_tokens)`` says how many tokens it removes there (exact for a fixed budget, an
+upper bound for a content-adaptive one), ``input_flops(dims, num_tokens, removed)`` what deciding
+costs. The in-block hook then sees the reduced sequence.
+
 A new reducer is one module under ``vidtldr/reduce/`` with a :class:`Reducer` subclass decorated
 with ``@register_reducer("name")``; :func:`reducer_class` imports every module of the package
 (there is no list to edit), so ``merge=name`` finds it.
@@ -58,6 +75,7 @@ class ReductionState:
     record_trace: bool = False  # keep per-layer debug tensors (merge indices, scores) in `trace`
     trace: list = field(default_factory=list)
     token_counts: list = field(default_factory=list)  # entering block 0, then after each block
+    embedded_tokens: Optional[int] = None  # out of the patch embedding (before any input-level reducer)
 
 
 class Reducer:
@@ -76,6 +94,8 @@ class Reducer:
     # the last one that removes tokens run the materialized arithmetic. False for a reducer that has
     # no official execution to match and should keep SDPA wherever it asks nothing of the attention.
     exact_decisions: bool = True
+    # Acts once before block 0 (reduce_input), not inside the blocks.
+    input_level: bool = False
 
     def __init__(self, schedule: list | None = None):
         self.schedule = list(schedule) if schedule is not None else []
@@ -111,6 +131,33 @@ class Reducer:
     def describe(self) -> dict:
         return {"name": self.name, "r": list(self.schedule)}
 
+    # -- self-description of the reducer's own work (read by vidtldr/cost/vision.py) --------------
+
+    @classmethod
+    def similarity_shape(cls, num_tokens: int, removed: int) -> tuple[int, int]:
+        """Rows x columns of the similarity matrix computed at a block that removes ``removed`` of
+        ``num_tokens`` tokens (only read when ``match_on`` is set): the bipartite halves."""
+        return (num_tokens + 1) // 2, num_tokens // 2
+
+    @classmethod
+    def selection_flops(cls, dims, num_tokens: int, removed: int) -> int:
+        """True FLOPs (per sample) of scoring/selection not covered by need, similarity or merge."""
+        return 0
+
+    # -- input-level hook (before block 0) ---------------------------------------------------------
+
+    def input_removed(self, num_tokens: int) -> int:
+        """Tokens the input-level hook removes from ``num_tokens`` embedded tokens (0: none)."""
+        return 0
+
+    def input_flops(self, dims, num_tokens: int, removed: int) -> int:
+        """True FLOPs (per sample) of deciding what the input-level hook removes."""
+        return 0
+
+    def reduce_input(self, x: torch.Tensor, state: ReductionState, aux: dict) -> torch.Tensor:
+        """Called once after the patch + position embedding, before block 0; the identity here."""
+        return x
+
 
 def apply_merge(match, x: torch.Tensor, state: ReductionState, merge_wavg, merge_source) -> torch.Tensor:
     """Shared tail of the merging reducers: provenance, then the size-weighted merge of ``x``.
@@ -123,6 +170,19 @@ def apply_merge(match, x: torch.Tensor, state: ReductionState, merge_wavg, merge
         state.size = torch.ones_like(x[..., 0, None])
     x, state.size = merge_wavg(match, x, state.size)
     return x
+
+
+def apply_keep(keep: torch.Tensor, x: torch.Tensor, state: ReductionState) -> torch.Tensor:
+    """Shared tail of the pruning reducers: keep the tokens ``keep`` ``[B, T']`` (indices into the
+    current order) of ``x`` and of whatever the state tracks per token (sizes, provenance)."""
+    batch, n_tok, channels = x.shape
+    if state.trace_source:
+        if state.source is None:
+            state.source = torch.eye(n_tok, device=x.device)[None].expand(batch, n_tok, n_tok)
+        state.source = state.source.gather(1, keep[..., None].expand(-1, -1, state.source.shape[-1]))
+    if state.size is not None:  # sizes created by another reducer (a composition) stay aligned
+        state.size = state.size.gather(1, keep[..., None])
+    return x.gather(1, keep[..., None].expand(-1, -1, channels))
 
 
 REDUCERS: dict[str, type[Reducer]] = {"none": Reducer}
@@ -142,6 +202,8 @@ def check_contract(cls: type) -> None:
                         f"got need = {cls.need!r}")
     if not isinstance(cls.tracks_sizes, bool):
         raise TypeError(f"{where}.tracks_sizes = {cls.tracks_sizes!r}; expected True or False")
+    if not isinstance(cls.input_level, bool):
+        raise TypeError(f"{where}.input_level = {cls.input_level!r}; expected True or False")
 
 
 def register_reducer(name: str):

@@ -75,6 +75,26 @@ def random_keep_indices(batch: int, num_tokens: int, r: int, generator: torch.Ge
     return keep.sort(dim=1).values
 
 
+def outside_trace(fn):
+    """``fn`` run with the JIT tracer paused: per-sample seeding computes Python integers from the
+    tokens, which a trace (fvcore's FLOP count) cannot follow, and drawing indices counts no FLOPs;
+    the indices enter a traced graph as constants while the gathers that apply them stay traced."""
+    import functools
+
+    @functools.wraps(fn)
+    def paused(*args, **kwargs):
+        tracing = torch._C._get_tracing_state()
+        if tracing is None:
+            return fn(*args, **kwargs)
+        torch._C._set_tracing_state(None)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch._C._set_tracing_state(tracing)
+
+    return paused
+
+
 def per_sample_keep_indices(x: torch.Tensor, r: int, seed: int, layer: int) -> torch.Tensor:
     """``[B, T - r]`` survivors, each row drawn from its own sample's generator (CPU, then moved)."""
     rows = []

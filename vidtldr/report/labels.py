@@ -9,7 +9,9 @@ DATASET_LABEL = {
     "msvd_qa": "MSVD-QA", "anet_qa": "ActivityNet-QA",
 }
 BACKBONE_LABEL = {"umt_b": "UMT-B/16", "umt_l": "UMT-L/16", "tiny": "tiny (random weights)"}
-METHOD_LABEL = {"none": "UMT", "vidtldr": "+vid-TLDR", "tome": "+ToMe", "random": "+random drop"}
+METHOD_LABEL = {"none": "UMT", "vidtldr": "+vid-TLDR", "tome": "+ToMe", "random": "+random drop",
+                "random_merge": "+random merge", "fastv": "+FastV", "divprune": "+DivPrune",
+                "visionzip": "+VisionZip", "pitome": "+PiToMe", "rlt": "+RLT"}
 METRIC_LABEL = {"t2v_r1": "T2V R@1", "t2v_r5": "T2V R@5", "t2v_r10": "T2V R@10", "v2t_r1": "V2T R@1",
                 "v2t_r5": "V2T R@5", "v2t_r10": "V2T R@10", "r1_mean": "R@1 (mean)", "acc": "Acc",
                 "gflops": "GFLOPs"}
