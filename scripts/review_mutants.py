@@ -78,6 +78,12 @@ MUTANTS = (
            "vidtldr/run/record.py",
            (('|{stat.st_mtime_ns}|{stat.st_ctime_ns}"', '|{stat.st_mtime_ns}"'),),
            ("tests/test_feature_store_integrity.py",)),
+    Mutant("clamp-against-input-tokens",
+           "the recorded clamp of each schedule entry is checked against the tokens entering the encoder, not "
+           "those entering its block (a later block's clamp goes unrecorded or wrong)",
+           "vidtldr/run/adjust.py",
+           (("            count -= removed[-1]\n", ""),),
+           ("tests/test_plain_errors.py",)),
     Mutant("checkpoint-unexpected-keys-dropped",
            "unexpected checkpoint keys are silently ignored",
            "vidtldr/models/checkpoint.py",

@@ -138,6 +138,23 @@ def test_caps_and_clamps_are_recorded_and_warned(tiny, tmp_path, caplog):
     assert "eval.k_test: requested 50, using 4" in caplog.text and "merge.r: requested" in caplog.text
 
 
+@pytest.mark.parametrize("requested,effective,counts", [
+    # 196 tokens: block 0 removes min(150, 196 // 2) = 98 -> 98; block 1 min(40, 49) = 40 -> 58;
+    # block 2 min(30, 58 // 2 = 29) = 29 -> 29: clamped against the 58 tokens entering it, not the 196
+    ([150, 40, 30], [98, 40, 29, 0], [196, 98, 58, 29, 29]),
+    # no clamp until block 2: 196 -> 136 -> 76, where 60 > 76 // 2 = 38
+    ([60, 60, 60], [60, 60, 38, 0], [196, 136, 76, 38, 38]),
+])
+def test_a_block_clamped_after_earlier_blocks_removed_tokens_is_recorded(tiny, tmp_path, requested, effective,
+                                                                          counts):
+    cache, _ = tiny
+    overrides = "merge.r=[" + ",".join(map(str, requested)) + "]"
+    record = run(make_cfg(cache, overrides), tmp_path / "run", progress=False)
+    assert record["adjusted"]["merge.r"] == {**record["adjusted"]["merge.r"], "requested": requested + [0],
+                                             "effective": effective}
+    assert record["token_counts"] == counts  # what ran is what "effective" says
+
+
 def test_paths_data_and_checkpoint_take_effect_with_the_tiny_model(tiny, tmp_path):
     cache, _ = tiny
     elsewhere = tmp_path / "my_data"
