@@ -10,6 +10,9 @@ tests/fixtures/data_formats/README.md):
 * ``multi_video_gt`` one text per record, one or several ground-truth videos (ssv2 label/template)
 * ``qa``             questions with raw answers, plus the dataset's answer list (msrvtt/msvd/anet QA)
 
+Action recognition reads whole files of other formats (``videomae_list``, ``kinetics_csv``,
+``ssv2_json``; :mod:`vidtldr.data.classification`), registered with :func:`register_file_reader`.
+
 Adding a dataset with a known format is one config file; a new format is one function decorated
 with :func:`register_reader` (and, for the validator, one schema function).
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from vidtldr.errors import AnnotationError, ConfigError
+from vidtldr.data import classification as cls_formats
 from vidtldr.data.text import pre_text
 
 log = logging.getLogger(__name__)
@@ -77,6 +81,20 @@ def register_reader(name: str, schema: Callable[[Mapping[str, Any]], list[tuple[
     def deco(fn: Reader) -> Reader:
         READERS[name] = fn
         SCHEMAS[name] = schema
+        return fn
+
+    return deco
+
+
+# Readers of whole annotation files in formats other than a JSON list of records:
+# (dataset config, data root) -> split.
+FileReader = Callable[[Mapping[str, Any], Path], Any]
+FILE_READERS: dict[str, FileReader] = {}
+
+
+def register_file_reader(name: str):
+    def deco(fn: FileReader) -> FileReader:
+        FILE_READERS[name] = fn
         return fn
 
     return deco
@@ -311,13 +329,70 @@ def _required(cfg: Mapping[str, Any], key: str) -> Any:
     return value
 
 
+def read_text(path: Path | str, what: str = "annotation file") -> str:
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationError(f"{what} not found: {path}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(f"{path}: not UTF-8 text ({exc})") from None
+
+
+def classes_path(cfg: Mapping[str, Any], data_root: str | Path) -> Path:
+    """The class list a ``kinetics_csv`` / ``ssv2_json`` dataset names under ``classes``."""
+    return Path(data_root) / "anno_downstream" / _required(cfg, "classes")
+
+
+def _classification_split(cfg, data_root, names, labels, class_names, source) -> "cls_formats.ClassificationSplit":
+    num_classes = cfg.get("num_classes")
+    cls_formats.check_labels(labels, num_classes, str(source))
+    if class_names is not None and num_classes is not None and len(class_names) != num_classes:
+        raise AnnotationError(f"{source}: {len(class_names)} classes listed, the dataset config says "
+                              f"num_classes: {num_classes}")
+    root = str(video_root(cfg, data_root))
+    return cls_formats.ClassificationSplit([_join(root, n) for n in names], list(names), list(labels), class_names)
+
+
+@register_file_reader("videomae_list")
+def read_videomae_list(cfg: Mapping[str, Any], data_root: Path) -> "cls_formats.ClassificationSplit":
+    path = annotation_path(cfg, data_root)
+    names, labels = cls_formats.parse_videomae_list(read_text(path), str(path))
+    class_names = None
+    if cfg.get("classes"):
+        class_names = cls_formats.parse_class_names(read_text(classes_path(cfg, data_root), "class list"),
+                                                    str(classes_path(cfg, data_root)))
+    return _classification_split(cfg, data_root, names, labels, class_names, path)
+
+
+@register_file_reader("kinetics_csv")
+def read_kinetics_csv(cfg: Mapping[str, Any], data_root: Path) -> "cls_formats.ClassificationSplit":
+    path, cpath = annotation_path(cfg, data_root), classes_path(cfg, data_root)
+    class_names = cls_formats.parse_class_names(read_text(cpath, "class list"), str(cpath))
+    names, labels = cls_formats.parse_kinetics_csv(read_text(path), class_names, str(path),
+                                                   cfg.get("video_name") or cls_formats.KINETICS_VIDEO_NAME)
+    return _classification_split(cfg, data_root, names, labels, class_names, path)
+
+
+@register_file_reader("ssv2_json")
+def read_ssv2_json(cfg: Mapping[str, Any], data_root: Path) -> "cls_formats.ClassificationSplit":
+    path, cpath = annotation_path(cfg, data_root), classes_path(cfg, data_root)
+    names, labels, class_names = cls_formats.parse_ssv2(
+        load_json(path), load_json(cpath, "labels file"), str(path),
+        cfg.get("video_name") or cls_formats.SSV2_VIDEO_NAME)
+    return _classification_split(cfg, data_root, names, labels, class_names, path)
+
+
 def load_split(dataset_cfg: Mapping[str, Any], data_root: str | Path):
     """Read the split a dataset config names, under the layout ``<root>/anno_downstream`` and
-    ``<root>/videos/<video_dir>``. Returns a :class:`RetrievalSplit` or a :class:`QASplit`."""
+    ``<root>/videos/<video_dir>``. Returns a :class:`RetrievalSplit`, a :class:`QASplit` or a
+    :class:`vidtldr.data.classification.ClassificationSplit`."""
     reader = _required(dataset_cfg, "reader")
+    if reader in FILE_READERS:
+        return FILE_READERS[reader](dataset_cfg, Path(data_root))
     if reader not in READERS:
         raise ConfigError(f"dataset {dataset_cfg.get('name', '?')!r}: unknown reader {reader!r}; "
-                          f"known: {sorted(READERS)}")
+                          f"known: {sorted(READERS) + sorted(FILE_READERS)}")
     path = annotation_path(dataset_cfg, data_root)
     records = load_json(path)
     answers = None

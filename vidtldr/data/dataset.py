@@ -18,8 +18,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vidtldr.errors import VideoError
-from vidtldr.data.transforms import eval_transform
-from vidtldr.data.video import read_frames
+from vidtldr.data.transforms import eval_transform, normalize, resize_short_side_uint8
+from vidtldr.data.video import decode_indices, open_video, read_frames
+from vidtldr.data.views import ViewPlan, clip_indices, plan_views
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,68 @@ class VideoDataset(Dataset):
             if not (self.skip_unreadable or self.errors_in_band):
                 raise
             frames = torch.zeros(self.num_frames, 3, self.size, self.size)
+            return {"frames": frames, "index": i, "ok": False, "error": str(exc)}
+        return {"frames": frames, "index": i, "ok": True, "error": ""}
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """How a classification dataset is viewed at test time (data/views.py)."""
+
+    num_frames: int
+    sampling: str
+    clips: int
+    crops: int
+    size: int
+    interval: int | None = None
+
+    def describe(self) -> dict:
+        return {"num_frames": self.num_frames, "sampling": self.sampling, "frame_interval": self.interval,
+                "clips": self.clips, "crops": self.crops, "crop_size": self.size}
+
+
+def read_views(path: str | Path, spec: ViewSpec) -> tuple[torch.Tensor, ViewPlan]:
+    """float32 ``[views, T, 3, size, size]`` (clip-major, then crop) and the plan that made them.
+    Each distinct frame is decoded and resized once, however many views use it."""
+    reader = open_video(path)
+    clips = clip_indices(len(reader), spec.num_frames, spec.sampling, spec.clips, spec.interval)
+    unique = sorted({i for clip in clips for i in clip})
+    frames = decode_indices(reader, path, unique)
+    plan = plan_views(len(reader), int(frames.shape[2]), int(frames.shape[3]), num_frames=spec.num_frames,
+                      sampling=spec.sampling, clips=spec.clips, crops=spec.crops, size=spec.size,
+                      interval=spec.interval)
+    resized = resize_short_side_uint8(frames, spec.size)
+    where = {index: k for k, index in enumerate(unique)}
+    views = []
+    for clip in plan.clips:
+        chosen = resized[[where[i] for i in clip]]
+        for crop in plan.crops:
+            views.append(normalize(chosen[:, :, crop.top:crop.top + crop.size, crop.left:crop.left + crop.size]))
+    return torch.stack(views), plan
+
+
+class ViewsDataset(Dataset):
+    """Items ``{"frames": float32 [views, T, 3, size, size], "index", "ok", "error"}`` for
+    classification (every view of one video in one item)."""
+
+    def __init__(self, videos: Sequence[str | Path], spec: ViewSpec, skip_unreadable: bool = False):
+        self.videos = [str(v) for v in videos]
+        self.spec = spec
+        self.num_frames = spec.num_frames
+        self.skip_unreadable = bool(skip_unreadable)
+        self.errors_in_band = False
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        try:
+            frames = read_views(self.videos[i], self.spec)[0]
+        except VideoError as exc:
+            if not (self.skip_unreadable or self.errors_in_band):
+                raise
+            spec = self.spec
+            frames = torch.zeros(spec.clips * spec.crops, spec.num_frames, 3, spec.size, spec.size)
             return {"frames": frames, "index": i, "ok": False, "error": str(exc)}
         return {"frames": frames, "index": i, "ok": True, "error": ""}
 

@@ -1,6 +1,11 @@
 """Show which frames the harness samples from a video.
 
 usage: python -m vidtldr.data.inspect VIDEO [--num-frames 12] [--trimmed30] [--sheet out.png] [--size 224]
+       python -m vidtldr.data.inspect VIDEO --sampling interval|segment [--frame-interval 4]
+                                        [--clips 5] [--crops 3] [--num-frames 16] [--size 224]
+
+The second form shows action recognition's test views (data/views.py): each clip's frame indices,
+the resized frame size and each crop's top-left corner.
 
 Prints the frame count, fps, duration, the trim and the sampled indices (with their times); with
 ``--sheet`` also writes a contact sheet PNG of the sampled frames after the eval transform (the
@@ -74,23 +79,55 @@ def inspect_video(path: str | Path, num_frames: int = 12, trimmed30: bool = Fals
     return result
 
 
+def inspect_views(path: str | Path, num_frames: int, sampling: str, clips: int, crops: int, size: int,
+                  interval: int | None) -> dict:
+    """The view plan of one video (no pixels decoded) and its description lines."""
+    from vidtldr.data.video import probe_video
+    from vidtldr.data.views import plan_views
+
+    info = probe_video(path, num_frames)
+    plan = plan_views(info.num_video_frames, info.height, info.width, num_frames=num_frames, sampling=sampling,
+                      clips=clips, crops=crops, size=size, interval=interval)
+    lines = [f"video: {path}", f"size: {info.width}x{info.height}, frames (decord): {info.num_video_frames}, "
+             f"fps: {info.fps:.6g}",
+             f"{sampling} sampling, {num_frames} frames" + (f" every {interval}" if sampling == "interval" else "")
+             + f": {clips} clip(s) x {crops} crop(s) = {plan.num_views} views",
+             f"resized to {plan.resized[1]}x{plan.resized[0]} (short side {size}); crops of {size}x{size}:"]
+    lines += [f"  crop {k}: top {c.top}, left {c.left}" for k, c in enumerate(plan.crops)]
+    lines += [f"  clip {k}: frames {clip}" for k, clip in enumerate(plan.clips)]
+    result = {"video": str(path), "num_video_frames": info.num_video_frames, "fps": info.fps,
+              "width": info.width, "height": info.height, "sampling": sampling, "frame_interval": interval,
+              "num_frames": num_frames, **plan.describe(), "_lines": lines}
+    return result
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m vidtldr.data.inspect", description=__doc__.split("\n\n")[0])
     parser.add_argument("video", help="video file")
     parser.add_argument("--num-frames", type=int, default=12, help="frames sampled (default 12; zero-shot runs use 4)")
     parser.add_argument("--trimmed30", action="store_true", help="only the first 30 s are eligible (DiDeMo)")
     parser.add_argument("--sheet", default=None, help="write a contact sheet PNG of the sampled frames here")
-    parser.add_argument("--size", type=int, default=224, help="frame size after the eval resize")
+    parser.add_argument("--size", type=int, default=224, help="frame size after the eval resize (views: crop size)")
+    parser.add_argument("--sampling", choices=("middle", "interval", "segment"), default="middle",
+                        help="middle: retrieval/QA sampling (default); interval / segment: action recognition views")
+    parser.add_argument("--frame-interval", type=int, default=4, help="interval sampling: frames between samples")
+    parser.add_argument("--clips", type=int, default=1, help="views: temporal clips")
+    parser.add_argument("--crops", type=int, default=1, help="views: spatial crops")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with cli_guard("vidtldr.data.inspect"):
-        for key in ("num_frames", "size"):
+        for key in ("num_frames", "size", "frame_interval", "clips", "crops"):
             if getattr(args, key) < 1:
                 raise ConfigError(f"--{key.replace('_', '-')} must be an integer >= 1, got {getattr(args, key)}")
-        result = inspect_video(args.video, args.num_frames, args.trimmed30, args.sheet, args.size)
+        if args.sampling == "middle":
+            result = inspect_video(args.video, args.num_frames, args.trimmed30, args.sheet, args.size)
+        else:
+            result = inspect_views(args.video, args.num_frames, args.sampling, args.clips, args.crops, args.size,
+                                   args.frame_interval if args.sampling == "interval" else None)
+            result["sheet"] = None
         for line in result.pop("_lines"):
             print(line)
         if result["sheet"]:

@@ -36,6 +36,9 @@ def load_manifest(annotation: str) -> dict[str, Any] | None:
 
 def split_counts(split: Any) -> dict[str, int]:
     """Counts in the manifest's terms (data_manifests/README.md)."""
+    if getattr(split, "task", "") == "classification":
+        return {"records": len(split.videos), "videos": len(set(split.video_names)),
+                "classes": len(set(split.labels))}
     if getattr(split, "task", "") == "qa":
         return {"records": len(split.questions), "videos": len(set(split.video_names)),
                 "questions": len(split.questions)}

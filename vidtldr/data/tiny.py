@@ -212,6 +212,7 @@ def make_tiny_dataset(root: str | Path, datasets: Iterable[str] | None = None) -
     ``{"root", "datasets": {name: {"annotation", "answer_list", "video_dir"}}, "clips"}``.
     """
     from vidtldr.data.registry import dataset_names, load_dataset_config
+    from vidtldr.data.tiny_action import write_tiny_action
 
     root = Path(root)
     names = list(datasets) if datasets is not None else dataset_names()
@@ -219,12 +220,18 @@ def make_tiny_dataset(root: str | Path, datasets: Iterable[str] | None = None) -
     summary: dict[str, Any] = {"root": str(root), "datasets": {}, "clips": [c.name for c in CLIPS]}
     with tempfile.TemporaryDirectory(prefix="vidtldr_tiny_") as tmp:
         encoded = encode_clips(tmp)
-        for vdir in sorted({c["video_dir"] for c in cfgs.values()}):
+        for vdir in sorted({c["video_dir"] for c in cfgs.values() if c["task"] != "classification"}):
             dest = root / "videos" / vdir
             dest.mkdir(parents=True, exist_ok=True)
             for src in encoded:
                 shutil.copyfile(src, dest / src.name)
+        for name, cfg in cfgs.items():
+            if cfg["task"] == "classification":  # own file names and formats (data/tiny_action.py)
+                files = write_tiny_action(root, cfg, encoded)
+                summary["datasets"][name] = {**files, "answer_list": None, "video_dir": cfg["video_dir"]}
     for name, cfg in cfgs.items():
+        if cfg["task"] == "classification":
+            continue
         records, answers = tiny_annotation(cfg["annotation"], cfg["reader"])
         _write_json(root / "anno_downstream" / cfg["annotation"], records)
         if cfg.get("answer_list"):

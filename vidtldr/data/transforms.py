@@ -35,3 +35,17 @@ def eval_transform(frames: torch.Tensor, size: int = 224) -> torch.Tensor:
     """uint8 ``[T,3,H,W]`` -> float32 ``[T,3,size,size]``, the model's input."""
     return normalize(resize_uint8(frames, size))
 
+
+
+def resize_short_side_uint8(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 ``[T,3,H,W]`` resized (bilinear, no antialiasing, rounded back to uint8) so that the short
+    side is ``size`` and the long side ``int(size * long / short)``: VideoMAE's test-time resize
+    (its OpenCV bilinear resize uses fixed-point weights, so single pixels may differ by one level)."""
+    from vidtldr.data.views import short_side_size
+
+    if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3:
+        raise ValueError(f"expected uint8 frames [T,3,H,W], got {frames.dtype} {tuple(frames.shape)}")
+    height, width = short_side_size(frames.shape[2], frames.shape[3], size)
+    out = F.interpolate(frames.float(), size=(height, width), mode="bilinear", align_corners=False,
+                        antialias=False)
+    return out.clamp_(0, 255).round_().to(torch.uint8)
