@@ -4,6 +4,7 @@ import random
 
 import pytest
 
+from vidtldr.analysis import tune_report
 from vidtldr.analysis.search import (BudgetError, Candidate, ScheduleSearch, as_override, canonical, pareto,
                                      resolve_budget)
 from vidtldr.cost.vision import reducer_cost, vision_dims
@@ -119,6 +120,19 @@ def test_pareto_front():
     cands = [Candidate((1,), "a", 1.0, 0.5), Candidate((2,), "b", 2.0, 0.9), Candidate((3,), "c", 2.5, 0.8),
              Candidate((4,), "d", 0.5, 0.1), Candidate((5,), "e", 1.0, 0.4)]
     assert [c.family for c in pareto(cands)] == ["d", "a", "b"]
+
+
+def test_a_schedule_beaten_only_on_gflops_at_equal_fidelity_is_off_the_front():
+    # "b" is as faithful as "a" and costs more: dominated. "a" and "a2" tie on both axes: neither beats the other.
+    cands = [Candidate((2,), "b", 2.0, 0.5), Candidate((1,), "a", 1.0, 0.5), Candidate((5,), "a2", 1.0, 0.5),
+             Candidate((3,), "c", 3.0, 0.9), Candidate((4,), "d", 3.5, 0.9)]
+    assert [c.family for c in pareto(cands)] == ["a", "a2", "c"]
+    # what pareto.csv / pareto.md mark
+    record = {"reducers": [{"reducer": "vidtldr", "best": {"merge_r": [3]},
+                            "candidates": [{"merge_r": list(c.schedule), "family": c.family, "gflops_paper": c.gflops,
+                                            "fidelity": c.fidelity} for c in cands]}]}
+    marks = {r["family"]: r["pareto"] for r in tune_report.rows(record)}
+    assert marks == {"a": "yes", "a2": "yes", "b": "", "c": "yes", "d": ""}
 
 
 # ----------------------------------------------------------------------------- the command, tiny model
