@@ -13,7 +13,7 @@ DATASETS ?=
 ARGS ?=
 TABLE_OPTS = --backbones $(BACKBONES) $(if $(strip $(DATASETS)),--datasets $(DATASETS)) $(if $(strip $(ARGS)),-- $(ARGS))
 
-.PHONY: help setup demo test mutation review-mutants smoke flops bench bench-scale bench-eval table-finetuned table-zeroshot table-qa fig1 tables clean-cache
+.PHONY: help setup demo test mutation review-mutants smoke flops bench bench-scale bench-eval table-finetuned table-zeroshot table-qa table-reducers fig1 tables clean-cache
 
 help:
 	@echo "make demo            tiny model on generated clips with vid-TLDR; prints the result table"
@@ -29,6 +29,7 @@ help:
 	@echo "make table-finetuned fine-tuned retrieval table (needs UMT checkpoints + datasets)"
 	@echo "make table-zeroshot  zero-shot retrieval table (needs pre-trained checkpoints + datasets)"
 	@echo "make table-qa        video QA table (needs QA checkpoints + datasets)"
+	@echo "make table-reducers  every reducer at vid-TLDR's published GFLOPs, fine-tuned retrieval (results/reducers.*)"
 	@echo "make fig1            UMT-B: UMT vs ToMe vs vid-TLDR (paper Figure 1)"
 	@echo "make tables          rebuild every table in results/ from the run records in runs/"
 
@@ -93,6 +94,11 @@ table-zeroshot: $(STAMP)
 
 table-qa: $(STAMP)
 	$(PYTHON) scripts/paper_table.py qa $(TABLE_OPTS)
+
+# `vidtldr compare budget=published` per fine-tuned retrieval dataset and backbone -> results/reducers.md/csv/tex
+# (finished comparisons under runs/reducers/ are reused). Inputs are checked first, like the tables above.
+table-reducers: $(STAMP)
+	$(PYTHON) scripts/reducers_table.py $(TABLE_OPTS)
 
 fig1: $(STAMP)
 	$(PYTHON) scripts/paper_table.py fig1 $(if $(strip $(DATASETS)),--datasets $(DATASETS)) $(if $(strip $(ARGS)),-- $(ARGS))

@@ -38,6 +38,9 @@ patch and position embedding and before block 0::
 upper bound for a content-adaptive one), ``input_flops(dims, num_tokens, removed)`` what deciding
 costs. The in-block hook then sees the reduced sequence.
 
+``stochastic`` (default False) says the reducer draws at random from its ``seed`` keyword, so a
+comparison runs it over several seeds.
+
 A new reducer is one module under ``vidtldr/reduce/`` with a :class:`Reducer` subclass decorated
 with ``@register_reducer("name")``; :func:`reducer_class` imports every module of the package
 (there is no list to edit), so ``merge=name`` finds it.
@@ -96,6 +99,9 @@ class Reducer:
     exact_decisions: bool = True
     # Acts once before block 0 (reduce_input), not inside the blocks.
     input_level: bool = False
+    # The reducer draws at random (seeded by its ``seed`` keyword): a fair comparison runs it over
+    # several seeds and reports their mean and spread (``vidtldr compare``), never one lucky draw.
+    stochastic: bool = False
 
     def __init__(self, schedule: list | None = None):
         self.schedule = list(schedule) if schedule is not None else []
@@ -204,6 +210,8 @@ def check_contract(cls: type) -> None:
         raise TypeError(f"{where}.tracks_sizes = {cls.tracks_sizes!r}; expected True or False")
     if not isinstance(cls.input_level, bool):
         raise TypeError(f"{where}.input_level = {cls.input_level!r}; expected True or False")
+    if not isinstance(cls.stochastic, bool):
+        raise TypeError(f"{where}.stochastic = {cls.stochastic!r}; expected True or False")
 
 
 def register_reducer(name: str):

@@ -112,6 +112,7 @@ class RandomDrop(Reducer):
     need = None
     match_on = None
     tracks_sizes = False
+    stochastic = True
 
     def __init__(self, schedule: list | None = None, seed: int = 0):
         super().__init__(schedule)

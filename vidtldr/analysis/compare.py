@@ -1,0 +1,442 @@
+"""Every registered reducer at one GFLOPs budget: ``python -m vidtldr.compare``.
+
+Steps, in order, so that a mistake costs nothing:
+
+1. every option is checked (types, ranges, reducer names, the budget and that it needs a
+   reduction) and every reducer's schedule is fitted to the budget analytically
+   (:mod:`vidtldr.analysis.compare_fit`) -- before any model is built or video decoded;
+2. each fitted reducer is evaluated as ``vidtldr eval merge=<name> merge.r=<fit>`` would (the same
+   runner, run records and feature cache), a stochastic reducer (``Reducer.stochastic``) once per
+   seed; the dataset's headline metric is read from each record (retrieval: ITM mean recall, and
+   R@1; QA and classification: accuracy). With ``videos=DIR`` (no labels) the metric is the
+   fidelity to the unreduced model, measured as ``tune`` does;
+3. the encoder time per clip of each fitted schedule is measured (batch 1, interleaved repeats,
+   fused and, with ``compare.time.materialized``, the official materialized execution);
+4. ``compare.json``, ``compare.md``/``.csv`` and the plot are written
+   (:mod:`vidtldr.analysis.compare_report`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import statistics
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from vidtldr.analysis.compare_fit import FAMILIES, TOLERANCE, Fit, family, fit_reducer
+from vidtldr.config_utils import CONFIG_DIR, plain
+from vidtldr.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+FIDELITY_METRICS = ("embedding_cosine_mean", "itc_top1_agreement", "itc_top5_overlap", "itc_top10_overlap",
+                    "spearman_mean", "kendall_mean")
+MODES = ("fused", "materialized")
+
+
+# ----------------------------------------------------------------------------- options
+
+
+def _flag(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r}: expected true or false")
+    return value
+
+
+def _count(key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}={value!r}: expected a whole number >= {minimum}")
+    return value
+
+
+def _positive(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{key}={value!r}: expected a number > 0")
+    return float(value)
+
+
+def registered_reducers() -> list[str]:
+    """Every registered reducer but the identity, in name order."""
+    from vidtldr.reduce import discover_reducers
+
+    return sorted(name for name in discover_reducers() if name != "none")
+
+
+def options(cfg: DictConfig) -> dict:
+    """``compare.*`` as checked plain values (one-line ConfigError naming the key otherwise)."""
+    from vidtldr.reduce import reducer_class
+
+    opts = plain(cfg.get("compare")) or {}
+    known = {"reducers", "seeds", "schedule", "fidelity_metric", "time", "plot"}
+    unknown = sorted(set(opts) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join('compare.' + k for k in unknown)}; "
+                          f"accepted: {', '.join('compare.' + k for k in sorted(known))}")
+    names = opts.get("reducers", "all")
+    if names == "all":
+        names = registered_reducers()
+    elif not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"compare.reducers={names!r}: expected all or a list of reducer names, e.g. [tome,random]")
+    for name in names:
+        if name == "none":
+            raise ConfigError("compare.reducers: none is the unreduced reference, always shown; list reducers only")
+        reducer_class(name)  # an unknown name lists the registered ones
+    if len(set(names)) != len(names):
+        raise ConfigError(f"compare.reducers={names}: a reducer is listed twice")
+    schedule = opts.get("schedule", "shape")
+    if schedule not in FAMILIES:
+        raise ConfigError(f"compare.schedule={schedule!r}; expected one of {', '.join(FAMILIES)}")
+    metric = opts.get("fidelity_metric", "embedding_cosine_mean")
+    if metric not in FIDELITY_METRICS:
+        raise ConfigError(f"compare.fidelity_metric={metric!r}; expected one of {', '.join(FIDELITY_METRICS)}")
+    timing = opts.get("time") or {}
+    bad = sorted(set(timing) - {"repeats", "materialized"})
+    if bad:
+        raise ConfigError(f"unknown key(s) {', '.join('compare.time.' + k for k in bad)}; "
+                          "accepted: compare.time.repeats, compare.time.materialized")
+    return {"reducers": list(names), "seeds": _count("compare.seeds", opts.get("seeds", 3), 1),
+            "schedule": schedule, "fidelity_metric": metric,
+            "repeats": _count("compare.time.repeats", timing.get("repeats", 3), 0),
+            "materialized": _flag("compare.time.materialized", timing.get("materialized", True)),
+            "plot": _flag("compare.plot", opts.get("plot", True))}
+
+
+# ----------------------------------------------------------------------------- the budget
+
+
+def model_level(cfg: DictConfig):
+    """(ModelSpec with no reduction, architecture config) of the compared model."""
+    from vidtldr.run.runspec import resolve_model
+
+    spec = resolve_model(with_merge_node(cfg, "none", None))
+    return spec, spec.umt_config()
+
+
+def encoder_gflops(arch_cfg, num_frames: int, reducer) -> float:
+    from vidtldr.cost.vision import reducer_cost, vision_dims
+
+    return reducer_cost(vision_dims(arch_cfg), num_frames, reducer).gflops_paper
+
+
+def published_schedule(cfg: DictConfig, depth: int) -> Optional[list]:
+    """vid-TLDR's published schedule for this dataset and backbone (the model's own for ``tiny``)."""
+    from vidtldr.run.runspec import dataset_setting, resolve_schedule
+
+    probe = OmegaConf.create({"merge": {"name": "vidtldr", "r": "published"}, "model": plain(cfg.model)})
+    try:
+        return list(resolve_schedule(probe, depth, str(cfg.dataset.name), dataset_setting(str(cfg.dataset.name)))[1])
+    except ConfigError:
+        return None
+
+
+def resolve_budget(cfg: DictConfig, arch_cfg, num_frames: int, published: Optional[list]) -> tuple[float, str]:
+    """(budget GFLOPs, how it was given) from ``budget=published``, ``budget.gflops`` or ``budget.ratio``."""
+    from vidtldr.reduce import build_reducer
+
+    unreduced = encoder_gflops(arch_cfg, num_frames, None)
+    node = plain(cfg.get("budget"))
+    if node == "published":
+        if published is None:
+            raise ConfigError(f"budget=published: no vid-TLDR schedule was published for dataset={cfg.dataset.name} "
+                              f"model={cfg.model.name}; give budget.gflops=<GFLOPs> or budget.ratio=<fraction>")
+        budget = encoder_gflops(arch_cfg, num_frames, build_reducer("vidtldr", published))
+        how = f"published: vid-TLDR's schedule {[r for r in published if r] or published}"
+    else:
+        node = node if isinstance(node, dict) else {}
+        gflops, ratio = node.get("gflops"), node.get("ratio")
+        if (gflops is None) == (ratio is None):
+            raise ConfigError("give exactly one of budget=published, budget.gflops=<GFLOPs> or budget.ratio=<fraction "
+                              f"of the unreduced {unreduced:.4f} GFLOPs>")
+        if ratio is not None:
+            ratio = _positive("budget.ratio", ratio)
+            budget, how = ratio * unreduced, f"ratio {ratio:g} of the unreduced model"
+        else:
+            budget, how = _positive("budget.gflops", gflops), "gflops"
+    if budget >= unreduced:
+        raise ConfigError(f"budget of {budget:.4f} GFLOPs needs no reduction: the unreduced model costs "
+                          f"{unreduced:.4f}; give a smaller budget.gflops or a budget.ratio below 1")
+    return budget, how
+
+
+# ----------------------------------------------------------------------------- reducers
+
+
+def merge_defaults(name: str) -> dict:
+    """The keys of ``configs/merge/<name>.yaml`` besides ``name`` and ``r`` (a reducer without one: none)."""
+    path = CONFIG_DIR / "merge" / f"{name}.yaml"
+    if not path.is_file():
+        return {}
+    node = plain(OmegaConf.load(path)) or {}
+    return {k: v for k, v in node.items() if k not in ("name", "r")}
+
+
+def with_merge_node(cfg: DictConfig, name: str, r: Any, **extra) -> DictConfig:
+    """A copy of ``cfg`` running ``merge=<name> merge.r=<r>`` with the reducer's own default keys."""
+    out = cfg.copy()
+    with open_dict(out):
+        out.merge = OmegaConf.create({"name": name, "r": r, **merge_defaults(name), **extra})
+    return out
+
+
+def is_stochastic(name: str) -> bool:
+    from vidtldr.reduce import reducer_class
+
+    return bool(getattr(reducer_class(name), "stochastic", False))
+
+
+def check_seedable(name: str) -> None:
+    """A stochastic reducer must take ``seed`` (compare runs it once per seed)."""
+    import inspect
+
+    from vidtldr.reduce import reducer_class
+
+    if is_stochastic(name) and "seed" not in inspect.signature(reducer_class(name).__init__).parameters:
+        raise ConfigError(f"reducer {name} declares stochastic = True but takes no seed keyword; "
+                          "compare cannot vary its draws")
+
+
+def fit_all(names: list[str], arch_cfg, num_frames: int, budget: float, kind: str,
+            published: Optional[list]) -> tuple[list[Fit], str]:
+    """Every reducer's fit (analytic); the family in words."""
+    from vidtldr.analysis.search import canonical
+    from vidtldr.cost.vision import vision_dims
+    from vidtldr.reduce import build_reducer
+
+    depth = arch_cfg.vision.depth
+    num_tokens = vision_dims(arch_cfg).num_tokens(num_frames)
+    shape = canonical(published, num_tokens, depth) if published else None
+    make, described = family(kind, depth, shape)
+    fits = []
+    for name in names:
+        args = merge_defaults(name)
+
+        def cost(schedule, name=name, args=args):
+            return encoder_gflops(arch_cfg, num_frames, build_reducer(name, list(schedule), **args))
+
+        fits.append(fit_reducer(name, cost, num_tokens, depth, budget, make))
+    return fits, described
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def headline(metrics: dict) -> dict:
+    """The dataset's headline numbers from an evaluation record's ``metrics``: ITM mean recall and
+    R@1 (mean of both directions) for retrieval; accuracy for QA and classification."""
+    if "itm" in metrics:
+        itm = metrics["itm"]
+        return {"itm_r_mean": float(itm["r_mean"]), "r1_mean": (float(itm["txt_r1"]) + float(itm["img_r1"])) / 2}
+    for key in ("acc", "top1"):
+        if key in metrics:
+            return {key: float(metrics[key])}
+    raise ConfigError(f"the evaluation records no headline metric compare knows (got {sorted(metrics)})")
+
+
+def mean_std(values: list[float]) -> tuple[Optional[float], Optional[float]]:
+    """Mean and sample standard deviation (None for one value: no spread was measured)."""
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def evaluate_labelled(cfg: DictConfig, run_dir: Path, name: str, merge_r: Optional[list], seeds: list[int]) -> list[dict]:
+    """One evaluation record per seed (one for a deterministic reducer) under ``run_dir/rows``."""
+    from vidtldr.run.runner import run
+
+    out = []
+    for seed in seeds:
+        extra = {"seed": seed} if is_stochastic(name) else {}
+        row_cfg = with_merge_node(cfg, name, merge_r if merge_r else None, **extra)
+        where = run_dir / "rows" / (f"{name}_seed{seed}" if extra else name)
+        record = run(row_cfg, where, progress=False)
+        out.append({"seed": seed if extra else None, "record": str(where / "record.json"),
+                    "metrics": headline(record["metrics"]), "gflops_record": (record.get("gflops") or {}).get("paper")})
+    return out
+
+
+def evaluate_fidelity(session, name: str, merge_r: Optional[list], seeds: list[int], metric: str) -> list[dict]:
+    from vidtldr.analysis.fidelity import gflops_of
+    from vidtldr.reduce import build_reducer
+
+    out = []
+    for seed in seeds:
+        extra = {"seed": seed} if is_stochastic(name) else {}
+        reducer = None if name == "none" else build_reducer(name, list(merge_r), **{**merge_defaults(name), **extra})
+        m = session.measure(reducer, tokens=False, gflops=gflops_of(session, reducer))
+        value = m.get(metric)
+        if value is None or not math.isfinite(value):
+            raise ConfigError(f"compare.fidelity_metric={metric} is undefined on {len(session.keys)} videos; "
+                              "choose embedding_cosine_mean or give more videos")
+        out.append({"seed": seed if extra else None, "metrics": {metric: float(value)}})
+    return out
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+@contextlib.contextmanager
+def quiet_after_first(index: int):
+    """The evaluation's log lines (capped settings, cache counts) once, for the first row; the
+    later rows repeat them (each row's record.json keeps its own)."""
+    logger = logging.getLogger("vidtldr.run")
+    level = logger.level
+    if index > 0:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _load() -> Optional[list]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def time_rows(spec, rows: list[dict], repeats: int, modes: tuple, device: str, autocast: bool) -> None:
+    """Encoder milliseconds per clip (batch 1, seeded random clip) of every row, median over
+    ``repeats`` forwards interleaved across rows and modes after one warm-up each; written into
+    each row's ``encoder_ms`` ({mode: ms})."""
+    import torch
+    from tqdm import tqdm
+
+    from vidtldr.analysis.bench_measure import build_encoder, timed_forward
+    from vidtldr.reduce import build_reducer
+
+    if repeats < 1:
+        return
+    enc = build_encoder(spec, device, autocast, seed=0)
+    size = enc.model.cfg.img_size
+    videos = torch.randn(1, spec.num_frames, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+
+    def reducer(row):
+        if row["merge"] == "none":
+            return None
+        return build_reducer(row["merge"], list(row["merge_r"]), **merge_defaults(row["merge"]))
+
+    todo = [(row, mode) for row in rows if row.get("merge_r") is not None or row["merge"] == "none" for mode in modes]
+    times: dict[int, list[float]] = {i: [] for i in range(len(todo))}
+    for row, mode in todo:
+        timed_forward(enc, videos, reducer(row), mode)  # warm-up
+    for _ in tqdm(range(repeats), desc="encoder time", unit="repeat"):
+        for i, (row, mode) in enumerate(todo):
+            times[i].append(timed_forward(enc, videos, reducer(row), mode)[0])
+    for i, (row, mode) in enumerate(todo):
+        row.setdefault("encoder_ms", {})[mode] = round(1000 * statistics.median(times[i]), 3)
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def _row(fit: Fit, stochastic: bool, seeds: list[int]) -> dict:
+    return {"merge": fit.reducer, "merge_r": fit.merge_r, "gflops_paper": fit.gflops, "stochastic": stochastic,
+            "seeds": seeds if fit.fitted else [], "fitted": fit.fitted, "error": fit.error, "fit_note": fit.note,
+            "mean": None, "std": None}
+
+
+def summarise_runs(row: dict, runs: list[dict], metric: str) -> None:
+    """Mean and spread of every headline number over the row's runs (seeds)."""
+    row["runs"] = runs
+    row["metrics"] = {}
+    for key in runs[0]["metrics"]:
+        values = [r["metrics"][key] for r in runs]
+        mean, std = mean_std(values)
+        row["metrics"][key] = {"mean": mean, "std": std, "values": values}
+    row["mean"], row["std"] = row["metrics"][metric]["mean"], row["metrics"][metric]["std"]
+
+
+def run_compare(cfg: DictConfig, run_dir: str | Path) -> dict:
+    """The whole comparison; writes ``compare.json``, ``compare.md``/``.csv`` and the plot."""
+    from tqdm import tqdm
+
+    from vidtldr.analysis.compare_report import write_outputs
+    from vidtldr.run.cache import atomic_write_text
+    from vidtldr.run.record import base_record, now_iso
+
+    opts = options(cfg)
+    spec, arch_cfg = model_level(cfg)
+    published = published_schedule(cfg, arch_cfg.vision.depth)
+    budget, how = resolve_budget(cfg, arch_cfg, spec.num_frames, published)
+    for name in opts["reducers"]:
+        check_seedable(name)
+    fits, described = fit_all(opts["reducers"], arch_cfg, spec.num_frames, budget, opts["schedule"], published)
+    unreduced = encoder_gflops(arch_cfg, spec.num_frames, None)
+    for fit in fits:
+        log.info("%s: %s", fit.reducer, f"merge.r={fit.merge_r} at {fit.gflops:.4f} GFLOPs" if fit.fitted else fit.error)
+    labelled = cfg.get("videos") is None
+    if labelled and spec.task not in ("retrieval", "qa", "classification"):
+        raise ConfigError(f"dataset={spec.dataset}: compare has no headline metric for task {spec.task!r}")
+    seeds_of = {f.reducer: list(range(opts["seeds"])) if is_stochastic(f.reducer) else [0] for f in fits}
+    rows = [_row(f, is_stochastic(f.reducer), seeds_of[f.reducer]) for f in fits]
+    reference = {"merge": "none", "merge_r": [], "gflops_paper": unreduced, "stochastic": False, "seeds": [0],
+                 "fitted": True, "error": None, "fit_note": None, "mean": None, "std": None}
+    todo = [reference] + [r for r in rows if r["fitted"]]
+    run_dir = Path(run_dir)
+    session = None
+    if labelled:
+        metric = None
+    else:
+        from vidtldr.analysis.fidelity import prepare
+
+        session = prepare(with_merge_node(cfg, "none", None))
+        metric = opts["fidelity_metric"]
+    for i, row in enumerate(tqdm(todo, desc="compare", unit="reducer")):
+        if labelled:
+            with quiet_after_first(i):
+                runs = evaluate_labelled(cfg, run_dir, row["merge"], row["merge_r"], row["seeds"])
+            metric = metric or next(iter(runs[0]["metrics"]))
+        else:
+            runs = evaluate_fidelity(session, row["merge"], row["merge_r"], row["seeds"], metric)
+        summarise_runs(row, runs, metric)
+    modes = MODES if opts["materialized"] else ("fused",)
+    load_before = _load()
+    time_rows(spec, todo, opts["repeats"], modes, str(cfg.device), str(cfg.get("precision", "fp32")) != "fp32")
+    record = base_record()
+    record.update({
+        "kind": "compare", "status": "complete", "finished": now_iso(), "run_dir": str(run_dir),
+        "model": spec.model, "backbone": spec.backbone, "dataset": spec.dataset, "task": spec.task,
+        "num_frames": spec.num_frames, "collection": f"folder {cfg.videos}" if not labelled else f"dataset {spec.dataset}",
+        "metric": metric, "budget_gflops": budget, "budget": how, "unreduced_gflops": unreduced,
+        "tolerance": TOLERANCE, "schedule_family": described, "seeds": opts["seeds"],
+        "timing": {"repeats": opts["repeats"], "modes": list(modes), "batch": 1, "input": "seeded random clip",
+                   "statistic": "median", "device": str(cfg.device), "load_before": load_before,
+                   "load_after": _load()},
+        "reference": reference, "rows": rows, "config": plain(cfg),
+    })
+    if spec.model == "tiny" or str(cfg.model.get("init")) == "random":
+        record["note"] = (f"model={spec.model} has random weights: the numbers show the mechanism, "
+                          "not what a trained model does")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record["outputs"] = write_outputs(record, run_dir, plot=opts["plot"])
+    atomic_write_text(run_dir / "compare.json", json.dumps(record, indent=1, allow_nan=False, default=str))
+    return record
+
+
+def summary(record: dict) -> dict:
+    """The one-line JSON the command prints last."""
+    rows = []
+    for row in record["rows"]:
+        entry = {k: row.get(k) for k in ("merge", "merge_r", "gflops_paper", "stochastic")}
+        entry.update(seeds=len(row["seeds"]), mean=row.get("mean"), std=row.get("std"),
+                     encoder_ms=row.get("encoder_ms"))
+        if row["error"]:
+            entry["error"] = row["error"]
+        rows.append(entry)
+    return {"budget_gflops": record["budget_gflops"], "metric": record["metric"], "rows": rows,
+            "record": str(Path(record["run_dir"]) / "compare.json")}
+
+
+def main() -> None:
+    """``python -m vidtldr.compare budget.ratio=0.7`` (or budget.gflops=, budget=published)."""
+    from vidtldr.analysis.compare_report import format_table
+    from vidtldr.analysis.fidelity import hydra_command
+
+    hydra_command("compare", "vidtldr.compare", run_compare, format_table, summary)
