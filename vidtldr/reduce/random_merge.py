@@ -57,6 +57,7 @@ class RandomMerge(Reducer):
     need = "keys"          # ToMe's metric: head-mean keys
     match_on = "keys"
     tracks_sizes = True    # size-weighted average; proportional attention afterwards
+    stochastic = True      # draws from its seed: compare runs it over seeds
 
     def __init__(self, schedule: list | None = None, seed: int = 0):
         super().__init__(schedule)
