@@ -102,7 +102,7 @@ def options(cfg: DictConfig) -> dict:
                           "accepted: compare.time.repeats, compare.time.materialized")
     return {"reducers": list(names), "seeds": _count("compare.seeds", opts.get("seeds", 3), 1),
             "schedule": schedule, "fidelity_metric": metric,
-            "repeats": _count("compare.time.repeats", timing.get("repeats", 3), 0),
+            "repeats": _count("compare.time.repeats", timing.get("repeats", 5), 0),
             "materialized": _flag("compare.time.materialized", timing.get("materialized", True)),
             "plot": _flag("compare.plot", opts.get("plot", True))}
 
