@@ -18,7 +18,8 @@ PKG = ROOT / "vidtldr"
 # `analysis` (flops / bench / visualize) sits above `report` so that it can use report's labels and
 # paper reference; report never needs analysis.
 LAYERS = ["base", "data|reduce", "models", "cost", "tasks", "run", "report", "analysis", "commands"]
-BASE_MODULES = {"vidtldr", "vidtldr.errors", "vidtldr.config_utils", "vidtldr.config_values", "vidtldr.labels"}
+BASE_MODULES = {"vidtldr", "vidtldr.errors", "vidtldr.config_utils", "vidtldr.config_values", "vidtldr.jsonio",
+                "vidtldr.labels"}
 SUBPACKAGE_LAYER = {"data": "data|reduce", "reduce": "data|reduce", "models": "models", "cost": "cost",
                     "tasks": "tasks", "run": "run", "report": "report", "analysis": "analysis"}
 

@@ -317,3 +317,101 @@ def test_visualize_panel_zero_is_refused(capsys):
         visualize.main(["panel=0"])
     assert info.value.code == 2
     assert capsys.readouterr().err.strip() == "vidtldr.visualize: error: panel=0: out of range; accepted: >= 16"
+
+
+# ------------------------------------------------------------------ search results are never NaN (item 2)
+
+
+def _strict_loads(text: str):
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_search_excludes_and_counts_undefined_candidates():
+    from vidtldr.analysis.search import ScheduleSearch, UndefinedObjectiveError, pareto
+    from vidtldr.cost.vision import reducer_cost, vision_dims
+    from vidtldr.models.config import load_architecture
+    from vidtldr.reduce import build_reducer
+
+    dims = vision_dims(load_architecture("tiny", task="retrieval", num_frames=4))
+
+    def cost(schedule):
+        return reducer_cost(dims, 4, build_reducer("vidtldr", list(schedule))).gflops_paper
+
+    budget = 0.8 * cost((0, 0, 0, 0))
+    # undefined (NaN) wherever block 1 removes nothing (the one-block family); else the more the better
+    result = ScheduleSearch(cost, 196, 4, budget).run(
+        lambda s: float("nan") if s[1] == 0 else float(s[1]), max_evals=12, seed=0)
+    undefined = [c for c in result.evaluated if c.fidelity is None]
+    assert result.undefined == len(undefined) > 0 and all(c.schedule[1] == 0 for c in undefined)
+    assert result.best.fidelity == max(c.fidelity for c in result.evaluated if c.fidelity is not None)
+    assert all(c.fidelity is not None for c in pareto(result.evaluated))  # NaN rows were all "Pareto" before
+    with pytest.raises(UndefinedObjectiveError, match="undefined for all 1[0-9]? candidates"):
+        ScheduleSearch(cost, 196, 4, budget).run(lambda s: float("nan"), max_evals=12, seed=0)
+
+
+def test_tune_stops_when_no_candidate_is_defined(tiny, tmp_path, monkeypatch):
+    # before: every candidate scored NaN, exit 0, an arbitrary "best" and an override were printed
+    from vidtldr.analysis import fidelity
+    from vidtldr.analysis.tune import run_tune
+
+    cache, _ = tiny
+    real = fidelity.Session.measure
+    monkeypatch.setattr(fidelity.Session, "measure",
+                        lambda self, *a, **k: {**real(self, *a, **k), "embedding_cosine_mean": float("nan")})
+    with pytest.raises(ConfigError, match="^tune.metric=embedding_cosine_mean: undefined for every vidtldr "
+                                          "candidate .*choose another tune.metric"):
+        run_tune(make_cfg(cache, "budget.ratio=0.8", "tune.max_evals=3", "tune.compare=[]", config_name="tune"),
+                 tmp_path / "tune")
+
+
+def test_tune_outputs_are_strict_and_leave_undefined_rows_out(tiny, tmp_path, monkeypatch):
+    from vidtldr.analysis import fidelity
+    from vidtldr.analysis.tune import run_tune, summary
+    from vidtldr.analysis.tune_report import draw_plot
+
+    cache, _ = tiny
+    real = fidelity.Session.measure
+    calls = []
+
+    def every_other_undefined(self, *a, **k):
+        out = real(self, *a, **k)
+        calls.append(1)
+        return {**out, "embedding_cosine_mean": float("nan")} if len(calls) % 2 == 0 else out
+
+    monkeypatch.setattr(fidelity.Session, "measure", every_other_undefined)
+    run_dir = tmp_path / "tune"
+    record = run_tune(make_cfg(cache, "budget.ratio=0.8", "tune.max_evals=4", "tune.compare=[tome]",
+                               "tune.compare_evals=2", config_name="tune"), run_dir)
+    saved = _strict_loads((run_dir / "tune.json").read_text())
+    line = _strict_loads(__import__("vidtldr.jsonio", fromlist=["dumps"]).dumps(summary(record)))
+    main = saved["reducers"][0]
+    assert main["undefined"] == 2 and sum(c["fidelity"] is None for c in main["candidates"]) == 2  # calls 2 and 4
+    assert line["undefined"] == 2 + saved["reducers"][1]["undefined"] and line["best"]["fidelity"] is not None
+    import csv
+
+    rows = list(csv.DictReader((run_dir / "pareto.csv").read_text().splitlines()))
+    undefined_rows = [r for r in rows if r["fidelity"] == ""]
+    assert len(undefined_rows) == 2 + saved["reducers"][1]["undefined"]
+    assert not [r for r in undefined_rows if r["pareto"] == "yes"]  # never on the Pareto front (all were, before)
+    assert "excluded from the best and the Pareto front" in (run_dir / "pareto.md").read_text()
+    # a plot of nothing says so and lists no bests
+    empty = {**record, "references": [], "reducers": [{**main, "candidates": [{**c, "fidelity": None}
+                                                                              for c in main["candidates"]],
+                                                      "best": {**main["best"], "fidelity": None}}]}
+    labels = draw_plot(empty, tmp_path / "empty.png", tmp_path / "empty.svg")
+    assert labels == [] and "nothing to draw: no candidate has a defined embedding_cosine_mean" in (
+        tmp_path / "empty.svg").read_text()
+
+
+def test_all_json_the_project_writes_is_strict():
+    from conftest import ROOT
+    from vidtldr.jsonio import dumps
+
+    assert dumps({"a": float("nan"), "b": [float("inf"), 1.5]}) == '{"a": null, "b": [null, 1.5]}'
+    loose = [f"{path.relative_to(ROOT)}:{n}" for path in sorted((ROOT / "vidtldr").rglob("*.py"))
+             if path.name != "jsonio.py"
+             for n, line in enumerate(path.read_text().splitlines(), 1) if "json.dump" in line]
+    assert not loose, f"write JSON with vidtldr.jsonio.dumps (strict: NaN as null): {loose}"

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from vidtldr import jsonio
 from vidtldr.analysis.bench_gapped import gapped_executions, gapped_summary
 from vidtldr.analysis.bench_measure import (build_encoder, kernel_usage, peak_memory_mb, profile_breakdown,
                                             reduction_overhead, timed_forward)
@@ -335,7 +336,7 @@ def main_cli(cfg) -> dict:
         db = json.loads(Path(cfg.out_json).read_text())
         write_public(Path(cfg.out_md), render_md(db))
         print(f"wrote {cfg.out_md} from {cfg.out_json}")
-        print(json.dumps({"rows": [r for run in db.get("runs", []) for r in run["rows"]]}))
+        print(jsonio.dumps({"rows": [r for run in db.get("runs", []) for r in run["rows"]]}))
         return db
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
@@ -366,10 +367,10 @@ def main_cli(cfg) -> dict:
     if cfg.get("write"):
         path = Path(cfg.out_json)
         db = merge_results(path, result)
-        write_public(path, json.dumps(db, indent=1) + "\n")
+        write_public(path, jsonio.dumps(db, indent=1) + "\n")
         write_public(Path(cfg.out_md), render_md(db))
         print(f"wrote {cfg.out_json} and {cfg.out_md}")
-    print(json.dumps(result))
+    print(jsonio.dumps(result))
     return result
 
 

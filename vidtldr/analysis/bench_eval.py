@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from vidtldr import jsonio
 from vidtldr.errors import ConfigError, cli_guard
 
 ENGINES = ("grouped", "pairwise")  # run order within a round (grouped first pays the warm-up)
@@ -104,8 +105,8 @@ def write_dataset(root: Path, dataset_cfg: dict, videos: int, texts_per_video: i
         records.append({"video": name, "caption": texts[v * texts_per_video:(v + 1) * texts_per_video]})
     anno = root / "anno_downstream" / dataset_cfg["annotation"]
     anno.parent.mkdir(parents=True, exist_ok=True)
-    anno.write_text(json.dumps(records, indent=1))
-    marker.write_text(json.dumps(params))
+    anno.write_text(jsonio.dumps(records, indent=1))
+    marker.write_text(jsonio.dumps(params))
     return root
 
 
@@ -460,11 +461,11 @@ def main_cli(cfg) -> dict:
     if write:
         md, js = output_paths(str(cfg.out_dir), str(cfg.device))
         md.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(js, json.dumps(res, indent=1) + "\n")
+        atomic_write_text(js, jsonio.dumps(res, indent=1) + "\n")
         atomic_write_text(md, render_md(res))
         print(f"wrote {md} and {js}", file=sys.stderr)
     print(render_md(res))
-    print(json.dumps(res["summary"]))
+    print(jsonio.dumps(res["summary"]))
     return res
 
 

@@ -31,6 +31,7 @@ from typing import Sequence
 
 import torch
 
+from vidtldr import jsonio
 from vidtldr.errors import cli_guard
 
 MODES = ("cold", "disk", "memory")
@@ -52,7 +53,7 @@ def make_scaled_dataset(tiny_root: Path, dest: Path, n_clips: int) -> Path:
             link.symlink_to((tiny_root / "videos" / "msrvtt" / src["video"]).resolve())
         out.append({"video": name, "caption": f"{src['caption']} number {i}"})
     (dest / "anno_downstream").mkdir(parents=True, exist_ok=True)
-    (dest / "anno_downstream" / "msrvtt_ret_test1k.json").write_text(json.dumps(out))
+    (dest / "anno_downstream" / "msrvtt_ret_test1k.json").write_text(jsonio.dumps(out))
     return dest
 
 
@@ -109,7 +110,7 @@ def bench(sizes: Sequence[int], out: Path, work: Path, k_test: int = 4, batch_si
               "ratios": _ratios(rows, sizes), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                                                            "torch": torch.__version__}}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_scale.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "bench_scale.json").write_text(jsonio.dumps(result, indent=1) + "\n")
     (out / "bench_scale.md").write_text(markdown(result))
     return result
 

@@ -13,7 +13,6 @@ measures many schedules on one session.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Optional, Sequence
 import torch
 from omegaconf import DictConfig
 
+from vidtldr import jsonio
 from vidtldr.analysis import agreement as A
 from vidtldr.config_utils import plain
 from vidtldr.errors import ConfigError, MissingFilesError, VideoError
@@ -383,7 +383,7 @@ def run_fidelity(cfg: DictConfig, run_dir: str | Path) -> dict:
         record["note"] = (f"model={spec.model} has random weights (seed {spec.seed}): the numbers show the mechanism, "
                           "not what a trained model does")
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(run_dir) / "fidelity.json", json.dumps(record, indent=1, default=str))
+    atomic_write_text(Path(run_dir) / "fidelity.json", jsonio.dumps(record, indent=1, default=str))
     return record
 
 
@@ -430,7 +430,7 @@ def hydra_command(config_name: str, prog: str, run, format_table, summary) -> No
             record = run(cfg, HydraConfig.get().runtime.output_dir)
             if cfg.get("print_table", True):
                 print(format_table(record), flush=True)
-            print(json.dumps(summary(record)), flush=True)
+            print(jsonio.dumps(summary(record)), flush=True)
 
     _run()
 

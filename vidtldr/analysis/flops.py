@@ -19,12 +19,12 @@ The last line printed is one JSON object (``gflops_paper``, ``gflops_true``, ``t
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Optional
 
+from vidtldr import jsonio
 from vidtldr.analysis.flops_count import count, table_rows
 from vidtldr.analysis.flops_reference import paper_gflops
 from vidtldr.analysis.flops_render import format_report, render_table
@@ -44,7 +44,7 @@ def write_table(md_path: Path, json_path: Optional[Path] = None, trace: bool = T
     data = table_rows(trace=trace, progress=lambda m: print(m, file=sys.stderr, flush=True))
     write_public(md_path, render_table(data, traced=trace))
     if json_path is not None:
-        write_public(json_path, json.dumps(data, indent=1) + "\n")
+        write_public(json_path, jsonio.dumps(data, indent=1) + "\n")
     ref = paper_gflops()
     n_ok = sum(1 for rep in data["schedules"]
                if rep["gflops_paper_1dp"] == ref.schedules[(rep["dataset"], rep["backbone"])])
@@ -54,7 +54,7 @@ def write_table(md_path: Path, json_path: Optional[Path] = None, trace: bool = T
                "traced_exact": all(r.get("traced", {}).get("exact", True)
                                    for r in data["schedules"] + data["baselines"])}
     print(f"wrote {md_path}" + (f" and {json_path}" if json_path else ""))
-    print(json.dumps(summary))
+    print(jsonio.dumps(summary))
     return summary
 
 
@@ -69,7 +69,7 @@ def main_cli(cfg) -> dict:
                            trace=bool(cfg.trace))
     rep = count(resolve_model(cfg), trace=bool(cfg.trace), attention=str(cfg.attention), batch=int(cfg.batch))
     print(format_report(rep))
-    print(json.dumps(rep))
+    print(jsonio.dumps(rep))
     return rep
 
 

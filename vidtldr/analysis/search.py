@@ -15,6 +15,7 @@ re-fitted to the budget, until the evaluation budget is spent or no move of any 
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Sequence
@@ -29,6 +30,15 @@ Objective = Callable[[Schedule], float]       # canonical schedule -> fidelity (
 
 class BudgetError(ConfigError):
     """A GFLOPs budget that no schedule can meet, or a malformed budget."""
+
+
+class UndefinedObjectiveError(ConfigError):
+    """The objective is undefined (NaN) for every candidate evaluated: there is no best to give."""
+
+
+def defined(value: Optional[float]) -> bool:
+    """A fidelity that can be ranked: a finite number (None and NaN mean "undefined here")."""
+    return value is not None and math.isfinite(value)
 
 
 def canonical(entries: Sequence, num_tokens: int, depth: int) -> Schedule:
@@ -70,6 +80,7 @@ class SearchResult:
     proposed: int                 # boundary candidates the families and moves produced (counted, not run)
     min_gflops: float
     max_gflops: float
+    undefined: int = 0            # evaluated candidates whose objective was undefined (excluded from best, Pareto)
 
 
 class ScheduleSearch:
@@ -192,7 +203,9 @@ class ScheduleSearch:
         """Evaluate the family candidates (and ``extra`` ones that fit), then local search.
 
         ``max_evals`` bounds the calls to ``objective``; ``seed`` fixes the order in which moves
-        are tried. Every evaluated candidate fits the budget."""
+        are tried. Every evaluated candidate fits the budget. A candidate whose objective is NaN is
+        kept with fidelity None, counted in ``undefined`` and never chosen; when no candidate is
+        defined, :class:`UndefinedObjectiveError`."""
         if max_evals < 1:
             raise ConfigError(f"tune.max_evals must be >= 1, got {max_evals}")
         rng = random.Random(seed)
@@ -203,7 +216,8 @@ class ScheduleSearch:
             if cand.schedule in evaluated or len(evaluated) >= max_evals:
                 return evaluated.get(cand.schedule)
             assert self.fits(cand.schedule), (cand.schedule, self.cost(cand.schedule), self.budget)
-            cand.fidelity = float(objective(cand.schedule))
+            value = objective(cand.schedule)
+            cand.fidelity = float(value) if defined(value) else None
             evaluated[cand.schedule] = cand
             return cand
 
@@ -211,6 +225,8 @@ class ScheduleSearch:
         proposed += len(starts)
         for cand in starts:
             evaluate(cand)
+        if not any(defined(c.fidelity) for c in evaluated.values()):
+            raise UndefinedObjectiveError(f"the objective is undefined for all {len(evaluated)} candidates evaluated")
         best = max(evaluated.values(), key=_rank)
         step = max(1, _power_of_two_below(max(best.schedule) or self.num_tokens // 2))
         while len(evaluated) < max_evals and step >= 1:
@@ -230,12 +246,13 @@ class ScheduleSearch:
             if not improved:
                 step //= 2
         return SearchResult(budget=self.budget, best=best, evaluated=list(evaluated.values()),
-                            proposed=proposed, min_gflops=self.min_gflops, max_gflops=self.max_gflops)
+                            proposed=proposed, min_gflops=self.min_gflops, max_gflops=self.max_gflops,
+                            undefined=sum(not defined(c.fidelity) for c in evaluated.values()))
 
 
 def _rank(cand: Candidate) -> tuple:
     # Higher fidelity first; at equal fidelity the cheaper schedule.
-    fid = cand.fidelity if cand.fidelity is not None and cand.fidelity == cand.fidelity else float("-inf")
+    fid = cand.fidelity if defined(cand.fidelity) else float("-inf")
     return (fid, -cand.gflops)
 
 
@@ -248,8 +265,8 @@ def _power_of_two_below(n: int) -> int:
 
 def pareto(cands: Sequence[Candidate]) -> list[Candidate]:
     """The candidates no other one beats on both axes (fewer or equal GFLOPs and higher or equal
-    fidelity, one strictly), sorted by GFLOPs."""
-    done = [c for c in cands if c.fidelity is not None]
+    fidelity, one strictly), sorted by GFLOPs; candidates with an undefined fidelity take no part."""
+    done = [c for c in cands if defined(c.fidelity)]
     front = []
     for c in done:
         dominated = any((o.gflops <= c.gflops and o.fidelity >= c.fidelity)

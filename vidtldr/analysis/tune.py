@@ -11,16 +11,16 @@ smaller evaluation budget, so all of them are compared at (nearly) equal GFLOPs.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from vidtldr import jsonio
 from vidtldr.analysis.fidelity import METRICS, Session, encoder_gflops, gflops_of, prepare
-from vidtldr.analysis.search import (BudgetError, Candidate, ScheduleSearch, as_override, canonical,
-                                     resolve_budget)
+from vidtldr.analysis.search import (BudgetError, Candidate, ScheduleSearch, UndefinedObjectiveError, as_override,
+                                     canonical, resolve_budget)
 from vidtldr.config_utils import plain
 from vidtldr.errors import ConfigError
 from vidtldr.run.cache import atomic_write_text
@@ -55,16 +55,25 @@ def search_reducer(session: Session, name: str, budget: float, *, metric: str, m
                                  gflops=cost(schedule))
         metrics[schedule] = result
         value = result.get(metric)
-        return float("nan") if value is None else float(value)
+        return None if value is None else float(value)  # undefined: excluded by the search
 
     search = ScheduleSearch(cost, n0, depth, budget)
     starts = tuple(Candidate(canonical(s, n0, depth), fam, cost(canonical(s, n0, depth))) for fam, s in extra)
-    result = search.run(objective, max_evals=max_evals, seed=seed, extra=starts)
+    try:
+        result = search.run(objective, max_evals=max_evals, seed=seed, extra=starts)
+    except UndefinedObjectiveError as exc:
+        raise UndefinedObjectiveError(f"tune.metric={metric}: undefined for every {name} candidate ({exc}); "
+                                      f"nothing to recommend: choose another tune.metric, e.g. "
+                                      "embedding_cosine_mean") from None
+    if result.undefined:
+        log.warning("%s: %d of %d candidates have no defined %s; they are excluded from the best and the "
+                    "Pareto front", name, result.undefined, len(result.evaluated), metric)
     log.info("%s: best %s at %.4f GFLOPs, %s = %.4f (%d evaluated)", name, as_override(result.best.schedule),
              result.best.gflops, metric, result.best.fidelity, len(result.evaluated))
     return {
         "reducer": name, "budget_gflops": budget, "min_gflops": result.min_gflops,
         "unreduced_gflops": result.max_gflops, "evaluated": len(result.evaluated), "proposed": result.proposed,
+        "undefined": result.undefined,
         "best": _row(result.best, metrics),
         "candidates": [_row(c, metrics) for c in result.evaluated],
     }
@@ -120,7 +129,7 @@ def run_tune(cfg: DictConfig, run_dir: str | Path) -> dict:
         try:
             runs.append(search_reducer(session, name, budget, metric=metric, max_evals=int(opts.compare_evals),
                                        seed=int(opts.seed), merge_args=_args_for(name, primary, merge_args)))
-        except BudgetError as exc:
+        except (BudgetError, UndefinedObjectiveError) as exc:  # the main result stands; this row says why not
             runs.append({"reducer": name, "error": str(exc), "evaluated": 0})
     references = []
     if published is not None:
@@ -141,7 +150,7 @@ def run_tune(cfg: DictConfig, run_dir: str | Path) -> dict:
                           "not what a trained model does")
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     record["outputs"] = write_outputs(record, Path(run_dir), plot=bool(opts.get("plot", True)))
-    atomic_write_text(Path(run_dir) / "tune.json", json.dumps(record, indent=1, default=str))
+    atomic_write_text(Path(run_dir) / "tune.json", jsonio.dumps(record, indent=1, default=str))
     return record
 
 
@@ -212,6 +221,7 @@ def summary(record: dict) -> dict:
     best = main["best"]
     return {
         "budget_gflops": record["budget_gflops"], "evaluated": record["evaluated"], "metric": record["metric"],
+        "undefined": sum(r.get("undefined", 0) for r in record["reducers"]),
         "reducer": main["reducer"],
         "best": {"merge_r": best["merge_r"], "gflops_paper": best["gflops_paper"], "fidelity": best["fidelity"]},
         "override": f"merge={main['reducer']} merge.r=[{','.join(str(r) for r in best['merge_r'])}]",

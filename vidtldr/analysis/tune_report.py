@@ -6,7 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from vidtldr.analysis.search import Candidate, pareto
+from vidtldr.analysis.search import Candidate, defined, pareto
 from vidtldr.run.cache import atomic_write_bytes, atomic_write_text
 
 COLUMNS = ("reducer", "family", "merge_r", "gflops_paper", "fidelity", "embedding_cosine_mean",
@@ -57,6 +57,10 @@ def markdown(record: dict) -> str:
             f"{record['num_frames']} frames), budget {record['budget_gflops']:.4f} GFLOPs (paper convention; "
             f"unreduced {record['unreduced_gflops']:.4f}), fidelity = `{record['metric']}`, seed {record['seed']}, "
             f"{record['evaluated']} model evaluations.")
+    undefined = sum(run.get("undefined", 0) for run in record["reducers"])
+    if undefined:
+        head += (f" {undefined} candidate(s) with an undefined `{record['metric']}` (fidelity `-`) are excluded from "
+                 "the best and the Pareto front.")
     lines = [head, ""]
     if record.get("note"):
         lines += [f"Note: {record['note']}.", ""]
@@ -78,32 +82,44 @@ def csv_text(record: dict) -> str:
     return buf.getvalue()
 
 
-def draw_plot(record: dict, png: Path, svg: Path) -> None:
+def draw_plot(record: dict, png: Path, svg: Path) -> list[str]:
     """Fidelity vs GFLOPs: every evaluated candidate per reducer, each reducer's best, the published
-    schedule, the unreduced model (fidelity 1 by definition) and the budget."""
+    schedule, the unreduced model (fidelity 1 by definition) and the budget; returns the legend's
+    labels (none, and a sentence on the plot, when no candidate has a defined fidelity)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    drawn = 0  # points with a defined fidelity: the legend lists only what is on the plot
     for run in record["reducers"]:
         if "candidates" not in run:
             continue
         color, marker = STYLE.get(run["reducer"], ("#9467bd", "D"))
-        pts = [(c["gflops_paper"], c["fidelity"]) for c in run["candidates"] if c["fidelity"] is not None]
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=18, color=color, marker=marker, alpha=0.45,
-                   label=f"{run['reducer']} candidates")
+        pts = [(c["gflops_paper"], c["fidelity"]) for c in run["candidates"] if defined(c["fidelity"])]
+        if pts:
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=18, color=color, marker=marker, alpha=0.45,
+                       label=f"{run['reducer']} candidates")
         best = run["best"]
-        ax.scatter([best["gflops_paper"]], [best["fidelity"]], s=160, color=color, marker="*", edgecolors="black",
-                   linewidths=0.6, zorder=5, label=f"{run['reducer']} best [{','.join(map(str, best['merge_r']))}]")
+        if defined(best["fidelity"]):
+            ax.scatter([best["gflops_paper"]], [best["fidelity"]], s=160, color=color, marker="*",
+                       edgecolors="black", linewidths=0.6, zorder=5,
+                       label=f"{run['reducer']} best [{','.join(map(str, best['merge_r']))}]")
+        drawn += len(pts)
     for ref in record.get("references", []):
-        ax.scatter([ref["gflops_paper"]], [ref["fidelity"]], s=70, color="black", marker="D", zorder=6,
-                   label=f"{ref['label']} [{','.join(map(str, ref['merge_r']))}]")
+        if defined(ref["fidelity"]):
+            ax.scatter([ref["gflops_paper"]], [ref["fidelity"]], s=70, color="black", marker="D", zorder=6,
+                       label=f"{ref['label']} [{','.join(map(str, ref['merge_r']))}]")
+            drawn += 1
     metric = record["metric"]
-    ax.scatter([record["unreduced_gflops"]], [1.0], s=70, color="black", marker="o", facecolors="none",
-               label="unreduced (reference)")
-    ax.axvline(record["budget_gflops"], color="black", linestyle="--", linewidth=0.8, label="budget")
+    if drawn:
+        ax.scatter([record["unreduced_gflops"]], [1.0], s=70, color="black", marker="o", facecolors="none",
+                   label="unreduced (reference)")
+        ax.axvline(record["budget_gflops"], color="black", linestyle="--", linewidth=0.8, label="budget")
+    else:
+        ax.text(0.5, 0.5, f"nothing to draw: no candidate has a defined {metric}", ha="center", va="center",
+                transform=ax.transAxes, fontsize=9)
     ax.set_xlabel("vision encoder GFLOPs (paper convention)")
     ax.set_ylabel(f"fidelity: {metric}")
     title = f"{record['model']} on {collection_label(record)}: fidelity vs GFLOPs"
@@ -111,13 +127,17 @@ def draw_plot(record: dict, png: Path, svg: Path) -> None:
         title += "\n(random weights: shows the mechanism only)"
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6.5, loc="lower right")
+    if drawn:
+        ax.legend(fontsize=6.5, loc="lower right")
     fig.tight_layout()
+    labels = [h.get_label() for h in ax.get_legend_handles_labels()[0]] if drawn else []
     for path, fmt in ((png, "png"), (svg, "svg")):
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=120)
+        with plt.rc_context({"svg.fonttype": "none"}):  # the SVG keeps its words as text (searchable)
+            fig.savefig(buf, format=fmt, dpi=120)
         atomic_write_bytes(path, buf.getvalue())
     plt.close(fig)
+    return labels
 
 
 def write_outputs(record: dict, run_dir: Path, plot: bool = True) -> dict:

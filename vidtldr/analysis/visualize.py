@@ -29,7 +29,6 @@ Written files (the last line printed is a JSON object listing them):
 from __future__ import annotations
 
 import colorsys
-import json
 import sys
 import tempfile
 import textwrap
@@ -40,6 +39,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from vidtldr import jsonio
 from vidtldr.errors import VidtldrError, cli_guard
 from vidtldr.reduce.base import ReductionState, Reducer
 
@@ -391,7 +391,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             summary = run(argv)
         except (ValueError, OSError) as exc:  # e.g. a frame-count mismatch, an unwritable folder
             raise VidtldrError(str(exc)) from None
-        print(json.dumps(summary))
+        print(jsonio.dumps(summary))
     return 0
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from vidtldr import jsonio
 from vidtldr.errors import AnnotationError, ConfigError
 from vidtldr.data import classification as cls_formats
 from vidtldr.data.text import pre_text
@@ -178,7 +179,7 @@ def duplicate_records(records: Any) -> list[tuple[int, int]]:
     first: dict[str, int] = {}
     out = []
     for i, rec in enumerate(records):
-        key = json.dumps(rec, sort_keys=True, default=str)
+        key = jsonio.dumps(rec, sort_keys=True, default=str)
         if key in first:
             out.append((i, first[key]))
         else:

@@ -10,7 +10,6 @@ The last output line is one JSON object with ``clips_per_s``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -21,6 +20,7 @@ from typing import Sequence
 
 import torch
 
+from vidtldr import jsonio
 from vidtldr.data.dataset import VideoDataset, make_loader
 from vidtldr.errors import ConfigError, cli_guard
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"decode+transform: {res['clips_per_s']:.2f} clips/s ({res['frames_per_s']:.1f} frames/s), "
               f"{res['clips']} clips x {res['num_frames']} frames, batch {res['batch_size']}, "
               f"{res['num_workers']} workers, median of {res['repeats']}")
-        print(json.dumps(res, ensure_ascii=True))
+        print(jsonio.dumps(res, ensure_ascii=True))
     return 0
 
 

@@ -16,7 +16,6 @@ is one JSON object with ``num_video_frames``, ``fps``, ``indices`` and more.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from vidtldr import jsonio
 from vidtldr.data.transforms import resize_uint8
 from vidtldr.data.video import FrameSample, read_frames_with_info
 from vidtldr.errors import ConfigError, cli_guard
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
         if result["sheet"]:
             print(f"contact sheet: {result['sheet']}")
-        print(json.dumps(result, ensure_ascii=True))
+        print(jsonio.dumps(result, ensure_ascii=True))
     return 0
 
 

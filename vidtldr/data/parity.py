@@ -10,13 +10,13 @@ float transform outputs use atol 1e-5.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
+from vidtldr import jsonio
 from vidtldr.data.annotations import build_split, load_json
 from vidtldr.data.text import pre_text
 from vidtldr.data.transforms import eval_transform, resize_uint8
@@ -45,7 +45,7 @@ def _eq(group: str, name: str, got: Any, want: Any) -> Item:
 
 
 def _short(value: Any, n: int = 160) -> str:
-    text = json.dumps(value, ensure_ascii=True) if not isinstance(value, str) else ascii(value)
+    text = jsonio.dumps(value, ensure_ascii=True) if not isinstance(value, str) else ascii(value)
     return text if len(text) <= n else text[: n - 3] + "..."
 
 

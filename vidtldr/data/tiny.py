@@ -13,7 +13,6 @@ mbtree/lookahead so the bytes are identical on every run.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
+
+from vidtldr import jsonio
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     # ASCII-only, like the official files, so any platform encoding reads them the same.
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=True) + "\n", encoding="ascii")
+    tmp.write_text(jsonio.dumps(obj, indent=1, ensure_ascii=True) + "\n", encoding="ascii")
     os.replace(tmp, path)
 
 

@@ -9,11 +9,12 @@ finds the container from the content, not the name.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
+
+from vidtldr import jsonio
 
 # (clip index in tiny.CLIPS, class index): six videos, classes 0..3, one class twice, one portrait clip
 _LABELS = ((0, 2), (1, 0), (3, 1), (4, 2), (5, 3), (6, 0))
@@ -68,7 +69,7 @@ def write_tiny_action(root: Path, cfg: dict, encoded: Sequence[Path]) -> dict[st
             lines.append(f"{video_id}.webm {label}")
             records.append({"id": video_id, "label": f"doing tiny action {label} to a block",
                             "template": f"Doing tiny action {label} to [something]", "placeholders": ["a block"]})
-        _write_text(anno_dir / official, json.dumps(records, indent=1) + "\n")
-        _write_text(anno_dir / classes, json.dumps(labels, indent=1) + "\n")
+        _write_text(anno_dir / official, jsonio.dumps(records, indent=1) + "\n")
+        _write_text(anno_dir / classes, jsonio.dumps(labels, indent=1) + "\n")
     _write_text(anno_dir / cfg["annotation"], "\n".join(lines) + "\n")
     return {"annotation": cfg["annotation"], "official": official, "classes": classes}

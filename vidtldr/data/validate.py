@@ -14,12 +14,12 @@ checksum comparison (e.g. for the tiny dataset); ``limit=N`` checks the first N 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable
 
+from vidtldr import jsonio
 from vidtldr.data.annotations import (annotation_path, answer_list_errors, answer_list_path, build_split,
                                       duplicate_records, load_json, schema_errors, video_root)
 from vidtldr.data.manifests import count_mismatches, load_manifest, sha256_file, split_counts
@@ -189,9 +189,9 @@ def main(argv: list[str] | None = None) -> int:
                                   use_manifest=bool(cfg.manifest), limit=cfg.limit, progress=progress)
         for line in summary_lines(report):
             print(line)
-        text = json.dumps(report, ensure_ascii=True)
+        text = jsonio.dumps(report, ensure_ascii=True)
         if cfg.report:
-            _write_atomic(Path(str(cfg.report)), json.dumps(report, indent=1, ensure_ascii=True) + "\n")
+            _write_atomic(Path(str(cfg.report)), jsonio.dumps(report, indent=1, ensure_ascii=True) + "\n")
         print(text)
     return 0 if report["ok"] else 1
 

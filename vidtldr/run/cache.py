@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Iterable
 
 import torch
 
+from vidtldr import jsonio
 from vidtldr.errors import DiskFullError, is_disk_full
 
 KEY_FILE = "key.json"
@@ -32,7 +32,7 @@ _identities: dict[tuple, str | None] = {}
 
 def stable_hash(obj: Any, length: int = 16) -> str:
     """sha256 of the canonical JSON of ``obj`` (sorted keys), truncated; stable across runs."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    text = jsonio.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
@@ -123,7 +123,7 @@ class FeatureCache:
             self.dir.mkdir(parents=True, exist_ok=True)
             key_path = self.dir / KEY_FILE
             if not key_path.exists():
-                atomic_write_text(key_path, json.dumps(key, indent=1, sort_keys=True, default=str))
+                atomic_write_text(key_path, jsonio.dumps(key, indent=1, sort_keys=True, default=str))
 
     def bind_sources(self, paths: dict[str, str]) -> None:
         """Tie items to the files they are computed from (item -> path)."""

@@ -37,6 +37,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from vidtldr import jsonio
 from vidtldr.errors import CacheError, DiskFullError, VidtldrError, is_disk_full
 from vidtldr.run.cache import FeatureCache, atomic_write_text, stable_hash
 from vidtldr.run.record import sha256_file
@@ -150,7 +151,7 @@ def _build(out: Path, keys: Sequence[str], load: Callable[[str], Optional[dict]]
                  "sha256": {TOKENS: file_sha256(tmp / TOKENS), FEAT: file_sha256(tmp / FEAT)},
                  "sources": list(sources) if sources is not None else None}
         # The index is the completion marker: written last, inside the folder that is renamed.
-        atomic_write_text(tmp / INDEX, json.dumps(index))
+        atomic_write_text(tmp / INDEX, jsonio.dumps(index))
         try:
             os.rename(tmp, out)
         except OSError:

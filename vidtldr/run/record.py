@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
+from vidtldr import jsonio
 from vidtldr.errors import RunDirError
 from vidtldr.run.cache import atomic_write_text
 
@@ -132,7 +133,7 @@ def base_record() -> dict:
 
 def write_record(run_dir: str | os.PathLike, record: dict) -> Path:
     path = Path(run_dir) / RECORD_NAME
-    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_text(path, jsonio.dumps(record, indent=1, sort_keys=False, default=_json_default) + "\n")
     return path
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -25,6 +24,7 @@ import torch
 from omegaconf import DictConfig
 
 import vidtldr
+from vidtldr import jsonio
 from vidtldr.run import adjust
 from vidtldr.run import distributed as D
 from vidtldr.run.cache import FeatureCache
@@ -282,7 +282,7 @@ def _execute(cfg: DictConfig, run_dir: Path, record: dict, progress: bool, t0: f
         from vidtldr.tasks.base import get_task
 
         for name, content in get_task(spec.task).outputs(result).items():  # QA: predictions.json
-            atomic_write_text(run_dir / name, json.dumps(content, indent=0))
+            atomic_write_text(run_dir / name, jsonio.dumps(content, indent=0))
     record["cache"] = result.cache or {"video": video_cache.stats()}
     if "feature_store" in result.extra:
         record["feature_store"] = result.extra["feature_store"]
