@@ -133,17 +133,19 @@ def test_a_reducer_that_cannot_reach_the_budget_is_reported_not_dropped(tmp_path
 @pytest.mark.parametrize("overrides, message", [
     (["budget.ratio=1"], "needs no reduction"),
     (["budget.gflops=1000"], "needs no reduction"),
-    (["budget.ratio=abc"], "budget.ratio='abc'"),
+    (["budget.ratio=abc"], "budget.ratio=abc: not a number"),
     (["budget.ratio=0.5", "budget.gflops=0.05"], "exactly one of"),
     ([], "exactly one of"),
     (["budget=published", "model=umt_b", "dataset=msrvtt_zs"], "budget=published: no vid-TLDR schedule"),
-    (["budget.ratio=0.7", "compare.seeds=0"], "compare.seeds=0"),
-    (["budget.ratio=0.7", "compare.seeds=1.5"], "compare.seeds=1.5"),
+    (["budget.ratio=0.7", "compare.seeds=0"], "compare.seeds=0: out of range"),
+    (["budget.ratio=0.7", "compare.seeds=1.5"], "compare.seeds=1.5: not an integer"),
     (["budget.ratio=0.7", "compare.reducers=[bogus]"], "unknown reducer 'bogus'"),
     (["budget.ratio=0.7", "compare.reducers=[none]"], "none is the unreduced reference"),
-    (["budget.ratio=0.7", "compare.schedule=zigzag"], "compare.schedule='zigzag'"),
-    (["budget.ratio=0.7", "compare.time.materialized=maybe"], "compare.time.materialized='maybe'"),
+    (["budget.ratio=0.7", "compare.schedule=zigzag"], "compare.schedule=zigzag: accepted values: shape, constant"),
+    (["budget.ratio=0.7", "compare.time.materialized=maybe"], "compare.time.materialized=maybe: not a boolean"),
     (["budget.ratio=0.7", "+compare.seed=3"], "unknown key(s) compare.seed"),
+    (["budget=cheap"], "budget=cheap: accepted"),
+    (["budget.ratio=0.7", "eval.overwrite=no"], "eval.overwrite=no: not a boolean"),
 ])
 def test_mistakes_are_refused_before_any_model_is_built(tmp_path, monkeypatch, overrides, message):
     import vidtldr.run.runner as runner

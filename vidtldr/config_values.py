@@ -24,6 +24,7 @@ _MISSING = object()
 FLAGS = ("deterministic", "print_table", "save_predictions", "eval.overwrite", "eval.flops", "cache.enabled",
          "logger.wandb.enabled", "dataset.trimmed30",
          "fidelity.tokens", "fidelity.time_reference", "fidelity.itm", "tune.plot",  # fidelity, tune
+         "compare.plot", "compare.time.materialized",                             # compare
          "trace", "table",                                                        # flops
          "gif",                                                                   # visualize
          "autocast", "breakdown", "profile", "check_outputs", "decode", "render_only",  # bench

@@ -43,24 +43,6 @@ MODES = ("fused", "materialized")
 # ----------------------------------------------------------------------------- options
 
 
-def _flag(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}={value!r}: expected true or false")
-    return value
-
-
-def _count(key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key}={value!r}: expected a whole number >= {minimum}")
-    return value
-
-
-def _positive(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{key}={value!r}: expected a number > 0")
-    return float(value)
-
-
 def registered_reducers() -> list[str]:
     """Every registered reducer but the identity, in name order."""
     from vidtldr.reduce import discover_reducers
@@ -70,8 +52,10 @@ def registered_reducers() -> list[str]:
 
 def options(cfg: DictConfig) -> dict:
     """``compare.*`` as checked plain values (one-line ConfigError naming the key otherwise)."""
+    from vidtldr.config_values import check_settings, choice, flag, integer
     from vidtldr.reduce import reducer_class
 
+    check_settings(cfg)  # the evaluation's keys, as every command checks them
     opts = plain(cfg.get("compare")) or {}
     known = {"reducers", "seeds", "schedule", "fidelity_metric", "time", "plot"}
     unknown = sorted(set(opts) - known)
@@ -89,22 +73,18 @@ def options(cfg: DictConfig) -> dict:
         reducer_class(name)  # an unknown name lists the registered ones
     if len(set(names)) != len(names):
         raise ConfigError(f"compare.reducers={names}: a reducer is listed twice")
-    schedule = opts.get("schedule", "shape")
-    if schedule not in FAMILIES:
-        raise ConfigError(f"compare.schedule={schedule!r}; expected one of {', '.join(FAMILIES)}")
-    metric = opts.get("fidelity_metric", "embedding_cosine_mean")
-    if metric not in FIDELITY_METRICS:
-        raise ConfigError(f"compare.fidelity_metric={metric!r}; expected one of {', '.join(FIDELITY_METRICS)}")
+    schedule = choice("compare.schedule", opts.get("schedule", "shape"), FAMILIES)
+    metric = choice("compare.fidelity_metric", opts.get("fidelity_metric", "embedding_cosine_mean"), FIDELITY_METRICS)
     timing = opts.get("time") or {}
     bad = sorted(set(timing) - {"repeats", "materialized"})
     if bad:
         raise ConfigError(f"unknown key(s) {', '.join('compare.time.' + k for k in bad)}; "
                           "accepted: compare.time.repeats, compare.time.materialized")
-    return {"reducers": list(names), "seeds": _count("compare.seeds", opts.get("seeds", 3), 1),
+    return {"reducers": list(names), "seeds": integer("compare.seeds", opts.get("seeds", 3), low=1),
             "schedule": schedule, "fidelity_metric": metric,
-            "repeats": _count("compare.time.repeats", timing.get("repeats", 5), 0),
-            "materialized": _flag("compare.time.materialized", timing.get("materialized", True)),
-            "plot": _flag("compare.plot", opts.get("plot", True))}
+            "repeats": integer("compare.time.repeats", timing.get("repeats", 5), low=0),
+            "materialized": flag("compare.time.materialized", timing.get("materialized", True)),
+            "plot": flag("compare.plot", opts.get("plot", True))}
 
 
 # ----------------------------------------------------------------------------- the budget
@@ -137,6 +117,7 @@ def published_schedule(cfg: DictConfig, depth: int) -> Optional[list]:
 
 def resolve_budget(cfg: DictConfig, arch_cfg, num_frames: int, published: Optional[list]) -> tuple[float, str]:
     """(budget GFLOPs, how it was given) from ``budget=published``, ``budget.gflops`` or ``budget.ratio``."""
+    from vidtldr.config_values import number
     from vidtldr.reduce import build_reducer
 
     unreduced = encoder_gflops(arch_cfg, num_frames, None)
@@ -148,16 +129,18 @@ def resolve_budget(cfg: DictConfig, arch_cfg, num_frames: int, published: Option
         budget = encoder_gflops(arch_cfg, num_frames, build_reducer("vidtldr", published))
         how = f"published: vid-TLDR's schedule {[r for r in published if r] or published}"
     else:
-        node = node if isinstance(node, dict) else {}
+        if not isinstance(node, dict):
+            raise ConfigError(f"budget={node}: accepted: budget=published, budget.gflops=<GFLOPs> or "
+                              "budget.ratio=<fraction of the unreduced GFLOPs>")
         gflops, ratio = node.get("gflops"), node.get("ratio")
         if (gflops is None) == (ratio is None):
             raise ConfigError("give exactly one of budget=published, budget.gflops=<GFLOPs> or budget.ratio=<fraction "
                               f"of the unreduced {unreduced:.4f} GFLOPs>")
         if ratio is not None:
-            ratio = _positive("budget.ratio", ratio)
+            ratio = number("budget.ratio", ratio, low=0, low_open=True)
             budget, how = ratio * unreduced, f"ratio {ratio:g} of the unreduced model"
         else:
-            budget, how = _positive("budget.gflops", gflops), "gflops"
+            budget, how = number("budget.gflops", gflops, low=0, low_open=True), "gflops"
     if budget >= unreduced:
         raise ConfigError(f"budget of {budget:.4f} GFLOPs needs no reduction: the unreduced model costs "
                           f"{unreduced:.4f}; give a smaller budget.gflops or a budget.ratio below 1")
