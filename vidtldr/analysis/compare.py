@@ -19,7 +19,6 @@ Steps, in order, so that a mistake costs nothing:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -29,6 +28,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vidtldr import jsonio
 from vidtldr.analysis.compare_fit import FAMILIES, TOLERANCE, Fit, family, fit_reducer
 from vidtldr.config_utils import CONFIG_DIR, plain
 from vidtldr.errors import ConfigError
@@ -399,7 +399,7 @@ def run_compare(cfg: DictConfig, run_dir: str | Path) -> dict:
                           "not what a trained model does")
     run_dir.mkdir(parents=True, exist_ok=True)
     record["outputs"] = write_outputs(record, run_dir, plot=opts["plot"])
-    atomic_write_text(run_dir / "compare.json", json.dumps(record, indent=1, allow_nan=False, default=str))
+    atomic_write_text(run_dir / "compare.json", jsonio.dumps(record, indent=1, default=str))
     return record
 
 
