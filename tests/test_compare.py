@@ -230,3 +230,15 @@ def test_table_reducers_writes_md_csv_tex_from_comparisons(compared, tmp_path):
     lines = csv_path.read_text().splitlines()
     assert lines[0].startswith("dataset,backbone,reducer,") and len(lines) == 1 + 2 * rows
     assert tex.read_text().count(r" \\") == 1 + 2 * rows and "DiDeMo (UMT-L/16)" in tex.read_text()
+
+
+def test_qa_headline_is_accuracy_at_the_qa_encoders_published_budget(tmp_path):
+    cfg = make_cfg(tmp_path, "dataset=msrvtt_qa", "budget=published", "compare.reducers=[vidtldr]",
+                   "compare.time.repeats=0", "compare.plot=false", config_name="compare")
+    record = run_compare(cfg, tmp_path / "run")
+    # the QA encoder has no pool norm: 5 x 64 fewer than the retrieval count (tests/test_flops.py)
+    assert record["budget_gflops"] == pytest.approx(TINY_VIDTLDR_48_24 - 5 * 64 / 1e9, rel=1e-12)
+    row = record["rows"][0]
+    assert record["metric"] == "acc" and row["merge_r"] == [48, 24]
+    evaluated = json.loads((tmp_path / "run" / "rows" / "vidtldr" / "record.json").read_text())
+    assert row["mean"] == evaluated["metrics"]["acc"]

@@ -29,7 +29,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vidtldr import jsonio
-from vidtldr.analysis.compare_fit import FAMILIES, TOLERANCE, Fit, family, fit_reducer
+from vidtldr.analysis.compare_fit import FAMILIES, TOLERANCE, Fit, family, fit_input_level, fit_reducer
 from vidtldr.config_utils import CONFIG_DIR, plain
 from vidtldr.errors import ConfigError
 
@@ -189,12 +189,14 @@ def fit_all(names: list[str], arch_cfg, num_frames: int, budget: float, kind: st
     """Every reducer's fit (analytic); the family in words."""
     from vidtldr.analysis.search import canonical
     from vidtldr.cost.vision import vision_dims
-    from vidtldr.reduce import build_reducer
+    from vidtldr.reduce import build_reducer, reducer_class
 
     depth = arch_cfg.vision.depth
     num_tokens = vision_dims(arch_cfg).num_tokens(num_frames)
     shape = canonical(published, num_tokens, depth) if published else None
     make, described = family(kind, depth, shape)
+    dims = vision_dims(arch_cfg)
+    per_step = (dims.img_size // dims.patch_size) ** 2  # tokens of one tubelet step
     fits = []
     for name in names:
         args = merge_defaults(name)
@@ -202,7 +204,10 @@ def fit_all(names: list[str], arch_cfg, num_frames: int, budget: float, kind: st
         def cost(schedule, name=name, args=args):
             return encoder_gflops(arch_cfg, num_frames, build_reducer(name, list(schedule), **args))
 
-        fits.append(fit_reducer(name, cost, num_tokens, depth, budget, make))
+        if getattr(reducer_class(name), "input_level", False):
+            fits.append(fit_input_level(name, lambda n, cost=cost: cost([n]), budget, num_tokens - per_step))
+        else:
+            fits.append(fit_reducer(name, cost, num_tokens, depth, budget, make))
     return fits, described
 
 

@@ -7,8 +7,10 @@ the budget. The family's steps are coarse (one step of the strength moves severa
 fit is then closed in: one block at a time, the block whose removal can be lowered the most while
 the budget still holds (the one that brings the cost closest to the budget) gives tokens back,
 until no block can. A budget the family cannot reach at all (its shape leaves blocks untouched) is
-closed in from the most aggressive schedule (every block removing half its tokens) instead. A fit is accepted only within :data:`TOLERANCE` below the budget; otherwise
-the reducer is reported as not fitted, with the reason (never silently dropped or moved above it).
+closed in from the most aggressive schedule (every block removing half its tokens) instead. An
+input-level reducer (one count, before block 0) is fitted by bisection on that count. A fit is
+accepted only within :data:`TOLERANCE` below the budget; otherwise the reducer is reported as not
+fitted, with the reason (never silently dropped or moved above it).
 """
 
 from __future__ import annotations
@@ -87,3 +89,26 @@ def fit_reducer(name: str, cost: Callable[[tuple], float], num_tokens: int, dept
                          f"GFLOPs, {100 * (1 - gflops / budget):.1f}% below {budget:.4f} (more than "
                          f"{100 * TOLERANCE:.0f}%)")
     return Fit(name, merge_r=as_override(schedule), gflops=gflops, note=note)
+
+
+def fit_input_level(name: str, cost: Callable[[int], float], budget: float, most: int) -> Fit:
+    """An input-level reducer (``input_level = True``: removes tokens once, before block 0, its count
+    the first entry of ``merge.r``): the fewest tokens in ``[1, most]`` whose cost fits the budget
+    (bisection: the cost falls as more tokens are removed), under the same tolerance."""
+    if most < 1 or cost(most) > budget:
+        return Fit(name, error=f"removing the most it can before block 0 ({most} tokens) still costs "
+                               f"{cost(max(most, 0)):.4f} GFLOPs, above the budget of {budget:.4f}")
+    lo, hi = 1, most
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if cost(mid) <= budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    gflops = cost(lo)
+    if gflops < (1 - TOLERANCE) * budget:
+        return Fit(name, merge_r=[lo], gflops=gflops,
+                   error=f"the closest count within the budget, {lo} tokens before block 0, costs {gflops:.4f} "
+                         f"GFLOPs, {100 * (1 - gflops / budget):.1f}% below {budget:.4f} (more than "
+                         f"{100 * TOLERANCE:.0f}%)")
+    return Fit(name, merge_r=[lo], gflops=gflops, note="input-level: merge.r = tokens removed before block 0")
