@@ -415,3 +415,60 @@ def test_all_json_the_project_writes_is_strict():
              if path.name != "jsonio.py"
              for n, line in enumerate(path.read_text().splitlines(), 1) if "json.dump" in line]
     assert not loose, f"write JSON with vidtldr.jsonio.dumps (strict: NaN as null): {loose}"
+
+
+# ------------------------------------------------------------------ tracebacks of issue 22 (item 3)
+
+
+def test_unwritable_cache_is_one_line(tiny, tmp_path, monkeypatch, capsys):
+    # before: PermissionError traceback. The tests may run as root (who may write anywhere), so the
+    # refusal is delivered where the operating system would: the folder's creation.
+    from vidtldr.errors import cli_guard
+
+    cache, _ = tiny
+    denied = tmp_path / "shared_cache"
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *a, **k):
+        if str(self).startswith(str(denied)):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *a, **k)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    with pytest.raises(SystemExit) as info, cli_guard("vidtldr.eval"):
+        run(make_cfg(cache, f"cache.dir={denied}/features"), tmp_path / "run", progress=False)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"vidtldr.eval: error: permission denied: {denied}/features")
+    assert read(tmp_path / "run")["status"] == "failed"  # and the run says so
+
+
+def test_unwritable_run_folder_is_refused_before_hydra_creates_it(tmp_path, monkeypatch):
+    import os
+
+    from vidtldr.config_utils import check_run_location
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
+    with pytest.raises(ConfigError, match=f"hydra.run.dir={locked}/run: {locked} is not writable by this user"):
+        check_run_location([f"hydra.run.dir={locked}/run"], environ={})
+
+
+def test_output_options_naming_a_file_are_one_line(tmp_path, capsys):
+    # before: FileExistsError / NotADirectoryError tracebacks
+    from vidtldr.analysis.flops import main_cli
+    from vidtldr.report import results
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as info:
+        results.main(["--runs", str(tmp_path), "--out", str(blocker)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip() == (f"vidtldr.results: error: --out={blocker}: {blocker} is a file, "
+                                                "expected a directory")
+    with pytest.raises(ConfigError, match=f"table_out={blocker}/x.md: {blocker} is a file, expected a directory"):
+        main_cli(compose_config(["table=true", f"table_out={blocker}/x.md", "trace=false"], config_name="flops"))
+    with pytest.raises(ConfigError, match=f"table_out={tmp_path}: is a folder, expected a file name"):
+        main_cli(compose_config(["table=true", f"table_out={tmp_path}", "trace=false"], config_name="flops"))

@@ -5,7 +5,7 @@ runner, the table plans, the visualiser, FLOPs/bench tools and the tests compose
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from omegaconf import OmegaConf
 
@@ -37,9 +37,49 @@ def plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
-def check_directory_path(key: str, value: Any) -> None:
-    """A setting naming a directory (which may not exist yet) must not lie under a file: creating it
-    would be a NotADirectoryError traceback far from the setting's name."""
-    for part in (Path(str(value)), *Path(str(value)).parents):
+def directory_problem(path: Path, writable: bool = False) -> Optional[str]:
+    """Why folder ``path`` (which may not exist yet) cannot be created or used, or None: a file on
+    its way, or (``writable``) a nearest existing folder this user may not write."""
+    import os
+
+    for part in (path, *path.parents):
         if part.exists() and not part.is_dir():
-            raise ConfigError(f"{key}={value}: {part} is a file, expected a directory")
+            return f"{part} is a file, expected a directory"
+        if part.exists():
+            if writable and not os.access(part, os.W_OK | os.X_OK):
+                return f"{part} is not writable by this user; choose another folder"
+            return None
+    return None
+
+
+def check_directory_path(key: str, value: Any, *, writable: bool = False) -> None:
+    """A setting naming a directory (which may not exist yet) must not lie under a file: creating it
+    would be a NotADirectoryError traceback far from the setting's name. ``writable``: the nearest
+    existing folder must also let this user create it (else a PermissionError deep inside)."""
+    problem = directory_problem(Path(str(value)), writable)
+    if problem:
+        raise ConfigError(f"{key}={value}: {problem}")
+
+
+def check_file_path(key: str, value: Any) -> None:
+    """An output file's setting: not an existing folder, and its folder must be creatable."""
+    path = Path(str(value))
+    problem = "is a folder, expected a file name" if path.is_dir() else directory_problem(path.parent, True)
+    if problem:
+        raise ConfigError(f"{key}={value}: {problem}")
+
+
+def check_run_location(argv: list[str], environ=None) -> None:
+    """Hydra creates the run directory before any of our code runs: a ``paths.runs`` /
+    ``hydra.run.dir`` / ``hydra.sweep.dir`` under a file would be a NotADirectoryError traceback."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    given = {"paths.runs": environ.get("VIDTLDR_RUNS")}
+    for arg in argv:
+        key, _, value = arg.lstrip("+").partition("=")
+        if key in ("paths.runs", "hydra.run.dir", "hydra.sweep.dir") and value:
+            given[key] = value
+    for key, value in given.items():
+        if value and "${" not in value:
+            check_directory_path(key, value, writable=True)

@@ -81,14 +81,25 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def permission_message(exc: OSError) -> str:
+    """One line for a file or folder the process may not write (or read): which, and what to do."""
+    where = exc.filename or "a file"
+    return (f"permission denied: {where}: choose a folder this user can write (hydra.run.dir=, paths.cache=, "
+            "paths.runs=, or the command's output option), or change the folder's permissions")
+
+
 @contextlib.contextmanager
 def cli_guard(prog: str):
-    """Turn a :class:`VidtldrError` into ``prog: error: <message>`` on stderr and exit status 2;
+    """Turn a :class:`VidtldrError` into ``prog: error: <message>`` on stderr and exit status 2
+    (likewise a PermissionError: an unwritable run folder or cache is the user's setting, not a bug);
     an interruption into one line and the shell's status for the signal (130 SIGINT, 143 SIGTERM)."""
     try:
         yield
     except VidtldrError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except PermissionError as exc:
+        print(f"{prog}: error: {permission_message(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt as exc:
         name, signum = (exc.signal_name, exc.signum) if isinstance(exc, RunInterrupted) else ("SIGINT", 2)

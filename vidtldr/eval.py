@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from vidtldr.errors import cli_guard
 
-from vidtldr.config_utils import CONFIG_DIR
+from vidtldr.config_utils import CONFIG_DIR, check_run_location  # noqa: F401 (tests import it from here)
 
 log = logging.getLogger("vidtldr.eval")
 
@@ -81,24 +81,6 @@ def rank_overrides(environ=None) -> list[str]:
         return []
     return ["hydra.output_subdir=null",
             f"hydra.job_logging.handlers.file.filename=${{hydra.runtime.output_dir}}/${{hydra.job.name}}.rank{rank}.log"]
-
-
-def check_run_location(argv: list[str], environ=None) -> None:
-    """Hydra creates the run directory before any of our code runs: a ``paths.runs`` /
-    ``hydra.run.dir`` / ``hydra.sweep.dir`` under a file would be a NotADirectoryError traceback."""
-    import os
-
-    from vidtldr.config_utils import check_directory_path
-
-    environ = os.environ if environ is None else environ
-    given = {"paths.runs": environ.get("VIDTLDR_RUNS")}
-    for arg in argv:
-        key, _, value = arg.lstrip("+").partition("=")
-        if key in ("paths.runs", "hydra.run.dir", "hydra.sweep.dir") and value:
-            given[key] = value
-    for key, value in given.items():
-        if value and "${" not in value:
-            check_directory_path(key, value)
 
 
 def main() -> None:

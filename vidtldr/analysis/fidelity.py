@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -421,8 +422,11 @@ def hydra_command(config_name: str, prog: str, run, format_table, summary) -> No
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    from vidtldr.config_utils import CONFIG_DIR
+    from vidtldr.config_utils import CONFIG_DIR, check_run_location
     from vidtldr.errors import cli_guard
+
+    with cli_guard(prog):  # Hydra creates the run folder before the job runs: check it first
+        check_run_location(sys.argv[1:])
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")
     def _run(cfg: DictConfig) -> None:

@@ -65,6 +65,11 @@ def main_cli(cfg) -> dict:
     choice("attention", cfg.attention, ("fused", "materialized"))
     integer("batch", cfg.batch, low=1)
     if cfg.get("table"):
+        from vidtldr.config_utils import check_file_path
+
+        check_file_path("table_out", cfg.table_out)  # before the table's minutes of tracing
+        if cfg.get("table_json"):
+            check_file_path("table_json", cfg.table_json)
         return write_table(Path(cfg.table_out), Path(cfg.table_json) if cfg.get("table_json") else None,
                            trace=bool(cfg.trace))
     rep = count(resolve_model(cfg), trace=bool(cfg.trace), attention=str(cfg.attention), batch=int(cfg.batch))

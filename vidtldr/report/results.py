@@ -19,6 +19,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from vidtldr.config_utils import check_directory_path
 from vidtldr.errors import ConfigError, cli_guard
 from vidtldr.report.plots import plot_accuracy_vs_gflops
 from vidtldr.report.reference import REFERENCE_CSV, load_reference
@@ -77,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reference", default=str(REFERENCE_CSV), help="paper reference CSV")
     args = parser.parse_args(argv)
     with cli_guard("vidtldr.results"):
+        check_directory_path("--out", args.out, writable=True)  # a file there was a FileExistsError traceback
         roots = args.runs or ["runs"]
         missing = [str(r) for r in roots if not Path(r).exists()]
         if missing and args.runs:  # a typo in --runs would otherwise give tables that say "not run" everywhere

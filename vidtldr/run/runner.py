@@ -179,7 +179,7 @@ def _ignore_signals() -> None:
 def check_dirs(cfg: DictConfig, run_dir: Path) -> None:
     """paths.cache, cache.dir and the run directory must be directories (or not exist yet)."""
     for key, value in (("paths.cache", cfg.paths.cache), ("cache.dir", cfg.cache.dir), ("run directory", run_dir)):
-        check_directory_path(key, value)
+        check_directory_path(key, value, writable=True)
 
 
 def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True,
