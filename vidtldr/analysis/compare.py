@@ -289,34 +289,47 @@ def _load() -> Optional[list]:
         return None
 
 
-def time_rows(spec, rows: list[dict], repeats: int, modes: tuple, device: str, autocast: bool) -> None:
-    """Encoder milliseconds per clip (batch 1, seeded random clip) of every row, median over
-    ``repeats`` forwards interleaved across rows and modes after one warm-up each; written into
-    each row's ``encoder_ms`` ({mode: ms})."""
+def time_rows(spec, arch_cfg, rows: list[dict], repeats: int, modes: tuple, device: str, precision: str) -> None:
+    """Encoder milliseconds per clip of every row (batch 1, a seeded random clip, the backbone
+    family's model with seeded random weights: time does not depend on the weights), median over
+    ``repeats`` forwards interleaved across rows and modes after one warm-up each; written into each
+    row's ``encoder_ms`` ({mode: ms})."""
+    import time
+
     import torch
     from tqdm import tqdm
 
-    from vidtldr.analysis.bench_measure import build_encoder, timed_forward
+    from vidtldr.models.family import get_family
+    from vidtldr.models.precision import autocast_context
     from vidtldr.reduce import build_reducer
 
     if repeats < 1:
         return
-    enc = build_encoder(spec, device, autocast, seed=0)
-    size = enc.model.cfg.img_size
+    torch.manual_seed(0)
+    model = get_family(spec.family).build(arch_cfg, attention="fused").to(device).eval()
+    size = arch_cfg.vision.img_size
     videos = torch.randn(1, spec.num_frames, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
 
-    def reducer(row):
-        if row["merge"] == "none":
-            return None
-        return build_reducer(row["merge"], list(row["merge_r"]), **merge_defaults(row["merge"]))
+    def forward(row: dict, mode: str) -> float:
+        reducer = None if row["merge"] == "none" else build_reducer(row["merge"], list(row["merge_r"]),
+                                                                    **merge_defaults(row["merge"]))
+        model.set_attention(mode)
+        with torch.inference_mode(), autocast_context(device, precision):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model.encode_vision(videos, reducer=reducer)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            return time.perf_counter() - start
 
-    todo = [(row, mode) for row in rows if row.get("merge_r") is not None or row["merge"] == "none" for mode in modes]
-    times: dict[int, list[float]] = {i: [] for i in range(len(todo))}
+    todo = [(row, mode) for row in rows for mode in modes]
+    times: list[list[float]] = [[] for _ in todo]
     for row, mode in todo:
-        timed_forward(enc, videos, reducer(row), mode)  # warm-up
+        forward(row, mode)  # warm-up
     for _ in tqdm(range(repeats), desc="encoder time", unit="repeat"):
         for i, (row, mode) in enumerate(todo):
-            times[i].append(timed_forward(enc, videos, reducer(row), mode)[0])
+            times[i].append(forward(row, mode))
     for i, (row, mode) in enumerate(todo):
         row.setdefault("encoder_ms", {})[mode] = round(1000 * statistics.median(times[i]), 3)
 
@@ -386,7 +399,7 @@ def run_compare(cfg: DictConfig, run_dir: str | Path) -> dict:
         summarise_runs(row, runs, metric)
     modes = MODES if opts["materialized"] else ("fused",)
     load_before = _load()
-    time_rows(spec, todo, opts["repeats"], modes, str(cfg.device), str(cfg.get("precision", "fp32")) != "fp32")
+    time_rows(spec, arch_cfg, todo, opts["repeats"], modes, str(cfg.device), str(cfg.get("precision", "fp32")))
     record = base_record()
     record.update({
         "kind": "compare", "status": "complete", "finished": now_iso(), "run_dir": str(run_dir),
@@ -394,7 +407,8 @@ def run_compare(cfg: DictConfig, run_dir: str | Path) -> dict:
         "num_frames": spec.num_frames, "collection": f"folder {cfg.videos}" if not labelled else f"dataset {spec.dataset}",
         "metric": metric, "budget_gflops": budget, "budget": how, "unreduced_gflops": unreduced,
         "tolerance": TOLERANCE, "schedule_family": described, "seeds": opts["seeds"],
-        "timing": {"repeats": opts["repeats"], "modes": list(modes), "batch": 1, "input": "seeded random clip",
+        "timing": {"repeats": opts["repeats"], "modes": list(modes), "batch": 1,
+                   "input": "seeded random clip, seeded random weights",
                    "statistic": "median", "device": str(cfg.device), "load_before": load_before,
                    "load_after": _load()},
         "reference": reference, "rows": rows, "config": plain(cfg),
