@@ -5,7 +5,8 @@
                                      [--out results] [--dry-run] [-- extra Hydra overrides, e.g. device=cuda]
 
 Runs ``python -m vidtldr.compare budget=published`` for each dataset and backbone (one run directory
-each, ``<runs>/reducers/<dataset>/<backbone>/``; a finished one is reused, not recomputed), then writes
+each, ``<runs>/reducers/<dataset>/<backbone>/``; a finished one is reused, an interrupted one resumes
+row by row), then writes
 ``<out>/reducers.md``, ``.csv`` and ``.tex``. Every input (checkpoints, tokenizer, annotations,
 videos) is checked first; if any is missing, nothing runs and one line per missing input says which.
 """

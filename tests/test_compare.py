@@ -242,3 +242,22 @@ def test_qa_headline_is_accuracy_at_the_qa_encoders_published_budget(tmp_path):
     assert record["metric"] == "acc" and row["merge_r"] == [48, 24]
     evaluated = json.loads((tmp_path / "run" / "rows" / "vidtldr" / "record.json").read_text())
     assert row["mean"] == evaluated["metrics"]["acc"]
+
+
+def test_an_interrupted_comparison_resumes_row_by_row(tmp_path, monkeypatch):
+    import vidtldr.run.runner as runner
+
+    overrides = ("budget=published", "compare.reducers=[vidtldr,random]", "compare.seeds=2", "compare.time.repeats=0",
+                 "compare.plot=false")
+    first = run_compare(make_cfg(tmp_path, *overrides, config_name="compare"), tmp_path / "run")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished row was evaluated again")
+
+    monkeypatch.setattr(runner, "run", must_not_run)
+    again = run_compare(make_cfg(tmp_path, *overrides, config_name="compare"), tmp_path / "run")
+    assert [r["mean"] for r in again["rows"]] == [r["mean"] for r in first["rows"]]
+    # another seed count is another row: it runs (and here, fails on purpose)
+    with pytest.raises(AssertionError, match="evaluated again"):
+        run_compare(make_cfg(tmp_path, *overrides[:-3], "compare.seeds=3", *overrides[-2:], config_name="compare"),
+                    tmp_path / "run")

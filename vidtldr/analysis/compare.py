@@ -29,6 +29,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vidtldr import jsonio
+from vidtldr.analysis.search import as_override
 from vidtldr.analysis.compare_fit import FAMILIES, TOLERANCE, Fit, family, fit_input_level, fit_reducer
 from vidtldr.config_utils import CONFIG_DIR, plain
 from vidtldr.errors import ConfigError
@@ -242,10 +243,29 @@ def evaluate_labelled(cfg: DictConfig, run_dir: Path, name: str, merge_r: Option
         extra = {"seed": seed} if is_stochastic(name) else {}
         row_cfg = with_merge_node(cfg, name, merge_r if merge_r else None, **extra)
         where = run_dir / "rows" / (f"{name}_seed{seed}" if extra else name)
-        record = run(row_cfg, where, progress=False)
+        record = finished_row(where, name, merge_r, extra.get("seed"))
+        if record is None:
+            record = run(row_cfg, where, progress=False)
         out.append({"seed": seed if extra else None, "record": str(where / "record.json"),
                     "metrics": headline(record["metrics"]), "gflops_record": (record.get("gflops") or {}).get("paper")})
     return out
+
+
+def finished_row(where: Path, name: str, merge_r: Optional[list], seed: Optional[int]) -> Optional[dict]:
+    """The complete record of this very row left by an interrupted comparison in the same run
+    directory (``make table-reducers`` resumes row by row), else None."""
+    from vidtldr.run.record import is_complete, read_existing
+
+    record = read_existing(where)
+    if not is_complete(record):
+        return None
+    ran = record.get("run") or {}
+    merge = (record.get("config") or {}).get("merge") or {}
+    if ran.get("merge") != name or as_override(tuple(ran.get("schedule") or ())) != list(merge_r or []) \
+            or merge.get("seed") != seed:
+        return None
+    log.info("%s: reusing the finished evaluation %s", name, where)
+    return record
 
 
 def evaluate_fidelity(session, name: str, merge_r: Optional[list], seeds: list[int], metric: str) -> list[dict]:
