@@ -98,7 +98,9 @@ def test_head_mean_is_the_same_bits_for_any_rows():
     # the reducer zoo: attention-map (fastv, visionzip), key (pitome, random_merge) and hidden-state
     # (divprune) decisions; the same token counts for every one of them (64 - 12 = 52, 52 - 8 = 44)
     *[(name, [0, 12, 0, 8], [64, 64, 52, 52, 44])
-      for name in ("fastv", "visionzip", "pitome", "random_merge", "divprune")]])
+      for name in ("fastv", "visionzip", "pitome", "random_merge", "divprune")],
+    # a composition: rlt removes int(64 * 0.3) = 19 before block 0, then vid-TLDR 12 and 8
+    ("rlt+vidtldr", [0, 12, 0, 8], [45, 45, 33, 33, 25])])
 def test_fused_is_bitwise_materialized_through_the_last_reducing_block(monkeypatch, name, schedule, counts):
     # 9 query rows per block at 64 tokens (batch 2, 4 heads): several blocks and a 1-row tail, which
     # must join the block before it (a 1-row matmul rounds differently from the full map's rows)

@@ -19,8 +19,8 @@ def test_discovery_imports_every_reducer_module_in_a_fresh_interpreter():
     code = ("from vidtldr.reduce import discover_reducers; import sys; "
             "print(sorted(discover_reducers())); print(sorted(m for m in sys.modules if m.startswith('vidtldr.reduce.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert eval(out[0]) == ["divprune", "fastv", "none", "pitome", "random", "random_merge", "repshift", "tome",
-                            "vidtldr", "visionzip"]
+    assert eval(out[0]) == ["divprune", "fastv", "none", "pitome", "random", "random_merge", "repshift", "rlt",
+                            "tome", "vidtldr", "visionzip"]
     assert {"vidtldr.reduce.tome", "vidtldr.reduce.random_drop", "vidtldr.reduce.vidtldr"} <= set(eval(out[1]))
 
 
@@ -28,7 +28,7 @@ def test_discovery_imports_every_reducer_module_in_a_fresh_interpreter():
     ("none", None, None, False), ("vidtldr", "neg_entropy", "hidden", True), ("tome", "keys", "keys", True),
     ("random", None, None, False), ("repshift", "update", "hidden", True),
     ("random_merge", "keys", "keys", True), ("fastv", "attn", None, False), ("divprune", None, "hidden", False),
-    ("visionzip", "attn", "hidden", True), ("pitome", "keys", "keys", True)])
+    ("visionzip", "attn", "hidden", True), ("pitome", "keys", "keys", True), ("rlt", None, None, False)])
 def test_builtin_reducers_describe_themselves(name, need, match_on, sizes):
     cls = reducer_class(name)
     assert (cls.need, cls.match_on, cls.tracks_sizes) == (need, match_on, sizes)

@@ -14,6 +14,34 @@ from vidtldr.errors import ConfigError
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
+def merge_compositions() -> dict[str, dict]:
+    """``merge=A+B`` config nodes for every ordered pair of merge configs (besides ``none``): the
+    in-block part B's settings at the top (``merge.r`` and its keys), A's under ``merge.A``. Which
+    pairs make sense (A input-level, B not) is checked when the run resolves, with a message naming
+    them (vidtldr/reduce/chain.py); the nodes exist so that Hydra composes the name at all."""
+    nodes = {path.stem: OmegaConf.to_container(OmegaConf.load(path))
+             for path in sorted((CONFIG_DIR / "merge").glob("*.yaml")) if path.stem != "none"}
+    out = {}
+    for first, own in nodes.items():
+        for last, node in nodes.items():
+            if first != last:
+                out[f"{first}+{last}"] = {**node, "name": f"{first}+{last}",
+                                          first: {k: v for k, v in own.items() if k != "name"}}
+    return out
+
+
+def register_merge_compositions() -> None:
+    """Put :func:`merge_compositions` in Hydra's config store (group ``merge``), once per process."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for name, node in merge_compositions().items():
+        store.store(group="merge", name=name, node=node)
+
+
+register_merge_compositions()  # every Hydra entry point imports this module before composing
+
+
 def compose_config(overrides: Sequence[str] = (), config_name: str = "config"):
     """``configs/<config_name>.yaml`` composed with ``overrides``, as the command line would.
     Inside a running Hydra app (already initialised) its search path is reused; otherwise Hydra is

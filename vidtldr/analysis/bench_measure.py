@@ -168,6 +168,18 @@ class _TimedReducer:
         self.seconds += time.perf_counter() - start
         return out
 
+    def reduce_input(self, x, state, aux):
+        """Input-level reducers (rlt) decide before block 0: timed with the rest of the reduction."""
+        reduce_input = getattr(self.inner, "reduce_input", None)
+        if reduce_input is None:
+            return x
+        _sync(self.device)
+        start = time.perf_counter()
+        out = reduce_input(x, state, aux)
+        _sync(self.device)
+        self.seconds += time.perf_counter() - start
+        return out
+
 
 class _NoScoreReducer(_TimedReducer):
     """The same token schedule and merge, but asks the attention for nothing (so every block runs

@@ -98,6 +98,9 @@ class _SourceSnapshots(Reducer):
         self.before[layer] = state.source  # replaced, never modified in place, by the reducers
         return self.inner.reduce(x, layer, state, aux)
 
+    def reduce_input(self, x: torch.Tensor, state: ReductionState, aux: dict) -> torch.Tensor:
+        return self.inner.reduce_input(x, state, aux)  # input-level reducers (rlt) act before block 0
+
 
 def holder_of_each_patch(source: Optional[torch.Tensor], num_patches: int) -> np.ndarray:
     """``source`` ``[N, N0]`` (one sample) -> ``[N0]`` holder index, -1 where no token holds the
@@ -120,7 +123,7 @@ def analyse(model, frames_u8: torch.Tensor, reducer: Optional[Reducer], device: 
     wrapped = _SourceSnapshots(reducer) if reducer is not None else None
     with torch.no_grad():
         out = model.encode_vision(videos, reducer=wrapped, trace=True, trace_source=True)
-    n0 = out.state.token_counts[0]
+    n0 = out.state.embedded_tokens or out.state.token_counts[0]  # patches, before any input-level removal
     final = out.state.source[0] if out.state.source is not None else None
     saliency = []
     for entry in out.state.trace:

@@ -250,7 +250,8 @@ def reducer_cost(dims: VisionDims, num_frames: int, reducer=None, batch: int = 1
     if reducer is None:
         return vision_cost(dims, num_frames, None, batch=batch)
     n0 = dims.num_tokens(num_frames)
-    counts = [n0 - reducer.input_removed(n0) if hasattr(reducer, "input_removed") else n0]
+    per_step = (dims.img_size // dims.patch_size) ** 2
+    counts = [n0 - reducer.input_removed(n0, per_step) if hasattr(reducer, "input_removed") else n0]
     for layer in range(dims.depth):  # the reducer's own per-block rule (the identity removes nothing)
         counts.append(counts[-1] - reducer.tokens_removed(layer, counts[-1]))
     return vision_cost(dims, num_frames, token_counts=counts, reducer=reducer, batch=batch)

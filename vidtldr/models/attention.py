@@ -138,6 +138,21 @@ def _collect(probs: torch.Tensor, need: Need, aux: dict) -> None:
         aux["neg_entropy"] = _sum_p_log_p(mean_probs).unsqueeze(-1)
 
 
+def input_reduction(x: torch.Tensor, video: torch.Tensor, grid: tuple[int, int, int], state: ReductionState,
+                    reducer: Optional[Reducer]) -> torch.Tensor:
+    """The input-level hook, once after the patch + position embedding and before block 0.
+
+    ``x`` ``[B, N, C]`` embedded tokens in (t, h, w) order, ``video`` ``[B, 3, T, H, W]`` the
+    normalised frames they come from, ``grid`` ``(t, h, w)`` tokens along time, height and width.
+    Records the embedded count in ``state.embedded_tokens``; a duck-typed hook without
+    ``reduce_input`` is skipped."""
+    state.embedded_tokens = x.shape[1]
+    reduce_input = getattr(reducer, "reduce_input", None)
+    if reduce_input is None:
+        return x
+    return reduce_input(x, state, {"video": video, "grid": tuple(int(g) for g in grid)})
+
+
 def reducing_block(x: torch.Tensor, layer: int, state: ReductionState, reducer: Optional[Reducer],
                    attention: Callable[[torch.Tensor, Optional[torch.Tensor], Need], tuple[torch.Tensor, dict]],
                    mlp: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidtldr.models.attention import (ATTENTION_MODES, AttentionMode, ReducibleAttention, check_attention_mode,
-                                      exact_through, reducing_block)
+                                      exact_through, input_reduction, reducing_block)
 from vidtldr.models.config import VisionConfig
 from vidtldr.reduce.base import Need, ReductionState, Reducer
 
@@ -221,12 +221,8 @@ class VisionTransformer(nn.Module):
         video = videos.permute(0, 2, 1, 3, 4)
         x = encoder.patch_embed(video)
         x = x + encoder.pos_embed.to(dtype=x.dtype)
-        state.embedded_tokens = x.shape[1]
-        reduce_input = getattr(reducer, "reduce_input", None)
-        if reduce_input is not None:  # input-level reducers (run-length tokenization) act here, once
-            cfg = self.cfg
-            grid = (cfg.num_frames // cfg.tubelet_size, cfg.grid, cfg.grid)
-            x = reduce_input(x, state, {"video": video, "grid": grid})
+        cfg = self.cfg  # input-level reducers (run-length tokenization) act here, once
+        x = input_reduction(x, video, (cfg.num_frames // cfg.tubelet_size, cfg.grid, cfg.grid), state, reducer)
         state.token_counts.append(x.shape[1])
         out = VisionOutput(tokens=x, pooled=None, state=state)
         out.exact_through = self.exact_through(reducer, x.shape[1])

@@ -14,5 +14,10 @@ __all__ = ["REDUCERS", "MatchOn", "Need", "ReductionState", "Reducer", "register
 
 
 def build_reducer(name: str, schedule=None, **kwargs) -> Reducer:
-    """A reducer instance by name (``none``, ``vidtldr``, ``tome``, ``random`` or any registered one)."""
+    """A reducer instance by name (``none``, ``vidtldr``, ``tome``, ``random`` or any registered one,
+    or a composition ``A+B``: :func:`vidtldr.reduce.chain.build_chain`)."""
+    if "+" in name:
+        from vidtldr.reduce.chain import build_chain
+
+        return build_chain(name, schedule, **kwargs)
     return reducer_class(name)(schedule, **kwargs)

@@ -34,7 +34,7 @@ patch and position embedding and before block 0::
 
     x = reducer.reduce_input(x, state, {"video": video [B, 3, T, H, W], "grid": (t, h, w)})
 
-``input_removed(num_tokens)`` says how many tokens it removes there (exact for a fixed budget, an
+``input_removed(num_tokens, per_step)`` says how many tokens it removes there (exact for a fixed budget, an
 upper bound for a content-adaptive one), ``input_flops(dims, num_tokens, removed)`` what deciding
 costs. The in-block hook then sees the reduced sequence.
 
@@ -152,8 +152,9 @@ class Reducer:
 
     # -- input-level hook (before block 0) ---------------------------------------------------------
 
-    def input_removed(self, num_tokens: int) -> int:
-        """Tokens the input-level hook removes from ``num_tokens`` embedded tokens (0: none)."""
+    def input_removed(self, num_tokens: int, per_step: int) -> int:
+        """Tokens the input-level hook removes from ``num_tokens`` embedded tokens, ``per_step`` of
+        them per tubelet step (0: none; for a content-adaptive reducer, the most it may remove)."""
         return 0
 
     def input_flops(self, dims, num_tokens: int, removed: int) -> int:
@@ -243,10 +244,16 @@ def discover_reducers() -> dict[str, type[Reducer]]:
 
 
 def reducer_class(name: str) -> type[Reducer]:
-    """The reducer class selected by ``merge.name=<name>``; a ConfigError lists the known names."""
+    """The reducer class selected by ``merge.name=<name>``; a ConfigError lists the known names.
+    A composition ``A+B`` gives :class:`vidtldr.reduce.chain.Chain` once its parts are checked."""
     from vidtldr.errors import ConfigError
 
     known = discover_reducers()
+    if "+" in name:  # a composition A+B (vidtldr/reduce/chain.py), checked part by part
+        from vidtldr.reduce.chain import Chain, check_parts
+
+        check_parts(name, [reducer_class(part) for part in name.split("+")])
+        return Chain
     if name not in known:
         raise ConfigError(f"merge.name: unknown reducer {name!r}; available: {sorted(known)}")
     return known[name]

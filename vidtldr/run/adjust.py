@@ -64,8 +64,9 @@ def honour_explicit(cfg: DictConfig, keys: set[str]) -> tuple[DictConfig, dict]:
     return cfg, adjusted
 
 
-def spec_adjustments(cfg: DictConfig, spec, num_tokens: int) -> dict:
-    """Caps and clamps the resolution applied to this run's settings."""
+def spec_adjustments(cfg: DictConfig, spec, num_tokens: int, per_step: Optional[int] = None) -> dict:
+    """Caps and clamps the resolution applied to this run's settings (``per_step``: embedded tokens
+    per tubelet step, which an input-level reducer never removes; default: none of them kept)."""
     from vidtldr.reduce.schedule import tokens_to_remove
 
     adjusted: dict = {}
@@ -80,7 +81,12 @@ def spec_adjustments(cfg: DictConfig, spec, num_tokens: int) -> dict:
                                        "reason": f"{origin} capped by model={spec.model} (model.caps.{key}="
                                                  f"{caps.get(key)})"}
     if spec.merge != "none" and spec.schedule:
-        removed, count = [], num_tokens
+        adjusted.update(_input_adjustment(spec, num_tokens, per_step or 0))
+        reducer = spec.reducer()
+        if getattr(reducer, "input_level", False) and not reducer.reducing_blocks(num_tokens) \
+                and "+" not in spec.merge:
+            return adjusted  # merge.r is the input-level budget, not per-block entries
+        removed, count = [], num_tokens - reducer.input_removed(num_tokens, per_step or 0)
         for entry in spec.schedule:
             removed.append(tokens_to_remove(entry, count))
             count -= removed[-1]
@@ -88,6 +94,20 @@ def spec_adjustments(cfg: DictConfig, spec, num_tokens: int) -> dict:
             adjusted["merge.r"] = {"requested": list(spec.schedule), "effective": removed, "explicit": True,
                                    "reason": "a block removes at most half of its tokens (bipartite matching)"}
     return adjusted
+
+
+def _input_adjustment(spec, num_tokens: int, per_step: int) -> dict:
+    """An input-level budget above what it may remove (every token after the first tubelet step)."""
+    reducer = spec.reducer()
+    if not getattr(reducer, "input_level", False):
+        return {}
+    budget = getattr(reducer, "input_budget", None)
+    requested = budget(num_tokens) if budget is not None else None
+    effective = reducer.input_removed(num_tokens, per_step)
+    if requested is None or requested == effective:
+        return {}
+    return {"merge.input_removed": {"requested": requested, "effective": effective, "explicit": True,
+                                    "reason": f"an input-level reducer keeps the first tubelet step ({per_step} tokens)"}}
 
 
 def report(adjusted: dict) -> None:

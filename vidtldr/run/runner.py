@@ -264,7 +264,9 @@ def _execute(cfg: DictConfig, run_dir: Path, record: dict, progress: bool, t0: f
     _describe(record, spec)
     from vidtldr.cost.vision import vision_dims
 
-    record["adjusted"].update(adjust.spec_adjustments(cfg, spec, vision_dims(arch_cfg).num_tokens(spec.num_frames)))
+    dims = vision_dims(arch_cfg)
+    record["adjusted"].update(adjust.spec_adjustments(cfg, spec, dims.num_tokens(spec.num_frames),
+                                                      per_step=(dims.img_size // dims.patch_size) ** 2))
     adjust.report(record["adjusted"])
 
     start = time.perf_counter()

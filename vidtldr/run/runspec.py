@@ -128,9 +128,10 @@ def resolve_schedule(cfg: DictConfig, depth: int, dataset: str, setting: str) ->
     if r is None or r == [] or r == {}:  # would run the baseline while the record says merge=<name>
         raise ConfigError(f"merge={name} merge.r={'null' if r is None else r} removes no tokens: use merge=none for the baseline, "
                           "or give a schedule, e.g. merge.r=[48,24]")
+    inner = str(name).split("+")[-1]  # a composition's merge.r belongs to its in-block part
     own = cfg.model.get("published_schedule")
     if r == "published" and own is not None:
-        if name != "vidtldr":
+        if inner != "vidtldr":
             raise ConfigError(f"merge={name} merge.r=published: model={cfg.model.name} only has a vid-TLDR "
                               "schedule; pass merge.r explicitly")
         return r, parse_schedule(list(_plain(own)), depth)
@@ -138,7 +139,7 @@ def resolve_schedule(cfg: DictConfig, depth: int, dataset: str, setting: str) ->
         raise ConfigError(f"merge.r=published: no schedule was published for zero-shot runs "
                           f"(dataset={dataset}); pass merge.r=[...] explicitly (see README)")
     # The published schedules are per dataset, whatever the split (didemo_val uses didemo's).
-    return r, parse_schedule(r, depth, dataset=checkpoint_key(dataset), backbone=cfg.model.backbone, reducer=name)
+    return r, parse_schedule(r, depth, dataset=checkpoint_key(dataset), backbone=cfg.model.backbone, reducer=inner)
 
 
 def _cap(value: Optional[int], cap: Optional[int]) -> Optional[int]:
@@ -247,6 +248,13 @@ def check_merge_args(cls: type, cfg: DictConfig) -> None:
     is a typo, not a TypeError deep inside the run)."""
     import inspect
 
+    name = str(cfg.merge.name)
+    if "+" in name:  # a composition: the in-block part's keys, one dict per input-level part
+        from vidtldr.reduce import reducer_class
+        from vidtldr.reduce.chain import check_chain_args
+
+        check_chain_args(name, [reducer_class(part) for part in name.split("+")], merge_args(cfg))
+        return
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "schedule")]
     unknown = sorted(set(merge_args(cfg)) - set(accepted))
     if unknown:

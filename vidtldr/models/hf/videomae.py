@@ -31,7 +31,7 @@ from torch import nn
 
 from vidtldr.errors import ConfigError
 from vidtldr.models.attention import (AttentionMode, ReducibleAttention, check_attention_mode, exact_through,
-                                      reducing_block)
+                                      input_reduction, reducing_block)
 from vidtldr.models.checkpoint import CheckpointError
 from vidtldr.models.vit import VisionOutput
 from vidtldr.reduce.base import Need, ReductionState, Reducer
@@ -201,6 +201,10 @@ class VideoMAEClassifier(nn.Module):
         backbone = self.hf.videomae
         state = ReductionState(record_trace=trace, trace_source=trace_source)
         x = backbone.embeddings(videos, None)
+        config = self.hf.config
+        grid = (self.num_frames // config.tubelet_size, self.img_size // config.patch_size,
+                self.img_size // config.patch_size)
+        x = input_reduction(x, videos.permute(0, 2, 1, 3, 4), grid, state, reducer)
         state.token_counts.append(x.shape[1])
         out = VisionOutput(tokens=x, pooled=None, state=state)
         out.exact_through = self.exact_through(reducer, x.shape[1])

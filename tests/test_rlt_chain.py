@@ -1,0 +1,139 @@
+"""Run-length tokenization (input-level, before block 0) and compositions ``merge=A+B``: hand-worked
+examples, the budget each part takes, FLOPs by hand, and the composition end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from vidtldr.config_utils import compose_config
+from vidtldr.cost.vision import backbone_vision_dims, reducer_cost
+from vidtldr.errors import ConfigError
+from vidtldr.models import vit
+from vidtldr.models.config import VisionConfig
+from vidtldr.reduce import ReductionState, build_reducer, reducer_class
+from vidtldr.reduce.chain import Chain
+from vidtldr.reduce.rlt import run_length_keep, tubelet_change
+from vidtldr.run.runspec import resolve_model
+
+
+def _video():
+    """[1, 3, 3 frames, 4, 4] cut into 2x2 patches (one-frame tubelets): 3 steps x 4 tokens.
+    Frame 1 = frame 0 except patch (0, 0) +1 everywhere (token 4 changes by 1); frame 2 = frame 1
+    with patch (0, 0) back to 0 (token 8 changes by 1) and two pixels of patch (1, 1) +0.5 in one
+    channel (token 11 changes by 2 * 0.5 / 12 = 1/12: 3 channels x 4 pixels)."""
+    v = torch.zeros(1, 3, 3, 4, 4)
+    v[:, :, 1, 0:2, 0:2] = 1.0
+    v[0, 0, 2, 2:4, 2] = 0.5
+    return v
+
+
+def test_change_is_the_mean_absolute_difference_to_the_previous_step():
+    change = tubelet_change(_video(), (3, 2, 2))
+    torch.testing.assert_close(change, torch.tensor([[1.0, 0, 0, 0, 1.0, 0, 0, 1 / 12]]))
+
+
+def test_two_frame_tubelets_compare_the_last_frame_with_the_first_frame_of_the_step_before():
+    # frames 0, 5, 0, 0.25 in one 2x2 patch: token 1 (frames 2-3) vs token 0 (frames 0-1) compares
+    # frame 3 with frame 0: |0.25 - 0| (not |0 - 0| = frame 2 vs 0, nor |0 - 5| = frame 2 vs 1)
+    v = torch.tensor([0.0, 5.0, 0.0, 0.25]).view(1, 1, 4, 1, 1).expand(1, 3, 4, 2, 2)
+    torch.testing.assert_close(tubelet_change(v, (2, 1, 1)), torch.tensor([[0.25]]))
+
+
+def test_fixed_budget_removes_the_least_changed_and_keeps_the_first_step():
+    change = tubelet_change(_video(), (3, 2, 2))  # tokens 4..11: 1, 0, 0, 0, 1, 0, 0, 1/12
+    # 5 removed: the five unchanged ones (5, 6, 7, 9, 10); 6: also token 11 (1/12)
+    assert run_length_keep(change, 4, 5).tolist() == [[0, 1, 2, 3, 4, 8, 11]]
+    assert run_length_keep(change, 4, 6).tolist() == [[0, 1, 2, 3, 4, 8]]
+    # threshold form: at most 0.05 -> the five zeros; at most 0.1 -> token 11 too; capped by the budget
+    assert run_length_keep(change, 4, 8, threshold=0.05).tolist() == [[0, 1, 2, 3, 4, 8, 11]]
+    assert run_length_keep(change, 4, 8, threshold=0.1).tolist() == [[0, 1, 2, 3, 4, 8]]
+    assert run_length_keep(change, 4, 3, threshold=0.1).shape == (1, 9)
+
+
+def test_the_reducer_gathers_survivors_with_their_own_positions_and_provenance():
+    reducer = build_reducer("rlt", [6])
+    x = torch.arange(12.0).view(1, 12, 1)  # token i carries the value i (its embedding + position)
+    state = ReductionState(trace_source=True)
+    out = reducer.reduce_input(x, state, {"video": _video(), "grid": (3, 2, 2)})
+    assert out.flatten().tolist() == [0, 1, 2, 3, 4, 8]
+    assert state.source[0].nonzero()[:, 1].tolist() == [0, 1, 2, 3, 4, 8] and state.size is None
+    assert reducer.input_removed(12, 4) == 6 and reducer.input_removed(12, 10) == 2  # first step kept
+    assert build_reducer("rlt", [0.3]).input_removed(196, 49) == 58  # int(196 * 0.3)
+    assert reducer.reducing_blocks(12) == []  # nothing inside the blocks
+
+
+def test_threshold_form_in_a_batch_of_videos_that_disagree_is_a_config_error():
+    change = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
+    with pytest.raises(ConfigError, match="data.batch_size=1"):
+        run_length_keep(change, 1, 2, threshold=0.5)
+    with pytest.raises(ConfigError, match="merge.threshold"):
+        build_reducer("rlt", [2], threshold=-1)
+
+
+def test_costs_by_hand_on_the_tiny_model():
+    # tiny: 4 frames of 7 x 7 = 49 patches (32 px, 3 channels), width 64. rlt r=0.3 removes
+    # int(196 * 0.3) = 58 before block 0; vid-TLDR [48, 24] then 138 -> 90 -> 66
+    dims = backbone_vision_dims("tiny")
+    cost = reducer_cost(dims, 4, build_reducer("rlt+vidtldr", [48, 24, 0, 0]))
+    assert cost.tokens_per_layer == [138, 90, 66, 66, 66]
+    assert cost.paper_by_op["conv"] == 196 * 3 * 32 * 32 * 64  # every tubelet is embedded (multiply-adds)
+    # deciding: |difference| summed over 3 x 32 x 32 values of the 147 tokens after the first frame
+    assert cost.true_by_op["input_select"] == 3 * 3 * 32 * 32 * 147
+    vid = reducer_cost(dims, 4, build_reducer("vidtldr", [48, 24, 0, 0]))
+    assert cost.paper < vid.paper and cost.paper_by_op["match"] == 64 * (69 * 69 + 45 * 45)  # 138 / 2, 90 / 2
+
+
+def test_compositions_are_checked_part_by_part():
+    assert reducer_class("rlt+vidtldr") is Chain
+    for name, message in (("tome+vidtldr", "tome acts inside the blocks"), ("vidtldr+rlt", "vidtldr acts inside"), ("rlt+rlt", "must act inside"),
+                          ("rlt+nope", "unknown reducer 'nope'"), ("none+vidtldr", "unknown|'none'")):
+        with pytest.raises(ConfigError, match=message):
+            reducer_class(name)
+    with pytest.raises(ConfigError, match="merge.rlt.bogus"):
+        build_reducer("rlt+vidtldr", [4], rlt={"r": 2, "bogus": 1})
+
+
+def test_composition_resolves_with_defaults_and_each_part_keeps_its_budget():
+    spec = resolve_model(compose_config(["merge=rlt+vidtldr"]))
+    assert spec.merge == "rlt+vidtldr" and spec.schedule == [48, 24, 0, 0]  # the tiny model's vid-TLDR schedule
+    assert spec.merge_args == {"rlt": {"r": 0.3, "threshold": None}}  # rlt's own config
+    reducer = spec.reducer()
+    assert reducer.describe() == {"name": "rlt+vidtldr", "r": [48, 24, 0, 0], "parts": [
+        {"name": "rlt", "r": [0.3] * 4, "threshold": None}, {"name": "vidtldr", "r": [48, 24, 0, 0]}]}
+    spec = resolve_model(compose_config(["merge=rlt+tome", "merge.r=10", "merge.rlt.r=100"]))
+    assert spec.reducer().input_removed(196, 49) == 100 and spec.schedule == [10] * 4
+
+
+TINY = {"img_size": 32, "patch_size": 8, "width": 32, "depth": 4, "num_heads": 4, "num_frames": 4}  # 64 tokens
+
+
+def test_composition_in_the_encoder_traces_every_embedded_patch():
+    torch.manual_seed(0)
+    model = vit.VisionTransformer(VisionConfig(**TINY)).eval()
+    videos = torch.randn(2, 4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = model(videos, reducer=build_reducer("rlt+tome", [10, 5, 0, 0], rlt={"r": 20}), trace_source=True)
+    # 64 embedded, 20 removed by rlt, then ToMe 10 and 5
+    assert out.state.embedded_tokens == 64 and out.token_counts == [44, 34, 29, 29, 29]
+    source = out.state.source  # over the 64 embedded tokens: the 44 survivors, each patch once
+    assert source.shape == (2, 29, 64) and torch.equal(source.sum((1, 2)), torch.full((2,), 44.0))
+    assert torch.equal(source.sum(2, keepdim=True), out.state.size)
+
+
+@pytest.mark.slow
+def test_eval_runs_the_composition_with_its_defaults(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "vidtldr.eval", "merge=rlt+vidtldr", f"paths.runs={tmp_path / 'runs'}",
+                           f"paths.cache={tmp_path / 'cache'}", "print_table=false"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (path,) = (tmp_path / "runs").rglob("record.json")
+    record = json.loads(path.read_text())
+    assert record["resolved"]["merge"] == "rlt+vidtldr" and record["token_counts"] == [138, 90, 66, 66, 66]
+    assert record["gflops"]["tokens_per_layer_counted"] == [138, 90, 66, 66, 66] and "warning" not in record["gflops"]
