@@ -103,3 +103,17 @@ def test_render_only_regenerates_markdown(tiny_result, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "## tiny / msrvtt" in (tmp_path / "b.md").read_text()
     assert len(json.loads(proc.stdout.strip().splitlines()[-1])["rows"]) == 8
+
+
+def test_the_zoo_is_benched_at_vid_tldrs_schedule():
+    from vidtldr.analysis.bench import plan_executions
+
+    cfg = compose_config(["model=umt_b", "dataset=msrvtt"], config_name="bench")
+    execs, skipped = plan_executions(cfg, ["vidtldr", "fastv", "pitome", "rlt", "rlt+vidtldr"], ["fused"], "vidtldr")
+    plans = {ex.merge: (ex.schedule[:4], ex.schedule_source) for ex in execs}
+    assert skipped == []
+    # the published UMT-B MSRVTT schedule for every in-block reducer (equal token counts) ...
+    assert plans["fastv"] == plans["pitome"] == ([600, 200, 100, 0], "same as vid-TLDR")
+    assert plans["rlt+vidtldr"][0] == [600, 200, 100, 0]
+    # ... and rlt alone removes the first block's count before block 0
+    assert plans["rlt"] == ([600, 0, 0, 0], "vid-TLDR's first block, before block 0")

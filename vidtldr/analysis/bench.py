@@ -93,9 +93,9 @@ def plan_executions(cfg, reducers: list[str], attentions: list[str], baseline_r)
             elif name == "vidtldr" or baseline_r == "vidtldr":
                 if vid is None:
                     raise ConfigError(f"no vid-TLDR schedule: {vid_error}")
-                run = vid if name == "vidtldr" else resolved(name, list(vid.schedule))
+                run = vid if name == "vidtldr" else resolved(name, _like_vidtldr(name, list(vid.schedule)))
                 source = ("merge.r" if spec.merge == "vidtldr" else "published") if name == "vidtldr" \
-                    else "same as vid-TLDR"
+                    else "vid-TLDR's first block, before block 0" if _input_only(name) else "same as vid-TLDR"
             else:
                 run = resolved(name, baseline_r)
                 source = str(baseline_r) if isinstance(baseline_r, str) else "baseline_r"
@@ -106,6 +106,20 @@ def plan_executions(cfg, reducers: list[str], attentions: list[str], baseline_r)
             execs.append(Execution(merge=name, attention=mode, schedule=list(run.schedule), reducer_factory=run.reducer,
                                    schedule_source=source))
     return execs, skipped
+
+
+def _input_only(name: str) -> bool:
+    """An input-level reducer on its own (rlt): its merge.r is one count removed before block 0."""
+    from vidtldr.reduce import reducer_class
+
+    return "+" not in name and reducer_class(name).input_level
+
+
+def _like_vidtldr(name: str, schedule: list) -> list:
+    """vid-TLDR's schedule for another reducer: the same per-block entries (a composition runs it in
+    its in-block part), or for an input-level reducer alone the first block's count, removed before
+    block 0 instead (it has no blocks to spread the rest over)."""
+    return schedule[:1] if _input_only(name) else schedule
 
 
 def resolve_device(device: str) -> str:
