@@ -472,3 +472,37 @@ def test_output_options_naming_a_file_are_one_line(tmp_path, capsys):
         main_cli(compose_config(["table=true", f"table_out={blocker}/x.md", "trace=false"], config_name="flops"))
     with pytest.raises(ConfigError, match=f"table_out={tmp_path}: is a folder, expected a file name"):
         main_cli(compose_config(["table=true", f"table_out={tmp_path}", "trace=false"], config_name="flops"))
+
+
+# ------------------------------------------------------------------ what ran is what is recorded (item 4)
+
+
+def test_fidelity_records_and_warns_the_schedule_that_ran(tiny, tmp_path, caplog):
+    # before: fidelity recorded and printed [1000, 1000, 1000, 1000] while [98, 49, 24, 12] ran, silently
+    from vidtldr.analysis.fidelity import format_table, run_fidelity, summary
+
+    cache, _ = tiny
+    with caplog.at_level("WARNING"):
+        record = run_fidelity(make_cfg(cache, "merge.r=[1000,1000,1000,1000]", "fidelity.time_reference=false",
+                                       "fidelity.itm=false", config_name="fidelity"), tmp_path / "f")
+    # by hand: 196 tokens -> at most half per block: 98 (98 left), 49 (49 left), 24 (25 left), 12
+    assert record["schedule"] == [98, 49, 24, 12] and summary(record)["merge_r"] == [98, 49, 24, 12]
+    assert record["metrics"]["token_counts"] == [196, 98, 49, 25, 13]
+    assert record["adjusted"]["merge.r"]["requested"] == [1000, 1000, 1000, 1000]
+    assert record["adjusted"]["merge.r"]["effective"] == [98, 49, 24, 12]
+    assert "schedule=[98, 49, 24, 12]" in format_table(record)
+    assert "merge.r: requested [1000, 1000, 1000, 1000], using [98, 49, 24, 12]" in caplog.text
+    saved = json.loads((tmp_path / "f" / "fidelity.json").read_text())
+    assert saved["adjusted"]["merge.r"]["effective"] == [98, 49, 24, 12]
+
+
+def test_tune_records_the_capped_settings(tiny, tmp_path):
+    from vidtldr.analysis.tune import run_tune
+
+    cache, _ = tiny
+    record = run_tune(make_cfg(cache, "budget.ratio=0.8", "tune.max_evals=2", "tune.compare=[]", "tune.plot=false",
+                               config_name="tune"), tmp_path / "t")
+    # msrvtt asks for 12 frames, the tiny model is capped at 4 (model.caps), as eval records it
+    assert record["adjusted"]["eval.num_frames"] == {**record["adjusted"]["eval.num_frames"], "requested": 12,
+                                                     "effective": 4, "explicit": False}
+    assert json.loads((tmp_path / "t" / "tune.json").read_text())["num_frames"] == 4

@@ -67,9 +67,15 @@ def test_ramp_values_by_hand():
 
 
 def test_boundaries_of_the_grammar():
-    # 1 token is a count, not "100 %" of the tokens; 1.0 is read as the count 1 (an int).
-    assert tokens_to_remove(1, 10) == 1 and tokens_to_remove(1.0, 10) == 1
-    assert parse_schedule(1.0, 2) == [1, 1] and all(type(e) is int for e in parse_schedule(1.0, 2))
+    # 1 token is a count, not "100 %" of the tokens; a whole float above 1 is a count (600.0 = 600), but
+    # 1.0 is refused (issue 22): read as "all of them" it is impossible, as one token per block it costs
+    # more than no merging, and nothing in the grammar says which was meant
+    assert tokens_to_remove(1, 10) == 1
+    assert parse_schedule(2.0, 2) == [2, 2] and all(type(e) is int for e in parse_schedule(2.0, 2))
+    for one in (1.0, [0, 1.0]):
+        with pytest.raises(ScheduleError, match=r"1\.0 is ambiguous: a fraction must be below 1 .* costs more than "
+                                                "no merging .*write 1 for one token, or a fraction < 1"):
+            parse_schedule(one, 2)
     assert parse_schedule([0, 3], 3) == [0, 3, 0] and parse_schedule(0.0, 2) == [0.0, 0.0]
     assert parse_schedule([1, 2, 3, 4], 4) == [1, 2, 3, 4]  # exactly one entry per block is fine
     assert parse_schedule((4, 0.0), 2) == [4, 4] and parse_schedule({"r": 4, "inflection": 0}, 1) == [4]

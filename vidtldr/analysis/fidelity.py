@@ -107,6 +107,7 @@ class Session:
     batch_size: int = 4
     ks: tuple = (1, 5, 10)
     cache: dict = field(default_factory=dict)
+    adjusted: dict = field(default_factory=dict)  # {key: {requested, effective, reason}} as in eval's record
     ref_encoder_s: Optional[float] = None
     itm_ref: Optional[torch.Tensor] = None  # unreduced ITM text->video scores, computed on first use
 
@@ -276,7 +277,10 @@ def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10), metric: Optional
     from vidtldr.config_values import integers
     from vidtldr.run.runspec import check_inputs, check_numbers, resolve
 
+    from vidtldr.run import adjust
+
     check_numbers(cfg)
+    cfg, adjusted = adjust.honour_explicit(cfg, adjust.explicit_keys())  # paths.data= with model=tiny, as eval
     if cfg.data.on_error not in ("raise", "skip"):
         raise ConfigError(f"data.on_error must be 'raise' or 'skip', got {cfg.data.on_error!r}")
     folder = cfg.get("videos")
@@ -285,6 +289,11 @@ def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10), metric: Optional
         data_root = ensure_tiny_data(cfg.paths.cache, str(cfg.dataset.name))
     spec = resolve(cfg, data_root=None if data_root is None else str(data_root))
     arch_cfg = spec.umt_config(task="retrieval")
+    from vidtldr.cost.vision import vision_dims
+
+    # caps and clamped schedule entries: warned and recorded as the evaluation does
+    adjusted.update(adjust.spec_adjustments(cfg, spec, vision_dims(arch_cfg).num_tokens(spec.num_frames)))
+    adjust.report(adjusted)
     dataset_cfg = plain(cfg.dataset)
     if folder is None:
         if spec.task != "retrieval":
@@ -333,7 +342,7 @@ def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10), metric: Optional
     return Session(spec=spec, arch_cfg=arch_cfg, model=model, collection=collection, frames=frames, keys=keys,
                    skipped=skipped, ref_tokens=ref_tokens, ref_feat=ref_feat, text_feat=text_feat, text=text,
                    k_test=spec.k_test, itm_engine=str(cfg.eval.get("itm_engine", "grouped")), batch_size=batch,
-                   ks=tuple(int(k) for k in ks), cache=cache_stats, ref_encoder_s=ref_s)
+                   ks=tuple(int(k) for k in ks), cache=cache_stats, ref_encoder_s=ref_s, adjusted=adjusted)
 
 
 # ----------------------------------------------------------------------------- costs
@@ -375,7 +384,8 @@ def run_fidelity(cfg: DictConfig, run_dir: str | Path) -> dict:
     record.update({
         "kind": "fidelity", "status": "complete", "finished": now_iso(), "run_dir": str(run_dir),
         "model": spec.model, "dataset": spec.dataset, "collection": session.collection.origin,
-        "merge": spec.merge, "schedule": list(spec.schedule), "schedule_spec": spec.schedule_spec,
+        "merge": spec.merge, "schedule": ran_schedule(spec, session.adjusted), "schedule_spec": spec.schedule_spec,
+        "adjusted": session.adjusted,
         "num_frames": spec.num_frames, "attention": str(cfg.eval.get("attention", "fused")),
         "videos": len(session.keys), "skipped_videos": session.skipped, "cache": session.cache,
         "metrics": result, "config": plain(cfg),
@@ -386,6 +396,12 @@ def run_fidelity(cfg: DictConfig, run_dir: str | Path) -> dict:
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(run_dir) / "fidelity.json", jsonio.dumps(record, indent=1, default=str))
     return record
+
+
+def ran_schedule(spec, adjusted: dict) -> list:
+    """The per-block schedule that ran: the requested one, or its clamped entries where a block could
+    not remove that many (recorded in ``adjusted["merge.r"]``)."""
+    return list(adjusted["merge.r"]["effective"]) if "merge.r" in adjusted else list(spec.schedule)
 
 
 def summary(record: dict) -> dict:

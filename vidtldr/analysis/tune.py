@@ -143,7 +143,8 @@ def run_tune(cfg: DictConfig, run_dir: str | Path) -> dict:
         "num_frames": spec.num_frames, "videos": len(session.keys), "skipped_videos": session.skipped,
         "metric": metric, "budget_gflops": budget, "unreduced_gflops": unreduced, "seed": int(opts.seed),
         "max_evals": int(opts.max_evals), "compare_evals": int(opts.compare_evals), "evaluated": evaluated,
-        "reducers": runs, "references": references, "cache": session.cache, "config": plain(cfg),
+        "reducers": runs, "references": references, "cache": session.cache, "adjusted": session.adjusted,
+        "config": plain(cfg),
     })
     if spec.init == "random":
         record["note"] = (f"model={spec.model} has random weights (seed {spec.seed}): the numbers show the mechanism, "

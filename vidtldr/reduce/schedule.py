@@ -60,6 +60,11 @@ def _check_entry(entry: object, where: str) -> Entry:
     if isinstance(entry, float):
         if not math.isfinite(entry) or entry < 0:
             raise ScheduleError(f"{where}: expected a non-negative finite value, got {entry!r}")
+        if entry == 1.0:  # "all of them" (impossible: at most half) or one token (dearer than none): refused
+            raise ScheduleError(
+                f"{where}: 1.0 is ambiguous: a fraction must be below 1 (a block removes at most half of its "
+                "tokens, 0.5), and as a count it removes 1 token per block, which costs more than no merging "
+                "(the scoring and matching are paid at every block); write 1 for one token, or a fraction < 1")
         if entry >= 1:
             if not entry.is_integer():
                 raise ScheduleError(
