@@ -506,3 +506,24 @@ def test_tune_records_the_capped_settings(tiny, tmp_path):
     assert record["adjusted"]["eval.num_frames"] == {**record["adjusted"]["eval.num_frames"], "requested": 12,
                                                      "effective": 4, "explicit": False}
     assert json.loads((tmp_path / "t" / "tune.json").read_text())["num_frames"] == 4
+
+
+# ------------------------------------------------------------------ the remaining cases (item 5)
+
+
+def test_paper_table_dry_run_lists_the_tokenizer(tmp_path, capsys):
+    # before: the dry run listed checkpoints, annotations and videos but not the tokenizer every eval stops on
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("paper_table", ROOT / "scripts" / "paper_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    vocab = tmp_path / "no" / "vocab.txt"
+    assert module.main(["qa", "--backbones", "umt_b", "--datasets", "msrvtt_qa", "--dry-run", "--",
+                        f"paths.data={tmp_path}/d", f"paths.checkpoints={tmp_path}/c", f"model.tokenizer={vocab}"]) == 0
+    out = capsys.readouterr().out
+    assert f"  missing tokenizer    tokenizer '{vocab}': not a vocab.txt path and not in the local Hugging Face " \
+           "cache" in out.splitlines()
+    assert out.count("missing tokenizer") == 1  # once for the two runs

@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from vidtldr.errors import ConfigError
 from vidtldr.report.labels import FT_DATASETS, QA_DATASETS, ZS_DATASETS
@@ -137,7 +137,8 @@ def missing_for(runs: Sequence[PlannedRun], common: Sequence[str] = ()) -> tuple
     for run in runs:
         cfg = compose_config([*run.all_overrides(), *common])
         spec = resolve(cfg)
-        lines, helps = missing_inputs(spec, OmegaConf.to_container(cfg.dataset, resolve=True))
+        lines, helps = missing_inputs(spec, OmegaConf.to_container(cfg.dataset, resolve=True),
+                                      tokenizer_problem(cfg, spec))
         for line in lines:
             if line.startswith("checkpoint") and spec.checkpoint_from_zoo:
                 help_lines.setdefault("zoo", "checkpoints: " + helps["checkpoint"].split(": ", 1)[1]
@@ -145,9 +146,26 @@ def missing_for(runs: Sequence[PlannedRun], common: Sequence[str] = ()) -> tuple
             elif line.startswith("checkpoint"):
                 help_lines.setdefault("checkpoint", helps["checkpoint"])
             missing.setdefault(line, None)
+        if "tokenizer" in helps:
+            help_lines["tokenizer"] = helps["tokenizer"]
         if "data" in helps:
             help_lines["data"] = helps["data"]
     return list(missing), help_lines
+
+
+def tokenizer_problem(cfg, spec) -> Optional[str]:
+    """Why the run's tokenizer vocabulary cannot be found (None when it can): every evaluation of a
+    plan would stop on it, so the plan's check lists it with the other missing inputs."""
+    from vidtldr.models.tokenizer import vocab_path
+
+    name = cfg.model.get("tokenizer") or spec.umt_config().tokenizer
+    if not name:
+        return f"model={cfg.model.name}: no tokenizer named"
+    try:
+        vocab_path(name)
+    except ConfigError as exc:
+        return str(exc).split(". ")[0]  # the runner's wording: what is missing, without the advice
+    return None
 
 
 def run_table(table: str, runs_root: str | Path, common: Sequence[str] = (), **plan_args) -> list[dict]:
