@@ -527,3 +527,27 @@ def test_paper_table_dry_run_lists_the_tokenizer(tmp_path, capsys):
     assert f"  missing tokenizer    tokenizer '{vocab}': not a vocab.txt path and not in the local Hugging Face " \
            "cache" in out.splitlines()
     assert out.count("missing tokenizer") == 1  # once for the two runs
+
+
+def test_a_video_listed_twice_is_warned_and_counted(tiny, tmp_path, caplog):
+    # before: 8 records naming 7 files gave "8 videos" without a word (validate and eval)
+    import shutil
+
+    cache, _ = tiny
+    root = tmp_path / "data"
+    shutil.copytree(cache / "tiny_data" / "msrvtt", root)
+    cfg = load_dataset_config("msrvtt")
+    annotation = root / "anno_downstream" / cfg["annotation"]
+    records = json.loads(annotation.read_text())
+    annotation.write_text(json.dumps(records + [{**records[2], "caption": "another caption of the same clip"}]))
+    report = validate_dataset(cfg, root, decode=False, use_manifest=False)
+    assert report["ok"] and report["counts"]["videos"] == len(records) + 1
+    assert report["counts"]["repeated_videos"] == 1
+    assert report["warnings"] == [f"1 video(s) listed more than once ({records[2]['video']!r} x2): 1 extra item(s), "
+                                  "each counted as its own in the metrics"]
+    with caplog.at_level("WARNING"):
+        record = run(make_cfg(cache, f"paths.data={root}", "data.source=real", "eval.k_test=2"), tmp_path / "run",
+                     progress=False)
+    assert record["counts"]["videos"] == len(records) + 1  # scored as the official reader does ...
+    assert record["repeated"] == {"what": "video", "extra": 1, "items": {records[2]["video"]: 2}}  # ... and said
+    assert "1 video(s) listed more than once" in caplog.text

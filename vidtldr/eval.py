@@ -37,6 +37,9 @@ def report(record: dict) -> str:
         lines.append(f"note: {record['note']}")
     if record.get("partial"):
         lines.append(f"PARTIAL run ({record.get('partial_reason')}): {counts}")
+    if record.get("repeated"):
+        rep = record["repeated"]
+        lines.append(f"warning: the annotation lists {rep['extra']} {rep['what']}(s) again: each listing is counted")
     what = (f"{counts.get('videos')} videos, {counts.get('texts')} texts" if "texts" in counts
             else f"{counts.get('questions')} questions over {counts.get('videos')} videos")
     lines.append(f"{what}; tokens per layer {record.get('token_counts')}")

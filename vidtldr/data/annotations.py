@@ -187,6 +187,32 @@ def duplicate_records(records: Any) -> list[tuple[int, int]]:
     return out
 
 
+def repeated_items(split: Any) -> tuple[str, dict[str, int]]:
+    """(what is repeated, ``{name: times listed}``) for the items a split lists more than once where
+    each listing is scored as its own item: a video of a one-video-per-record retrieval split (two
+    records of one file are two "videos" in the metrics) or a QA question id. A video under several
+    texts of a ``multi_video_gt`` split is the official layout, and a video under several questions
+    is how QA splits are made: neither is counted."""
+    from collections import Counter
+
+    if getattr(split, "task", "") == "qa":
+        what, names = "question_id", [str(q) for q in split.question_ids]
+    elif getattr(split, "task", "") == "retrieval" and not split.multi_video_gt:
+        what, names = "video", list(split.video_names)
+    else:
+        return "", {}
+    return what, {name: n for name, n in Counter(names).items() if n > 1}
+
+
+def describe_repeats(what: str, repeated: dict[str, int], limit: int = 3) -> str:
+    """One line: how many extra listings, and the first few names."""
+    extra = sum(n - 1 for n in repeated.values())
+    shown = ", ".join(f"{name!r} x{n}" for name, n in list(repeated.items())[:limit])
+    more = f" and {len(repeated) - limit} more" if len(repeated) > limit else ""
+    return (f"{len(repeated)} {what}(s) listed more than once ({shown}{more}): {extra} extra item(s), each "
+            "counted as its own in the metrics")
+
+
 def answer_list_errors(answers: Any) -> list[tuple[int | None, str | None, str]]:
     if not isinstance(answers, list):
         return [(None, None, f"expected a JSON list of answer strings, got {type(answers).__name__}")]

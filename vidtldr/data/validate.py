@@ -21,7 +21,8 @@ from typing import Any, Iterable
 
 from vidtldr import jsonio
 from vidtldr.data.annotations import (annotation_path, answer_list_errors, answer_list_path, build_split,
-                                      duplicate_records, load_json, schema_errors, video_root)
+                                      describe_repeats, duplicate_records, load_json, repeated_items, schema_errors,
+                                      video_root)
 from vidtldr.data.manifests import count_mismatches, load_manifest, sha256_file, split_counts
 from vidtldr.config_utils import compose_config, plain
 from vidtldr.config_values import check_settings
@@ -79,7 +80,7 @@ def validate_dataset(cfg: dict[str, Any], data_root: str | Path, decode: bool = 
     anno = annotation_path(cfg, data_root)
     report: dict[str, Any] = {"dataset": cfg.get("name"), "data_root": str(data_root), "annotation": str(anno),
                               "reader": reader, "video_root": str(video_root(cfg, data_root)),
-                              "decode": decode, "counts": None, "manifest": None, "problems": []}
+                              "decode": decode, "counts": None, "manifest": None, "problems": [], "warnings": []}
     problems: list[dict[str, Any]] = report["problems"]
 
     records = _load(anno, "annotation file", problems)
@@ -102,6 +103,10 @@ def validate_dataset(cfg: dict[str, Any], data_root: str | Path, decode: bool = 
         if not errs and not any(p["kind"] == "schema" for p in problems):
             split = build_split(records, reader, video_root(cfg, data_root), answers, source=anno)
             report["counts"] = split_counts(split)
+            what, repeated = repeated_items(split)
+            if repeated:  # the official reader keeps them too: a warning, counted, not a failure
+                report["counts"][f"repeated_{what}s"] = sum(n - 1 for n in repeated.values())
+                report["warnings"].append(describe_repeats(what, repeated))
 
     names = _video_names(records)
     report["num_video_files"] = len(names)
@@ -163,6 +168,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             lines.append(f"  {where}{p['message']}")
         if len(items) > 10:
             lines.append(f"  ... and {len(items) - 10} more (see the JSON report)")
+    lines.extend(f"warning: {w}" for w in report.get("warnings", []))
     lines.append("OK: no problems found" if report["ok"] else f"FAILED: {report['num_problems']} problem(s)")
     return lines
 

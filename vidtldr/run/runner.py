@@ -271,6 +271,7 @@ def _execute(cfg: DictConfig, run_dir: Path, record: dict, progress: bool, t0: f
 
     start = time.perf_counter()
     split = load_split(dataset_cfg, spec.data_root)
+    _note_repeats(record, split)
     model, reducer, report = build(spec, cfg, arch_cfg)
     timings["setup_s"] = time.perf_counter() - start
     checksums = _provenance(record, cfg, spec, dataset_cfg, tokenizer_name, report)
@@ -297,6 +298,17 @@ def _execute(cfg: DictConfig, run_dir: Path, record: dict, progress: bool, t0: f
         record["wandb"] = log_to_wandb(_plain(cfg.logger.wandb), record, run_dir)
     if ctx.is_main:
         write_record(run_dir, record)
+
+
+def _note_repeats(record: dict, split) -> None:
+    """An annotation listing one video (QA: one question id) in several records is scored as several
+    items, as the official reader does: never silently (a warning, and ``record["repeated"]``)."""
+    from vidtldr.data.annotations import describe_repeats, repeated_items
+
+    what, repeated = repeated_items(split)
+    if repeated:
+        record["repeated"] = {"what": what, "extra": sum(n - 1 for n in repeated.values()), "items": repeated}
+        log.warning("annotation: %s", describe_repeats(what, repeated))
 
 
 def _resolve_spec(cfg: DictConfig, ctx: D.DistContext, record: dict, timings: dict) -> RunSpec:
