@@ -7,10 +7,13 @@ mutmut (``scripts/mutation.py``) makes small syntactic changes; a reviewer readi
 mistakes of another kind (a cache key field dropped, a schedule applied to one block only). Each
 entry of :data:`MUTANTS` is such a mistake written as text replacements in one file. For each, the
 package and the tests are copied to a scratch folder, the replacement is applied (it must match
-exactly once: a stale entry is an error, not a pass) and the listed test files are run there
-without ``-x`` (slow and CUDA tests left out), with the scratch copy first on ``PYTHONPATH`` so that
-any subprocess a test starts imports the mutated package too; the mutant is *killed* when at least
-one test fails. None of the listed files runs the parity script, so no kill is the parity check's.
+exactly once: a stale entry is an error, not a pass) and the listed test files (or single tests,
+``file::name``) are run there without ``-x`` (slow and CUDA tests left out), with the scratch copy
+first on ``PYTHONPATH`` so that any subprocess a test starts imports the mutated package too; the
+mutant is *killed* when at least one test fails. The tests that failed are then run again in an
+unmutated scratch copy: one that fails there too (it needs a git checkout, or it is broken) proves
+nothing, and is an error naming it. None of the listed files runs the parity script, so no kill is
+the parity check's.
 
 Prints one line per mutant and, last, one JSON object ``{"killed": n, "survived": n}``; writes
 ``results/review_mutants.md`` with the failing tests of each. Exit status 1 if any survived.
@@ -90,6 +93,13 @@ MUTANTS = (
            (("and (o.gflops < c.gflops or o.fidelity > c.fidelity) for o in done)",
              "and o.fidelity > c.fidelity for o in done)"),),
            ("tests/test_tune.py",)),
+    Mutant("qa-cost-all-questions",
+           "the QA record's cost counts every question of the split instead of those evaluated (data.limit)",
+           "vidtldr/run/runner_qa.py",
+           (('counts["videos"], counts["questions"], k, kv_projections',
+             'counts["videos"], counts["questions_total"], k, kv_projections'),),
+           # one test of the file: others there need a git checkout, which the scratch copy is not
+           ("tests/test_eval_e2e.py::test_qa_cost_under_data_limit_counts_only_the_questions_evaluated",)),
     Mutant("checkpoint-unexpected-keys-dropped",
            "unexpected checkpoint keys are silently ignored",
            "vidtldr/models/checkpoint.py",
@@ -117,14 +127,14 @@ def apply(mutant: Mutant, where: Path) -> None:
     path.write_text(text)
 
 
-def run_tests(mutant: Mutant, where: Path) -> tuple[list[str], int, str]:
-    """(failed test ids, passed count, pytest's summary line) of the mutant's tests in ``where``."""
+def run_tests(mutant: Mutant, where: Path, tests: list[str] | None = None) -> tuple[list[str], int, str]:
+    """(failed test ids, passed count, pytest's summary line) of the mutant's tests (or ``tests``) in ``where``."""
     env = {**os.environ, "PYTHONPATH": str(where), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", "-m", SELECTION,
-           *mutant.tests]
+           *(mutant.tests if tests is None else tests)]
     proc = subprocess.run(cmd, cwd=where, env=env, capture_output=True, text=True)
     out = proc.stdout + proc.stderr
-    failed = re.findall(r"^FAILED (\S+)", out, flags=re.M)
+    failed = re.findall(r"^FAILED (.+?)(?: - .*)?$", out, flags=re.M)
     passed = re.search(r"(\d+) passed", out)
     summary = out.strip().splitlines()[-1] if out.strip() else f"pytest exit {proc.returncode}"
     if proc.returncode not in (0, 1):
@@ -154,24 +164,35 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"run these mutants only (nothing written to {RESULTS_MD.relative_to(ROOT)})")
     args = parser.parse_args(argv)
     rows = []
-    for mutant in MUTANTS:
-        if args.only and mutant.name not in args.only:
-            continue
-        start = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="review-mutant-") as tmp:
-            where = Path(tmp)
-            scratch_copy(where)
-            apply(mutant, where)
-            failed, passed, summary = run_tests(mutant, where)
-        rows.append({"name": mutant.name, "what": mutant.what, "tests": list(mutant.tests), "failed": failed,
-                     "passed": passed})
-        print(f"{mutant.name}: {'killed' if failed else 'SURVIVED'} ({summary}; "
-              f"{time.perf_counter() - start:.0f} s)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="review-unmutated-") as unmutated:
+        scratch_copy(Path(unmutated))
+        for mutant in MUTANTS:
+            if not args.only or mutant.name in args.only:
+                rows.append(run_mutant(mutant, Path(unmutated)))
     if not args.no_write and not args.only:
         RESULTS_MD.write_text(render(rows))
     killed = sum(1 for r in rows if r["failed"])
     print(json.dumps({"killed": killed, "survived": len(rows) - killed}))
     return 0 if killed == len(rows) else 1
+
+
+def run_mutant(mutant: Mutant, unmutated: Path) -> dict:
+    """The mutant's row: its tests run on a mutated scratch copy; those that fail, again on ``unmutated``."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="review-mutant-") as tmp:
+        where = Path(tmp)
+        scratch_copy(where)
+        apply(mutant, where)
+        failed, passed, summary = run_tests(mutant, where)
+    if failed:
+        also, _, _ = run_tests(mutant, unmutated, tests=failed)
+        if also:
+            raise SystemExit(f"review_mutants: {mutant.name}: {', '.join(also)} fail(s) without the mutant too (in a "
+                             "scratch copy of the tree): fix them, or list other tests in scripts/review_mutants.py")
+    print(f"{mutant.name}: {'killed' if failed else 'SURVIVED'} ({summary}; "
+          f"{time.perf_counter() - start:.0f} s)", flush=True)
+    return {"name": mutant.name, "what": mutant.what, "tests": list(mutant.tests), "failed": failed,
+            "passed": passed}
 
 
 if __name__ == "__main__":

@@ -193,6 +193,30 @@ def test_qa_record_predictions_and_accuracy(cache, tmp_path):
     assert pairwise["cost"]["gflops"]["answering"] == cost["gflops"]["answering_pairwise"]
 
 
+def test_qa_cost_under_data_limit_counts_only_the_questions_evaluated(cache, tmp_path):
+    # the feature cache off: the module's other QA tests count the clips they decode into it
+    record = run(make_cfg(cache, "dataset=msrvtt_qa", "data.limit=3", "cache.enabled=false"), tmp_path, progress=False)
+    annotation = cache / "tiny_data" / "msrvtt_qa" / "anno_downstream" / "msrvtt_qa_test.json"
+    first = json.loads(annotation.read_text())[:3]
+    assert len({q["video"] for q in first}) == 2  # questions 0 and 1 are about one clip, 2 about another
+    assert (record["counts"]["questions"], record["counts"]["questions_total"]) == (3, 7)
+    assert record["partial"] is True
+    cost = record["cost"]["gflops"]
+    # 2 clips of 78_291_712 MACs (tests/test_flops.py, less the retrieval pool norm) = 156_583_424;
+    # 3 questions of the official execution (vidtldr.cost.text.qa_cost, as in the test above)
+    one = qa_cost(text_dims(load_architecture("tiny", task="qa")), 124, k_test=4, max_q_len=25, max_a_len=5)
+    assert cost["vision_encoder"]["paper"] == 0.157
+    assert cost["answering_pairwise"]["paper"] == round(3 * one.paper_total / 1e9, 3) == 0.034  # 3 x 11_270_208
+    # grouped: 2 key/value projections instead of 3, one of 2_031_616 MACs saved
+    assert record["cost"]["kv_projections"] == 2
+    assert cost["answering_pairwise"]["paper"] - cost["answering"]["paper"] == pytest.approx(2_031_616 / 1e9, abs=1e-3)
+    assert cost["total"]["paper"] == pytest.approx(0.157 + cost["answering"]["paper"], abs=1e-9)
+    pairwise = run(make_cfg(cache, "dataset=msrvtt_qa", "data.limit=3", "cache.enabled=false", "eval.itm_engine=pairwise"),
+                   tmp_path / "pw", progress=False)
+    assert pairwise["cost"]["kv_projections"] == 3
+    assert pairwise["cost"]["gflops"]["answering"] == cost["answering_pairwise"]
+
+
 def test_rerun_hits_cache_and_decodes_nothing(baseline, cache, tmp_path, monkeypatch):
     _, first = baseline
 
