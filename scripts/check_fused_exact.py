@@ -4,6 +4,7 @@ one, for gapped schedules, on a full-size encoder with seeded random weights and
 
     python scripts/check_fused_exact.py [--model umt_b16] [--frames 12] [--batch 2] [--device cpu|cuda]
                                         [--precision fp32|fp16|bf16] [--old] [--time N] [--deterministic]
+                                        [--reducers vidtldr,tome,...]
 
 Schedules: the published UMT-B MSRVTT one and gapped ones ([0,600,0,200], merges after four and after
 eight idle blocks), scaled to the token count; vid-TLDR, ToMe, random drop and the zoo's attention/key/hidden-state reducers (``NAMES``). Per schedule: the last
@@ -32,7 +33,7 @@ from vidtldr.reduce import build_reducer, parse_schedule
 
 # Every reducer whose decisions the exact prefix must reproduce (those that read the attention map,
 # keys or hidden states); repshift opts out (exact_decisions = False).
-NAMES = ("vidtldr", "tome", "random", "fastv", "visionzip", "pitome", "random_merge", "divprune")
+NAMES = ("vidtldr", "tome", "random", "fastv", "visionzip", "pitome", "random_merge", "divprune", "rlt+vidtldr")
 
 
 def schedules(num_tokens: int) -> list[list[int]]:
@@ -103,6 +104,7 @@ def main() -> int:
     ap.add_argument("--old", action="store_true", help="fused without the exact prefix (SDPA before merges)")
     ap.add_argument("--time", type=int, default=0, metavar="N", help="also time vid-TLDR (N repeats)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    ap.add_argument("--reducers", default=",".join(NAMES), help=f"comma-separated, default {','.join(NAMES)}")
     ap.add_argument("--deterministic", action="store_true",
                     help="torch.use_deterministic_algorithms (CUDA: the merges' scatter-add otherwise uses atomics, "
                          "so even two materialized runs differ in the last bits)")
@@ -124,7 +126,7 @@ def main() -> int:
                 else contextlib.nullcontext())
     num_tokens = args.frames // cfg.tubelet_size * cfg.grid ** 2
     bad = 0
-    for name in NAMES:
+    for name in args.reducers.split(","):
         for schedule in schedules(num_tokens):
             outs = {}
             for mode in ("fused", "materialized"):
