@@ -40,7 +40,7 @@ def missing(todo, extra) -> tuple[list[str], dict]:
 
 
 def compare_one(dataset: str, backbone: str, extra, runs: Path) -> dict:
-    from vidtldr.analysis.compare import run_compare
+    from vidtldr.analysis.compare.command import run_compare
     from vidtldr.config_utils import compose_config
 
     run_dir = runs / "reducers" / dataset / backbone
@@ -55,7 +55,7 @@ def compare_one(dataset: str, backbone: str, extra, runs: Path) -> dict:
 
 def write_table(records: list[dict], out: Path) -> list[Path]:
     """``reducers.md`` (one block per dataset and backbone), ``reducers.csv``, ``reducers.tex``."""
-    from vidtldr.analysis.compare_report import csv_text, latex, markdown
+    from vidtldr.analysis.compare.report import csv_text, latex, markdown
     from vidtldr.run.cache import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,7 @@ MUTANTS = (
            ("tests/test_plain_errors.py",)),
     Mutant("pareto-ties-kept",
            "the Pareto front keeps a schedule that another beats only on GFLOPs at equal fidelity",
-           "vidtldr/analysis/search.py",
+           "vidtldr/analysis/search/schedules.py",
            (("and (o.gflops < c.gflops or o.fidelity > c.fidelity) for o in done)",
              "and o.fidelity > c.fidelity for o in done)"),),
            ("tests/test_tune.py",)),

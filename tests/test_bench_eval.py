@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from vidtldr.analysis.bench_eval import WORDS, captions, output_paths, project, write_vocab
+from vidtldr.analysis.bench.evaluation import WORDS, captions, output_paths, project, write_vocab
 from vidtldr.errors import ConfigError
 
 from conftest import ROOT

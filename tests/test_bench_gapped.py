@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vidtldr.analysis import bench
-from vidtldr.analysis.bench_gapped import GAPPED, GAPPED_SDPA, gapped_executions, gapped_lines
+from vidtldr.analysis.bench.gapped import GAPPED, GAPPED_SDPA, gapped_executions, gapped_lines
 from vidtldr.config_utils import compose_config
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from vidtldr.analysis.bench_scale import bench, make_scaled_dataset
+from vidtldr.analysis.bench.scale import bench, make_scaled_dataset
 from vidtldr.data.annotations import load_split
 from vidtldr.data.registry import load_dataset_config
 from vidtldr.run.runner import ensure_tiny_data

@@ -10,8 +10,8 @@ import pytest
 from _eval_helpers import make_cfg
 from conftest import ROOT
 
-from vidtldr.analysis.compare import fit_all, model_level, registered_reducers, run_compare, summary
-from vidtldr.analysis.flops_count import count
+from vidtldr.analysis.compare.command import fit_all, model_level, registered_reducers, run_compare, summary
+from vidtldr.analysis.flops.engine import count
 from vidtldr.config_utils import compose_config
 from vidtldr.errors import ConfigError
 from vidtldr.reduce import reducer_class
@@ -199,7 +199,7 @@ def _reducers_table():
 
 
 def test_table_reducers_refuses_without_checkpoints_and_data(tmp_path, monkeypatch, capsys):
-    import vidtldr.analysis.compare as compare_module
+    import vidtldr.analysis.compare.command as compare_module
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("a comparison started although inputs are missing")

@@ -5,7 +5,7 @@ import pytest
 from vidtldr.run.runner import ensure_tiny_data
 import torch
 
-from vidtldr.analysis.agreement import (average_ranks, embedding_cosine, kendall_rows, mask_diagonal,
+from vidtldr.analysis.search.agreement import (average_ranks, embedding_cosine, kendall_rows, mask_diagonal,
                                         ranking_agreement, spearman_rows, token_agreement, topk_overlap)
 
 
@@ -86,7 +86,7 @@ from pathlib import Path  # noqa: E402
 from _eval_helpers import make_cfg  # noqa: E402
 from conftest import ROOT  # noqa: E402
 
-from vidtldr.analysis.fidelity import prepare, run_fidelity, summary  # noqa: E402
+from vidtldr.analysis.search.fidelity import prepare, run_fidelity, summary  # noqa: E402
 from vidtldr.errors import ConfigError, VideoError  # noqa: E402
 from vidtldr.reduce import build_reducer  # noqa: E402
 

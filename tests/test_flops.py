@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from vidtldr.analysis import flops_count, flops_trace
-from vidtldr.analysis.flops_reference import paper_gflops
+from vidtldr.analysis.flops import engine as flops_count, trace as flops_trace
+from vidtldr.analysis.flops.reference import paper_gflops
 from vidtldr.config_utils import compose_config
 from vidtldr.cost.ledger import round1
 from vidtldr.cost.text import itm_rerank_cost, qa_cost, text_dims, text_query_cost

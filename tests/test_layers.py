@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PKG = ROOT / "vidtldr"
 
 # Lowest first. A module may import modules of its own layer (without cycles) and of lower layers.
-# `analysis` (flops / bench / visualize) sits above `report` so that it can use report's labels and
+# `analysis` (flops / bench / search / visualize sub-packages) sits above `report` so that it can use report's labels and
 # paper reference; report never needs analysis.
 LAYERS = ["base", "data|reduce", "models", "cost", "tasks", "run", "report", "analysis", "commands"]
 BASE_MODULES = {"vidtldr", "vidtldr.errors", "vidtldr.config_utils", "vidtldr.config_values", "vidtldr.jsonio",

@@ -272,7 +272,7 @@ def no_model(monkeypatch):
 def test_tune_mistakes_stop_before_the_search(tiny, tmp_path, no_model, overrides, message):
     # before: tracebacks (abc, ks=[0]), ~45 model evaluations then merge.r=[] (ratio=1), the compared
     # reducers refused only after the main search, and a NaN "best" for an undefined metric
-    from vidtldr.analysis.tune import run_tune
+    from vidtldr.analysis.search.tune import run_tune
 
     cache, _ = tiny
     with pytest.raises(ConfigError, match=message):
@@ -289,7 +289,7 @@ def _clips(cache, folder, n):
 
 def test_two_videos_in_a_folder_are_refused_before_the_model(tiny, tmp_path, no_model):
     # before: "rankings need at least 2" let 2 through, then a ValueError traceback on a (2, 1) score matrix
-    from vidtldr.analysis.fidelity import run_fidelity
+    from vidtldr.analysis.search.fidelity import run_fidelity
 
     cache, _ = tiny
     folder = _clips(cache, tmp_path / "two", 2)
@@ -301,7 +301,7 @@ def test_two_videos_in_a_folder_are_refused_before_the_model(tiny, tmp_path, no_
 
 
 def test_three_videos_in_a_folder_are_enough(tiny, tmp_path):
-    from vidtldr.analysis.fidelity import run_fidelity
+    from vidtldr.analysis.search.fidelity import run_fidelity
 
     cache, _ = tiny
     folder = _clips(cache, tmp_path / "three", 3)
@@ -330,7 +330,7 @@ def _strict_loads(text: str):
 
 
 def test_search_excludes_and_counts_undefined_candidates():
-    from vidtldr.analysis.search import ScheduleSearch, UndefinedObjectiveError, pareto
+    from vidtldr.analysis.search.schedules import ScheduleSearch, UndefinedObjectiveError, pareto
     from vidtldr.cost.vision import reducer_cost, vision_dims
     from vidtldr.models.config import load_architecture
     from vidtldr.reduce import build_reducer
@@ -354,8 +354,8 @@ def test_search_excludes_and_counts_undefined_candidates():
 
 def test_tune_stops_when_no_candidate_is_defined(tiny, tmp_path, monkeypatch):
     # before: every candidate scored NaN, exit 0, an arbitrary "best" and an override were printed
-    from vidtldr.analysis import fidelity
-    from vidtldr.analysis.tune import run_tune
+    from vidtldr.analysis.search import fidelity
+    from vidtldr.analysis.search.tune import run_tune
 
     cache, _ = tiny
     real = fidelity.Session.measure
@@ -368,9 +368,9 @@ def test_tune_stops_when_no_candidate_is_defined(tiny, tmp_path, monkeypatch):
 
 
 def test_tune_outputs_are_strict_and_leave_undefined_rows_out(tiny, tmp_path, monkeypatch):
-    from vidtldr.analysis import fidelity
-    from vidtldr.analysis.tune import run_tune, summary
-    from vidtldr.analysis.tune_report import draw_plot
+    from vidtldr.analysis.search import fidelity
+    from vidtldr.analysis.search.tune import run_tune, summary
+    from vidtldr.analysis.search.tune_report import draw_plot
 
     cache, _ = tiny
     real = fidelity.Session.measure

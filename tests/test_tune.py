@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from vidtldr.analysis import tune_report
-from vidtldr.analysis.search import (BudgetError, Candidate, ScheduleSearch, as_override, canonical, pareto,
+from vidtldr.analysis.search import tune_report
+from vidtldr.analysis.search.schedules import (BudgetError, Candidate, ScheduleSearch, as_override, canonical, pareto,
                                      resolve_budget)
 from vidtldr.cost.vision import reducer_cost, vision_dims
 from vidtldr.models.config import load_architecture
@@ -144,7 +144,7 @@ import sys  # noqa: E402
 from _eval_helpers import make_cfg  # noqa: E402
 from conftest import ROOT  # noqa: E402
 
-from vidtldr.analysis.tune import run_tune, summary  # noqa: E402
+from vidtldr.analysis.search.tune import run_tune, summary  # noqa: E402
 from vidtldr.config_utils import compose_config  # noqa: E402
 from vidtldr.errors import ConfigError  # noqa: E402
 
@@ -188,7 +188,7 @@ def test_tune_record_outputs_and_budget(tuned):
 
 
 def test_winning_schedule_pasted_into_flops_and_eval_gives_its_gflops(tuned, cache, tmp_path):
-    from vidtldr.analysis.flops import main_cli
+    from vidtldr.analysis.flops.command import main_cli
     from vidtldr.run.runner import run
 
     _, record = tuned

@@ -1,4 +1,4 @@
-"""`python -m vidtldr.analysis.visualize`: images of merged groups and vid-TLDR saliency (tiny model)."""
+"""`python -m vidtldr.visualize`: images of merged groups and vid-TLDR saliency (tiny model)."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vidtldr.analysis import visualize as viz
+from vidtldr.analysis.visualize import command as viz
 from vidtldr.models.config import load_architecture
 from vidtldr.models.umt import build_model
 from vidtldr.reduce import build_reducer

@@ -1,8 +1,8 @@
-"""Command `python -m vidtldr.bench_eval`; the implementation is :mod:`vidtldr.analysis.bench_eval`."""
+"""Command `python -m vidtldr.bench_eval`; the implementation is :mod:`vidtldr.analysis.bench.evaluation`."""
 
 if __name__ == "__main__":
     import sys
 
-    from vidtldr.analysis.bench_eval import main
+    from vidtldr.analysis.bench.evaluation import main
 
     sys.exit(main())

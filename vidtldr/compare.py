@@ -1,6 +1,6 @@
-"""Command `python -m vidtldr.compare`; the implementation is :mod:`vidtldr.analysis.compare`."""
+"""Command `python -m vidtldr.compare`; the implementation is :mod:`vidtldr.analysis.compare.command`."""
 
 if __name__ == "__main__":
-    from vidtldr.analysis.compare import main
+    from vidtldr.analysis.compare.command import main
 
     main()

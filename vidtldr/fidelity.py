@@ -1,6 +1,6 @@
-"""Command `python -m vidtldr.fidelity`; the implementation is :mod:`vidtldr.analysis.fidelity`."""
+"""Command `python -m vidtldr.fidelity`; the implementation is :mod:`vidtldr.analysis.search.fidelity`."""
 
 if __name__ == "__main__":
-    from vidtldr.analysis.fidelity import main
+    from vidtldr.analysis.search.fidelity import main
 
     main()

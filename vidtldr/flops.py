@@ -3,6 +3,6 @@
 if __name__ == "__main__":
     import sys
 
-    from vidtldr.analysis.flops import main
+    from vidtldr.analysis.flops.command import main
 
     sys.exit(main())

@@ -1,7 +1,7 @@
 """Analytic FLOPs of what the paper's count leaves out: the text encoder per query, ITM
 re-ranking of ``k_test`` candidates, the QA question encoder and answer decoder (same
 conventions as :mod:`vidtldr.cost.ledger`; cross-checked against fvcore by
-``vidtldr.analysis.flops_trace``)."""
+``vidtldr.analysis.flops.trace``)."""
 
 from __future__ import annotations
 

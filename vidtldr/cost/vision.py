@@ -22,7 +22,7 @@ An input-level reducer (``input_level``) removes tokens after the patch embeddin
 ``input_flops``. A composition (``merge=A+B``) is described by its parts (see
 :mod:`vidtldr.reduce.chain`).
 
-Cross-checked against fvcore's trace of the real module by ``vidtldr.analysis.flops_trace``.
+Cross-checked against fvcore's trace of the real module by ``vidtldr.analysis.flops.trace``.
 """
 
 from __future__ import annotations

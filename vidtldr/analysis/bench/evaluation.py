@@ -446,7 +446,7 @@ def output_paths(out_dir: str, device: str) -> tuple[Path, Path]:
 
 
 def main_cli(cfg) -> dict:
-    from vidtldr.analysis.bench_eval_render import render_md
+    from vidtldr.analysis.bench.evaluation_render import render_md
     from vidtldr.models.precision import autocast_context, resolve_device
     from vidtldr.run.cache import atomic_write_text
 

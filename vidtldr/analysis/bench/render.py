@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vidtldr.analysis.bench_gapped import gapped_lines
+from vidtldr.analysis.bench.gapped import gapped_lines
 
 #: Seconds per clip of the *official* code on the project's 2-core CPU, as reported in the issue
 #: (UMT-B, 12 x 224^2, random weights): a reference point besides this package's materialized mode.

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from vidtldr.analysis.search import BudgetError, ScheduleSearch, as_override
+from vidtldr.analysis.search.schedules import BudgetError, ScheduleSearch, as_override
 from vidtldr.errors import ConfigError
 
 #: A fitted schedule may cost at most this share less than the budget (never more than it).

@@ -6,7 +6,7 @@ any folder of videos), computes the unreduced features once through the evaluati
 against them (:meth:`Session.measure`): per video the cosine of the pooled ITC embeddings and the
 agreement of the final tokens with the unreduced tokens they came from; per collection the
 agreement of the ITC rankings (text-to-video with captions, video-to-video without), the
-schedule's GFLOPs (paper convention) and the encoder's wall-clock time. :mod:`vidtldr.analysis.tune`
+schedule's GFLOPs (paper convention) and the encoder's wall-clock time. :mod:`vidtldr.analysis.search.tune`
 measures many schedules on one session.
 """
 
@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig
 
 from vidtldr import jsonio
-from vidtldr.analysis import agreement as A
+from vidtldr.analysis.search import agreement as A
 from vidtldr.config_utils import plain
 from vidtldr.errors import ConfigError, MissingFilesError, VideoError
 from vidtldr.run.cache import FeatureCache, atomic_write_text

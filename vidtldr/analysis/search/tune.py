@@ -1,7 +1,7 @@
 """Choose a schedule without labels: search per-block schedules under a GFLOPs budget, maximising
 the fidelity of the reduced model to the unreduced one on a calibration subset.
 
-One :class:`vidtldr.analysis.fidelity.Session` (videos decoded once, unreduced features cached)
+One :class:`vidtldr.analysis.search.fidelity.Session` (videos decoded once, unreduced features cached)
 serves every evaluation. Candidates are counted analytically with the evaluation's counting engine
 (free), fitted to the budget by :mod:`vidtldr.analysis.search`, and only those are run on the model.
 The configured reducer gets the full search; the comparison reducers (ToMe, random drop,
@@ -18,9 +18,9 @@ from typing import Optional
 from omegaconf import DictConfig, OmegaConf
 
 from vidtldr import jsonio
-from vidtldr.analysis.fidelity import METRICS, Session, encoder_gflops, gflops_of, prepare
-from vidtldr.analysis.search import (BudgetError, Candidate, ScheduleSearch, UndefinedObjectiveError, as_override,
-                                     canonical, resolve_budget)
+from vidtldr.analysis.search.fidelity import METRICS, Session, encoder_gflops, gflops_of, prepare
+from vidtldr.analysis.search.schedules import (BudgetError, Candidate, ScheduleSearch, UndefinedObjectiveError,
+                                               as_override, canonical, resolve_budget)
 from vidtldr.config_utils import plain
 from vidtldr.errors import ConfigError
 from vidtldr.run.cache import atomic_write_text
@@ -111,7 +111,7 @@ def _reference_point(session: Session, name: str, schedule: list, label: str, me
 
 def run_tune(cfg: DictConfig, run_dir: str | Path) -> dict:
     """The whole search; writes ``tune.json``, ``pareto.md``/``.csv`` and the plot into ``run_dir``."""
-    from vidtldr.analysis.tune_report import write_outputs
+    from vidtldr.analysis.search.tune_report import write_outputs
     from vidtldr.run.record import base_record, now_iso
 
     opts = cfg.tune
@@ -235,7 +235,7 @@ def summary(record: dict) -> dict:
 
 def main() -> None:
     """``python -m vidtldr.tune budget.gflops=X`` (or ``budget.ratio=``): Pareto table, then one JSON line."""
-    from vidtldr.analysis.fidelity import hydra_command
-    from vidtldr.analysis.tune_report import format_table
+    from vidtldr.analysis.search.fidelity import hydra_command
+    from vidtldr.analysis.search.tune_report import format_table
 
     hydra_command("tune", "vidtldr.tune", run_tune, format_table, summary)

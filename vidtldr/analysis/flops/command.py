@@ -3,7 +3,7 @@ plus what the paper leaves out (text encoder per query, ITM re-ranking, QA decod
 
 The counts are analytic (:mod:`vidtldr.cost`: rules in ``cost.ledger``, the encoder in
 ``cost.vision``, the text side in ``cost.text``) and, with ``trace=true``, cross-checked against
-fvcore's trace of the real modules (:mod:`vidtldr.analysis.flops_trace`). The configuration is
+fvcore's trace of the real modules (:mod:`vidtldr.analysis.flops.trace`). The configuration is
 resolved by the evaluation's own resolver (``vidtldr.run.runspec.resolve_model``), so the same
 overrides are accepted and refused::
 
@@ -12,7 +12,7 @@ overrides are accepted and refused::
     python -m vidtldr.flops model=umt_b merge=none eval.num_frames=4
     python -m vidtldr.flops table=true          # regenerates results/flops.md
 
-Engine: :mod:`vidtldr.analysis.flops_count`; text and Markdown: :mod:`vidtldr.analysis.flops_render`.
+Engine: :mod:`vidtldr.analysis.flops.engine`; text and Markdown: :mod:`vidtldr.analysis.flops.render`.
 
 The last line printed is one JSON object (``gflops_paper``, ``gflops_true``, ``tokens_per_layer``...).
 """
@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Optional
 
 from vidtldr import jsonio
-from vidtldr.analysis.flops_count import count, table_rows
-from vidtldr.analysis.flops_reference import paper_gflops
-from vidtldr.analysis.flops_render import format_report, render_table
+from vidtldr.analysis.flops.engine import count, table_rows
+from vidtldr.analysis.flops.reference import paper_gflops
+from vidtldr.analysis.flops.render import format_report, render_table
 from vidtldr.config_utils import CONFIG_DIR
 from vidtldr.errors import cli_guard
 from vidtldr.run.cache import atomic_write_text

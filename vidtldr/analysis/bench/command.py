@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from vidtldr import jsonio
-from vidtldr.analysis.bench_gapped import gapped_executions, gapped_summary
-from vidtldr.analysis.bench_measure import (build_encoder, kernel_usage, peak_memory_mb, profile_breakdown,
+from vidtldr.analysis.bench.gapped import gapped_executions, gapped_summary
+from vidtldr.analysis.bench.measure import (build_encoder, kernel_usage, peak_memory_mb, profile_breakdown,
                                             reduction_overhead, timed_forward)
-from vidtldr.analysis.bench_render import format_rows, merge_results, render_md
-from vidtldr.analysis.flops import write_public
+from vidtldr.analysis.bench.render import format_rows, merge_results, render_md
+from vidtldr.analysis.flops.command import write_public
 from vidtldr.config_utils import CONFIG_DIR
 from vidtldr.cost.vision import reducer_cost, vision_dims
 from vidtldr.errors import ConfigError, cli_guard

@@ -1,13 +1,13 @@
 """The FLOPs engine: one configuration's report (:func:`count`) and every row of
 ``results/flops.md`` (:func:`table_rows`), as plain data. Rendering lives in
-:mod:`vidtldr.analysis.flops_render`; the command line in :mod:`vidtldr.analysis.flops`."""
+:mod:`vidtldr.analysis.flops.render`; the command line in :mod:`vidtldr.analysis.flops`."""
 
 from __future__ import annotations
 
 from typing import Optional
 
-from vidtldr.analysis.flops_reference import paper_gflops
-from vidtldr.analysis.flops_trace import compare, traced_extra_costs, traced_vision_cost
+from vidtldr.analysis.flops.reference import paper_gflops
+from vidtldr.analysis.flops.trace import compare, traced_extra_costs, traced_vision_cost
 from vidtldr.config_utils import compose_config
 from vidtldr.cost.ledger import round1
 from vidtldr.cost.text import TextDims, itm_rerank_cost, qa_cost, text_dims, text_query_cost

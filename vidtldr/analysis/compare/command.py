@@ -4,7 +4,7 @@ Steps, in order, so that a mistake costs nothing:
 
 1. every option is checked (types, ranges, reducer names, the budget and that it needs a
    reduction) and every reducer's schedule is fitted to the budget analytically
-   (:mod:`vidtldr.analysis.compare_fit`) -- before any model is built or video decoded;
+   (:mod:`vidtldr.analysis.compare.fit`) -- before any model is built or video decoded;
 2. each fitted reducer is evaluated as ``vidtldr eval merge=<name> merge.r=<fit>`` would (the same
    runner, run records and feature cache), a stochastic reducer (``Reducer.stochastic``) once per
    seed; the dataset's headline metric is read from each record (retrieval: ITM mean recall, and
@@ -13,7 +13,7 @@ Steps, in order, so that a mistake costs nothing:
 3. the encoder time per clip of each fitted schedule is measured (batch 1, interleaved repeats,
    fused and, with ``compare.time.materialized``, the official materialized execution);
 4. ``compare.json``, ``compare.md``/``.csv`` and the plot are written
-   (:mod:`vidtldr.analysis.compare_report`).
+   (:mod:`vidtldr.analysis.compare.report`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vidtldr import jsonio
-from vidtldr.analysis.search import as_override
-from vidtldr.analysis.compare_fit import FAMILIES, TOLERANCE, Fit, family, fit_input_level, fit_reducer
+from vidtldr.analysis.compare.fit import FAMILIES, TOLERANCE, Fit, family, fit_input_level, fit_reducer
+from vidtldr.analysis.search.schedules import as_override
 from vidtldr.config_utils import CONFIG_DIR, plain
 from vidtldr.errors import ConfigError
 
@@ -188,7 +188,7 @@ def check_seedable(name: str) -> None:
 def fit_all(names: list[str], arch_cfg, num_frames: int, budget: float, kind: str,
             published: Optional[list]) -> tuple[list[Fit], str]:
     """Every reducer's fit (analytic); the family in words."""
-    from vidtldr.analysis.search import canonical
+    from vidtldr.analysis.search.schedules import canonical
     from vidtldr.cost.vision import vision_dims
     from vidtldr.reduce import build_reducer, reducer_class
 
@@ -269,7 +269,7 @@ def finished_row(where: Path, name: str, merge_r: Optional[list], seed: Optional
 
 
 def evaluate_fidelity(session, name: str, merge_r: Optional[list], seeds: list[int], metric: str) -> list[dict]:
-    from vidtldr.analysis.fidelity import gflops_of
+    from vidtldr.analysis.search.fidelity import gflops_of
     from vidtldr.reduce import build_reducer
 
     out = []
@@ -378,7 +378,7 @@ def run_compare(cfg: DictConfig, run_dir: str | Path) -> dict:
     """The whole comparison; writes ``compare.json``, ``compare.md``/``.csv`` and the plot."""
     from tqdm import tqdm
 
-    from vidtldr.analysis.compare_report import write_outputs
+    from vidtldr.analysis.compare.report import write_outputs
     from vidtldr.run.cache import atomic_write_text
     from vidtldr.run.record import base_record, now_iso
 
@@ -405,7 +405,7 @@ def run_compare(cfg: DictConfig, run_dir: str | Path) -> dict:
     if labelled:
         metric = None
     else:
-        from vidtldr.analysis.fidelity import prepare
+        from vidtldr.analysis.search.fidelity import prepare
 
         session = prepare(with_merge_node(cfg, "none", None))
         metric = opts["fidelity_metric"]
@@ -458,7 +458,7 @@ def summary(record: dict) -> dict:
 
 def main() -> None:
     """``python -m vidtldr.compare budget.ratio=0.7`` (or budget.gflops=, budget=published)."""
-    from vidtldr.analysis.compare_report import format_table
-    from vidtldr.analysis.fidelity import hydra_command
+    from vidtldr.analysis.compare.report import format_table
+    from vidtldr.analysis.search.fidelity import hydra_command
 
     hydra_command("compare", "vidtldr.compare", run_compare, format_table, summary)

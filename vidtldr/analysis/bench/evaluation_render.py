@@ -1,4 +1,4 @@
-"""Markdown report of :mod:`vidtldr.analysis.bench_eval` (``results/bench_eval[_<device>].md``), rendered
+"""Markdown report of :mod:`vidtldr.analysis.bench.evaluation` (``results/bench_eval[_<device>].md``), rendered
 from its result object alone."""
 
 from __future__ import annotations

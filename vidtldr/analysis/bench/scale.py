@@ -128,7 +128,7 @@ def _ratios(rows: list[dict], sizes: Sequence[int]) -> dict:
 def markdown(result: dict) -> str:
     sizes = result["sizes"]
     lines = ["# Peak memory vs number of videos (tiny model, retrieval with ITM re-ranking)", "",
-             f"`python -m vidtldr.analysis.bench_scale --sizes {' '.join(map(str, sizes))}`; k_test={result['k_test']}, "
+             f"`python -m vidtldr.bench_scale --sizes {' '.join(map(str, sizes))}`; k_test={result['k_test']}, "
              f"batch {result['batch_size']}; one fresh process per row; peak RSS of that process (wait4 ru_maxrss). "
              f"Machine: {result['machine']['platform']}, {result['machine']['cpus']} CPUs, torch "
              f"{result['machine']['torch']}.", "",
@@ -149,7 +149,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vidtldr.analysis.bench_scale", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m vidtldr.bench_scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--out", type=Path, default=Path("results"))
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per evaluation")
     args = parser.parse_args(argv)
-    with cli_guard("vidtldr.analysis.bench_scale"):
+    with cli_guard("vidtldr.bench_scale"):
         result = bench(args.sizes, args.out, args.work, k_test=args.k_test, batch_size=args.batch_size,
                        timeout=args.timeout, modes=args.modes)
         print(f"wrote {args.out / 'bench_scale.md'} and bench_scale.json; ratios {result['ratios']}")

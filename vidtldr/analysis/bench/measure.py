@@ -1,4 +1,4 @@
-"""Measurement primitives of the encoder benchmark (:mod:`vidtldr.analysis.bench`): one timed
+"""Measurement primitives of the encoder benchmark (:mod:`vidtldr.analysis.bench.command`): one timed
 forward, peak memory and kernel counters of one forward, the split of vid-TLDR's reduction overhead
 into scoring and matching + merging, and a profiler breakdown by operator kind."""
 

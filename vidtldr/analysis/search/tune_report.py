@@ -6,7 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from vidtldr.analysis.search import Candidate, defined, pareto
+from vidtldr.analysis.search.schedules import Candidate, defined, pareto
 from vidtldr.run.cache import atomic_write_bytes, atomic_write_text
 
 COLUMNS = ("reducer", "family", "merge_r", "gflops_paper", "fidelity", "embedding_cosine_mean",
