@@ -479,7 +479,7 @@ def test_output_options_naming_a_file_are_one_line(tmp_path, capsys):
 
 def test_fidelity_records_and_warns_the_schedule_that_ran(tiny, tmp_path, caplog):
     # before: fidelity recorded and printed [1000, 1000, 1000, 1000] while [98, 49, 24, 12] ran, silently
-    from vidtldr.analysis.fidelity import format_table, run_fidelity, summary
+    from vidtldr.analysis.search.fidelity import format_table, run_fidelity, summary
 
     cache, _ = tiny
     with caplog.at_level("WARNING"):
@@ -497,7 +497,7 @@ def test_fidelity_records_and_warns_the_schedule_that_ran(tiny, tmp_path, caplog
 
 
 def test_tune_records_the_capped_settings(tiny, tmp_path):
-    from vidtldr.analysis.tune import run_tune
+    from vidtldr.analysis.search.tune import run_tune
 
     cache, _ = tiny
     record = run_tune(make_cfg(cache, "budget.ratio=0.8", "tune.max_evals=2", "tune.compare=[]", "tune.plot=false",
