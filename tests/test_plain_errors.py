@@ -551,3 +551,35 @@ def test_a_video_listed_twice_is_warned_and_counted(tiny, tmp_path, caplog):
     assert record["counts"]["videos"] == len(records) + 1  # scored as the official reader does ...
     assert record["repeated"] == {"what": "video", "extra": 1, "items": {records[2]["video"]: 2}}  # ... and said
     assert "1 video(s) listed more than once" in caplog.text
+
+
+def test_visualize_replaces_only_its_own_earlier_files(tmp_path, capsys):
+    # before: a ToMe run into the folder of a vid-TLDR run left that run's saliency maps beside its images
+    from vidtldr.analysis import visualize
+
+    out = tmp_path / "viz"
+    out.mkdir()
+    mine = [out / "notes.txt", out / "saliency_layer07.png"]  # the user's files, even with our naming
+    for path in mine:
+        path.write_text("keep me")
+    assert visualize.main([f"out={out}"]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    saliency = sorted(Path(f).name for f in first["files"] if "saliency" in f)
+    assert saliency and first["removed"] == []  # the tiny model's vid-TLDR [48, 24]: blocks 0 and 1
+    assert visualize.main([f"out={out}", "merge=tome", "merge.r=[10]"]) == 0
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert sorted(Path(f).name for f in second["removed"]) == saliency
+    left = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert left == sorted(["frames.png", "groups.png", "overview.png", "notes.txt", "saliency_layer07.png"])
+    assert all(path.read_text() == "keep me" for path in mine)
+
+
+def test_gflops_change_is_from_the_unrounded_counts():
+    # before: computed from GFLOPs rounded to 3 decimals: 19.6% printed for the recorded 19.54%,
+    # "-2.1% fewer" for -1.74
+    from vidtldr.report.render import _gflops_line
+
+    line = _gflops_line({"paper": 0.078, "base_paper": 0.097, "reduction_pct": 19.54})
+    assert line.endswith("0.078, 19.5% fewer than without merging (0.097)")
+    line = _gflops_line({"paper": 0.099, "base_paper": 0.097, "reduction_pct": -1.74})
+    assert line.endswith("0.099, 1.7% more than without merging (0.097)")

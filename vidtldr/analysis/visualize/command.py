@@ -24,11 +24,16 @@ Written files (the last line printed is a JSON object listing them):
 * ``saliency_layerNN.png``: for every vid-TLDR merging block, the saliency the block scored each
   token with, painted on the patches that token held (inferno colour map, 0 to 1).
 * ``overview.png``: all of the above as one labelled figure; ``overview.gif`` with ``gif=true``.
+
+``.visualize_outputs.json`` lists them; the next run into the same ``out=`` removes the files of that
+list it does not write again (so no saliency map of an earlier vid-TLDR run stays beside a ToMe run's
+images, listed in the summary's ``removed``) and never touches any other file.
 """
 
 from __future__ import annotations
 
 import colorsys
+import json
 import sys
 import tempfile
 import textwrap
@@ -294,9 +299,28 @@ def write_gif(vis: Visualization, path: Path, ms_per_frame: int = 600) -> Path:
     return path
 
 
-def write_images(vis: Visualization, out_dir: str | Path, gif: bool = False, panel_px: int = 180) -> list[Path]:
+OUTPUTS_LIST = ".visualize_outputs.json"  # in out=: the files the last run wrote there (and only those)
+
+
+def previous_outputs(out_dir: Path) -> list[str]:
+    """Names of the files the previous run wrote into ``out_dir`` (plain names only: a list that
+    names anything else is ignored, so nothing outside the folder can be touched)."""
+    try:
+        names = json.loads((out_dir / OUTPUTS_LIST).read_text())
+    except (OSError, ValueError):
+        return []
+    return [n for n in names if isinstance(n, str) and n == Path(n).name and n not in ("", ".", "..")] \
+        if isinstance(names, list) else []
+
+
+def write_images(vis: Visualization, out_dir: str | Path, gif: bool = False, panel_px: int = 180
+                 ) -> tuple[list[Path], list[Path]]:
+    """(files written, files of an earlier run into the same folder that this run does not rewrite,
+    now removed: e.g. the saliency maps of a vid-TLDR run when ToMe is drawn). Files this tool did
+    not write are never touched."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    earlier = previous_outputs(out_dir)
     frames = range(vis.frames.shape[0])
     written = [_save_png(strip([vis.frames[f] for f in frames]), out_dir / "frames.png", vis.title),
                _save_png(strip([draw_groups(vis, f) for f in frames]), out_dir / "groups.png", vis.title)]
@@ -306,7 +330,13 @@ def write_images(vis: Visualization, out_dir: str | Path, gif: bool = False, pan
     written.append(write_overview(vis, out_dir / "overview.png", panel_px=panel_px))
     if gif:
         written.append(write_gif(vis, out_dir / "overview.gif"))
-    return written
+    stale = [out_dir / n for n in earlier if n not in {p.name for p in written} and (out_dir / n).is_file()]
+    for path in stale:
+        path.unlink()
+    from vidtldr.run.cache import atomic_write_text
+
+    atomic_write_text(out_dir / OUTPUTS_LIST, jsonio.dumps([p.name for p in written]))
+    return written, stale
 
 
 # ----------------------------------------------------------------------------- command line
@@ -377,8 +407,8 @@ def run(argv: Sequence[str]) -> dict:
              f"{Path(shown_video).name}, {num_frames} frames")
     vis = analyse(model, frames, reducer, device=device, title=title)
     vis.title += f"; tokens {vis.token_counts[0]} -> {vis.token_counts[-1]}"
-    written = write_images(vis, str(cfg.out), gif=bool(cfg.gif), panel_px=panel)
-    return {"files": [str(p) for p in written], "video": shown_video, "model": spec.model,
+    written, removed = write_images(vis, str(cfg.out), gif=bool(cfg.gif), panel_px=panel)
+    return {"files": [str(p) for p in written], "removed": [str(p) for p in removed], "video": shown_video, "model": spec.model,
             "arch": spec.arch, "weights": weights, "merge": spec.merge, "schedule": list(spec.schedule),
             "token_counts": vis.token_counts, "groups": vis.num_groups,
             "saliency_layers": [layer for layer, _ in vis.saliency]}
