@@ -261,3 +261,18 @@ def test_an_interrupted_comparison_resumes_row_by_row(tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="evaluated again"):
         run_compare(make_cfg(tmp_path, *overrides[:-3], "compare.seeds=3", *overrides[-2:], config_name="compare"),
                     tmp_path / "run")
+
+
+def test_a_composition_is_fitted_on_its_in_block_part_and_counted_by_flops(tmp_path):
+    cfg = make_cfg(tmp_path, "budget.ratio=0.7", "compare.reducers=[rlt+random]", "compare.seeds=2",
+                   "compare.time.repeats=0", "compare.plot=false", config_name="compare")
+    record = run_compare(cfg, tmp_path / "run")
+    row = record["rows"][0]
+    assert row["fitted"] and row["stochastic"] and row["seeds"] == [0, 1]
+    # rlt's own default (0.3 of the 196 embedded tokens, truncated: 58) leaves 138 for the blocks
+    assert "138 of 196 tokens enter block 0" in row["fit_note"]
+    assert 0.95 * record["budget_gflops"] <= row["gflops_paper"] <= record["budget_gflops"]
+    r = "[" + ",".join(map(str, row["merge_r"])) + "]"
+    spec = resolve_model(compose_config(["model=tiny", "merge=rlt+random", f"merge.r={r}"], config_name="flops"))
+    assert count(spec, trace=False)["gflops_paper"] == round(row["gflops_paper"], 4)
+    assert "RLT + random drop (stochastic)" in (tmp_path / "run" / "compare.md").read_text()

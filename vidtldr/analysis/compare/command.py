@@ -152,7 +152,9 @@ def resolve_budget(cfg: DictConfig, arch_cfg, num_frames: int, published: Option
 
 
 def merge_defaults(name: str) -> dict:
-    """The keys of ``configs/merge/<name>.yaml`` besides ``name`` and ``r`` (a reducer without one: none)."""
+    """The keys of ``configs/merge/<name>.yaml`` besides ``name`` and ``r`` (a reducer without one: none).
+    A composition ``A+B`` takes the in-block part's (its input-level parts default to their own)."""
+    name = name.split("+")[-1]
     path = CONFIG_DIR / "merge" / f"{name}.yaml"
     if not path.is_file():
         return {}
@@ -169,9 +171,10 @@ def with_merge_node(cfg: DictConfig, name: str, r: Any, **extra) -> DictConfig:
 
 
 def is_stochastic(name: str) -> bool:
+    """The reducer draws from ``merge.seed`` (in a composition, its in-block part, which that key reaches)."""
     from vidtldr.reduce import reducer_class
 
-    return bool(getattr(reducer_class(name), "stochastic", False))
+    return bool(getattr(reducer_class(name.split("+")[-1]), "stochastic", False))
 
 
 def check_seedable(name: str) -> None:
@@ -180,7 +183,7 @@ def check_seedable(name: str) -> None:
 
     from vidtldr.reduce import reducer_class
 
-    if is_stochastic(name) and "seed" not in inspect.signature(reducer_class(name).__init__).parameters:
+    if is_stochastic(name) and "seed" not in inspect.signature(reducer_class(name.split("+")[-1]).__init__).parameters:
         raise ConfigError(f"reducer {name} declares stochastic = True but takes no seed keyword; "
                           "compare cannot vary its draws")
 
@@ -205,7 +208,13 @@ def fit_all(names: list[str], arch_cfg, num_frames: int, budget: float, kind: st
         def cost(schedule, name=name, args=args):
             return encoder_gflops(arch_cfg, num_frames, build_reducer(name, list(schedule), **args))
 
-        if getattr(reducer_class(name), "input_level", False):
+        if "+" in name:  # a composition: its input-level parts at their own settings, merge.r fitted
+            entering = num_tokens - build_reducer(name, [0], **args).input_removed(num_tokens, per_step)
+            fit = fit_reducer(name, cost, entering, depth, budget, make)
+            fit.note = (f"its input-level part(s) at their own settings ({entering} of {num_tokens} tokens enter "
+                        "block 0); merge.r = the in-block part's schedule")
+            fits.append(fit)
+        elif getattr(reducer_class(name), "input_level", False):
             fits.append(fit_input_level(name, lambda n, cost=cost: cost([n]), budget, num_tokens - per_step))
         else:
             fits.append(fit_reducer(name, cost, num_tokens, depth, budget, make))

@@ -19,7 +19,8 @@ COLUMNS = ("reducer", "stochastic", "merge_r", "gflops_paper", "metric_mean", "m
 
 
 def label(merge: str) -> str:
-    return METHOD_LABEL.get(merge, merge).lstrip("+")
+    """Display name (a composition ``A+B`` as its parts' names joined by " + ")."""
+    return " + ".join(METHOD_LABEL.get(part, part).lstrip("+") for part in merge.split("+"))
 
 
 def table_rows(record: dict) -> list[dict]:
