@@ -57,7 +57,7 @@ mutation: $(STAMP)
 	$(PYTHON) scripts/mutation.py $(if $(strip $(MODULES)),--modules $(MODULES)) $(MUTATION_ARGS)
 
 # mistakes found by reading the code (a cache-key field dropped, a schedule applied to one block):
-# each must make its tests fail; about a minute. CI runs it with REVIEW_ARGS=--no-write.
+# each must make its tests fail (ten, a few minutes). CI runs it with REVIEW_ARGS=--no-write.
 REVIEW_ARGS ?=
 review-mutants: $(STAMP)
 	$(PYTHON) scripts/review_mutants.py $(REVIEW_ARGS)
