@@ -64,7 +64,7 @@ def heading(record: dict) -> str:
             f"budget {record['budget_gflops']:.4f} GFLOPs ({record['budget']}; unreduced "
             f"{record['unreduced_gflops']:.4f}), each fitted within {100 * record['tolerance']:.0f}% below it "
             f"({record['schedule_family']}); metric: {name}; stochastic reducers over {record['seeds']} seeds "
-            f"(mean ± sample std); encoder ms per clip: batch 1, median of {record['timing']['repeats']} "
+            f"(mean ± sample std); encoder ms per clip: batch 1, fastest of {record['timing']['repeats']} "
             f"interleaved forwards on {record['timing']['device']}.")
 
 
