@@ -230,9 +230,10 @@ def headline(metrics: dict) -> dict:
     if "itm" in metrics:
         itm = metrics["itm"]
         return {"itm_r_mean": float(itm["r_mean"]), "r1_mean": (float(itm["txt_r1"]) + float(itm["img_r1"])) / 2}
-    for key in ("acc", "top1"):
-        if key in metrics:
-            return {key: float(metrics[key])}
+    if "acc" in metrics:
+        return {"acc": float(metrics["acc"])}
+    if "top1" in metrics:  # classification: top-1 (and top-5) accuracy
+        return {k: float(metrics[k]) for k in ("top1", "top5") if k in metrics}
     raise ConfigError(f"the evaluation records no headline metric compare knows (got {sorted(metrics)})")
 
 
