@@ -280,3 +280,14 @@ def test_a_composition_is_fitted_on_its_in_block_part_and_counted_by_flops(tmp_p
     spec = resolve_model(compose_config(["model=tiny", "merge=rlt+random", f"merge.r={r}"], config_name="flops"))
     assert count(spec, trace=False)["gflops_paper"] == round(row["gflops_paper"], 4)
     assert "RLT + random drop (stochastic)" in (tmp_path / "run" / "compare.md").read_text()
+
+
+def test_headline_metric_of_each_task_by_hand():
+    from vidtldr.analysis.compare.command import headline
+
+    itm = {"txt_r1": 40.0, "img_r1": 30.0, "r_mean": 61.5}
+    assert headline({"itm": itm, "itc": {"r_mean": 1.0}}) == {"itm_r_mean": 61.5, "r1_mean": 35.0}
+    assert headline({"acc": 44.25}) == {"acc": 44.25}
+    assert headline({"top1": 70.0, "top5": 90.0, "per_class_top1": {}}) == {"top1": 70.0, "top5": 90.0}
+    with pytest.raises(ConfigError, match="no headline metric"):
+        headline({"bleu": 1.0})
