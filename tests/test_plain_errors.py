@@ -583,3 +583,22 @@ def test_gflops_change_is_from_the_unrounded_counts():
     assert line.endswith("0.078, 19.5% fewer than without merging (0.097)")
     line = _gflops_line({"paper": 0.099, "base_paper": 0.097, "reduction_pct": -1.74})
     assert line.endswith("0.099, 1.7% more than without merging (0.097)")
+
+
+@pytest.mark.parametrize("command, override, message", [
+    ("bench", "repeats=abc", "repeats=abc: not an integer; accepted: >= 1"),
+    ("bench", "batch=0", "batch=0: out of range; accepted: >= 1"),
+    ("bench", "warmup=-1", "warmup=-1: out of range; accepted: >= 0"),
+    ("bench", "threads=abc", "threads=abc: not an integer"),
+    ("bench_eval", "bench.videos=abc", "bench.videos=abc: not an integer; accepted: >= 1"),
+    ("bench_eval", "bench.warmup=maybe", "bench.warmup=maybe: accepted values: auto, true, false"),
+    ("bench_eval", "bench.rounds=0", "bench.rounds=0: out of range"),
+])
+def test_bench_options_are_checked_before_any_work(command, override, message, no_model):
+    # before: int("abc") tracebacks after the resolver, warmup=-1 accepted, bench.warmup=maybe meant yes
+    if command == "bench":
+        from vidtldr.analysis.bench.command import main_cli
+    else:
+        from vidtldr.analysis.bench.evaluation import main_cli
+    with pytest.raises(ConfigError, match=message):
+        main_cli(compose_config(["model=tiny", "write=false", override], config_name=command))

@@ -342,6 +342,17 @@ def _cpu_name() -> str:
 # ----------------------------------------------------------------------------------------------
 
 
+def check_options(cfg) -> None:
+    """The bench's own counts, before any model is built (``repeats=abc``, ``batch=0`` were tracebacks)."""
+    from vidtldr.config_values import check_settings, integer
+
+    check_settings(cfg)
+    for key, low in (("repeats", 1), ("warmup", 0), ("batch", 1), ("seed", 0)):
+        integer(key, cfg[key], low=low)
+    if cfg.get("threads") is not None:
+        integer("threads", cfg.threads, low=1)
+
+
 def main_cli(cfg) -> dict:
     import torch
     from omegaconf import OmegaConf
@@ -352,6 +363,7 @@ def main_cli(cfg) -> dict:
         print(f"wrote {cfg.out_md} from {cfg.out_json}")
         print(jsonio.dumps({"rows": [r for run in db.get("runs", []) for r in run["rows"]]}))
         return db
+    check_options(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     device = resolve_device(str(cfg.device))

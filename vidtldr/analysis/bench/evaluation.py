@@ -445,6 +445,21 @@ def output_paths(out_dir: str, device: str) -> tuple[Path, Path]:
     return Path(out_dir) / f"{stem}.md", Path(out_dir) / f"{stem}.json"
 
 
+def check_options(cfg) -> None:
+    """The ``bench.*`` settings, before data is generated or a model built (``bench.videos=abc`` was
+    a traceback; ``bench.warmup=maybe`` meant yes)."""
+    from vidtldr.config_values import check_settings, integer, shown
+
+    check_settings(cfg)
+    b = cfg.bench
+    for key, low in (("videos", 1), ("quick_videos", 1), ("rounds", 1), ("clip_size", 32), ("clip_frames", 1)):
+        integer(f"bench.{key}", b[key], low=low)
+    if b.get("min_candidates") is not None:
+        integer("bench.min_candidates", b.min_candidates, low=1)
+    if not isinstance(b.warmup, bool) and b.warmup != "auto":
+        raise ConfigError(f"bench.warmup={shown(b.warmup)}: accepted values: auto, true, false")
+
+
 def main_cli(cfg) -> dict:
     from vidtldr.analysis.bench.evaluation_render import render_md
     from vidtldr.models.precision import autocast_context, resolve_device
@@ -452,6 +467,7 @@ def main_cli(cfg) -> dict:
 
     resolve_device(str(cfg.device))
     autocast_context(str(cfg.device), str(cfg.precision))  # a clear error for a bad precision, now
+    check_options(cfg)
     res = run_bench(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     if not res:  # bench.generate_only
         return res
