@@ -9,11 +9,12 @@ TORCH_REQ ?= -r requirements-cpu.txt
 # Paper-table targets: restrict with BACKBONES / DATASETS, pass Hydra overrides with ARGS, e.g.
 #   make table-finetuned BACKBONES=umt_b DATASETS="msrvtt didemo" ARGS="device=cuda data.batch_size=8"
 BACKBONES ?= umt_b umt_l
+ACTION_BACKBONES ?= videomae_b videomae_l
 DATASETS ?=
 ARGS ?=
 TABLE_OPTS = --backbones $(BACKBONES) $(if $(strip $(DATASETS)),--datasets $(DATASETS)) $(if $(strip $(ARGS)),-- $(ARGS))
 
-.PHONY: help setup demo test mutation review-mutants smoke flops bench bench-scale bench-eval table-finetuned table-zeroshot table-qa table-reducers fig1 tables clean-cache
+.PHONY: help setup demo test mutation review-mutants smoke flops bench bench-scale bench-eval table-finetuned table-zeroshot table-qa table-action table-reducers fig1 tables clean-cache
 
 help:
 	@echo "make demo            tiny model on generated clips with vid-TLDR; prints the result table"
@@ -29,6 +30,7 @@ help:
 	@echo "make table-finetuned fine-tuned retrieval table (needs UMT checkpoints + datasets)"
 	@echo "make table-zeroshot  zero-shot retrieval table (needs pre-trained checkpoints + datasets)"
 	@echo "make table-qa        video QA table (needs QA checkpoints + datasets)"
+	@echo "make table-action    action recognition with VideoMAE on K400/SSv2 (needs HF checkpoints + datasets)"
 	@echo "make table-reducers  every reducer at vid-TLDR's published GFLOPs, fine-tuned retrieval (results/reducers.*)"
 	@echo "make fig1            UMT-B: UMT vs ToMe vs vid-TLDR (paper Figure 1)"
 	@echo "make tables          rebuild every table in results/ from the run records in runs/"
@@ -94,6 +96,11 @@ table-zeroshot: $(STAMP)
 
 table-qa: $(STAMP)
 	$(PYTHON) scripts/paper_table.py qa $(TABLE_OPTS)
+
+# VideoMAE-B/L on Kinetics-400 and SSv2 (none / vid-TLDR / ToMe) -> results/action.md/csv/tex; needs the
+# fine-tuned Hugging Face folders and both datasets (README, "Action recognition").
+table-action: $(STAMP)
+	$(PYTHON) scripts/paper_table.py action --backbones $(ACTION_BACKBONES) $(if $(strip $(DATASETS)),--datasets $(DATASETS)) $(if $(strip $(ARGS)),-- $(ARGS))
 
 # `vidtldr compare budget=published` per fine-tuned retrieval dataset and backbone -> results/reducers.md/csv/tex
 # (finished comparisons under runs/reducers/ are reused). Inputs are checked first, like the tables above.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run every evaluation behind one paper table, then rebuild the tables from the records.
 
-    python scripts/paper_table.py finetuned|zeroshot|qa|fig1 [--backbones umt_b] [--datasets msrvtt ...]
+    python scripts/paper_table.py finetuned|zeroshot|qa|fig1|action [--backbones umt_b] [--datasets msrvtt ...]
                                   [--runs runs] [--dry-run] [-- extra Hydra overrides, e.g. device=cuda]
 
 All inputs (checkpoints, annotations, videos) are checked first; if any is missing, nothing runs and
@@ -26,8 +26,9 @@ def main(argv=None) -> int:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("table", choices=["finetuned", "zeroshot", "qa", "fig1"])
-    parser.add_argument("--backbones", nargs="+", default=["umt_b", "umt_l"])
+    parser.add_argument("table", choices=["finetuned", "zeroshot", "qa", "fig1", "action"])
+    parser.add_argument("--backbones", nargs="+", default=None,
+                        help="default: umt_b umt_l (action: videomae_b videomae_l)")
     parser.add_argument("--datasets", nargs="+", default=None)
     parser.add_argument("--runs", default=os.environ.get("VIDTLDR_RUNS", "runs"))
     parser.add_argument("--out", default="results")

@@ -41,7 +41,12 @@ def test_configs_cover_every_benchmark_and_zero_shot_variant():
     assert all(cfgs[n]["num_frames"] == 4 for n in names if n.endswith("_zs") or "_zs_" in n)
     assert all((cfgs[n]["max_q_len"], cfgs[n]["max_a_len"]) == (25, 5) for n in ("msrvtt_qa", "msvd_qa", "anet_qa"))
     assert sorted(n for n in names if cfgs[n]["trimmed30"]) == sorted(n for n in names if n.startswith("didemo"))
-    assert all(c["k_test"] == 128 for c in cfgs.values())
+    assert all(c["k_test"] == 128 for c in cfgs.values() if c["task"] != "classification")
+    # action recognition (VideoMAE's test protocol): frames, views, classes; no texts to re-rank
+    assert [(cfgs[n]["num_frames"], cfgs[n]["test_clips"], cfgs[n]["test_crops"], cfgs[n]["num_classes"],
+             cfgs[n]["k_test"]) for n in ("kinetics400", "ssv2")] == [(16, 5, 3, 400, None), (16, 2, 3, 174, None)]
+    assert (cfgs["kinetics400"]["sampling"], cfgs["kinetics400"]["frame_interval"], cfgs["ssv2"]["sampling"]) \
+        == ("interval", 4, "segment")
 
 
 @pytest.mark.parametrize("name", dataset_names())

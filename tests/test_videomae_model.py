@@ -41,7 +41,7 @@ def test_tiny_probabilities_equal_the_stock_transformers_model():
         for mode in ("fused", "materialized"):
             model.attention = mode
             ours = model(videos, reducer=build_reducer("none", [])).softmax(-1)
-            assert ours.shape == (3, 5)
+            assert ours.shape == (3, 8)
             assert torch.allclose(ours, stock, rtol=0, atol=1e-5), mode
 
 
@@ -191,3 +191,44 @@ def test_reduction_state_is_fresh_per_forward():
         second = model.encode_vision(_clip(1, 4, 64), reducer=reducer)
     assert isinstance(first.state, ReductionState) and first.state is not second.state
     assert first.token_counts == second.token_counts == [32, 28, 24, 24, 24]
+
+
+def _registered_reducers():
+    from vidtldr.reduce.base import discover_reducers
+
+    return sorted(name for name, cls in discover_reducers().items()
+                  if name != "none" and not getattr(cls, "input_level", False))
+
+
+@pytest.mark.parametrize("name", _registered_reducers())
+def test_every_registered_reducer_runs_on_videomae(name):
+    model = _tiny()
+    videos = _clip(2, 4, 64, seed=5)
+    outs = {}
+    for mode in ("fused", "materialized"):
+        model.attention = mode
+        with torch.no_grad():
+            outs[mode] = model.encode_vision(videos, reducer=build_reducer(name, [4, 4, 0, 4]))
+    assert outs["fused"].token_counts == outs["materialized"].token_counts == [32, 28, 24, 24, 20]
+    assert torch.allclose(outs["fused"].pooled, outs["materialized"].pooled, rtol=0, atol=1e-4)
+
+
+def test_an_input_level_reducer_acts_once_before_block_0():
+    class DropLastEight:  # duck-typed: reduce_input only, no per-block schedule
+        seen = {}
+
+        def reduce_input(self, x, state, aux):
+            DropLastEight.seen = {"video": tuple(aux["video"].shape), "grid": aux["grid"]}
+            return x[:, :-8]
+
+        def needs(self, layer, num_tokens):
+            return None
+
+        def reduce(self, x, layer, state, aux):
+            return x
+
+    model = _tiny()
+    with torch.no_grad():
+        out = model.encode_vision(_clip(1, 4, 64), reducer=DropLastEight())
+    assert out.state.embedded_tokens == 32 and out.token_counts == [24] * 5
+    assert DropLastEight.seen == {"video": (1, 3, 4, 64, 64), "grid": (2, 4, 4)}  # [B, 3, T, H, W]; 2 x 4 x 4 tubelets

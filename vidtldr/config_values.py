@@ -42,9 +42,10 @@ CHOICES = {"eval.attention": ("fused", "materialized"), "eval.itm_engine": ("gro
 
 # Integers: key -> smallest accepted value (``None`` where the config allows null).
 INTEGERS = {"eval.itm_batch": 1, "eval.text_batch": 1, "eval.itm_group_batch": 1, "data.batch_size": 1,
-            "data.num_workers": 0, "data.limit": 1, "eval.k_test": 1, "eval.num_frames": 1, "seed": 0,
+            "data.num_workers": 0, "data.limit": 1, "eval.k_test": 1, "eval.num_frames": 1, "eval.clips": 1,
+            "eval.crops": 1, "seed": 0,
             "model.seed": 0}
-NULLABLE = ("data.limit", "eval.k_test", "eval.num_frames")
+NULLABLE = ("data.limit", "eval.k_test", "eval.num_frames", "eval.clips", "eval.crops")
 
 # Sections whose keys are fixed by configs/: a key added there with ``+`` that nothing reads would
 # be ignored silently (``+model.attention=materialized`` ran fused).

@@ -41,6 +41,7 @@ def report(record: dict) -> str:
         rep = record["repeated"]
         lines.append(f"warning: the annotation lists {rep['extra']} {rep['what']}(s) again: each listing is counted")
     what = (f"{counts.get('videos')} videos, {counts.get('texts')} texts" if "texts" in counts
+            else f"{counts.get('videos')} videos x {counts['views_per_video']} views" if "views_per_video" in counts
             else f"{counts.get('questions')} questions over {counts.get('videos')} videos")
     lines.append(f"{what}; tokens per layer {record.get('token_counts')}")
     lines.append(single_run_table(record))

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
-from vidtldr.cost.ledger import Ledger
+from vidtldr.cost.ledger import FVCORE_LN_PER_ELEM, Ledger
 from vidtldr.errors import ConfigError
 from vidtldr.reduce.schedule import parse_schedule, tokens_to_remove
 
@@ -48,6 +48,7 @@ class VisionDims:
     img_size: int = 224
     in_chans: int = 3
     pool_norm: bool = True  # retrieval model: LayerNorm on the mean-pooled token; QA model: none
+    norms_in_paper: bool = True  # False: the family's published count leaves layer norms out (VideoMAE)
 
     @property
     def head_dim(self) -> int:
@@ -63,7 +64,7 @@ def vision_dims(cfg) -> VisionDims:
     v = cfg.vision
     return VisionDims(width=v.width, depth=v.depth, heads=v.num_heads, mlp_hidden=int(v.width * v.mlp_ratio),
                       patch_size=v.patch_size, tubelet_size=v.tubelet_size, img_size=v.img_size,
-                      pool_norm=bool(v.add_pool_norm))
+                      pool_norm=bool(v.add_pool_norm), norms_in_paper=bool(getattr(v, "norms_in_paper", True)))
 
 
 def backbone_vision_dims(arch: str, task: str = "retrieval") -> VisionDims:
@@ -240,7 +241,12 @@ def vision_cost(dims: VisionDims, num_frames: int, schedule: Optional[Sequence] 
     if dims.pool_norm:
         L.flops_only("pool", B * counts[-1] * C)                         # mean over tokens
         L.layer_norm(B * C)                                              # pool_norm
-    return VisionCost(tokens_per_layer=counts, removed=removed, paper_by_op=dict(L.paper),
+    paper = dict(L.paper)
+    if not dims.norms_in_paper:  # the family's own convention (VideoMAE): multiply-adds of conv/linear/matmul
+        paper.pop("layer_norm", None)  # norm1 on the tokens entering a block, norm2 on those leaving it
+        per_block = [block - FVCORE_LN_PER_ELEM * C * B * (counts[i] + counts[i + 1])
+                     for i, block in enumerate(per_block)]
+    return VisionCost(tokens_per_layer=counts, removed=removed, paper_by_op=paper,
                       true_by_op=dict(L.true), batch=batch, paper_per_block=per_block)
 
 

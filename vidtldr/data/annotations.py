@@ -378,7 +378,8 @@ def _classification_split(cfg, data_root, names, labels, class_names, source) ->
         raise AnnotationError(f"{source}: {len(class_names)} classes listed, the dataset config says "
                               f"num_classes: {num_classes}")
     root = str(video_root(cfg, data_root))
-    return cls_formats.ClassificationSplit([_join(root, n) for n in names], list(names), list(labels), class_names)
+    return cls_formats.ClassificationSplit([_join(root, n) for n in names], list(names), list(labels), class_names,
+                                           num_classes=num_classes)
 
 
 @register_file_reader("videomae_list")

@@ -37,6 +37,7 @@ class ClassificationSplit:
     video_names: list[str]     # as in the annotation
     labels: list[int]
     class_names: Optional[list[str]] = None  # when the annotation names the classes
+    num_classes: Optional[int] = None        # the dataset config's
     task: str = "classification"
     extra: dict = field(default_factory=dict)
 

@@ -39,6 +39,9 @@ class VisionConfig:
     # Frame count the positional table was trained for; -1 (official default) = no interpolation.
     ckpt_num_frames: int = -1
     add_pool_norm: bool = True  # retrieval: True; QA builds the ViT without pool_norm
+    # Whether the family's published GFLOPs count layer norms (fvcore, UMT: yes; VideoMAE's 180 / 597
+    # GMACs are the convolution, linear and matmul multiply-adds only).
+    norms_in_paper: bool = True
 
     @property
     def head_dim(self) -> int:

@@ -55,7 +55,8 @@ def display_table(spec: TableSpec, table: pd.DataFrame) -> pd.DataFrame:
     for _, row in table.iterrows():
         cells = {"Dataset": DATASET_LABEL.get(row["dataset"], row["dataset"]),
                  "Backbone": BACKBONE_LABEL.get(row["backbone"], row["backbone"]),
-                 "Method": METHOD_LABEL.get(row["method"], row["method"])}
+                 "Method": spec.baseline_label if row["method"] == "none" else METHOD_LABEL.get(row["method"],
+                                                                                               row["method"])}
         for metric in spec.metrics:
             if metric in row.index and (metric == "acc") == is_qa(row["dataset"]):
                 label = METRIC_LABEL[metric] if spec.name != "fig1" else "R@1 / Acc"
@@ -117,13 +118,19 @@ def _gflops_line(gflops: dict) -> str:
     if base and pct is not None:
         change = f"{pct:.1f}% fewer" if pct >= 0 else f"{-pct:.1f}% more"
         reduction = f", {change} than without merging ({base:.3g})"
-    return f"\nvision encoder GFLOPs (paper convention): {gflops['paper']:.3g}{reduction}"
+    views = (f" per view; x {gflops['views']} views = {gflops['paper_per_video']:.4g} per video"
+             if gflops.get("views") else "")
+    return f"\nvision encoder GFLOPs (paper convention): {gflops['paper']:.3g}{views}{reduction}"
 
 
 def single_run_table(record: dict) -> str:
     """Markdown table of one run's metrics (what ``python -m vidtldr.eval`` prints)."""
     metrics = record.get("metrics") or {}
     lines = _retrieval_lines(metrics) if "itm" in metrics else []
+    if "top1" in metrics:
+        lines += ["| metric | value |", "|---|---|", f"| top-1 (%) | {fmt(num(metrics['top1']), 2)} |",
+                  f"| top-5 (%) | {fmt(num(metrics['top5']), 2)} |",
+                  f"| mean per-class top-1 (%) | {fmt(num(metrics.get('mean_class_top1')), 2)} |"]
     if "acc" in metrics:
         lines += ["| metric | value |", "|---|---|", f"| accuracy (%) | {fmt(num(metrics['acc']), 2)} |"]
     gflops = record.get("gflops") or {}

@@ -50,6 +50,8 @@ def _settings(record: dict) -> dict[str, Any]:
     config = record.get("config") or {}
     ev = config.get("eval") or {}
     row = {key: resolved.get(key) for key in RESOLVED_SETTINGS}
+    if resolved.get("views") is not None:  # tasks with test views (action recognition): they decide the row too
+        row["views"] = resolved["views"]
     row["checkpoint_file"] = Path(resolved["checkpoint"]).name if resolved.get("checkpoint") else None
     row["explicit_checkpoint"] = (config.get("model") or {}).get("checkpoint")
     row["token_store_dtype"] = ev.get("token_store_dtype", "fp32")
@@ -108,7 +110,8 @@ def resolve_row_settings(table: str, dataset: str, backbone: str, method: str) -
     return {"schedule": list(spec.schedule), "num_frames": spec.num_frames, "k_test": spec.k_test,
             "max_txt_l": spec.max_txt_l, "max_q_len": spec.max_q_len, "max_a_len": spec.max_a_len,
             "checkpoint_file": Path(spec.checkpoint).name if spec.checkpoint else None,
-            "attention": str(cfg.eval.attention), "data_source": spec.data_source}
+            "attention": str(cfg.eval.attention), "data_source": spec.data_source,
+            **({"views": spec.views} if spec.views is not None else {})}
 
 
 #: :func:`resolve_row_settings`, cached: composing and resolving a config takes a while and every table

@@ -73,6 +73,8 @@ def spec_adjustments(cfg: DictConfig, spec, num_tokens: int, per_step: Optional[
     caps = _plain(cfg.model.get("caps")) or {}
     for key in ("k_test", "num_frames"):
         given = cfg.eval.get(key)
+        if getattr(spec, key) is None:  # not a setting of this task (k_test without texts)
+            continue
         requested = int(given) if given is not None else int(cfg.dataset[key])
         effective = int(getattr(spec, key))
         if effective != requested:

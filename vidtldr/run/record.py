@@ -105,6 +105,16 @@ def file_entry(path: str | os.PathLike | None, *, memo_dir=None) -> dict | None:
             "sha256": sha256_file(path, memo_dir=memo_dir)}
 
 
+def folder_entry(path: str | os.PathLike, *, memo_dir=None) -> dict:
+    """A checkpoint that is a folder (a Hugging Face model: config.json + weights): the sha256 of each
+    file in it, and one ``sha256`` over their names and digests (what cache keys use)."""
+    path = Path(path)
+    files = {p.name: sha256_file(p, memo_dir=memo_dir) for p in sorted(path.iterdir()) if p.is_file()}
+    combined = hashlib.sha256("".join(f"{name}\0{digest}\n" for name, digest in files.items()).encode())
+    return {"path": str(path), "bytes": sum(p.stat().st_size for p in path.iterdir() if p.is_file()),
+            "files": files, "sha256": combined.hexdigest()}
+
+
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 

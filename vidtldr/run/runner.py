@@ -32,7 +32,7 @@ from vidtldr.config_values import check_settings
 from vidtldr.config_utils import check_directory_path, plain as _plain
 from vidtldr.errors import (ConfigError, DiskFullError, RunInterrupted, VidtldrError, is_disk_full,
                             one_line)
-from vidtldr.run.record import (base_record, file_entry, now_iso, protect_finished, write_record,
+from vidtldr.run.record import (base_record, file_entry, folder_entry, now_iso, protect_finished, write_record,
                                 write_unless_complete)
 from vidtldr.run.runner_features import FEATURE_FORMAT
 from vidtldr.run.runspec import RunSpec, check_inputs, check_numbers, resolve
@@ -123,6 +123,8 @@ def cache_keys(spec: RunSpec, arch_cfg, weights_id: dict, reducer, img_size: int
              "schedule": list(spec.schedule) if reducer is not None else [],
              "num_frames": spec.num_frames, "img_size": img_size, "trimmed30": spec.trimmed30,
              "video_root": str(video_root.resolve()), "attention": attention}
+    if spec.views is not None:  # several test views per video: they change what is stored
+        video["views"] = dict(spec.views)
     text = {**common, "kind": "text", "task": spec.task, "text": arch_cfg.to_dict()["text"],
             "embed_dim": arch_cfg.embed_dim}
     return video, text
@@ -138,8 +140,14 @@ def gflops_entry(arch_cfg, spec: RunSpec, reducer, token_counts: list) -> Option
     entry = {"paper": round(cost.gflops_paper, 3), "true": round(cost.gflops_true, 3),
              "base_paper": round(base.gflops_paper, 3), "base_true": round(base.gflops_true, 3),
              "reduction_pct": round(100 * (1 - cost.paper / base.paper), 2),
-             "convention": "vision encoder only, batch 1, one multiply-add = 1 flop (fvcore, as the paper)",
+             "convention": ("vision encoder only, batch 1, one multiply-add = 1 flop (fvcore, as the paper)"
+                            if dims.norms_in_paper else "vision encoder only, batch 1, multiply-adds of the "
+                            "convolution, linear layers and matmuls (the family's published convention)"),
              "tokens_per_layer_counted": list(cost.tokens_per_layer)}
+    if spec.views is not None:  # the counts above are per view; a video costs them times its views
+        entry.update(per="view", views=spec.views["views"],
+                     paper_per_video=round(cost.gflops_paper * spec.views["views"], 3),
+                     true_per_video=round(cost.gflops_true * spec.views["views"], 3))
     if token_counts and list(token_counts) != list(cost.tokens_per_layer):
         # The count assumes the schedule's token counts; say so if the run saw others.
         entry["warning"] = f"run token counts {token_counts} differ from the counted {cost.tokens_per_layer}"
@@ -333,6 +341,11 @@ def _resolve_spec(cfg: DictConfig, ctx: D.DistContext, record: dict, timings: di
 
 def _checked_inputs(cfg: DictConfig, spec: RunSpec, dataset_cfg: dict, arch_cfg):
     """(tokenizer, its configured name) once every input file of the run is known to exist."""
+    from vidtldr.tasks.base import get_task
+
+    if not get_task(spec.task).uses_text:  # action recognition: no texts, no tokenizer
+        check_inputs(spec, dataset_cfg, None)
+        return None, None
     try:
         tokenizer, tokenizer_name, vocab_file = load_tokenizer_for(cfg, arch_cfg)
         tokenizer_problem = None
@@ -365,7 +378,8 @@ def _provenance(record: dict, cfg: DictConfig, spec: RunSpec, dataset_cfg: dict,
     memo = Path(cfg.paths.cache)
     answers = answer_list_path(dataset_cfg, spec.data_root)
     record["checksums"] = {
-        "checkpoint": file_entry(spec.checkpoint, memo_dir=memo) if spec.checkpoint else None,
+        "checkpoint": (folder_entry(spec.checkpoint, memo_dir=memo) if spec.checkpoint and Path(spec.checkpoint).is_dir()
+                       else file_entry(spec.checkpoint, memo_dir=memo) if spec.checkpoint else None),
         "annotation": file_entry(annotation_path(dataset_cfg, spec.data_root), memo_dir=memo),
         "answer_list": file_entry(answers, memo_dir=memo) if answers else None}
     record["tokenizer"] = tokenizer_name

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -63,7 +63,8 @@ def first_path_of(keys: Sequence[str], paths: Sequence[str]) -> dict[str, str]:
 def video_features(paths: Sequence[str], keys: Sequence[str], encode_fn: EncodeFn, cache: FeatureCache, *,
                    num_frames: int, trimmed30: bool, size: int, batch_size: int, num_workers: int,
                    skip_unreadable: bool, progress: bool = True,
-                   retain: Callable[[dict], dict] | None = None) -> VideoFeatures:
+                   retain: Callable[[dict], dict] | None = None,
+                   make_dataset: Callable[[list[str], bool], Any] | None = None) -> VideoFeatures:
     """Features of every distinct video ``keys[i]`` (read from ``paths[i]``).
 
     Two records naming the same file share one encoding (LSMDC repeats clips; QA asks several
@@ -71,6 +72,8 @@ def video_features(paths: Sequence[str], keys: Sequence[str], encode_fn: EncodeF
     ``skipped`` (and never cached, so a later run tries them again). ``retain`` picks what of each
     video stays in memory (``by_key``) after its shard is written; the default keeps everything,
     the feature-store path keeps only the small fields so memory does not grow with the videos.
+    ``make_dataset(paths, skip_unreadable)`` replaces the default one-clip :class:`VideoDataset`
+    (action recognition decodes every test view of a video into one item).
     """
     keep = retain or (lambda stored: stored)
     path_of = first_path_of(keys, paths)
@@ -89,7 +92,9 @@ def video_features(paths: Sequence[str], keys: Sequence[str], encode_fn: EncodeF
         log.info("video features: all %d videos from the cache %s", len(order), cache.dir)
         return result
     log.info("video features: %d cached, %d to encode", result.cached, len(todo))
-    dataset = VideoDataset([path_of[k] for k in todo], num_frames, trimmed30, size, skip_unreadable)
+    paths_todo = [path_of[k] for k in todo]
+    dataset = (make_dataset(paths_todo, skip_unreadable) if make_dataset is not None
+               else VideoDataset(paths_todo, num_frames, trimmed30, size, skip_unreadable))
     loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers)
     bar = tqdm(total=len(todo), desc="video features", unit="video", disable=not progress, leave=False)
     try:

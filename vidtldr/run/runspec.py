@@ -61,7 +61,7 @@ class ModelSpec:
     backbone: str
     arch: str                      # architecture json name
     num_frames: int
-    k_test: int
+    k_test: Optional[int]          # None for a task that ranks no texts (action recognition)
     max_txt_l: Optional[int]
     max_q_len: Optional[int]
     max_a_len: Optional[int]
@@ -70,6 +70,9 @@ class ModelSpec:
     merge_args: dict = field(default_factory=dict)
     schedule_spec: Any = None      # merge.r as given
     schedule: list = field(default_factory=list)  # resolved, one entry per block
+    # Test views of tasks that declare them (action recognition): sampling, frame_interval, clips,
+    # crops and their product ``views``; None for every other task.
+    views: Optional[dict] = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -207,7 +210,8 @@ def resolve_model(cfg: DictConfig) -> ModelSpec:
     setting = dataset_setting(name)
     caps = _plain(model.get("caps")) or {}
     num_frames = _setting_value(cfg, "num_frames", ds.num_frames, caps.get("num_frames"))
-    k_test = _setting_value(cfg, "k_test", ds.k_test, caps.get("k_test"))
+    k_test = _setting_value(cfg, "k_test", ds.k_test, caps.get("k_test")) if task_def.uses_text else \
+        _refuse_text_key(cfg, task)
     check_merge_args(reducer_class(str(cfg.merge.name)), cfg)  # unknown reducers / keys are refused first
     depth = family.architecture(str(model.arch), heads, num_frames=num_frames).vision.depth
     schedule_spec, schedule = resolve_schedule(cfg, depth, name, setting)
@@ -217,7 +221,39 @@ def resolve_model(cfg: DictConfig) -> ModelSpec:
         num_frames=num_frames, k_test=k_test, max_txt_l=text_length(ds, str(model.backbone)),
         max_q_len=_opt_int(ds.get("max_q_len")), max_a_len=_opt_int(ds.get("max_a_len")),
         trimmed30=task_def.trimmed30(bool(ds.get("trimmed30", False))),
-        merge=str(cfg.merge.name), merge_args=merge_args(cfg), schedule_spec=schedule_spec, schedule=schedule)
+        merge=str(cfg.merge.name), merge_args=merge_args(cfg), schedule_spec=schedule_spec, schedule=schedule,
+        views=resolve_views(cfg, ds, task_def.views))
+
+
+def _refuse_text_key(cfg: DictConfig, task: str) -> None:
+    if cfg.get("eval", {}).get("k_test") is not None:
+        raise ConfigError(f"eval.k_test={cfg.eval.k_test}: task {task!r} ranks no texts or answers; drop eval.k_test")
+    return None
+
+
+def resolve_views(cfg: DictConfig, ds: Any, has_views: bool) -> Optional[dict]:
+    """The test views (``eval.clips`` / ``eval.crops`` if set, else the dataset's ``test_clips`` /
+    ``test_crops``; sampling and frame interval from the dataset) of a task that declares views;
+    ``eval.clips`` / ``eval.crops`` are refused for any other task."""
+    from vidtldr.data.views import SAMPLINGS
+
+    given = {k: cfg.get("eval", {}).get(k) for k in ("clips", "crops")}
+    if not has_views:
+        for key, value in given.items():
+            if value is not None:
+                raise ConfigError(f"eval.{key}={value}: dataset {ds.get('name')} (task {ds.get('task')}) has no "
+                                  "test views; eval.clips / eval.crops are for action recognition")
+        return None
+    sampling = str(ds.get("sampling"))
+    if sampling not in SAMPLINGS:
+        raise ConfigError(f"dataset {ds.get('name')}: sampling {sampling!r}; expected one of {', '.join(SAMPLINGS)}")
+    interval = ds.get("frame_interval")
+    if sampling == "interval":
+        interval = _count(f"dataset {ds.get('name')}: frame_interval", interval, 1)
+    clips = _setting_value(cfg, "clips", ds.get("test_clips"), None)
+    crops = _setting_value(cfg, "crops", ds.get("test_crops"), None)
+    return {"sampling": sampling, "frame_interval": interval if sampling == "interval" else None,
+            "clips": clips, "crops": crops, "views": clips * crops}
 
 
 def resolve_task(ds: Any):
@@ -333,9 +369,12 @@ def missing_inputs(spec: RunSpec, dataset_cfg: Any, tokenizer_problem: Optional[
 
     missing: list[str] = []
     help_lines: dict[str, str] = {}
-    if spec.checkpoint is not None and not Path(spec.checkpoint).is_file():
+    if spec.checkpoint is not None and not Path(spec.checkpoint).exists():
         missing.append(f"checkpoint   {spec.checkpoint}")
-        if spec.checkpoint_from_zoo:
+        hint = _family_hint(spec)
+        if hint:
+            help_lines["checkpoint"] = hint
+        elif spec.checkpoint_from_zoo:
             help_lines["checkpoint"] = (f"checkpoint: {ZOO_URL}{Path(spec.checkpoint).name} (UMT model zoo); "
                                         "put it in paths.checkpoints (env VIDTLDR_CHECKPOINTS) or set model.checkpoint=/path")
         else:  # a file the user named: the zoo may not have it under that name, so no URL is guessed
@@ -355,8 +394,18 @@ def missing_inputs(spec: RunSpec, dataset_cfg: Any, tokenizer_problem: Optional[
     if not vroot.is_dir():
         missing.append(f"video folder {vroot}/")
     if len(missing) > len(help_lines):
-        help_lines["data"] = DATA_HELP
+        from vidtldr.tasks.base import get_task
+
+        help_lines["data"] = get_task(spec.task).data_help or DATA_HELP
     return missing, help_lines
+
+
+def _family_hint(spec: RunSpec) -> Optional[str]:
+    """Where a family that keeps its own checkpoints says to get one (``checkpoint_hint``), if it does."""
+    from vidtldr.models.family import get_family
+
+    hint = getattr(get_family(spec.family), "checkpoint_hint", None)
+    return hint(spec.checkpoint) if hint is not None else None
 
 
 def format_missing(missing: list[str], help_lines: dict[str, str], what: str) -> str:

@@ -46,7 +46,8 @@ class TaskJob:
     dist_ctx: D.DistContext = D.SINGLE
     scratch: Optional[Path] = None
 
-    def cached_videos(self, names: Sequence[str], paths: Sequence[str], encode: Callable):
+    def cached_videos(self, names: Sequence[str], paths: Sequence[str], encode: Callable,
+                      make_dataset: Optional[Callable] = None):
         """Per-video features of the distinct videos ``names`` (files ``paths``, same order; repeats
         are encoded once): ``encode(frames [B,T,3,H,W]) -> [dict per video]`` runs on a cache miss, the
         results are cached by the video file's identity. Returns ``(features, skipped, decoded,
@@ -69,7 +70,8 @@ class TaskJob:
         videos = video_features([path_of[k] for k in mine], mine, encode, shared, num_frames=self.spec.num_frames,
                                 trimmed30=self.spec.trimmed30, size=self.img_size,
                                 batch_size=settings["batch_size"], num_workers=settings["num_workers"],
-                                skip_unreadable=settings["skip_unreadable"], progress=self.progress)
+                                skip_unreadable=settings["skip_unreadable"], progress=self.progress,
+                                make_dataset=make_dataset)
         skipped, decoded, cached = all_ranks_outcome(videos, self.dist_ctx)
         if self.dist_ctx.enabled:
             bad = {s.path for s in skipped}

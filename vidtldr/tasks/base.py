@@ -12,6 +12,10 @@ everything the layers above need to know about the task, so none of them branche
   ``<unit>`` / ``<unit>_total`` that tell a partial run;
 * ``metric_columns``: the table columns its metrics fill (``vidtldr/report/rows.py`` names);
 * ``outputs``: files written next to ``record.json`` from the result (QA: ``predictions.json``).
+* ``uses_text``: whether it reads texts (a tokenizer, text lengths, ``k_test``); action recognition does not;
+* ``smoke_model``: the random-weight model config (``configs/model/``) its smoke runs use;
+* ``views``: whether a video is evaluated as several test views (clips x crops, ``eval.clips`` /
+  ``eval.crops``; the dataset config's ``sampling``, ``frame_interval``, ``test_clips``, ``test_crops``).
 
 How a task runs: the run layer (``vidtldr/run/task_run.py``) hands the assembled pieces (model,
 tokenizer, reducer, split, resolved spec, feature caches, settings) to the task's runner. A task that
@@ -53,6 +57,10 @@ class Task:
     trims_videos: ClassVar[bool] = True
     limit_unit: ClassVar[str] = "videos"
     metric_columns: ClassVar[tuple[str, ...]] = ()
+    uses_text: ClassVar[bool] = True
+    views: ClassVar[bool] = False
+    smoke_model: ClassVar[str] = "tiny"   # the random-weight model config its smoke runs use
+    data_help: ClassVar[str] = ""         # where to get its annotations and videos (shown when missing)
 
     def run(self, job: Any) -> TaskResult:
         """Score the job's split (only for tasks without a runner in ``vidtldr/run/``)."""

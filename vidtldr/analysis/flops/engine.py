@@ -30,9 +30,11 @@ def published_reference(spec: ModelSpec, depth: int) -> Optional[dict]:
     return None
 
 
-def extra_costs(text: TextDims, spec: ModelSpec, vision_tokens: int) -> dict:
-    """Per-query costs outside the vision encoder, both conventions, in GFLOPs."""
+def extra_costs(text: Optional[TextDims], spec: ModelSpec, vision_tokens: int) -> dict:
+    """Per-query costs outside the vision encoder, both conventions, in GFLOPs (none without a text side)."""
     out = {}
+    if text is None:
+        return out
     if spec.task == "qa":
         qa = qa_cost(text, vision_tokens, spec.k_test, spec.max_q_len, spec.max_a_len)
         out["qa_per_question"] = {"gflops_paper": qa.paper_total / 1e9, "gflops_true": qa.true_total / 1e9,
@@ -50,7 +52,8 @@ def extra_costs(text: TextDims, spec: ModelSpec, vision_tokens: int) -> dict:
 def count(spec: ModelSpec, trace: bool = True, attention: str = "fused", batch: int = 1) -> dict:
     """The full report of one configuration (the JSON the command line prints last)."""
     cfg = spec.umt_config()
-    vision, text = vision_dims(cfg), text_dims(cfg)
+    vision = vision_dims(cfg)
+    text = text_dims(cfg) if cfg.text is not None else None
     cost = reducer_cost(vision, spec.num_frames, spec.reducer(), batch=batch)
     report = {
         "model": spec.model, "arch": spec.arch, "backbone": spec.backbone, "dataset": spec.dataset, "task": spec.task,
@@ -66,15 +69,19 @@ def count(spec: ModelSpec, trace: bool = True, attention: str = "fused", batch: 
         "paper_per_block_g": [round(v / 1e9, 4) for v in cost.paper_per_block],
         "extra": extra_costs(text, spec, cost.tokens_per_layer[-1]),
     }
+    if spec.views is not None:  # action recognition: the counts above are per view (VideoMAE's convention)
+        report.update(per="view", views=spec.views["views"], views_desc=f"{spec.views['clips']} clips x "
+                      f"{spec.views['crops']} crops",
+                      gflops_paper_per_video=round(cost.gflops_paper * spec.views["views"], 4))
     published = published_reference(spec, vision.depth)
     if published:
         report["published"] = published
     if trace:
         traced = traced_vision_cost(cfg.vision, spec.reducer(), attention=attention, batch=batch)
-        check = compare(cost, traced)
-        report["traced"] = {"gflops_paper": round(traced.total / 1e9, 4), "attention": attention,
+        check = compare(cost, traced, norms_in_paper=vision.norms_in_paper)
+        report["traced"] = {"gflops_paper": round(check["traced"] / 1e9, 4), "attention": attention,
                             "exact": check["exact"], "diff_by_op": check["diff_by_op"]}
-        for name, total in traced_extra_costs(cfg, spec, cost.tokens_per_layer[-1]).items():
+        for name, total in (traced_extra_costs(cfg, spec, cost.tokens_per_layer[-1]) if text else {}).items():
             entry = report["extra"][name]
             entry["traced_gflops_paper"] = total / 1e9
             entry["traced_exact"] = abs(total - entry["gflops_paper"] * 1e9) < 0.5

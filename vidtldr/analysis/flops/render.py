@@ -20,8 +20,12 @@ def format_report(rep: dict) -> str:
     lines.append(f"input {rep['input_shape']}  tokens: " + " -> ".join(
         str(t) for i, t in enumerate(rep["tokens_per_layer"]) if i == 0 or t != rep["tokens_per_layer"][i - 1]))
     lines.append("")
-    lines.append(f"vision encoder, paper convention (fvcore, multiply-add = 1): {rep['gflops_paper']:.2f} GFLOPs "
+    per = " per view" if rep.get("per") == "view" else ""
+    lines.append(f"vision encoder, paper convention (multiply-add = 1): {rep['gflops_paper']:.2f} GFLOPs{per} "
                  f"-> {rep['gflops_paper_1dp']:.1f}")
+    if rep.get("per") == "view":
+        lines.append(f"  x {rep['views']} views ({rep['views_desc']}) = {rep['gflops_paper_per_video']:.1f} GFLOPs "
+                     "per video")
     lines.append("  " + "  ".join(f"{k} {v:.2f}" for k, v in rep["paper_by_op_g"].items()))
     if "published" in rep:
         pub = rep["published"]

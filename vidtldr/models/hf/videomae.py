@@ -21,7 +21,9 @@ forward equals transformers' own (tests/test_videomae_model.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
@@ -33,6 +35,8 @@ from vidtldr.errors import ConfigError
 from vidtldr.models.attention import (AttentionMode, ReducibleAttention, check_attention_mode, exact_through,
                                       input_reduction, reducing_block)
 from vidtldr.models.checkpoint import CheckpointError
+from vidtldr.models.config import VisionConfig
+from vidtldr.models.family import BackboneFamily, register_family
 from vidtldr.models.vit import VisionOutput
 from vidtldr.reduce.base import Need, ReductionState, Reducer
 
@@ -143,10 +147,14 @@ class VideoMAEClassifier(nn.Module):
 
     def __init__(self, hf: nn.Module, attention: AttentionMode = "fused"):
         super().__init__()
+        self.adopt(hf)
+        self.attention = attention
+
+    def adopt(self, hf: nn.Module) -> None:
+        """Run ``hf`` (a transformers VideoMAEForVideoClassification) from now on."""
         _check_layout(hf)
         self.hf = hf.eval()
         self._layers = [_LayerAttention(layer) for layer in hf.videomae.encoder.layer]
-        self.attention = attention
 
     @property
     def config(self):
@@ -301,6 +309,95 @@ def load_videomae(folder: str | Path, attention: AttentionMode = "fused") -> Vid
     return VideoMAEClassifier(hf.float(), attention)
 
 
-__all__ = ["VideoMAEClassifier", "build_videomae", "load_videomae", "videomae_architecture",
+
+# ---------------------------------------------------------------------------------------------
+# The backbone family (vidtldr/models/family.py)
+
+
+@dataclass(frozen=True)
+class VideoMAEArch:
+    """A VideoMAE architecture: transformers' config fields plus the ``vision`` view every layer
+    above the models reads (FLOPs, cache keys, frame size). No text side."""
+
+    name: str
+    fields: dict
+    vision: VisionConfig
+    text = None
+    embed_dim = None
+    tokenizer = None
+
+    def to_dict(self) -> dict:
+        return {"family": "videomae", "name": self.name, "vision": dataclasses.asdict(self.vision),
+                "text": None, "hf": dict(self.fields)}
+
+
+def vision_config_of(fields: dict) -> VisionConfig:
+    """The encoder's sizes in the harness's terms (mean pooling + fc_norm = the pooled norm)."""
+    size = fields.get("image_size", 224)
+    patch = fields.get("patch_size", 16)
+    width = int(fields.get("hidden_size", 768))
+    return VisionConfig(img_size=int(size[0] if isinstance(size, (list, tuple)) else size),
+                        patch_size=int(patch[0] if isinstance(patch, (list, tuple)) else patch), width=width,
+                        depth=int(fields.get("num_hidden_layers", 12)), num_heads=int(fields.get("num_attention_heads", 12)),
+                        num_frames=int(fields.get("num_frames", 16)), tubelet_size=int(fields.get("tubelet_size", 2)),
+                        mlp_ratio=int(fields.get("intermediate_size", 4 * width)) / width,
+                        layer_norm_eps=float(fields.get("layer_norm_eps", 1e-12)),
+                        add_pool_norm=bool(fields.get("use_mean_pooling", True)), norms_in_paper=False)
+
+
+#: config.json fields that must agree between a checkpoint folder and the model's architecture
+ENCODER_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size",
+                  "tubelet_size", "image_size", "num_frames", "use_mean_pooling")
+
+
+@register_family("videomae")
+class VideoMAEFamily(BackboneFamily):
+    """transformers' VideoMAE: architecture files in ``models/hf/architectures/``, weights from a
+    local Hugging Face folder (``config.json`` + weights)."""
+
+    heads = ("classification",)
+
+    def architecture(self, arch: str, heads: str, num_frames: Optional[int] = None) -> VideoMAEArch:
+        self.check_heads(heads, f"architecture {arch!r}")
+        fields = videomae_architecture(arch)
+        if num_frames is not None and int(num_frames) != int(fields["num_frames"]):
+            raise ConfigError(f"architecture {arch!r} takes {fields['num_frames']} frames (its position table and "
+                              f"the checkpoints), got {num_frames}")
+        return VideoMAEArch(arch, fields, vision_config_of(fields))
+
+    def build(self, arch_cfg: VideoMAEArch, attention: str = "fused") -> VideoMAEClassifier:
+        # seeded by the caller (torch.manual_seed): random weights are a function of model.seed
+        from transformers import VideoMAEForVideoClassification
+
+        check_transformers_version()
+        return VideoMAEClassifier(VideoMAEForVideoClassification(_hf_config(arch_cfg.fields)), attention)
+
+    def load_weights(self, model: VideoMAEClassifier, path: str, kind: str):
+        """Replace the built model's transformers module by the folder's (its config.json read);
+        the encoder must be the architecture's, or the FLOPs and caches would describe another model."""
+        loaded = load_videomae(path, attention=model.attention)
+        theirs = loaded.config.to_dict()
+        ours = model.config.to_dict()
+        differ = [f"{k}: {theirs.get(k)} (model {ours.get(k)})" for k in ENCODER_FIELDS if theirs.get(k) != ours.get(k)]
+        if differ:
+            raise CheckpointError(f"{path}/config.json describes another encoder than the model's architecture: "
+                                  f"{'; '.join(differ)}; pick the model config of that checkpoint")
+        model.adopt(loaded.hf)
+        return CheckpointReport(path=str(path), num_classes=loaded.num_classes)
+
+    def checkpoint_hint(self, path: str) -> str:
+        """Where to get a missing checkpoint folder (shown with the missing-input list)."""
+        return (f"checkpoint: a Hugging Face folder with config.json + model.safetensors (or pytorch_model.bin), e.g. "
+                f"`hf download MCG-NJU/videomae-base-finetuned-kinetics --local-dir {path}` (the folder named in "
+                "model.checkpoints under paths.checkpoints, or model.checkpoint=/path/to/folder)")
+
+
+@dataclass
+class CheckpointReport:
+    path: str
+    num_classes: int
+
+
+__all__ = ["VideoMAEClassifier", "VideoMAEFamily", "VideoMAEArch", "build_videomae", "load_videomae", "videomae_architecture",
            "available_videomae_architectures", "check_checkpoint_folder", "check_transformers_version",
            "SUPPORTED_TRANSFORMERS"]

@@ -1,0 +1,112 @@
+"""Action recognition end to end on tiny generated data with the tiny VideoMAE (random weights):
+the record's metrics follow from predictions.json and the annotation, merge=none equals transformers'
+stock model on the same views, both annotation formats give the same run, the cache serves a re-run,
+and settings that do not fit the task are refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vidtldr.config_utils import compose_config
+from vidtldr.errors import ConfigError
+from vidtldr.run.runner import run
+
+BASE = ["model=videomae_tiny", "eval.clips=2", "eval.crops=1", "logger.wandb.enabled=false"]
+
+
+def _run(tmp_path, name, *overrides, cache=None):
+    cache = cache or tmp_path / "cache"
+    cfg = compose_config([*BASE, f"paths.cache={cache}", *overrides])
+    return run(cfg, tmp_path / name, progress=False)
+
+
+def _labels(cache, dataset, annotation):
+    lines = (cache / "tiny_data" / dataset / "anno_downstream" / annotation).read_text().split("\n")
+    return {line.rsplit(" ", 1)[0]: int(line.rsplit(" ", 1)[1]) for line in lines if line}
+
+
+@pytest.fixture(scope="module")
+def k400(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("k400")
+    record = _run(tmp, "run", "dataset=kinetics400", "merge=vidtldr", "merge.r=published")
+    return tmp, record
+
+
+def test_record_metrics_follow_from_the_predictions(k400):
+    tmp, record = k400
+    assert record["status"] == "complete" and record["partial"] is False
+    assert record["run"]["task"] == "classification" and record["resolved"]["views"] == {
+        "sampling": "interval", "frame_interval": 4, "clips": 2, "crops": 1, "views": 2}
+    # 4 frames (the tiny model's cap) in tubelets of 2, 4x4 patches of 16 px: 32 tokens; schedule [8, 4]
+    assert record["token_counts"] == [32, 24, 20, 20, 20]
+    labels = _labels(tmp / "cache", "kinetics400", "k400_val.csv")
+    predictions = json.loads((tmp / "run" / "predictions.json").read_text())
+    assert [p["video"] for p in predictions] == list(labels) and [p["label"] for p in predictions] == list(labels.values())
+    for p in predictions:
+        assert len(p["top5"]) == 5 and p["top5_probs"] == sorted(p["top5_probs"], reverse=True)
+    top1 = 100 * sum(p["top5"][0] == p["label"] for p in predictions) / 6
+    top5 = 100 * sum(p["label"] in p["top5"] for p in predictions) / 6
+    m = record["metrics"]
+    assert m["top1"] == pytest.approx(top1) and m["top5"] == pytest.approx(top5)
+    # per class: classes 0 and 2 have two videos each, 1 and 3 one (tiny data)
+    assert {k: v["videos"] for k, v in m["per_class_top1"].items()} == {"0": 2, "1": 1, "2": 2, "3": 1}
+    assert record["counts"]["videos"] == 6 and record["counts"]["views_per_video"] == 2
+    g = record["gflops"]
+    assert g["per"] == "view" and g["views"] == 2 and g["paper_per_video"] == pytest.approx(2 * g["paper"], abs=2e-3)
+    assert record["cost"]["gflops_paper_total"] == pytest.approx(record["cost"]["gflops_paper_per_view"] * 12, abs=1e-5)
+
+
+def test_rerun_reads_every_video_from_the_cache(k400, tmp_path):
+    tmp, first = k400
+    again = _run(tmp_path, "again", "dataset=kinetics400", "merge=vidtldr", "merge.r=published", cache=tmp / "cache")
+    assert again["counts"]["videos_decoded"] == 0 and again["counts"]["videos_cached"] == 6
+    assert again["metrics"] == first["metrics"]
+    other_views = _run(tmp_path, "crops", "dataset=kinetics400", "merge=vidtldr", "merge.r=published", "eval.crops=3",
+                       cache=tmp / "cache")
+    assert other_views["counts"]["videos_decoded"] == 6  # the views are part of the cache key
+
+
+def test_no_merge_equals_the_stock_transformers_model_on_the_same_views(tmp_path):
+    from vidtldr.data.dataset import ViewSpec, read_views
+    from vidtldr.models.family import get_family
+
+    record = _run(tmp_path, "none", "dataset=ssv2", "merge=none", "cache.enabled=false")
+    family = get_family("videomae")
+    torch.manual_seed(0)  # model.seed of videomae_tiny
+    model = family.build(family.architecture("videomae_tiny", "classification"))
+    spec = ViewSpec(num_frames=4, sampling="segment", clips=2, crops=1, size=64)
+    predictions = json.loads((tmp_path / "none" / "predictions.json").read_text())
+    root = tmp_path / "cache" / "tiny_data" / "ssv2" / "videos" / "ssv2_cls"
+    for p in predictions:
+        views, _ = read_views(root / p["video"], spec)
+        with torch.no_grad():
+            stock = model.hf(pixel_values=views).logits.softmax(-1).mean(0)
+        top = stock.topk(5)
+        assert p["top5"] == top.indices.tolist()
+        assert p["top5_probs"] == pytest.approx(top.values.tolist(), abs=1e-6)
+    assert record["token_counts"] == [32] * 5
+
+
+def test_official_formats_give_the_same_run(tmp_path):
+    listed = _run(tmp_path, "list", "dataset=ssv2", "merge=tome", "merge.r=4", "cache.enabled=false")
+    official = _run(tmp_path, "official", "dataset=ssv2", "merge=tome", "merge.r=4", "cache.enabled=false",
+                    "dataset.reader=ssv2_json", "dataset.annotation=ssv2_val_validation.json",
+                    "dataset.classes=ssv2_val_labels.json")
+    assert official["metrics"] == listed["metrics"]
+    assert json.loads((tmp_path / "official" / "predictions.json").read_text()) == \
+        json.loads((tmp_path / "list" / "predictions.json").read_text())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["dataset=msrvtt", "model=tiny", "eval.clips=2"], "eval.clips=2: dataset msrvtt .* has no test views"),
+    (["dataset=kinetics400", "eval.k_test=3"], "eval.k_test=3: task 'classification' ranks no texts"),
+    (["dataset=kinetics400", "model=tiny"], "backbone family 'umt' has no 'classification' heads"),
+    (["dataset=msrvtt"], "backbone family 'videomae' has no 'retrieval' heads"),
+    (["dataset=kinetics400", "eval.crops=0"], "eval.crops"),
+])
+def test_settings_that_do_not_fit_are_refused(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        _run(tmp_path, "bad", *overrides)

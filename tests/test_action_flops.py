@@ -1,0 +1,55 @@
+"""GFLOPs of VideoMAE per view in its paper's convention (multiply-adds of the convolution, linear
+layers and matmuls; VideoMAE-B 180, L 597 per 16x224x224 view), counted by hand here, and the
+flops command's per-view / views / total report, which needs no weights."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vidtldr.cost.vision import vision_cost, vision_dims
+from vidtldr.models.family import get_family
+
+
+def _hand_count(width, depth, heads, tokens=1568, patch_in=3 * 2 * 16 * 16):
+    linear = tokens * (width * 3 * width + width * width + 2 * width * 4 * width)   # qkv, proj, fc1 + fc2
+    attention = 2 * heads * tokens * tokens * (width // heads)                        # q.k^T and A.v
+    return depth * (linear + attention) + tokens * patch_in * width                   # + tubelet embedding
+
+
+def test_hand_counts_give_the_paper_numbers():
+    # worked out: B = 12 x (11,098,128,384 + 3,776,446,464) + 1,849,688,064 = 180,344,586,240
+    assert _hand_count(768, 12, 12) == 180_344_586_240
+    assert _hand_count(1024, 24, 16) == 596_832_681_984
+    assert round(180_344_586_240 / 1e9, 1) == 180.3 and round(596_832_681_984 / 1e9, 1) == 596.8
+
+
+@pytest.mark.parametrize("arch, width, depth, heads", [("videomae_b16", 768, 12, 12), ("videomae_l16", 1024, 24, 16)])
+def test_analytic_count_equals_the_hand_count(arch, width, depth, heads):
+    dims = vision_dims(get_family("videomae").architecture(arch, "classification"))
+    cost = vision_cost(dims, 16)
+    assert cost.tokens_per_layer == [1568] * (depth + 1)
+    assert cost.paper == _hand_count(width, depth, heads)
+    assert "layer_norm" not in cost.paper_by_op and cost.true > 2 * cost.paper  # true FLOPs still count the norms
+
+
+def test_flops_command_reports_per_view_and_total_without_weights():
+    res = subprocess.run([sys.executable, "-m", "vidtldr.flops", "model=videomae_b", "dataset=kinetics400", "merge=none",
+                          "trace=false"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    rep = json.loads(res.stdout.strip().splitlines()[-1])
+    assert rep["gflops_paper_1dp"] == 180.3 and rep["per"] == "view" and rep["views"] == 15
+    assert rep["gflops_paper_per_video"] == pytest.approx(15 * 180.3446, abs=1e-3)
+    assert "x 15 views (5 clips x 3 crops)" in res.stdout
+
+
+def test_tiny_trace_matches_the_analytic_count():
+    from vidtldr.analysis.flops_count import count
+    from vidtldr.config_utils import compose_config
+    from vidtldr.run.runspec import resolve_model
+
+    spec = resolve_model(compose_config(["model=videomae_tiny", "dataset=ssv2", "merge=vidtldr", "merge.r=published"],
+                                        config_name="flops"))
+    rep = count(spec, trace=True)
+    assert rep["traced"]["exact"] and rep["views"] == 6 and rep["tokens_per_layer"] == [32, 24, 20, 20, 20]
