@@ -45,7 +45,7 @@ def test_flops_command_reports_per_view_and_total_without_weights():
 
 
 def test_tiny_trace_matches_the_analytic_count():
-    from vidtldr.analysis.flops_count import count
+    from vidtldr.analysis.flops.engine import count
     from vidtldr.config_utils import compose_config
     from vidtldr.run.runspec import resolve_model
 
