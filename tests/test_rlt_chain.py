@@ -137,3 +137,48 @@ def test_eval_runs_the_composition_with_its_defaults(tmp_path):
     record = json.loads(path.read_text())
     assert record["resolved"]["merge"] == "rlt+vidtldr" and record["token_counts"] == [138, 90, 66, 66, 66]
     assert record["gflops"]["tokens_per_layer_counted"] == [138, 90, 66, 66, 66] and "warning" not in record["gflops"]
+
+
+@pytest.mark.slow
+def test_eval_threshold_form_records_gflops_per_video(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "vidtldr.eval", "merge=rlt", "merge.threshold=0.3", "merge.r=0.7",
+                           "data.batch_size=1", f"paths.runs={tmp_path / 'runs'}", f"paths.cache={tmp_path / 'cache'}",
+                           "print_table=false"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (path,) = (tmp_path / "runs").rglob("record.json")
+    gflops = json.loads(path.read_text())["gflops"]
+    per_video = gflops["per_video"]
+    assert per_video["videos"] == 7 == len(per_video["paper"])  # the tiny MSRVTT split's 7 clips
+    assert per_video["min_paper"] < per_video["max_paper"] <= gflops["base_paper"]  # the clips differ
+    assert per_video["min_paper"] <= gflops["paper"] <= per_video["max_paper"]
+
+
+def test_threshold_form_counts_gflops_per_video():
+    from vidtldr.models.config import load_architecture
+    from vidtldr.run.runner import gflops_entry
+
+    spec = resolve_model(compose_config(["merge=rlt", "merge.threshold=0.3", "merge.r=0.7"]))
+    reducer = spec.reducer()
+    assert reducer.adaptive and not build_reducer("rlt", [0.3]).adaptive
+    arch = load_architecture("tiny", num_frames=4)
+    # two videos: one kept 138 tokens, the other all 196 (nothing below the threshold)
+    entry = gflops_entry(arch, spec, reducer, [138] * 5, {"a.mp4": [138] * 5, "b.mp4": [196] * 5})
+    dims = backbone_vision_dims("tiny")
+    kept = reducer_cost(dims, 4, build_reducer("rlt", [58])).paper / 1e9   # the fixed budget removing 58
+    unreduced = reducer_cost(dims, 4, None).paper / 1e9
+    per_video = entry["per_video"]["paper"]
+    assert per_video["a.mp4"] == round(kept, 4)
+    # b: every tubelet embedded and run, plus deciding (true FLOPs only): the unreduced paper count
+    assert per_video["b.mp4"] == round(unreduced, 4)
+    assert entry["paper"] == round((kept + unreduced) / 2, 3) and entry["per_video"]["videos"] == 2
+
+
+def test_threshold_form_is_refused_where_videos_cannot_differ():
+    from vidtldr.run.runspec import resolve
+
+    with pytest.raises(ConfigError, match="data.batch_size=1"):
+        resolve(compose_config(["merge=rlt+vidtldr", "merge.rlt.threshold=0.3"]))
+    with pytest.raises(ConfigError, match="eval.token_store=disk"):
+        resolve(compose_config(["merge=rlt", "merge.threshold=0.3", "data.batch_size=1", "eval.token_store=memory"]))
+    resolve(compose_config(["merge=rlt", "merge.threshold=0.3", "data.batch_size=1"]))  # accepted

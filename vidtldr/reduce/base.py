@@ -99,6 +99,9 @@ class Reducer:
     exact_decisions: bool = True
     # Acts once before block 0 (reduce_input), not inside the blocks.
     input_level: bool = False
+    # The token count depends on the content (rlt's threshold form): one video per forward, GFLOPs
+    # counted per video from the counts each ran (an instance property where a setting decides).
+    adaptive: bool = False
     # The reducer draws at random (seeded by its ``seed`` keyword): a fair comparison runs it over
     # several seeds and reports their mean and spread (``vidtldr compare``), never one lucky draw.
     stochastic: bool = False

@@ -76,6 +76,11 @@ class Chain(Reducer):
         self.exact_decisions = inner.exact_decisions
         self.similarity_shape, self.selection_flops = inner.similarity_shape, inner.selection_flops
 
+    @property
+    def adaptive(self) -> bool:
+        """Content-adaptive if any part is (its token counts then differ per video)."""
+        return any(getattr(part, "adaptive", False) for part in (*self.inputs, self.inner))
+
     def describe(self) -> dict:
         return {"name": self.name, "r": list(self.schedule), "parts": [p.describe() for p in (*self.inputs, self.inner)]}
 

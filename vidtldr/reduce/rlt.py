@@ -88,6 +88,11 @@ class RunLength(Reducer):
     def describe(self) -> dict:
         return {**super().describe(), "threshold": self.threshold}
 
+    @property
+    def adaptive(self) -> bool:
+        """The threshold form: the token count depends on the video (GFLOPs per video)."""
+        return self.threshold is not None
+
     def input_budget(self, num_tokens: int) -> int:
         """``merge.r``'s first entry as a token count (a fraction of ``num_tokens``, truncated)."""
         entry = self.schedule[0] if self.schedule else 0

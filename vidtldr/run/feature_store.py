@@ -120,7 +120,7 @@ def _build(out: Path, keys: Sequence[str], load: Callable[[str], Optional[dict]]
            sources: Optional[Sequence]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        offsets, lengths, feats = [], [], []
+        offsets, lengths, feats, by_video = [], [], [], []
         dim, counts, row = None, None, 0
         with open(tmp / TOKENS, "wb") as handle:
             for key in keys:
@@ -136,8 +136,9 @@ def _build(out: Path, keys: Sequence[str], load: Callable[[str], Optional[dict]]
                 lengths.append(int(tokens.shape[0]))
                 row += int(tokens.shape[0])
                 feats.append(stored["feat"].float().reshape(-1).numpy())
-                if counts is None and stored.get("token_counts") is not None:
-                    counts = [int(c) for c in stored["token_counts"].tolist()]
+                if stored.get("token_counts") is not None:
+                    by_video.append([int(c) for c in stored["token_counts"].tolist()])
+                    counts = by_video[0] if counts is None else counts
             handle.flush()
             os.fsync(handle.fileno())
         feat = np.stack(feats) if feats else np.zeros((0, 0), np.float32)
@@ -147,6 +148,8 @@ def _build(out: Path, keys: Sequence[str], load: Callable[[str], Optional[dict]]
             os.fsync(handle.fileno())
         index = {"format": STORE_FORMAT, "dtype": dtype, "dim": dim or 0, "rows": row, "keys": list(keys),
                  "offsets": offsets, "lengths": lengths, "token_counts": counts or [],
+                 # per video, where a content-adaptive reducer (rlt's threshold form) makes them differ
+                 "token_counts_by_video": by_video if any(c != counts for c in by_video) else [],
                  "bytes": row * (dim or 0) * np.dtype(DTYPES[dtype]).itemsize,
                  "sha256": {TOKENS: file_sha256(tmp / TOKENS), FEAT: file_sha256(tmp / FEAT)},
                  "sources": list(sources) if sources is not None else None}
@@ -213,6 +216,9 @@ class TokenStore:
         self.offsets = index["offsets"]
         self.lengths = index["lengths"]
         self.token_counts: list[int] = index["token_counts"]
+        # key -> per-block counts, only when they differ between videos (stores built before: none)
+        self.token_counts_by_video: dict[str, list[int]] = dict(zip(self.keys, index.get("token_counts_by_video") or [],
+                                                                    strict=False))
         self.nbytes = int(index["bytes"])
         try:
             self._feat = torch.from_numpy(np.load(self.path / FEAT, allow_pickle=False))

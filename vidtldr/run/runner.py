@@ -130,11 +130,16 @@ def cache_keys(spec: RunSpec, arch_cfg, weights_id: dict, reducer, img_size: int
     return video, text
 
 
-def gflops_entry(arch_cfg, spec: RunSpec, reducer, token_counts: list) -> Optional[dict]:
-    """Vision-encoder GFLOPs (paper convention and true FLOPs) from the FLOPs module."""
+def gflops_entry(arch_cfg, spec: RunSpec, reducer, token_counts: list,
+                 video_token_counts: Optional[dict] = None) -> Optional[dict]:
+    """Vision-encoder GFLOPs (paper convention and true FLOPs) from the FLOPs module. Where a
+    content-adaptive reducer gave the videos different token counts (``video_token_counts``), the
+    GFLOPs are counted per video from what each ran and ``paper``/``true`` are their mean."""
     from vidtldr.cost.vision import reducer_cost, vision_dims
 
     dims = vision_dims(arch_cfg)
+    if video_token_counts:
+        return _per_video_gflops(dims, spec, reducer, video_token_counts)
     cost = reducer_cost(dims, spec.num_frames, reducer)
     base = reducer_cost(dims, spec.num_frames, None)
     entry = {"paper": round(cost.gflops_paper, 3), "true": round(cost.gflops_true, 3),
@@ -152,6 +157,29 @@ def gflops_entry(arch_cfg, spec: RunSpec, reducer, token_counts: list) -> Option
         # The count assumes the schedule's token counts; say so if the run saw others.
         entry["warning"] = f"run token counts {token_counts} differ from the counted {cost.tokens_per_layer}"
     return entry
+
+
+def _per_video_gflops(dims, spec: RunSpec, reducer, by_video: dict) -> dict:
+    """GFLOPs of each video at its own token counts, and their mean / min / max."""
+    from vidtldr.cost.vision import reducer_cost, vision_cost
+
+    base = reducer_cost(dims, spec.num_frames, None)
+    cache: dict = {}
+    for counts in by_video.values():
+        if tuple(counts) not in cache:
+            cost = vision_cost(dims, spec.num_frames, token_counts=counts, reducer=reducer)
+            cache[tuple(counts)] = (cost.paper, cost.true)
+    paper = {key: cache[tuple(c)][0] / 1e9 for key, c in by_video.items()}
+    true = [cache[tuple(c)][1] / 1e9 for c in by_video.values()]
+    mean_paper = sum(paper.values()) / len(paper)
+    return {"paper": round(mean_paper, 3), "true": round(sum(true) / len(true), 3),
+            "base_paper": round(base.gflops_paper, 3), "base_true": round(base.gflops_true, 3),
+            "reduction_pct": round(100 * (1 - mean_paper * 1e9 / base.paper), 2),
+            "convention": "vision encoder only, batch 1, one multiply-add = 1 flop (fvcore, as the paper); "
+                          "content-adaptive token counts: mean over the videos of each video's own count",
+            "per_video": {"paper": {key: round(g, 4) for key, g in paper.items()},
+                          "min_paper": round(min(paper.values()), 3), "max_paper": round(max(paper.values()), 3),
+                          "videos": len(paper)}}
 
 
 # ----------------------------------------------------------------------------- run
@@ -430,7 +458,8 @@ def _run_task(model, tokenizer, reducer, split, spec: RunSpec, video_cache, text
 def _finish(record: dict, cfg: DictConfig, spec: RunSpec, arch_cfg, reducer, result, timings: dict,
             t0: float) -> None:
     start = time.perf_counter()
-    record["gflops"] = gflops_entry(arch_cfg, spec, reducer, result.token_counts) if cfg.eval.flops else None
+    record["gflops"] = gflops_entry(arch_cfg, spec, reducer, result.token_counts,
+                                    result.video_token_counts) if cfg.eval.flops else None
     timings["flops_s"] = time.perf_counter() - start
     record["counts"] = result.counts
     record["skipped_videos"] = result.skipped

@@ -134,6 +134,14 @@ def token_counts_of(features: VideoFeatures) -> list[int]:
     return []
 
 
+def token_counts_by_video(features: VideoFeatures) -> dict[str, list[int]]:
+    """Per-block token counts of every video held, when they differ between videos (a content-adaptive
+    reducer, rlt's threshold form); empty when every video has the same counts."""
+    counts = {key: [int(c) for c in stored["token_counts"]] for key, stored in features.by_key.items()
+              if stored.get("token_counts") is not None}
+    return counts if len({tuple(c) for c in counts.values()}) > 1 else {}
+
+
 def load_shared_shard(cache: FeatureCache, key: str) -> dict:
     """Another rank's features for video ``key`` from the shared cache; a clear error if its shard is
     missing or unreadable (that rank failed, or the cache folder is not shared between ranks)."""

@@ -20,7 +20,7 @@ from vidtldr.models.precision import model_device
 from vidtldr.models.tokenizer import tokenize, tokenize_answers
 from vidtldr.tasks.itm import check_engine
 from vidtldr.tasks.qa import question_states_grouped, rank_from_states, rank_questions
-from vidtldr.run.runner_features import all_ranks_outcome, first_path_of, load_shared_shard, stack, token_counts_of, unique_in_order, video_features
+from vidtldr.run.runner_features import all_ranks_outcome, first_path_of, load_shared_shard, stack, token_counts_by_video, token_counts_of, unique_in_order, video_features
 from vidtldr.run.runner_subset import subset_qa
 from vidtldr.run.task_run import TaskJob, register_runner
 from vidtldr.tasks.base import TaskResult
@@ -119,6 +119,7 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
                     "multiply-add = 1 (fvcore, as the paper); gflops.true: all flops; every video counted "
                     "as encoded, cache or not."}
     return TaskResult(metrics=metrics, counts=counts, token_counts=token_counts_of(videos), timings=timings,
+                      video_token_counts=token_counts_by_video(videos),
                       skipped=[{"path": s.path, "reason": s.reason} for s in skipped],
                       extra={"predictions": [{"question_id": q, "answer": a} for q, a in predictions.items()],
                              "cost": cost})

@@ -25,7 +25,7 @@ from vidtldr.cost.itm import evaluation_cost
 from vidtldr.cost.text import text_dims
 from vidtldr.cost.vision import reducer_cost, vision_dims
 from vidtldr.tasks.itm import check_engine, pairwise_pairs, rerank
-from vidtldr.run.runner_features import (VideoFeatures, all_ranks_outcome, first_path_of, load_shared_shard, stack, token_counts_of,
+from vidtldr.run.runner_features import (VideoFeatures, all_ranks_outcome, first_path_of, load_shared_shard, stack, token_counts_by_video, token_counts_of,
                                            unique_in_order, video_features)
 from vidtldr.run.runner_subset import subset_retrieval
 from vidtldr.run.task_run import TaskJob, register_runner
@@ -150,9 +150,11 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
         cache_stats["video"] = _sum_stats(D.all_gather_objects(video_cache.stats(), dist_ctx))
     cost = evaluation_cost_entry(model, reducer, spec.num_frames, distinct, n_t,
                                  int(text.embeds.shape[1]), spec.k_test, n_v, scores.stats, timings)
+    by_video = store.token_counts_by_video if store is not None else token_counts_by_video(videos)
     return TaskResult(metrics=metrics, counts=counts, token_counts=token_counts, timings=timings,
                       skipped=[{"path": s.path, "reason": s.reason} for s in skipped], cache=cache_stats,
-                      extra={"feature_store": store_info, "cost": cost})
+                      extra={"feature_store": store_info, "cost": cost},
+                      video_token_counts={k: by_video[k] for k in unique_in_order(split.video_names) if k in by_video})
 
 
 def _shared_caches(mode: str, video_cache: FeatureCache, text_cache: FeatureCache, dist_ctx: D.DistContext,

@@ -333,6 +333,7 @@ def resolve(cfg: DictConfig, *, data_root: Optional[str] = None) -> RunSpec:
     run-level numbers. ``data_root`` overrides where the data is (the tiny dataset)."""
     check_numbers(cfg)
     base = resolve_model(cfg)
+    check_adaptive(cfg, base)
     checkpoint, kind, from_zoo = resolve_checkpoint(cfg, base.dataset, base.setting)
     limit = cfg.data.get("limit")
     return RunSpec(
@@ -343,6 +344,20 @@ def resolve(cfg: DictConfig, *, data_root: Optional[str] = None) -> RunSpec:
         limit=int(limit) if limit is not None else None, device=str(cfg.device),
         precision=str(cfg.get("precision", "fp32")),
     )
+
+
+def check_adaptive(cfg: DictConfig, spec: ModelSpec) -> None:
+    """A content-adaptive reducer (rlt's threshold form) gives each video its own token count: one
+    video per encoder forward, and retrieval reads the tokens from the disk store (the memory store
+    stacks every video's tokens into one tensor)."""
+    if spec.merge == "none" or not getattr(spec.reducer(), "adaptive", False):
+        return
+    if int(cfg.data.batch_size) != 1:
+        raise ConfigError(f"merge={spec.merge} with merge.threshold is content-adaptive (each video keeps its own "
+                          f"token count): set data.batch_size=1 (got {cfg.data.batch_size})")
+    if spec.task == "retrieval" and str(cfg.eval.get("token_store", "disk")) != "disk":
+        raise ConfigError(f"merge={spec.merge} with merge.threshold gives videos different token counts: "
+                          f"eval.token_store=disk is needed (got {cfg.eval.token_store})")
 
 
 def text_length(ds: Any, backbone: str) -> Optional[int]:

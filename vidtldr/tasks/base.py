@@ -46,6 +46,8 @@ class TaskResult:
     skipped: list = field(default_factory=list)
     cache: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)   # "cost" (whole-evaluation GFLOPs), task-specific outputs
+    # video -> per-block token counts, only when they differ between videos (content-adaptive reducers)
+    video_token_counts: dict = field(default_factory=dict)
 
 
 class Task:
