@@ -181,4 +181,20 @@ def test_threshold_form_is_refused_where_videos_cannot_differ():
         resolve(compose_config(["merge=rlt+vidtldr", "merge.rlt.threshold=0.3"]))
     with pytest.raises(ConfigError, match="eval.token_store=disk"):
         resolve(compose_config(["merge=rlt", "merge.threshold=0.3", "data.batch_size=1", "eval.token_store=memory"]))
+    with pytest.raises(ConfigError, match="classification task"):  # views are stacked per video
+        resolve(compose_config(["model=videomae_tiny", "dataset=kinetics400", "merge=rlt", "merge.threshold=0.3",
+                                "data.batch_size=1"]))
     resolve(compose_config(["merge=rlt", "merge.threshold=0.3", "data.batch_size=1"]))  # accepted
+
+
+def test_rlt_and_a_composition_run_on_videomae():
+    from vidtldr.models.hf import videomae as hfv
+
+    model = hfv.build_videomae(hfv.videomae_architecture("videomae_tiny"), seed=0)
+    videos = torch.randn(1, 4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        # 2 x 4 x 4 tubelets of 2 frames: 32 embedded, the first step's 16 always kept
+        alone = model.encode_vision(videos, reducer=build_reducer("rlt", [8]))
+        both = model.encode_vision(videos, reducer=build_reducer("rlt+tome", [4, 0, 2, 0], rlt={"r": 20}))
+    assert alone.state.embedded_tokens == 32 and alone.token_counts == [24] * 5
+    assert both.token_counts == [16, 12, 12, 10, 10]  # rlt: at most 32 - 16 = 16 removed; then ToMe 4, 2

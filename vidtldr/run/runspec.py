@@ -355,6 +355,10 @@ def check_adaptive(cfg: DictConfig, spec: ModelSpec) -> None:
     if int(cfg.data.batch_size) != 1:
         raise ConfigError(f"merge={spec.merge} with merge.threshold is content-adaptive (each video keeps its own "
                           f"token count): set data.batch_size=1 (got {cfg.data.batch_size})")
+    if spec.task not in ("retrieval", "qa"):  # views of one video are encoded together and stacked
+        raise ConfigError(f"merge={spec.merge} with merge.threshold (content-adaptive) runs on retrieval and QA "
+                          f"datasets; dataset={spec.dataset} is a {spec.task} task: use the fixed budget "
+                          "(merge.threshold=null)")
     if spec.task == "retrieval" and str(cfg.eval.get("token_store", "disk")) != "disk":
         raise ConfigError(f"merge={spec.merge} with merge.threshold gives videos different token counts: "
                           f"eval.token_store=disk is needed (got {cfg.eval.token_store})")
