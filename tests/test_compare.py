@@ -291,3 +291,15 @@ def test_headline_metric_of_each_task_by_hand():
     assert headline({"top1": 70.0, "top5": 90.0, "per_class_top1": {}}) == {"top1": 70.0, "top5": 90.0}
     with pytest.raises(ConfigError, match="no headline metric"):
         headline({"bleu": 1.0})
+
+
+def test_classification_headline_is_top1_on_another_backbone_family(tmp_path):
+    cfg = make_cfg(tmp_path, "model=videomae_tiny", "dataset=kinetics400", "budget.ratio=0.7",
+                   "compare.reducers=[tome]", "compare.time.repeats=0", "compare.plot=false", config_name="compare")
+    record = run_compare(cfg, tmp_path / "run")
+    row = record["rows"][0]
+    assert record["metric"] == "top1" and row["fitted"]
+    assert 0.95 * record["budget_gflops"] <= row["gflops_paper"] <= record["budget_gflops"]
+    evaluated = json.loads((tmp_path / "run" / "rows" / "tome" / "record.json").read_text())
+    assert row["mean"] == evaluated["metrics"]["top1"] and row["metrics"]["top5"]["mean"] == evaluated["metrics"]["top5"]
+    assert "| unreduced |" in (tmp_path / "run" / "compare.md").read_text()

@@ -19,7 +19,10 @@ COLUMNS = ("reducer", "stochastic", "merge_r", "gflops_paper", "metric_mean", "m
 
 
 def label(merge: str) -> str:
-    """Display name (a composition ``A+B`` as its parts' names joined by " + ")."""
+    """Display name (a composition ``A+B`` as its parts' names joined by " + "; the reference is the
+    unreduced model of whichever backbone, not "UMT")."""
+    if merge == "none":
+        return "unreduced"
     return " + ".join(METHOD_LABEL.get(part, part).lstrip("+") for part in merge.split("+"))
 
 
