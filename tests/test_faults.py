@@ -65,8 +65,12 @@ def test_complete_record_is_refused_not_replaced(clean, tmp_path):
     run_dir = tmp_path / "run"
     first = run(make_cfg(cache), run_dir, progress=False)
     before = (run_dir / "record.json").read_bytes()
-    # Before the fix a second run (here one that fails on a typo within seconds) replaced it by "failed".
+    # Before the fix a second run replaced it (by "failed" when it failed on a typo within seconds).
     with pytest.raises(RunDirError, match="eval.overwrite=true"):
+        run(make_cfg(cache), run_dir, progress=False)
+    assert (run_dir / "record.json").read_bytes() == before
+    # A value refused by the strict checks stops before the run directory is touched.
+    with pytest.raises(ConfigError, match="data.batch_size=0: out of range"):
         run(make_cfg(cache, "data.batch_size=0"), run_dir, progress=False)
     assert (run_dir / "record.json").read_bytes() == before
     again = run(make_cfg(cache, "eval.overwrite=true"), run_dir, progress=False)
