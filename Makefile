@@ -77,6 +77,8 @@ BENCH_GAPPED ?= 'gapped_r=[0,600,0,200]'
 bench: $(STAMP)
 	$(PYTHON) -m vidtldr.bench model=umt_b dataset=msrvtt $(BENCH_GAPPED)
 	$(PYTHON) -m vidtldr.bench model=umt_l dataset=msrvtt repeats=3 $(BENCH_GAPPED)
+	$(PYTHON) -m vidtldr.bench model=videomae_b dataset=kinetics400 "reducers=[none,vidtldr]" \
+		"merge.r=[0.2551,0.1142,0.0644]" breakdown=false profile=false repeats=3
 
 bench-scale: $(STAMP)
 	$(PYTHON) -m vidtldr.bench_scale --sizes 100 1000

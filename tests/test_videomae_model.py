@@ -232,3 +232,18 @@ def test_an_input_level_reducer_acts_once_before_block_0():
         out = model.encode_vision(_clip(1, 4, 64), reducer=DropLastEight())
     assert out.state.embedded_tokens == 32 and out.token_counts == [24] * 5
     assert DropLastEight.seen == {"video": (1, 3, 4, 64, 64), "grid": (2, 4, 4)}  # [B, 3, T, H, W]; 2 x 4 x 4 tubelets
+
+
+@pytest.mark.cuda
+def test_videomae_on_cuda_matches_the_stock_model():
+    model = _tiny().cuda()
+    videos = _clip(2, 4, 64).cuda()
+    with torch.no_grad():
+        stock = model.hf(pixel_values=videos).logits.softmax(-1)
+        assert torch.allclose(model(videos).softmax(-1), stock, rtol=0, atol=1e-5)
+        outs = {}
+        for mode in ("fused", "materialized"):
+            model.attention = mode
+            outs[mode] = model.encode_vision(videos, reducer=build_reducer("vidtldr", [0, 8, 0, 4]))
+    assert outs["fused"].token_counts == outs["materialized"].token_counts == [32, 32, 24, 24, 20]
+    assert torch.allclose(outs["fused"].pooled, outs["materialized"].pooled, rtol=0, atol=1e-4)

@@ -73,10 +73,15 @@ class Encoder:
 def build_encoder(spec, device: str, autocast: bool, seed: int = 0) -> Encoder:
     import torch
 
+    from vidtldr.models.family import get_family
     from vidtldr.models.vit import VisionTransformer
 
     torch.manual_seed(seed)
-    model = VisionTransformer(spec.umt_config().vision).eval().to(device)
+    # A family that keeps its encoder inside a larger model says how to time it alone (VideoMAE);
+    # UMT's video ViT is built by itself (the text side is not timed).
+    build_vision = getattr(get_family(spec.family), "build_vision", None)
+    model = (build_vision(spec.arch_config()) if build_vision is not None
+             else VisionTransformer(spec.umt_config().vision)).eval().to(device)
     return Encoder(model=model, device=device, autocast=autocast)
 
 

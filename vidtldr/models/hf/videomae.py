@@ -385,11 +385,36 @@ class VideoMAEFamily(BackboneFamily):
         model.adopt(loaded.hf)
         return CheckpointReport(path=str(path), num_classes=loaded.num_classes)
 
+    def build_vision(self, arch_cfg: VideoMAEArch) -> "VideoMAEVision":
+        """The encoder alone, as the benchmarks time it (random weights)."""
+        return VideoMAEVision(self.build(arch_cfg))
+
     def checkpoint_hint(self, path: str) -> str:
         """Where to get a missing checkpoint folder (shown with the missing-input list)."""
         return (f"checkpoint: a Hugging Face folder with config.json + model.safetensors (or pytorch_model.bin), e.g. "
                 f"`hf download MCG-NJU/videomae-base-finetuned-kinetics --local-dir {path}` (the folder named in "
                 "model.checkpoints under paths.checkpoints, or model.checkpoint=/path/to/folder)")
+
+
+class VideoMAEVision(nn.Module):
+    """A :class:`VideoMAEClassifier` seen as a vision encoder: ``forward(videos, reducer)`` returns the
+    :class:`VisionOutput` (what the benchmarks time and compare), ``cfg`` the encoder's sizes."""
+
+    def __init__(self, model: VideoMAEClassifier):
+        super().__init__()
+        self.model = model
+        self.cfg = vision_config_of(model.config.to_dict())
+
+    @property
+    def attention(self) -> AttentionMode:
+        return self.model.attention
+
+    @attention.setter
+    def attention(self, mode: str) -> None:
+        self.model.attention = mode
+
+    def forward(self, videos: torch.Tensor, reducer: Optional[Reducer] = None, trace: bool = False) -> VisionOutput:
+        return self.model.encode_vision(videos, reducer=reducer, trace=trace)
 
 
 @dataclass
