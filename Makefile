@@ -4,6 +4,8 @@ PY ?= python3
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The console command the package installs (`vidtldr --help` lists every command).
+VIDTLDR := $(VENV)/bin/vidtldr
 # CPU wheel by default (README: 'Which torch'); override e.g. TORCH_REQ='torch==2.13.0 --index-url <index>'
 TORCH_REQ ?= -r requirements-cpu.txt
 # Paper-table targets: restrict with BACKBONES / DATASETS, pass Hydra overrides with ARGS, e.g.
@@ -45,7 +47,7 @@ $(STAMP): pyproject.toml requirements-cpu.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(PYTHON) -m vidtldr.eval
+	$(VIDTLDR) eval
 
 test: $(STAMP)
 	$(PYTHON) -m ruff check vidtldr scripts tests
@@ -68,25 +70,25 @@ smoke: $(STAMP)
 	$(PYTHON) scripts/smoke.py
 
 flops: $(STAMP)
-	$(PYTHON) -m vidtldr.flops table=true
+	$(VIDTLDR) flops table=true
 
 # A schedule with idle blocks before a merge, measured beside the preset (price of exact fused decisions).
 BENCH_GAPPED ?= 'gapped_r=[0,600,0,200]'
 # Full-size UMT-B then UMT-L (random weights, 12 frames): each run merges its rows into
 # results/bench.json and regenerates results/bench.md. Minutes on a CPU.
 bench: $(STAMP)
-	$(PYTHON) -m vidtldr.bench model=umt_b dataset=msrvtt $(BENCH_GAPPED)
-	$(PYTHON) -m vidtldr.bench model=umt_l dataset=msrvtt repeats=3 $(BENCH_GAPPED)
-	$(PYTHON) -m vidtldr.bench model=videomae_b dataset=kinetics400 "reducers=[none,vidtldr]" \
+	$(VIDTLDR) bench model=umt_b dataset=msrvtt $(BENCH_GAPPED)
+	$(VIDTLDR) bench model=umt_l dataset=msrvtt repeats=3 $(BENCH_GAPPED)
+	$(VIDTLDR) bench model=videomae_b dataset=kinetics400 "reducers=[none,vidtldr]" \
 		"merge.r=[0.2551,0.1142,0.0644]" breakdown=false profile=false repeats=3
 
 bench-scale: $(STAMP)
-	$(PYTHON) -m vidtldr.bench_scale --sizes 100 1000
+	$(VIDTLDR) bench_scale --sizes 100 1000
 
 # UMT-B on MSRVTT-format generated clips, random weights: one evaluation per ITM engine, interleaved;
 # writes results/bench_eval.md/.json (on a GPU: ARGS="device=cuda precision=fp16" -> bench_eval_cuda.*).
 bench-eval: $(STAMP)
-	$(PYTHON) -m vidtldr.bench_eval model=umt_b dataset=msrvtt $(ARGS)
+	$(VIDTLDR) bench_eval model=umt_b dataset=msrvtt $(ARGS)
 
 # These check every checkpoint / annotation / video folder first and stop with one message
 # listing what is missing and where to get it.
@@ -113,7 +115,7 @@ fig1: $(STAMP)
 	$(PYTHON) scripts/paper_table.py fig1 $(if $(strip $(DATASETS)),--datasets $(DATASETS)) $(if $(strip $(ARGS)),-- $(ARGS))
 
 tables: $(STAMP)
-	$(PYTHON) -m vidtldr.results
+	$(VIDTLDR) results
 
 clean-cache:
 	rm -rf .cache/vidtldr

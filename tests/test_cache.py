@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import vidtldr.files as files_module
 import vidtldr.run.cache as cache_module
 from vidtldr.errors import DiskFullError
 from vidtldr.run.cache import FeatureCache, atomic_write_text, file_identity, stable_hash
@@ -292,9 +293,9 @@ def test_a_full_disk_is_a_disk_full_error_naming_the_file(tmp_path, monkeypatch,
         raise OSError(errno.ENOSPC, "No space left on device")
 
     if where == "writing":
-        monkeypatch.setattr(cache_module.os, "fsync", full)
+        monkeypatch.setattr(files_module.os, "fsync", full)
     else:
-        monkeypatch.setattr(cache_module.tempfile, "mkstemp", full)
+        monkeypatch.setattr(files_module.os, "open", full)
     with pytest.raises(DiskFullError, match=f"no space left on the device holding {target}"):
         atomic_write_text(target, "data")
     assert list(tmp_path.iterdir()) == []  # nothing half-written, no temp file

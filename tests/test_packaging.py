@@ -80,3 +80,13 @@ def test_installed_wheel_runs_the_default_evaluation_from_any_directory(wheel, t
     assert record["git"] == {"commit": None, "dirty": None}  # the installed copy is not a git checkout
     after = {p for p in target.rglob("*") if "__pycache__" not in p.parts}
     assert after == before, f"the run wrote into the installed package: {sorted(map(str, after - before))}"
+
+    # The console command the wheel installs lists every command and runs one from here.
+    script = target / "bin" / "vidtldr"
+    assert script.is_file(), sorted(p.name for p in (target / "bin").iterdir()) if (target / "bin").is_dir() else None
+    helped = subprocess.run([str(script), "--help"], cwd=work, env=env, capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and "  flops " in helped.stdout and "  eval " in helped.stdout, helped.stderr
+    flops = subprocess.run([str(script), "flops", "model=tiny"], cwd=work, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert flops.returncode == 0, flops.stderr[-2000:]
+    assert json.loads(flops.stdout.strip().splitlines()[-1])["tokens_per_layer"][0] == 196  # 4 frames x (224/32)^2

@@ -12,6 +12,8 @@ from omegaconf import OmegaConf
 from vidtldr.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+# Every Hydra app and compose of the project uses these defaults (no working-directory change).
+HYDRA_VERSION_BASE = "1.3"
 
 
 def merge_compositions() -> dict[str, dict]:
@@ -54,7 +56,7 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config"):
     try:
         if GlobalHydra.instance().is_initialized():
             return compose(config_name=config_name, overrides=list(overrides))
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=HYDRA_VERSION_BASE):
             return compose(config_name=config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(f"cannot compose the configuration from {list(overrides)}: {exc}") from None

@@ -20,7 +20,9 @@ from omegaconf import DictConfig
 
 from vidtldr.errors import cli_guard
 
-from vidtldr.config_utils import CONFIG_DIR, check_run_location  # noqa: F401 (tests import it from here)
+from vidtldr.config_utils import CONFIG_DIR, HYDRA_VERSION_BASE, check_run_location  # noqa: F401 (tests import it from here)
+
+SUMMARY = "evaluate a model with a token reducer on a dataset (retrieval or QA); writes record.json"
 
 log = logging.getLogger("vidtldr.eval")
 
@@ -49,7 +51,7 @@ def report(record: dict) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+@hydra.main(version_base=HYDRA_VERSION_BASE, config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from vidtldr import jsonio
 from vidtldr.data.transforms import resize_uint8
 from vidtldr.data.video import FrameSample, read_frames_with_info
 from vidtldr.errors import ConfigError, cli_guard
+from vidtldr.files import atomic_output
 
 
 
@@ -70,10 +70,8 @@ def inspect_video(path: str | Path, num_frames: int = 12, trimmed30: bool = Fals
               "sheet": None}
     if sheet:
         sheet = Path(sheet)
-        sheet.parent.mkdir(parents=True, exist_ok=True)
-        tmp = sheet.with_name(sheet.name + ".tmp.png")
-        contact_sheet(resize_uint8(frames, size), info.indices).save(tmp)
-        os.replace(tmp, sheet)
+        with atomic_output(sheet, ".png") as tmp:
+            contact_sheet(resize_uint8(frames, size), info.indices).save(tmp)
         result["sheet"] = str(sheet)
     result["_lines"] = describe(info, trimmed30)
     return result

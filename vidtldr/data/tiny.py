@@ -13,7 +13,6 @@ mbtree/lookahead so the bytes are identical on every run.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from vidtldr import jsonio
+from vidtldr.files import atomic_output, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,8 @@ def write_clip(path: str | Path, frames: int, fps: Fraction | float, width: int,
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1001)
     make = frame_fn or clip_frame
-    tmp = path.with_name(path.name + ".tmp.mp4")
-    with av.open(str(tmp), mode="w") as out:
+    # atomic: a half-written clip never has the final name
+    with atomic_output(path) as tmp, av.open(str(tmp), mode="w") as out:
         stream = out.add_stream("libx264", rate=rate)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
@@ -84,7 +84,6 @@ def write_clip(path: str | Path, frames: int, fps: Fraction | float, width: int,
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
-    os.replace(tmp, path)  # atomic: a half-written clip never has the final name
     return path
 
 
@@ -193,11 +192,8 @@ def tiny_annotation(annotation: str, reader: str) -> tuple[list[dict], list[str]
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     # ASCII-only, like the official files, so any platform encoding reads them the same.
-    tmp.write_text(jsonio.dumps(obj, indent=1, ensure_ascii=True) + "\n", encoding="ascii")
-    os.replace(tmp, path)
+    atomic_write_text(path, jsonio.dumps(obj, indent=1, ensure_ascii=True) + "\n")
 
 
 def encode_clips(folder: str | Path, clips: Iterable[Clip] = CLIPS) -> list[Path]:

@@ -14,13 +14,12 @@ checksum comparison (e.g. for the tiny dataset); ``limit=N`` checks the first N 
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable
 
 from vidtldr import jsonio
-from vidtldr.data.annotations import (FILE_READERS, annotation_path, answer_list_errors, answer_list_path, build_split,
+from vidtldr.data.annotations import (annotation_path, answer_list_errors, answer_list_path, build_split,
                                       describe_repeats, duplicate_records, load_json, repeated_items, schema_errors,
                                       video_root)
 from vidtldr.data.manifests import count_mismatches, load_manifest, sha256_file, split_counts
@@ -29,6 +28,7 @@ from vidtldr.config_values import check_settings
 from vidtldr.data.registry import check_dataset_config
 from vidtldr.data.video import read_frames
 from vidtldr.errors import AnnotationError, VideoError, cli_guard
+from vidtldr.files import atomic_write_text
 
 
 def _problem(kind: str, message: str, **where: Any) -> dict[str, Any]:
@@ -82,8 +82,6 @@ def validate_dataset(cfg: dict[str, Any], data_root: str | Path, decode: bool = 
                               "reader": reader, "video_root": str(video_root(cfg, data_root)),
                               "decode": decode, "counts": None, "manifest": None, "problems": [], "warnings": []}
     problems: list[dict[str, Any]] = report["problems"]
-    if reader in FILE_READERS:  # whole-file formats (action recognition): the reader is the schema check
-        return _validate_file_format(cfg, data_root, report, decode, use_manifest, limit, progress)
 
     records = _load(anno, "annotation file", problems)
     answers = None
@@ -123,34 +121,6 @@ def validate_dataset(cfg: dict[str, Any], data_root: str | Path, decode: bool = 
         _check_manifest(cfg, anno, answer_list_path(cfg, data_root) if reader == "qa" else None, report)
     report["num_problems"] = len(problems)
     report["ok"] = not problems
-    return report
-
-
-def _validate_file_format(cfg: dict[str, Any], data_root: Path, report: dict[str, Any], decode: bool,
-                          use_manifest: bool, limit: int | None, progress: bool) -> dict[str, Any]:
-    """A dataset read by a whole-file reader (list file, Kinetics CSV, SSv2 JSON): the reader's own
-    errors (file, line or record named), then the videos, counts and manifest as for the others."""
-    from vidtldr.data.annotations import load_split
-
-    anno = Path(report["annotation"])
-    names: list[str] = []
-    try:
-        split = load_split(cfg, data_root)
-    except AnnotationError as exc:
-        kind = "missing_annotation" if not anno.is_file() else "schema"
-        report["problems"].append(_problem(kind, str(exc), file=str(anno)))
-    else:
-        report["counts"] = split_counts(split)
-        names = list(dict.fromkeys(split.video_names))
-    report["num_video_files"] = len(names)
-    names = names if limit is None else names[:limit]
-    report["num_video_files_checked"] = len(names)
-    report["problems"].extend(check_videos((video_root(cfg, data_root) / n for n in names), int(cfg["num_frames"]),
-                                           False, decode, progress))
-    if use_manifest and report["counts"] is not None:
-        _check_manifest(cfg, anno, None, report)
-    report["num_problems"] = len(report["problems"])
-    report["ok"] = not report["problems"]
     return report
 
 
@@ -203,13 +173,6 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
@@ -227,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
         text = jsonio.dumps(report, ensure_ascii=True)
         if cfg.report:
-            _write_atomic(Path(str(cfg.report)), jsonio.dumps(report, indent=1, ensure_ascii=True) + "\n")
+            atomic_write_text(Path(str(cfg.report)), jsonio.dumps(report, indent=1, ensure_ascii=True) + "\n")
         print(text)
     return 0 if report["ok"] else 1
 

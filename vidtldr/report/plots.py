@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 
 import pandas as pd
 
+from vidtldr.files import atomic_output
 from vidtldr.report.labels import DATASET_LABEL, is_qa
 from vidtldr.report.reference import paper_value, reference_gflops
 from vidtldr.report.rows import num, pick_run
@@ -125,9 +126,8 @@ def _legend_handles(methods: Sequence[str], any_partial: bool) -> list:
 def _save(fig, out_stem: Path) -> dict[str, Path]:
     paths = {"png": out_stem.with_suffix(".png"), "svg": out_stem.with_suffix(".svg")}
     for kind, path in paths.items():
-        tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-        fig.savefig(tmp, dpi=120, metadata={"Date": None} if kind == "svg" else None)
-        tmp.replace(path)  # atomic: a reader never sees half a figure
+        with atomic_output(path) as tmp:  # a reader never sees half a figure
+            fig.savefig(tmp, dpi=120, metadata={"Date": None} if kind == "svg" else None)
     return paths
 
 

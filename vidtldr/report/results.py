@@ -26,7 +26,7 @@ from vidtldr.report.reference import REFERENCE_CSV, load_reference
 from vidtldr.report.render import LEGEND, display_table, to_latex, to_markdown
 from vidtldr.report.rows import load_runs
 from vidtldr.report.tables import TABLES, TableSpec, build_table, runs_table
-from vidtldr.run.cache import atomic_write_text
+from vidtldr.files import atomic_write_text
 
 TABLE_NAMES = [*TABLES, "runs"]
 

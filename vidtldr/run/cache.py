@@ -15,14 +15,14 @@ import contextlib
 import hashlib
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 
 from vidtldr import jsonio
-from vidtldr.errors import DiskFullError, is_disk_full
+# atomic_write_text is re-exported for code written against this module before vidtldr.files existed.
+from vidtldr.files import atomic_write_bytes, atomic_write_text  # noqa: F401
 
 KEY_FILE = "key.json"
 # Bytes read from each end of a video file for its content fingerprint (see file_identity).
@@ -34,36 +34,6 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     """sha256 of the canonical JSON of ``obj`` (sorted keys), truncated; stable across runs."""
     text = jsonio.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one.
-    A full disk is a :class:`DiskFullError` naming ``path``, with the temporary file removed."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise DiskFullError(path) from None
-        raise
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        # Whatever happened (including KeyboardInterrupt), never leave a half-written temp file.
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if is_disk_full(exc):
-            raise DiskFullError(path) from None
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:

@@ -30,7 +30,6 @@ import logging
 import mmap
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -39,7 +38,8 @@ import torch
 
 from vidtldr import jsonio
 from vidtldr.errors import CacheError, DiskFullError, VidtldrError, is_disk_full
-from vidtldr.run.cache import FeatureCache, atomic_write_text, stable_hash
+from vidtldr.files import atomic_write_text, temp_dir_beside
+from vidtldr.run.cache import FeatureCache, stable_hash
 from vidtldr.run.record import sha256_file
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def build_store(out: str | os.PathLike, keys: Sequence[str], load: Callable[[str
 
 def _build(out: Path, keys: Sequence[str], load: Callable[[str], Optional[dict]], dtype: str,
            sources: Optional[Sequence]) -> Path:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    tmp = temp_dir_beside(out)
     try:
         offsets, lengths, feats, by_video = [], [], [], []
         dim, counts, row = None, None, 0

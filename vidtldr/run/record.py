@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import importlib.metadata
 import json
 import os
 import platform
@@ -21,27 +20,13 @@ from typing import Any, Iterable
 
 from vidtldr import jsonio
 from vidtldr.errors import RunDirError
-from vidtldr.run.cache import atomic_write_text
+from vidtldr.files import atomic_write_text
+from vidtldr.provenance import package_versions
 
 RECORD_NAME = "record.json"
 # Files of a finished run that eval.overwrite=true moves aside (never deletes).
 RUN_OUTPUTS = (RECORD_NAME, "predictions.json")
 SCHEMA_VERSION = 1
-
-# Packages whose versions can change numbers or behaviour.
-_PACKAGES = ("vidtldr", "torch", "numpy", "transformers", "hydra-core", "omegaconf", "decord", "av",
-             "fvcore", "pandas", "wandb")
-
-
-def package_versions(names: Iterable[str] = _PACKAGES) -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
 
 def git_info(repo: str | os.PathLike | None = None) -> dict[str, Any]:
     """Commit and dirtiness of the source tree that holds this package (None outside git).

@@ -171,15 +171,10 @@ def _count(key: str, value: Any, minimum: int) -> int:
 def check_numbers(cfg: DictConfig) -> None:
     """The numeric settings given on the command line: batch sizes, worker count, and where set,
     data.limit, eval.k_test and eval.num_frames (cheap, so a run checks them before anything else)."""
-    for key, minimum in (("eval.itm_batch", 1), ("eval.text_batch", 1), ("data.batch_size", 1)):
+    for key, minimum in (("eval.itm_batch", 1), ("eval.text_batch", 1), ("data.batch_size", 1),
+                         ("data.num_workers", 0)):
         section, name = key.split(".")
         _count(key, cfg[section].get(name), minimum)
-    workers = cfg.data.get("num_workers")
-    if workers != "auto":  # an integer >= 0, or auto (vidtldr.data.workers)
-        try:
-            _count("data.num_workers", workers, 0)
-        except ConfigError:
-            raise ConfigError(f"data.num_workers={workers}: accepted values: auto, or an integer >= 0") from None
     for key in ("data.limit", "eval.k_test", "eval.num_frames", "eval.itm_group_batch"):
         section, name = key.split(".")
         if cfg[section].get(name) is not None:
@@ -330,14 +325,7 @@ def resolve_checkpoint(cfg: DictConfig, dataset: str, setting: str) -> tuple[Opt
     if key not in files:
         raise ConfigError(f"model={model.name} has no checkpoint for dataset={dataset} "
                           f"(model.checkpoints has {sorted(files)}); set model.checkpoint=/path/to/file.pth")
-    path = Path(cfg.paths.checkpoints) / files[key]
-    if not path.exists():  # a family may know another local place for it (VideoMAE: the Hugging Face cache)
-        from vidtldr.models.family import get_family
-
-        locate = getattr(get_family(str(model.family)), "locate_checkpoint", None)
-        found = locate(str(files[key])) if locate is not None else None
-        path = Path(found) if found else path
-    return str(path), kind, True
+    return str(Path(cfg.paths.checkpoints) / files[key]), kind, True
 
 
 def resolve(cfg: DictConfig, *, data_root: Optional[str] = None) -> RunSpec:

@@ -23,23 +23,21 @@ merged into ``results/bench.json`` and ``results/bench.md`` is regenerated from 
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 from vidtldr import jsonio
 from vidtldr.analysis.bench.gapped import gapped_executions, gapped_summary
 from vidtldr.analysis.bench.measure import (build_encoder, kernel_usage, peak_memory_mb, profile_breakdown,
                                             reduction_overhead, timed_forward)
 from vidtldr.analysis.bench.render import format_rows, merge_results, render_md
-from vidtldr.analysis.flops.command import write_public
-from vidtldr.config_utils import CONFIG_DIR
 from vidtldr.cost.vision import reducer_cost, vision_dims
-from vidtldr.errors import ConfigError, cli_guard
+from vidtldr.errors import ConfigError
+from vidtldr.provenance import load_average
+from vidtldr.files import atomic_write_text
 from vidtldr.run.runspec import ModelSpec, resolve_model, with_merge
 
 #: Targets from the issue (UMT-B, 12 x 224^2, CPU). Reported, never asserted by tests.
@@ -134,13 +132,6 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _load() -> Optional[list]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
 def run_bench(cfg, *, reducers: list[str], attentions: list[str], baseline_r="vidtldr",
               repeats: int = 5, warmup: int = 1, batch: int = 1, device: str = "cpu", autocast: bool = True,
               seed: int = 0, breakdown: bool = True, check_outputs: bool = True, profile: bool = False,
@@ -164,7 +155,7 @@ def run_bench(cfg, *, reducers: list[str], attentions: list[str], baseline_r="vi
     if not execs:
         raise ConfigError("nothing to measure: every requested reducer was skipped: "
                           + "; ".join(f"{s['merge']}: {s['why']}" for s in skipped))
-    load_before = _load()
+    load_before = load_average()
     outputs, memory = _warm_up(enc, videos, execs, warmup, log)
     # Interleaved timed repeats.
     for rep in range(repeats):
@@ -172,7 +163,7 @@ def run_bench(cfg, *, reducers: list[str], attentions: list[str], baseline_r="vi
             t, _ = timed_forward(enc, videos, ex.reducer_factory(), ex.attention, ex.cpu_times)
             ex.times.append(t)
         log(f"repeat {rep + 1}/{repeats}: " + ", ".join(f"{e.merge}/{e.attention} {e.times[-1]:.2f}s" for e in execs))
-    load_after = _load()
+    load_after = load_average()
     rows = [_row(spec, ex, reducer_cost(dims, spec.num_frames, ex.reducer_factory()), memory, batch, device)
             for ex in execs]
     _add_ratios(rows)
@@ -320,25 +311,10 @@ def _output_check(outputs: dict, half: bool = False) -> dict:
 
 
 def environment(device: str, load_before, load_after) -> dict:
-    import torch
+    """The shared machine block plus the load averages around the measurement."""
+    from vidtldr.provenance import machine
 
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-           "machine": platform.machine(), "processor": _cpu_name(), "loadavg_before": load_before,
-           "loadavg_after": load_after, "python": platform.python_version()}
-    if device.startswith("cuda"):
-        env["gpu"] = torch.cuda.get_device_name()
-    return env
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return {**machine(device), "loadavg_before": load_before, "loadavg_after": load_after}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -363,7 +339,7 @@ def main_cli(cfg) -> dict:
 
     if cfg.get("render_only"):
         db = json.loads(Path(cfg.out_json).read_text())
-        write_public(Path(cfg.out_md), render_md(db))
+        atomic_write_text(Path(cfg.out_md), render_md(db))
         print(f"wrote {cfg.out_md} from {cfg.out_json}")
         print(jsonio.dumps({"rows": [r for run in db.get("runs", []) for r in run["rows"]]}))
         return db
@@ -397,22 +373,17 @@ def main_cli(cfg) -> dict:
     if cfg.get("write"):
         path = Path(cfg.out_json)
         db = merge_results(path, result)
-        write_public(path, jsonio.dumps(db, indent=1) + "\n")
-        write_public(Path(cfg.out_md), render_md(db))
+        atomic_write_text(path, jsonio.dumps(db, indent=1) + "\n")
+        atomic_write_text(Path(cfg.out_md), render_md(db))
         print(f"wrote {cfg.out_json} and {cfg.out_md}")
     print(jsonio.dumps(result))
     return result
 
 
 def main() -> None:
-    import hydra
+    from vidtldr.entry import hydra_entry
 
-    @hydra.main(config_path=str(CONFIG_DIR), config_name="bench", version_base=None)
-    def _run(cfg) -> None:
-        with cli_guard("vidtldr.bench"):
-            main_cli(cfg)
-
-    _run()
+    hydra_entry("bench", "vidtldr.bench", main_cli)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -38,7 +37,10 @@ from pathlib import Path
 from typing import Optional
 
 from vidtldr import jsonio
-from vidtldr.errors import ConfigError, cli_guard
+from vidtldr.analysis.bench.measure import peak_memory
+from vidtldr.errors import ConfigError
+from vidtldr.files import atomic_write_text
+from vidtldr.provenance import machine
 
 ENGINES = ("grouped", "pairwise")  # run order within a round (grouped first pays the warm-up)
 FULL = {"videos": 1000, "texts": 1000, "k_test": 128}  # MSRVTT-1k
@@ -73,7 +75,7 @@ def write_vocab(path: Path, size: int) -> Path:
         raise ConfigError(f"bench_eval: model vocab_size {size} is smaller than the generated vocabulary "
                           f"({len(entries)} entries); set model.tokenizer=/path/to/vocab.txt")
     entries += [f"[filler{i}]" for i in range(size - len(entries))]
-    path.write_text("\n".join(entries) + "\n")
+    atomic_write_text(path, "\n".join(entries) + "\n")
     return path
 
 
@@ -104,64 +106,12 @@ def write_dataset(root: Path, dataset_cfg: dict, videos: int, texts_per_video: i
         write_clip(video_dir / name, frames, 8, size, size, clip_index=v)
         records.append({"video": name, "caption": texts[v * texts_per_video:(v + 1) * texts_per_video]})
     anno = root / "anno_downstream" / dataset_cfg["annotation"]
-    anno.parent.mkdir(parents=True, exist_ok=True)
-    anno.write_text(jsonio.dumps(records, indent=1))
-    marker.write_text(jsonio.dumps(params))
+    atomic_write_text(anno, jsonio.dumps(records, indent=1))
+    atomic_write_text(marker, jsonio.dumps(params))  # last: its presence means the dataset is complete
     return root
 
 
 # ----------------------------------------------------------------------------- measurement
-
-
-def _rss_kb(field: str) -> Optional[int]:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _release_free_heap() -> None:
-    """Give memory that is free but still held by the C allocator back to the system (glibc), so the
-    resident size before a measured block is what is alive, and new allocations show in the peak."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-@contextlib.contextmanager
-def peak_memory(device: str):
-    """Yields a dict that gets ``peak_mb``: the high-water mark above the starting level while the
-    block ran (CPU: VmHWM after resetting it; CUDA: max_memory_allocated)."""
-    import torch
-
-    out: dict = {}
-    on_cuda = device.startswith("cuda")
-    reset = True
-    if on_cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        _release_free_heap()
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            reset = False  # the high-water mark would be the process's whole life: report nothing
-        base = (_rss_kb("VmRSS") or 0) * 1024
-    yield out
-    if on_cuda:
-        torch.cuda.synchronize()
-        out["peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        hwm = _rss_kb("VmHWM")
-        out["peak_mb"] = None if hwm is None or not reset else (hwm * 1024 - base) / 2**20
 
 
 class CaptureITM:
@@ -306,17 +256,6 @@ def project(units: dict, videos: int, texts: int, k_test: int) -> dict:
     return out
 
 
-def _machine(device: str) -> dict:
-    import torch
-
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "device": device}
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return info
-
-
 def run_bench(cfg, log=print) -> dict:
     import torch
 
@@ -430,7 +369,7 @@ def summarize(cfg, records: dict, captured: dict, probe: list, same: dict, *, vi
                   "itm_group_batch": int(cfg.eval.itm_group_batch),
                   "weights": "random (seeded), full size", "clips": f"{cfg.bench.clip_size}x{cfg.bench.clip_size}, "
                                                                      f"{cfg.bench.clip_frames} frames"},
-        "machine": {**_machine(str(cfg.device)), "torch_threads": threads,
+        "machine": {**machine(str(cfg.device)), "torch_threads": threads,
                     "loadavg_before": [round(x, 2) for x in load[0]], "loadavg_after": [round(x, 2) for x in load[1]]},
         "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
@@ -463,7 +402,6 @@ def check_options(cfg) -> None:
 def main_cli(cfg) -> dict:
     from vidtldr.analysis.bench.evaluation_render import render_md
     from vidtldr.models.precision import autocast_context, resolve_device
-    from vidtldr.run.cache import atomic_write_text
 
     resolve_device(str(cfg.device))
     autocast_context(str(cfg.device), str(cfg.precision))  # a clear error for a bad precision, now
@@ -486,16 +424,9 @@ def main_cli(cfg) -> dict:
 
 
 def main() -> None:
-    import hydra
+    from vidtldr.entry import hydra_entry
 
-    from vidtldr.config_utils import CONFIG_DIR
-
-    @hydra.main(config_path=str(CONFIG_DIR), config_name="bench_eval", version_base=None)
-    def _run(cfg) -> None:
-        with cli_guard("vidtldr.bench_eval"):
-            main_cli(cfg)
-
-    _run()
+    hydra_entry("bench_eval", "vidtldr.bench_eval", main_cli)
 
 
 __all__ = ["captions", "write_vocab", "write_dataset", "project", "unit_costs", "run_bench", "output_paths",

@@ -4,9 +4,10 @@ into scoring and matching + merging, and a profiler breakdown by operator kind."
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 # ----------------------------------------------------------------------------------------------
 # Measurement primitives
@@ -100,30 +101,43 @@ def timed_forward(enc: Encoder, videos, reducer, mode: str, cpu_times: Optional[
     return wall, out
 
 
-def peak_memory_mb(enc: Encoder, videos, reducer, mode: str) -> dict:
-    """High-water mark of one forward above what was resident before it."""
+@contextlib.contextmanager
+def peak_memory(device: str) -> Iterator[dict]:
+    """The one memory probe of the benchmarks: yields a dict that gets, when the block ends,
+    ``peak_mb`` (high-water mark above the level at the start), ``peak_total_mb`` (the high-water
+    mark itself) and ``method``. CUDA: ``max_memory_allocated``; CPU: the kernel's resident-set
+    high-water mark (VmHWM) after resetting it, both None where it cannot be reset (the mark would
+    be the whole process's life)."""
     import torch
 
-    enc.model.attention = mode
-    if enc.device.startswith("cuda"):
+    out: dict = {}
+    if device.startswith("cuda"):
         torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        enc.forward(videos, reducer)
+        before = torch.cuda.memory_allocated()
+        yield out
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated()
-        return {"peak_mem_mb": (peak - before) / 2 ** 20, "peak_total_mb": peak / 2 ** 20,
-                "mem_method": "cuda max_memory_allocated"}
+        out.update(peak_mb=(peak - before) / 2 ** 20, peak_total_mb=peak / 2 ** 20,
+                   method="cuda max_memory_allocated")
+        return
     _release_free_heap()
-    if not _reset_cpu_peak():
-        enc.forward(videos, reducer)
-        out = {"peak_mem_mb": None, "peak_total_mb": None, "mem_method": "unavailable"}
+    reset = _reset_cpu_peak()
+    before = _rss_kb("VmRSS")
+    yield out
+    peak = _rss_kb("VmHWM")
+    if not reset or peak is None or before is None:
+        out.update(peak_mb=None, peak_total_mb=None, method="unavailable")
     else:
-        before = _rss_kb("VmRSS")
+        out.update(peak_mb=(peak - before) / 1024, peak_total_mb=peak / 1024, method="VmHWM - VmRSS")
+
+
+def peak_memory_mb(enc: Encoder, videos, reducer, mode: str) -> dict:
+    """High-water mark of one forward above what was resident before it."""
+    enc.model.attention = mode
+    with peak_memory(enc.device) as mem:
         enc.forward(videos, reducer)
-        peak = _rss_kb("VmHWM")
-        out = {"peak_mem_mb": (peak - before) / 1024, "peak_total_mb": peak / 1024, "mem_method": "VmHWM - VmRSS"}
-    return out
+    return {"peak_mem_mb": mem["peak_mb"], "peak_total_mb": mem["peak_total_mb"], "mem_method": mem["method"]}
 
 
 def kernel_usage(enc: Encoder, videos, reducer, mode: str) -> dict:

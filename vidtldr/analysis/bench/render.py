@@ -37,7 +37,8 @@ def _display_order(run: dict) -> tuple:
 
 def _run_key(run: dict) -> tuple:
     r0 = run["rows"][0]
-    return (r0["model"], r0["dataset"], r0["device"], r0["batch"], run.get("environment", {}).get("threads", 0))
+    env = run.get("environment", {})
+    return (r0["model"], r0["dataset"], r0["device"], r0["batch"], env.get("torch_threads", env.get("threads", 0)))
 
 
 TARGET_NAMES = {"vidtldr_fused_vs_vidtldr_materialized": "vid-TLDR fused vs vid-TLDR materialized (x)",
@@ -72,7 +73,7 @@ def _paragraph(text: str | None) -> list:
 def _run_section(run: dict) -> list:
     """One run: its heading, rows table, targets, then the paragraphs computed from it."""
     r0, env = run["rows"][0], run.get("environment", {})
-    threads = env.get("threads", "?")
+    threads = env.get("torch_threads", env.get("threads", "?"))  # "threads" in results written before
     where = env.get("gpu") or f"{env.get('processor', '?')}, {threads} thread{'' if threads == 1 else 's'}"
     L = [f"## {r0['model']} / {r0['dataset']} ({r0['num_frames']} frames), {r0['device']}: {where}", "",
          f"torch {env.get('torch')}; load average before / after: {env.get('loadavg_before')} / "
@@ -137,7 +138,7 @@ def _issue_reference(run: dict) -> str | None:
     r0, env = run["rows"][0], run.get("environment", {})
     ref = ISSUE_REFERENCE_S.get((r0["model"], r0["dataset"], r0["num_frames"]))
     by = {(r["merge"], r["attention"]): r for r in run["rows"]}
-    if not (ref and r0["device"] == "cpu" and env.get("threads") == env.get("cpu_count")
+    if not (ref and r0["device"] == "cpu" and env.get("torch_threads", env.get("threads")) == env.get("cpu_count")
             and ("none", "fused") in by and ("vidtldr", "fused") in by):
         return None
     nf, vf = by[("none", "fused")]["s_per_clip"], by[("vidtldr", "fused")]["s_per_clip"]

@@ -22,17 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-import torch
 
 from vidtldr import jsonio
 from vidtldr.errors import cli_guard
+from vidtldr.files import atomic_write_text
+from vidtldr.provenance import machine
 
 MODES = ("cold", "disk", "memory")
 
@@ -107,11 +107,9 @@ def bench(sizes: Sequence[int], out: Path, work: Path, k_test: int = 4, batch_si
             print(f"{n:>6} clips  {mode:<6}  peak RSS {measured['peak_rss_mib']:>8.1f} MiB  "
                   f"{measured['wall_s']:>7.1f} s  rc={measured['rc']}", flush=True)
     result = {"sizes": list(sizes), "k_test": k_test, "batch_size": batch_size, "rows": rows,
-              "ratios": _ratios(rows, sizes), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                                                           "torch": torch.__version__}}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_scale.json").write_text(jsonio.dumps(result, indent=1) + "\n")
-    (out / "bench_scale.md").write_text(markdown(result))
+              "ratios": _ratios(rows, sizes), "machine": machine()}
+    atomic_write_text(out / "bench_scale.json", jsonio.dumps(result, indent=1) + "\n")
+    atomic_write_text(out / "bench_scale.md", markdown(result))
     return result
 
 
@@ -126,12 +124,11 @@ def _ratios(rows: list[dict], sizes: Sequence[int]) -> dict:
 
 
 def markdown(result: dict) -> str:
-    sizes = result["sizes"]
+    sizes, m = result["sizes"], result["machine"]  # older results name the core count "cpus"
     lines = ["# Peak memory vs number of videos (tiny model, retrieval with ITM re-ranking)", "",
              f"`python -m vidtldr.bench_scale --sizes {' '.join(map(str, sizes))}`; k_test={result['k_test']}, "
              f"batch {result['batch_size']}; one fresh process per row; peak RSS of that process (wait4 ru_maxrss). "
-             f"Machine: {result['machine']['platform']}, {result['machine']['cpus']} CPUs, torch "
-             f"{result['machine']['torch']}.", "",
+             f"Machine: {m['platform']}, {m.get('cpu_count', m.get('cpus'))} CPUs, torch {m['torch']}.", "",
              "| clips | run | peak RSS (MiB) | wall (s) | videos decoded | token store (bytes) | status |",
              "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:

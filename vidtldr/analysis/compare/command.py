@@ -470,6 +470,6 @@ def summary(record: dict) -> dict:
 def main() -> None:
     """``python -m vidtldr.compare budget.ratio=0.7`` (or budget.gflops=, budget=published)."""
     from vidtldr.analysis.compare.report import format_table
-    from vidtldr.analysis.search.fidelity import hydra_command
+    from vidtldr.entry import record_command
 
-    hydra_command("compare", "vidtldr.compare", run_compare, format_table, summary)
+    record_command("compare", "vidtldr.compare", run_compare, format_table, summary)

@@ -19,7 +19,6 @@ The last line printed is one JSON object (``gflops_paper``, ``gflops_true``, ``t
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -28,23 +27,15 @@ from vidtldr import jsonio
 from vidtldr.analysis.flops.engine import count, table_rows
 from vidtldr.analysis.flops.reference import paper_gflops
 from vidtldr.analysis.flops.render import format_report, render_table
-from vidtldr.config_utils import CONFIG_DIR
-from vidtldr.errors import cli_guard
-from vidtldr.run.cache import atomic_write_text
+from vidtldr.files import atomic_write_text
 from vidtldr.run.runspec import resolve_model
-
-
-def write_public(path: Path, text: str) -> None:
-    """Atomic write of a committed results file (readable by all, unlike a bare temp file)."""
-    atomic_write_text(Path(path), text)
-    os.chmod(path, 0o644)
 
 
 def write_table(md_path: Path, json_path: Optional[Path] = None, trace: bool = True) -> dict:
     data = table_rows(trace=trace, progress=lambda m: print(m, file=sys.stderr, flush=True))
-    write_public(md_path, render_table(data, traced=trace))
+    atomic_write_text(md_path, render_table(data, traced=trace))
     if json_path is not None:
-        write_public(json_path, jsonio.dumps(data, indent=1) + "\n")
+        atomic_write_text(json_path, jsonio.dumps(data, indent=1) + "\n")
     ref = paper_gflops()
     n_ok = sum(1 for rep in data["schedules"]
                if rep["gflops_paper_1dp"] == ref.schedules[(rep["dataset"], rep["backbone"])])
@@ -79,14 +70,9 @@ def main_cli(cfg) -> dict:
 
 
 def main() -> None:
-    import hydra
+    from vidtldr.entry import hydra_entry
 
-    @hydra.main(config_path=str(CONFIG_DIR), config_name="flops", version_base=None)
-    def _run(cfg) -> None:
-        with cli_guard("vidtldr.flops"):
-            main_cli(cfg)
-
-    _run()
+    hydra_entry("flops", "vidtldr.flops", main_cli)
 
 
 if __name__ == "__main__":

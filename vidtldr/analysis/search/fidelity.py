@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,8 @@ from vidtldr import jsonio
 from vidtldr.analysis.search import agreement as A
 from vidtldr.config_utils import plain
 from vidtldr.errors import ConfigError, MissingFilesError, VideoError
-from vidtldr.run.cache import FeatureCache, atomic_write_text
+from vidtldr.files import atomic_write_text
+from vidtldr.run.cache import FeatureCache
 
 log = logging.getLogger(__name__)
 
@@ -197,23 +197,16 @@ def _weights_id(spec, cfg) -> dict:
 def _decode(collection: Collection, spec, size: int, cfg: DictConfig) -> tuple[list, list, list]:
     """(kept keys, frames per kept video, skipped [{path, reason}]) with the evaluation's reader."""
     from vidtldr.data.dataset import VideoDataset, make_loader
-    from vidtldr.data.workers import resolve_num_workers
-    from vidtldr.run.frame_cache import frame_cache_from
-    from vidtldr.run.runner import data_reading
 
     skip = cfg.data.on_error == "skip"
-    reading = data_reading(cfg)  # the evaluation's decoder and frame cache: frames decoded once for both
-    dataset = VideoDataset(collection.paths, spec.num_frames, spec.trimmed30, size, skip_unreadable=skip,
-                           decoder=reading["decoder"], frame_cache=frame_cache_from(reading))
-    workers = resolve_num_workers(cfg.data.num_workers, torch.device(str(cfg.device)).type)
-    loader = make_loader(dataset, batch_size=int(cfg.data.batch_size), num_workers=min(workers, len(dataset)))
+    dataset = VideoDataset(collection.paths, spec.num_frames, spec.trimmed30, size, skip_unreadable=skip)
+    loader = make_loader(dataset, batch_size=int(cfg.data.batch_size), num_workers=int(cfg.data.num_workers))
     keys, frames = [], []
-    with loader:  # workers stopped on an error too
-        for batch in loader:
-            for j, (index, ok) in enumerate(zip(batch["index"].tolist(), batch["ok"].tolist(), strict=True)):
-                if ok:
-                    keys.append(collection.keys[index])
-                    frames.append(batch["frames"][j].clone())
+    for batch in loader:
+        for j, (index, ok) in enumerate(zip(batch["index"].tolist(), batch["ok"].tolist(), strict=True)):
+            if ok:
+                keys.append(collection.keys[index])
+                frames.append(batch["frames"][j].clone())
     skipped = [{"path": s.path, "reason": s.reason} for s in loader.skipped]
     for s in skipped:
         log.warning("skipped unreadable video %s: %s", s["path"], s["reason"])
@@ -439,29 +432,8 @@ def format_table(record: dict) -> str:
     return "\n".join(lines)
 
 
-def hydra_command(config_name: str, prog: str, run, format_table, summary) -> None:
-    """A Hydra command whose job writes its record into the run directory: ``run(cfg, run_dir)``,
-    then the record's table (unless ``print_table=false``) and its summary as one JSON line (last)."""
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-
-    from vidtldr.config_utils import CONFIG_DIR, check_run_location
-    from vidtldr.errors import cli_guard
-
-    with cli_guard(prog):  # Hydra creates the run folder before the job runs: check it first
-        check_run_location(sys.argv[1:])
-
-    @hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")
-    def _run(cfg: DictConfig) -> None:
-        with cli_guard(prog):
-            record = run(cfg, HydraConfig.get().runtime.output_dir)
-            if cfg.get("print_table", True):
-                print(format_table(record), flush=True)
-            print(jsonio.dumps(summary(record)), flush=True)
-
-    _run()
-
-
 def main() -> None:
     """``python -m vidtldr.fidelity [overrides]``: the table, then one JSON line (last line)."""
-    hydra_command("fidelity", "vidtldr.fidelity", run_fidelity, format_table, summary)
+    from vidtldr.entry import record_command
+
+    record_command("fidelity", "vidtldr.fidelity", run_fidelity, format_table, summary)

@@ -23,7 +23,7 @@ from vidtldr.analysis.search.schedules import (BudgetError, Candidate, ScheduleS
                                                as_override, canonical, resolve_budget)
 from vidtldr.config_utils import plain
 from vidtldr.errors import ConfigError
-from vidtldr.run.cache import atomic_write_text
+from vidtldr.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def summary(record: dict) -> dict:
 
 def main() -> None:
     """``python -m vidtldr.tune budget.gflops=X`` (or ``budget.ratio=``): Pareto table, then one JSON line."""
-    from vidtldr.analysis.search.fidelity import hydra_command
+    from vidtldr.entry import record_command
     from vidtldr.analysis.search.tune_report import format_table
 
-    hydra_command("tune", "vidtldr.tune", run_tune, format_table, summary)
+    record_command("tune", "vidtldr.tune", run_tune, format_table, summary)

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from vidtldr.analysis.search.schedules import Candidate, defined, pareto
-from vidtldr.run.cache import atomic_write_bytes, atomic_write_text
+from vidtldr.files import atomic_write_bytes, atomic_write_text
 
 COLUMNS = ("reducer", "family", "merge_r", "gflops_paper", "fidelity", "embedding_cosine_mean",
            "itc_top1_agreement", "spearman_mean", "encoder_s", "pareto", "best")

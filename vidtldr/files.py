@@ -1,0 +1,105 @@
+"""Writing files: atomically, and with the permissions the process umask allows.
+
+Every file the project writes (``record.json``, ``results/*``, tune outputs, cache shards, generated
+data) goes through :func:`atomic_write_bytes` or :func:`atomic_output`: readers see the old file or
+the complete new one, never half of it. The temporary file is created like any ``open(path, "w")``
+(mode 0666 minus the umask), so a cache or results folder shared by a group stays readable by it
+when the umask allows (``umask 002``), and private when the umask says so (``umask 077``)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+from typing import Iterator
+
+from vidtldr.errors import DiskFullError, is_disk_full
+
+# What a plain open(..., "w") asks for; the kernel removes the umask's bits.
+_FILE_MODE = 0o666
+
+
+def _temp_name(path: Path, suffix: str) -> Path:
+    """A hidden name beside ``path``, unique per call (two writers of one file never share it)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
+
+
+def _create_temp(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
+    """Open a new temporary file beside ``path`` for writing, mode 0666 minus the umask (unlike
+    ``tempfile.mkstemp``, whose 0600 ignores it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = _temp_name(path, suffix)
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), _FILE_MODE), tmp
+        except FileExistsError:  # a leftover of the same pid and random name: draw again
+            continue
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one.
+    A full disk is a :class:`DiskFullError` naming ``path``, with the temporary file removed."""
+    path = Path(path)
+    try:
+        fd, tmp = _create_temp(path)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(path) from None
+        raise
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        # Whatever happened (including KeyboardInterrupt), never leave a half-written temp file.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if is_disk_full(exc):
+            raise DiskFullError(path) from None
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """For writers that need a file name (an encoder, an image library): yields a temporary path
+    beside ``path`` (ending in ``suffix`` so that a writer choosing its format by extension still
+    can), moved onto ``path`` when the block ends without error, removed otherwise."""
+    path = Path(path)
+    try:
+        fd, tmp = _create_temp(path, suffix or path.suffix)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(path) from None
+        raise
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if is_disk_full(exc):
+            raise DiskFullError(path) from None
+        raise
+
+
+def temp_dir_beside(path: str | os.PathLike) -> Path:
+    """A new hidden directory beside ``path`` to fill and then rename onto it, mode 0777 minus the
+    umask (unlike ``tempfile.mkdtemp``, whose 0700 would make the renamed folder private)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = path.with_name(f".{path.name}-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            tmp.mkdir(mode=0o777)
+            return tmp
+        except FileExistsError:
+            continue
