@@ -110,3 +110,22 @@ def test_official_formats_give_the_same_run(tmp_path):
 def test_settings_that_do_not_fit_are_refused(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         _run(tmp_path, "bad", *overrides)
+
+
+def test_checkpoint_folders_are_found_in_the_local_hugging_face_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    from vidtldr.run.runspec import resolve
+
+    cache = tmp_path / "hf"
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    overrides = ["model=videomae_b", "dataset=kinetics400", "merge=none", f"paths.checkpoints={tmp_path}/ckpt"]
+    # not in paths.checkpoints, not cached: the paths.checkpoints folder is what is missing
+    assert resolve(compose_config(overrides)).checkpoint == f"{tmp_path}/ckpt/MCG-NJU/videomae-base-finetuned-kinetics"
+    repo = cache / "models--MCG-NJU--videomae-base-finetuned-kinetics"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "videomae"}))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    assert resolve(compose_config(overrides)).checkpoint == str(snapshot)

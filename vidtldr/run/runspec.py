@@ -325,7 +325,14 @@ def resolve_checkpoint(cfg: DictConfig, dataset: str, setting: str) -> tuple[Opt
     if key not in files:
         raise ConfigError(f"model={model.name} has no checkpoint for dataset={dataset} "
                           f"(model.checkpoints has {sorted(files)}); set model.checkpoint=/path/to/file.pth")
-    return str(Path(cfg.paths.checkpoints) / files[key]), kind, True
+    path = Path(cfg.paths.checkpoints) / files[key]
+    if not path.exists():  # a family may know another local place for it (VideoMAE: the Hugging Face cache)
+        from vidtldr.models.family import get_family
+
+        locate = getattr(get_family(str(model.family)), "locate_checkpoint", None)
+        found = locate(str(files[key])) if locate is not None else None
+        path = Path(found) if found else path
+    return str(path), kind, True
 
 
 def resolve(cfg: DictConfig, *, data_root: Optional[str] = None) -> RunSpec:

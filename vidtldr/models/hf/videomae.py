@@ -385,6 +385,16 @@ class VideoMAEFamily(BackboneFamily):
         model.adopt(loaded.hf)
         return CheckpointReport(path=str(path), num_classes=loaded.num_classes)
 
+    def locate_checkpoint(self, name: str) -> Optional[str]:
+        """The folder of Hugging Face repository ``name`` (e.g. ``MCG-NJU/videomae-base-finetuned-kinetics``)
+        in the local Hugging Face cache, or None; never downloads."""
+        try:
+            from huggingface_hub import snapshot_download
+
+            return snapshot_download(name, local_files_only=True)
+        except Exception:  # not cached, not a repository name, or no huggingface_hub: not found here
+            return None
+
     def build_vision(self, arch_cfg: VideoMAEArch) -> "VideoMAEVision":
         """The encoder alone, as the benchmarks time it (random weights)."""
         return VideoMAEVision(self.build(arch_cfg))
