@@ -170,3 +170,22 @@ def test_inspect_prints_the_views(clips, capsys):
     assert res["clips"] == [[0, 4, 8, 12], [4, 8, 12, 16]] and res["crops_top_left"] == [[0, 0], [0, 5], [0, 10]]
     assert res["views"] == 6 and any("crop 1: top 0, left 5" in line for line in out)
     assert len(CLIPS) == 7
+
+
+def test_validate_reads_the_whole_file_formats(tmp_path, clips):
+    from vidtldr.data.validate import validate_dataset
+
+    write_tiny_action(tmp_path, K400, clips)
+    cfg = dict(K400, num_frames=16, trimmed30=False)
+    report = validate_dataset(cfg, tmp_path, decode=True, use_manifest=False)
+    assert report["ok"] and report["counts"] == {"records": 6, "videos": 6, "classes": 4}
+    # the manifest expects the real split's 400 classes
+    assert [p["message"] for p in validate_dataset(cfg, tmp_path, decode=False)["problems"]] == \
+        ["classes: found 4, manifest expects 400"]
+    anno = tmp_path / "anno_downstream" / "k400_val.csv"
+    anno.write_text(anno.read_text() + "missing.mp4 1\n")
+    report = validate_dataset(cfg, tmp_path, decode=False, use_manifest=False)
+    assert [p["kind"] for p in report["problems"]] == ["missing_video"] and report["num_video_files"] == 7
+    anno.write_text("broken.mp4 x\n")
+    report = validate_dataset(cfg, tmp_path, decode=False, use_manifest=False)
+    assert report["problems"][0]["kind"] == "schema" and "line 1" in report["problems"][0]["message"]

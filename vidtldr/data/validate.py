@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from vidtldr import jsonio
-from vidtldr.data.annotations import (annotation_path, answer_list_errors, answer_list_path, build_split,
+from vidtldr.data.annotations import (FILE_READERS, annotation_path, answer_list_errors, answer_list_path, build_split,
                                       describe_repeats, duplicate_records, load_json, repeated_items, schema_errors,
                                       video_root)
 from vidtldr.data.manifests import count_mismatches, load_manifest, sha256_file, split_counts
@@ -82,6 +82,8 @@ def validate_dataset(cfg: dict[str, Any], data_root: str | Path, decode: bool = 
                               "reader": reader, "video_root": str(video_root(cfg, data_root)),
                               "decode": decode, "counts": None, "manifest": None, "problems": [], "warnings": []}
     problems: list[dict[str, Any]] = report["problems"]
+    if reader in FILE_READERS:  # whole-file formats (action recognition): the reader is the schema check
+        return _validate_file_format(cfg, data_root, report, decode, use_manifest, limit, progress)
 
     records = _load(anno, "annotation file", problems)
     answers = None
@@ -121,6 +123,34 @@ def validate_dataset(cfg: dict[str, Any], data_root: str | Path, decode: bool = 
         _check_manifest(cfg, anno, answer_list_path(cfg, data_root) if reader == "qa" else None, report)
     report["num_problems"] = len(problems)
     report["ok"] = not problems
+    return report
+
+
+def _validate_file_format(cfg: dict[str, Any], data_root: Path, report: dict[str, Any], decode: bool,
+                          use_manifest: bool, limit: int | None, progress: bool) -> dict[str, Any]:
+    """A dataset read by a whole-file reader (list file, Kinetics CSV, SSv2 JSON): the reader's own
+    errors (file, line or record named), then the videos, counts and manifest as for the others."""
+    from vidtldr.data.annotations import load_split
+
+    anno = Path(report["annotation"])
+    names: list[str] = []
+    try:
+        split = load_split(cfg, data_root)
+    except AnnotationError as exc:
+        kind = "missing_annotation" if not anno.is_file() else "schema"
+        report["problems"].append(_problem(kind, str(exc), file=str(anno)))
+    else:
+        report["counts"] = split_counts(split)
+        names = list(dict.fromkeys(split.video_names))
+    report["num_video_files"] = len(names)
+    names = names if limit is None else names[:limit]
+    report["num_video_files_checked"] = len(names)
+    report["problems"].extend(check_videos((video_root(cfg, data_root) / n for n in names), int(cfg["num_frames"]),
+                                           False, decode, progress))
+    if use_manifest and report["counts"] is not None:
+        _check_manifest(cfg, anno, None, report)
+    report["num_problems"] = len(report["problems"])
+    report["ok"] = not report["problems"]
     return report
 
 
