@@ -129,3 +129,12 @@ def test_checkpoint_folders_are_found_in_the_local_hugging_face_cache(tmp_path, 
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("a" * 40)
     assert resolve(compose_config(overrides)).checkpoint == str(snapshot)
+
+
+def test_fidelity_and_tune_refuse_a_family_without_retrieval_heads():
+    from vidtldr.analysis.search.fidelity import check_retrieval_family
+    from vidtldr.run.runspec import resolve_model
+
+    spec = resolve_model(compose_config(["model=videomae_tiny", "dataset=kinetics400", "merge=none"]))
+    with pytest.raises(ConfigError, match="fidelity and tune compare retrieval embeddings .* family 'videomae'"):
+        check_retrieval_family(spec)

@@ -269,6 +269,18 @@ def _defined_metrics(gallery: int, ks: Sequence[int]) -> list[str]:
             (int(m[len("itc_top"):-len("_overlap")]) in ks and int(m[len("itc_top"):-len("_overlap")]) < gallery)]
 
 
+def check_retrieval_family(spec) -> None:
+    """Fidelity and tune score agreement of retrieval (ITC) embeddings: a family without the
+    retrieval heads (VideoMAE: classification) is refused before anything is built."""
+    from vidtldr.models.family import get_family
+
+    heads = get_family(spec.family).heads
+    if "retrieval" not in heads:
+        raise ConfigError(f"model={spec.model}: fidelity and tune compare retrieval embeddings (ITC), which backbone "
+                          f"family {spec.family!r} does not have (it builds {', '.join(heads)}); compare its "
+                          "schedules with evaluation runs instead")
+
+
 def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10), metric: Optional[str] = None) -> Session:
     """Resolve ``cfg`` like the evaluation, decode the collection, get the unreduced features;
     ``metric``: the objective a search will use (checked to be defined for this collection)."""
@@ -288,6 +300,7 @@ def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10), metric: Optional
     if folder is None and cfg.data.source == "tiny":
         data_root = ensure_tiny_data(cfg.paths.cache, str(cfg.dataset.name))
     spec = resolve(cfg, data_root=None if data_root is None else str(data_root))
+    check_retrieval_family(spec)
     arch_cfg = spec.umt_config(task="retrieval")
     from vidtldr.cost.vision import vision_dims
 
@@ -297,8 +310,8 @@ def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10), metric: Optional
     dataset_cfg = plain(cfg.dataset)
     if folder is None:
         if spec.task != "retrieval":
-            raise ConfigError(f"dataset={spec.dataset} is a QA split; fidelity compares retrieval embeddings: use "
-                              "a retrieval dataset, or videos=<folder of its videos>")
+            raise ConfigError(f"dataset={spec.dataset} is a {spec.task} split; fidelity compares retrieval embeddings: "
+                              "use a retrieval dataset, or videos=<folder of its videos>")
         check_inputs(spec, dataset_cfg)
         collection = dataset_collection(load_split(dataset_cfg, spec.data_root), spec.limit, spec.dataset,
                                         video_root(dataset_cfg, spec.data_root))

@@ -18,7 +18,7 @@ from typing import Optional
 from omegaconf import DictConfig, OmegaConf
 
 from vidtldr import jsonio
-from vidtldr.analysis.search.fidelity import METRICS, Session, encoder_gflops, gflops_of, prepare
+from vidtldr.analysis.search.fidelity import METRICS, Session, check_retrieval_family, encoder_gflops, gflops_of, prepare
 from vidtldr.analysis.search.schedules import (BudgetError, Candidate, ScheduleSearch, UndefinedObjectiveError,
                                                as_override, canonical, resolve_budget)
 from vidtldr.config_utils import plain
@@ -193,6 +193,7 @@ def check_budget(cfg: DictConfig, name: str, merge_args: dict) -> tuple[float, f
     from vidtldr.run.runspec import resolve_model
 
     spec = resolve_model(_schedule_free(cfg))  # the model-level resolution: no data needed yet
+    check_retrieval_family(spec)
     arch_cfg = spec.umt_config(task="retrieval")
     unreduced = encoder_gflops(arch_cfg, spec.num_frames, None)
     budget = resolve_budget(plain(cfg.budget.get("gflops")), plain(cfg.budget.get("ratio")), unreduced)
