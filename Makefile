@@ -70,7 +70,7 @@ smoke: $(STAMP)
 	$(PYTHON) scripts/smoke.py
 
 flops: $(STAMP)
-	$(VIDTLDR) flops table=true
+	$(VIDTLDR) flops table=true trace=true
 
 # A schedule with idle blocks before a merge, measured beside the preset (price of exact fused decisions).
 BENCH_GAPPED ?= 'gapped_r=[0,600,0,200]'
@@ -83,7 +83,7 @@ bench: $(STAMP)
 		"merge.r=[0.2551,0.1142,0.0644]" breakdown=false profile=false repeats=3
 
 bench-scale: $(STAMP)
-	$(VIDTLDR) bench_scale --sizes 100 1000
+	$(VIDTLDR) bench_scale 'sizes=[100,1000]'
 
 # UMT-B on MSRVTT-format generated clips, random weights: one evaluation per ITM engine, interleaved;
 # writes results/bench_eval.md/.json (on a GPU: ARGS="device=cuda precision=fp16" -> bench_eval_cuda.*).

@@ -78,30 +78,30 @@ def test_markdown_renders_from_json(tiny_result, tmp_path):
 def test_cli_last_line_is_json(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "vidtldr.bench", "model=tiny", "repeats=1", "reducers=[none,vidtldr]",
-         f"out_json={tmp_path}/b.json", f"out_md={tmp_path}/b.md", "breakdown=false"],
+         f"out={tmp_path}", "breakdown=false"],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {(r["merge"], r["attention"]) for r in res["rows"]} == {
         ("none", "fused"), ("none", "materialized"), ("vidtldr", "fused"), ("vidtldr", "materialized")}
     assert all(c["agree"] for c in res["output_check"].values())
-    written = json.loads((tmp_path / "b.json").read_text())
+    written = json.loads((tmp_path / "bench.json").read_text())
     assert len(written["runs"]) == 1
-    assert (tmp_path / "b.md").read_text().startswith("# Encoder benchmark")
+    assert (tmp_path / "bench.md").read_text().startswith("# Encoder benchmark")
 
 
 def test_cli_rejects_unknown_attention_mode():
     proc = subprocess.run([sys.executable, "-m", "vidtldr.bench", "model=tiny", "repeats=1", "write=false",
-                           "attention=[fused,flash]"], capture_output=True, text=True, timeout=300)
+                           "attentions=[fused,flash]"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.startswith("vidtldr.bench: error:")
 
 
 def test_render_only_regenerates_markdown(tiny_result, tmp_path):
-    (tmp_path / "b.json").write_text(json.dumps(bench.merge_results(tmp_path / "none.json", tiny_result)))
-    proc = subprocess.run([sys.executable, "-m", "vidtldr.bench", "render_only=true", f"out_json={tmp_path}/b.json",
-                           f"out_md={tmp_path}/b.md"], capture_output=True, text=True, timeout=300)
+    (tmp_path / "bench.json").write_text(json.dumps(bench.merge_results(tmp_path / "none.json", tiny_result)))
+    proc = subprocess.run([sys.executable, "-m", "vidtldr.bench", "render_only=true", f"out={tmp_path}"],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "## tiny / msrvtt" in (tmp_path / "b.md").read_text()
+    assert "## tiny / msrvtt" in (tmp_path / "bench.md").read_text()
     assert len(json.loads(proc.stdout.strip().splitlines()[-1])["rows"]) == 8
 
 

@@ -53,7 +53,7 @@ def test_results_are_named_by_device_type():
 def test_quick_run_on_the_tiny_model_compares_the_engines(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "vidtldr.bench_eval", "model=tiny", "quick=true", "write=true",
-                           f"out_dir={tmp_path}", f"bench.data={tmp_path / 'data'}"],
+                           f"out={tmp_path}", f"bench.data={tmp_path / 'data'}"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])

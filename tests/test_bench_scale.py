@@ -38,3 +38,18 @@ def test_report_schema(tmp_path):
     assert set(saved["ratios"]) == {"cold", "memory"}
     md = (tmp_path / "out" / "bench_scale.md").read_text()
     assert "| 3 | memory |" in md and "Peak RSS ratio 3 / 2 clips" in md
+
+
+def test_options_use_the_override_grammar_and_are_checked_before_any_run(tmp_path, capsys):
+    from vidtldr.analysis.bench.scale import main, options
+
+    opts = options(["sizes=[2,3]", "modes=[cold]", f"out={tmp_path}", "eval.k_test=2", "data.batch_size=1"])
+    assert opts["sizes"] == [2, 3] and opts["modes"] == ["cold"] and opts["k_test"] == 2 and opts["batch_size"] == 1
+    for argv, expected in ((["--sizes", "2"], "--sizes was replaced by the override grammar of every command: use "
+                                                "sizes=[N,...]"),
+                           (["modes=[hot]"], "modes=hot"), (["sizes=[0]"], "sizes=0: out of range")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2 and len(err) == 1 and expected in err[0], err
+    assert not (tmp_path / "bench_scale.json").exists()

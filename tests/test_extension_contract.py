@@ -80,7 +80,8 @@ def test_eval_runs_the_new_reducer(extended):
 
 
 def test_flops_counts_it_like_a_hidden_state_matcher_and_fvcore_agrees(extended):
-    rep = _last_json(_run(extended, "-m", "vidtldr.flops", "model=tiny", "merge=hiddenmatch", f"merge.r={SCHEDULE}"))
+    rep = _last_json(_run(extended, "-m", "vidtldr.flops", "model=tiny", "merge=hiddenmatch", f"merge.r={SCHEDULE}",
+                                "trace=true"))
     assert rep["merge"] == "hiddenmatch" and rep["tokens_per_layer"] == [196, 148, 124, 124, 124]
     assert rep["gflops_paper"] == round(TINY_GFLOPS, 4)  # printed to 4 places
     # the similarity matmul at C = 64 wide: 98 x 98 x 64 at block 0, 74 x 74 x 64 at block 1
@@ -90,7 +91,7 @@ def test_flops_counts_it_like_a_hidden_state_matcher_and_fvcore_agrees(extended)
 
 def test_bench_and_visualize_run_it(extended):
     res = _last_json(_run(extended, "-m", "vidtldr.bench", "model=tiny", "reducers=[none,hiddenmatch]",
-                          "attention=[fused]", "repeats=1", "write=false", "breakdown=false", "profile=false"))
+                          "attentions=[fused]", "repeats=1", "write=false", "breakdown=false", "profile=false"))
     row = next(r for r in res["rows"] if r["merge"] == "hiddenmatch")
     assert row["final_tokens"] == 124 and row["r"] == [48, 24]  # the tiny model's vid-TLDR schedule, copied
     out = extended / "viz"

@@ -290,11 +290,28 @@ def test_cli_figure1_mismatch_is_reported():
 
 
 def test_cli_tiny_traced_and_explicit_schedule():
-    proc, rep = _run_cli("model=tiny", "merge.r=[40,20]")
+    proc, rep = _run_cli("model=tiny", "merge.r=[40,20]", "trace=true")
     assert proc.returncode == 0, proc.stderr
     assert rep["tokens_per_layer"] == [196, 156, 136, 136, 136]
     assert rep["traced"]["exact"] is True
     assert all(e["traced_exact"] for e in rep["extra"].values())
+
+
+def test_cli_answers_from_the_analytic_count_by_default():
+    """No model is built unless trace=true: the report has no traced part."""
+    proc, rep = _run_cli("model=tiny", "merge.r=[40,20]")
+    assert proc.returncode == 0, proc.stderr
+    assert rep["tokens_per_layer"] == [196, 156, 136, 136, 136] and "traced" not in rep
+
+
+def test_renamed_keys_name_the_new_key_in_one_line():
+    for old, new in (("attention=materialized", "eval.attention"), ("batch=2", "data.batch_size"),
+                     ("table_out=x.md", "out")):
+        proc, _ = _run_cli("model=tiny", old)
+        assert proc.returncode == 2
+        assert proc.stderr.strip() .splitlines() == [
+            f"vidtldr.flops: error: {old.split('=')[0]}= was renamed: use {new}="
+            + (" (the folder written into; the file names inside are fixed)" if new == "out" else "")]
 
 
 def test_cli_error_is_one_line():

@@ -464,14 +464,14 @@ def test_output_options_naming_a_file_are_one_line(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     with pytest.raises(SystemExit) as info:
-        results.main(["--runs", str(tmp_path), "--out", str(blocker)])
+        results.main([f"runs={tmp_path}", f"out={blocker}"])
     assert info.value.code == 2
-    assert capsys.readouterr().err.strip() == (f"vidtldr.results: error: --out={blocker}: {blocker} is a file, "
+    assert capsys.readouterr().err.strip() == (f"vidtldr.results: error: out={blocker}: {blocker} is a file, "
                                                 "expected a directory")
-    with pytest.raises(ConfigError, match=f"table_out={blocker}/x.md: {blocker} is a file, expected a directory"):
-        main_cli(compose_config(["table=true", f"table_out={blocker}/x.md", "trace=false"], config_name="flops"))
-    with pytest.raises(ConfigError, match=f"table_out={tmp_path}: is a folder, expected a file name"):
-        main_cli(compose_config(["table=true", f"table_out={tmp_path}", "trace=false"], config_name="flops"))
+    with pytest.raises(ConfigError, match=f"out={blocker}/x: {blocker} is a file, expected a directory"):
+        main_cli(compose_config(["table=true", f"out={blocker}/x", "trace=false"], config_name="flops"))
+    with pytest.raises(ConfigError, match=f"out={blocker}: {blocker} is a file, expected a directory"):
+        main_cli(compose_config(["table=true", f"out={blocker}", "trace=false"], config_name="flops"))
 
 
 # ------------------------------------------------------------------ what ran is what is recorded (item 4)
@@ -587,7 +587,7 @@ def test_gflops_change_is_from_the_unrounded_counts():
 
 @pytest.mark.parametrize("command, override, message", [
     ("bench", "repeats=abc", "repeats=abc: not an integer; accepted: >= 1"),
-    ("bench", "batch=0", "batch=0: out of range; accepted: >= 1"),
+    ("bench", "data.batch_size=0", "data.batch_size=0: out of range; accepted: >= 1"),
     ("bench", "warmup=-1", "warmup=-1: out of range; accepted: >= 0"),
     ("bench", "threads=abc", "threads=abc: not an integer"),
     ("bench_eval", "bench.videos=abc", "bench.videos=abc: not an integer; accepted: >= 1"),

@@ -147,22 +147,30 @@ def test_files_written_in_three_formats(tmp_path):
 
 def test_cli_writes_tables(tmp_path, capsys):
     fake_record(tmp_path / "runs" / "a")
-    assert results.main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "o"), "--tables", "qa"]) == 0
+    assert results.main([f"runs=[{tmp_path / 'runs'}]", f"out={tmp_path / 'o'}", "tables=[qa]"]) == 0
     assert (tmp_path / "o" / "qa.md").is_file() and not (tmp_path / "o" / "fig1.md").exists()
     with pytest.raises(SystemExit) as exc:
-        results.main(["--runs", str(tmp_path), "--out", str(tmp_path / "o"), "--tables", "nope"])
+        results.main([f"runs={tmp_path}", f"out={tmp_path / 'o'}", "tables=[nope]"])
     assert exc.value.code == 2 and "unknown table" in capsys.readouterr().err
+
+
+def test_cli_old_flags_name_their_override(tmp_path, capsys):
+    for flag, new in (("--runs", "runs=[DIR,...]"), ("--out", "out=DIR"), ("--tables", "tables=[NAME,...]")):
+        with pytest.raises(SystemExit) as exc:
+            results.main([flag, str(tmp_path)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2 and len(err) == 1 and err[0].endswith(f"use {new}") and flag in err[0]
 
 
 def test_cli_missing_runs_root_is_an_error_and_no_records_a_warning(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
-        results.main(["--runs", str(tmp_path / "nonexistent"), "--out", str(tmp_path / "o")])
+        results.main([f"runs={tmp_path / 'nonexistent'}", f"out={tmp_path / 'o'}"])
     err = capsys.readouterr().err
     assert exc.value.code != 0 and len(err.strip().splitlines()) == 1 and "nonexistent" in err
     assert not (tmp_path / "o").exists()
     (tmp_path / "empty").mkdir()
     fake_record(tmp_path / "empty" / "f", status="failed")
-    assert results.main(["--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--tables", "qa"]) == 0
+    assert results.main([f"runs={tmp_path / 'empty'}", f"out={tmp_path / 'o'}", "tables=qa"]) == 0
     assert "warning: no complete run records" in capsys.readouterr().err
 
 

@@ -9,7 +9,27 @@ import sys
 from typing import Any, Callable
 
 from vidtldr.config_utils import CONFIG_DIR, HYDRA_VERSION_BASE, check_run_location
-from vidtldr.errors import cli_guard
+from vidtldr.errors import ConfigError, cli_guard
+
+# Keys renamed so that one concept has one name in every command (what one run executes is
+# eval.attention, clips per forward data.batch_size, the folder a command writes into out): per
+# configuration, old key -> new key. An old key on the command line is one line naming the new one.
+RENAMED_KEYS = {
+    "flops": {"attention": "eval.attention", "batch": "data.batch_size", "table_out": "out", "table_json": "out"},
+    "bench": {"attention": "attentions", "batch": "data.batch_size", "out_json": "out", "out_md": "out"},
+    "bench_eval": {"out_dir": "out"},
+}
+
+
+def check_renamed(config_name: str, argv: list[str]) -> None:
+    """A :class:`ConfigError` for the first override that uses a key this command renamed."""
+    renamed = RENAMED_KEYS.get(config_name, {})
+    for arg in argv:
+        key = arg.lstrip("+~").partition("=")[0]
+        if key in renamed:
+            new = renamed[key]
+            folder = " (the folder written into; the file names inside are fixed)" if new == "out" else ""
+            raise ConfigError(f"{key}= was renamed: use {new}={folder}")
 
 
 def hydra_entry(config_name: str, prog: str, job: Callable[[Any], Any], *, run_folder: bool = False) -> None:
@@ -19,9 +39,13 @@ def hydra_entry(config_name: str, prog: str, job: Callable[[Any], Any], *, run_f
     folder before the job runs, where a path under a file would be a traceback)."""
     import hydra
 
-    if run_folder:
-        with cli_guard(prog):
+    with cli_guard(prog):
+        check_renamed(config_name, sys.argv[1:])
+        if run_folder:
             check_run_location(sys.argv[1:])
+    if not any(arg.startswith("hydra.job.name=") for arg in sys.argv[1:]):
+        # The job (and its log file in the run folder) is named after the command, not this module.
+        sys.argv.append(f"hydra.job.name={config_name}")
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base=HYDRA_VERSION_BASE)
     def _run(cfg) -> None:

@@ -6,20 +6,19 @@ happen says "not run" in our columns: a paper number is never copied into them. 
 partial run (``data.limit``) says so in its ``run`` column. The table data is
 :mod:`vidtldr.report.tables`, the Markdown/LaTeX :mod:`vidtldr.report.render`.
 
-    python -m vidtldr.results                      # all tables from runs/ into results/
-    python -m vidtldr.results --runs runs/ other/ --out results/ --tables finetuned qa
+    vidtldr results                                  # all tables from runs/ into results/
+    vidtldr results runs=[runs,other] out=results tables=[finetuned,qa]
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
-from vidtldr.config_utils import check_directory_path
+from vidtldr.config_utils import check_directory_path, compose_config, plain
 from vidtldr.errors import ConfigError, cli_guard
 from vidtldr.report.plots import plot_accuracy_vs_gflops
 from vidtldr.report.reference import REFERENCE_CSV, load_reference
@@ -70,23 +69,37 @@ def build_all(run_roots: Sequence[str | Path], out_dir: str | Path, tables: Sequ
             for name in names}
 
 
+# The flags this command took before it used the override grammar of every other command.
+OLD_FLAGS = {"--runs": "runs=[DIR,...]", "--out": "out=DIR", "--tables": "tables=[NAME,...]",
+             "--reference": "reference=FILE"}
+
+
+def _as_list(value) -> list | None:
+    value = plain(value)
+    return None if value is None else [str(v) for v in (value if isinstance(value, list) else [value])]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vidtldr.results", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", nargs="+", default=None, help="directories searched for record.json (default: runs)")
-    parser.add_argument("--out", default="results", help="where the tables are written")
-    parser.add_argument("--tables", nargs="+", default=None, help=f"subset of {TABLE_NAMES}")
-    parser.add_argument("--reference", default=str(REFERENCE_CSV), help="paper reference CSV")
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())
+        return 0
     with cli_guard("vidtldr.results"):
-        check_directory_path("--out", args.out, writable=True)  # a file there was a FileExistsError traceback
-        roots = args.runs or ["runs"]
+        for arg in argv:
+            flag = arg.partition("=")[0]
+            if flag in OLD_FLAGS:
+                raise ConfigError(f"{flag} was replaced by the override grammar of every command: use {OLD_FLAGS[flag]}")
+        cfg = compose_config(argv, config_name="results")
+        out, runs, tables = str(cfg.out), _as_list(cfg.runs), _as_list(cfg.tables)
+        check_directory_path("out", out, writable=True)  # a file there was a FileExistsError traceback
+        roots = runs or ["runs"]
         missing = [str(r) for r in roots if not Path(r).exists()]
-        if missing and args.runs:  # a typo in --runs would otherwise give tables that say "not run" everywhere
+        if missing and runs:  # a typo in runs= would otherwise give tables that say "not run" everywhere
             raise ConfigError(f"runs folder(s) not found: {', '.join(missing)}")
         if load_runs(roots).empty:  # (the default runs/ may not exist yet: tables of "not run" rows)
             print(f"vidtldr.results: warning: no complete run records under {', '.join(map(str, roots))}; "
                   "every row will say 'not run'", file=sys.stderr)
-        written = build_all(roots, args.out, args.tables, args.reference)
+        written = build_all(roots, out, tables, str(cfg.reference) if cfg.reference else str(REFERENCE_CSV))
         for name, paths in written.items():
             print(f"{name}: " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -323,14 +323,19 @@ def environment(device: str, load_before, load_after) -> dict:
 
 
 def check_options(cfg) -> None:
-    """The bench's own counts, before any model is built (``repeats=abc``, ``batch=0`` were tracebacks)."""
+    """The bench's own counts, before any model is built (``repeats=abc``, ``warmup=-1`` were tracebacks or accepted)."""
     from vidtldr.config_values import check_settings, integer
 
     check_settings(cfg)
-    for key, low in (("repeats", 1), ("warmup", 0), ("batch", 1), ("seed", 0)):
+    for key, low in (("repeats", 1), ("warmup", 0), ("seed", 0)):
         integer(key, cfg[key], low=low)
     if cfg.get("threads") is not None:
         integer("threads", cfg.threads, low=1)
+
+
+def output_paths(cfg) -> tuple[Path, Path]:
+    """``<out>/bench.json`` (every run, merged) and ``<out>/bench.md`` (rendered from it)."""
+    return Path(str(cfg.out)) / "bench.json", Path(str(cfg.out)) / "bench.md"
 
 
 def main_cli(cfg) -> dict:
@@ -338,9 +343,10 @@ def main_cli(cfg) -> dict:
     from omegaconf import OmegaConf
 
     if cfg.get("render_only"):
-        db = json.loads(Path(cfg.out_json).read_text())
-        atomic_write_text(Path(cfg.out_md), render_md(db))
-        print(f"wrote {cfg.out_md} from {cfg.out_json}")
+        out_json, out_md = output_paths(cfg)
+        db = json.loads(out_json.read_text())
+        atomic_write_text(out_md, render_md(db))
+        print(f"wrote {out_md} from {out_json}")
         print(jsonio.dumps({"rows": [r for run in db.get("runs", []) for r in run["rows"]]}))
         return db
     check_options(cfg)
@@ -348,7 +354,7 @@ def main_cli(cfg) -> dict:
         torch.set_num_threads(int(cfg.threads))
     device = resolve_device(str(cfg.device))
     reducers = list(OmegaConf.to_container(cfg.reducers)) if OmegaConf.is_config(cfg.reducers) else list(cfg.reducers)
-    attentions = list(cfg.attention) if not isinstance(cfg.attention, str) else [cfg.attention]
+    attentions = list(cfg.attentions) if not isinstance(cfg.attentions, str) else [cfg.attentions]
     baseline_r = cfg.baseline_r
     if OmegaConf.is_config(baseline_r):
         baseline_r = OmegaConf.to_container(baseline_r)
@@ -356,7 +362,7 @@ def main_cli(cfg) -> dict:
     if OmegaConf.is_config(gapped_r):
         gapped_r = OmegaConf.to_container(gapped_r)
     result = run_bench(cfg, reducers=reducers, attentions=attentions, baseline_r=baseline_r,
-                       repeats=int(cfg.repeats), warmup=int(cfg.warmup), batch=int(cfg.batch), device=device,
+                       repeats=int(cfg.repeats), warmup=int(cfg.warmup), batch=int(cfg.data.batch_size), device=device,
                        autocast=bool(cfg.autocast), seed=int(cfg.seed), breakdown=bool(cfg.breakdown),
                        check_outputs=bool(cfg.check_outputs), profile=bool(cfg.get("profile", False)),
                        gapped_r=gapped_r, log=lambda m: print(m, file=sys.stderr, flush=True))
@@ -371,11 +377,11 @@ def main_cli(cfg) -> dict:
             result["data"] = decode_throughput(clips, num_frames=resolve_model(cfg).num_frames, repeats=3)
     print(format_rows(result))
     if cfg.get("write"):
-        path = Path(cfg.out_json)
-        db = merge_results(path, result)
-        atomic_write_text(path, jsonio.dumps(db, indent=1) + "\n")
-        atomic_write_text(Path(cfg.out_md), render_md(db))
-        print(f"wrote {cfg.out_json} and {cfg.out_md}")
+        out_json, out_md = output_paths(cfg)
+        db = merge_results(out_json, result)
+        atomic_write_text(out_json, jsonio.dumps(db, indent=1) + "\n")
+        atomic_write_text(out_md, render_md(db))
+        print(f"wrote {out_json} and {out_md}")
     print(jsonio.dumps(result))
     return result
 

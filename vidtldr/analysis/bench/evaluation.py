@@ -209,7 +209,7 @@ def run_config(cfg, data_root: Path, work: Path, tokenizer: Optional[str], engin
     from omegaconf import OmegaConf
 
     run_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    for key in ("bench", "quick", "write", "out_dir", "hydra"):
+    for key in ("bench", "quick", "write", "out", "hydra"):
         run_cfg.pop(key, None)
     run_cfg.model.init = "random"
     run_cfg.data.source = "real"
@@ -413,7 +413,7 @@ def main_cli(cfg) -> dict:
     if write is None:
         write = not res["quick"]
     if write:
-        md, js = output_paths(str(cfg.out_dir), str(cfg.device))
+        md, js = output_paths(str(cfg.out), str(cfg.device))
         md.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(js, jsonio.dumps(res, indent=1) + "\n")
         atomic_write_text(md, render_md(res))

@@ -19,7 +19,6 @@ Writes ``<out>/bench_scale.md`` and ``<out>/bench_scale.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -126,7 +125,7 @@ def _ratios(rows: list[dict], sizes: Sequence[int]) -> dict:
 def markdown(result: dict) -> str:
     sizes, m = result["sizes"], result["machine"]  # older results name the core count "cpus"
     lines = ["# Peak memory vs number of videos (tiny model, retrieval with ITM re-ranking)", "",
-             f"`python -m vidtldr.bench_scale --sizes {' '.join(map(str, sizes))}`; k_test={result['k_test']}, "
+             f"`vidtldr bench_scale sizes=[{','.join(map(str, sizes))}]`; k_test={result['k_test']}, "
              f"batch {result['batch_size']}; one fresh process per row; peak RSS of that process (wait4 ru_maxrss). "
              f"Machine: {m['platform']}, {m.get('cpu_count', m.get('cpus'))} CPUs, torch {m['torch']}.", "",
              "| clips | run | peak RSS (MiB) | wall (s) | videos decoded | token store (bytes) | status |",
@@ -145,20 +144,42 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+# The flags this command took before it used the override grammar of every other command.
+OLD_FLAGS = {"--sizes": "sizes=[N,...]", "--modes": "modes=[cold,disk,memory]", "--out": "out=DIR",
+             "--work": "work=DIR", "--k-test": "eval.k_test=N", "--batch-size": "data.batch_size=N",
+             "--timeout": "timeout=SECONDS"}
+
+
+def options(argv: Sequence[str]) -> dict:
+    """``configs/bench_scale.yaml`` with the overrides, every value checked (before any evaluation)."""
+    from vidtldr.config_utils import compose_config, plain
+    from vidtldr.config_values import choice, integer, number
+    from vidtldr.errors import ConfigError
+
+    for arg in argv:
+        flag = arg.partition("=")[0]
+        if flag in OLD_FLAGS:
+            raise ConfigError(f"{flag} was replaced by the override grammar of every command: use {OLD_FLAGS[flag]}")
+    cfg = compose_config(argv, config_name="bench_scale")
+    sizes, modes = plain(cfg.sizes), plain(cfg.modes)
+    sizes, modes = (sizes if isinstance(sizes, list) else [sizes]), (modes if isinstance(modes, list) else [modes])
+    return {"sizes": [integer("sizes", s, low=1) for s in sizes], "modes": [choice("modes", m, MODES) for m in modes],
+            "out": Path(str(cfg.out)), "work": Path(str(cfg.work)), "timeout": number("timeout", cfg.timeout, low=0,
+                                                                                       low_open=True),
+            "k_test": integer("eval.k_test", cfg.eval.k_test, low=1),
+            "batch_size": integer("data.batch_size", cfg.data.batch_size, low=1)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vidtldr.bench_scale", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--out", type=Path, default=Path("results"))
-    parser.add_argument("--work", type=Path, default=Path(".cache") / "vidtldr" / "bench_scale")
-    parser.add_argument("--k-test", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--timeout", type=float, default=1800, help="seconds per evaluation")
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())
+        return 0
     with cli_guard("vidtldr.bench_scale"):
-        result = bench(args.sizes, args.out, args.work, k_test=args.k_test, batch_size=args.batch_size,
-                       timeout=args.timeout, modes=args.modes)
-        print(f"wrote {args.out / 'bench_scale.md'} and bench_scale.json; ratios {result['ratios']}")
+        opts = options(argv)
+        result = bench(opts["sizes"], opts["out"], opts["work"], k_test=opts["k_test"], batch_size=opts["batch_size"],
+                       timeout=opts["timeout"], modes=opts["modes"])
+        print(f"wrote {opts['out'] / 'bench_scale.md'} and bench_scale.json; ratios {result['ratios']}")
         return 0 if all(r["rc"] == 0 for r in result["rows"]) else 1
 
 

@@ -31,7 +31,7 @@ from vidtldr.files import atomic_write_text
 from vidtldr.run.runspec import resolve_model
 
 
-def write_table(md_path: Path, json_path: Optional[Path] = None, trace: bool = True) -> dict:
+def write_table(md_path: Path, json_path: Optional[Path] = None, trace: bool = False) -> dict:
     data = table_rows(trace=trace, progress=lambda m: print(m, file=sys.stderr, flush=True))
     atomic_write_text(md_path, render_table(data, traced=trace))
     if json_path is not None:
@@ -50,20 +50,17 @@ def write_table(md_path: Path, json_path: Optional[Path] = None, trace: bool = T
 
 
 def main_cli(cfg) -> dict:
-    from vidtldr.config_values import choice, check_settings, integer
+    from vidtldr.config_values import check_settings
 
     check_settings(cfg)
-    choice("attention", cfg.attention, ("fused", "materialized"))
-    integer("batch", cfg.batch, low=1)
     if cfg.get("table"):
-        from vidtldr.config_utils import check_file_path
+        from vidtldr.config_utils import check_directory_path
 
-        check_file_path("table_out", cfg.table_out)  # before the table's minutes of tracing
-        if cfg.get("table_json"):
-            check_file_path("table_json", cfg.table_json)
-        return write_table(Path(cfg.table_out), Path(cfg.table_json) if cfg.get("table_json") else None,
-                           trace=bool(cfg.trace))
-    rep = count(resolve_model(cfg), trace=bool(cfg.trace), attention=str(cfg.attention), batch=int(cfg.batch))
+        check_directory_path("out", cfg.out, writable=True)  # before the table's minutes of tracing
+        out = Path(str(cfg.out))
+        return write_table(out / "flops.md", out / "flops.json", trace=bool(cfg.trace))
+    rep = count(resolve_model(cfg), trace=bool(cfg.trace), attention=str(cfg.eval.attention),
+                batch=int(cfg.data.batch_size))
     print(format_report(rep))
     print(jsonio.dumps(rep))
     return rep
