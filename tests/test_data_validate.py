@@ -28,11 +28,20 @@ def _run_main(capsys, *args):
 
 def test_clean_tiny_dataset_passes(tiny_msrvtt, capsys, tmp_path):
     code, out, rep = _run_main(capsys, "dataset=msrvtt", f"paths.data={tiny_msrvtt}", "manifest=false",
-                               f"report={tmp_path / 'r.json'}")
+                               f"out={tmp_path}")
     assert code == 0 and rep["ok"] and rep["problems"] == []
     assert rep["counts"] == {"records": 7, "videos": 7, "texts": 7}
-    assert json.loads((tmp_path / "r.json").read_text())["ok"] is True
+    assert json.loads((tmp_path / "validate_msrvtt.json").read_text())["ok"] is True
     assert any("OK" in line for line in out)
+
+
+def test_the_old_report_key_names_out(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        V.main(["dataset=msrvtt", f"report={tmp_path / 'r.json'}"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "vidtldr.data.validate: error: report= was renamed: use out= (the folder written into; the file names "
+        "inside are fixed)"]
 
 
 def test_count_mismatch_against_manifest(tiny_msrvtt, capsys):

@@ -18,6 +18,7 @@ RENAMED_KEYS = {
     "flops": {"attention": "eval.attention", "batch": "data.batch_size", "table_out": "out", "table_json": "out"},
     "bench": {"attention": "attentions", "batch": "data.batch_size", "out_json": "out", "out_md": "out"},
     "bench_eval": {"out_dir": "out"},
+    "validate": {"report": "out"},
 }
 
 

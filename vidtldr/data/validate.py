@@ -1,12 +1,13 @@
 """Check a dataset on disk before a run: annotation file, schema, videos, counts, checksums.
 
-usage: python -m vidtldr.data.validate dataset=NAME paths.data=DIR [decode=true] [manifest=true]
-                                        [report=PATH.json] [limit=N] [progress=true]
+usage: vidtldr validate dataset=NAME paths.data=DIR [decode=true] [manifest=true]
+                        [out=DIR] [limit=N] [progress=true]
+       (also python -m vidtldr.validate, python -m vidtldr.data.validate)
 
 Hydra overrides of ``vidtldr/configs/validate.yaml`` (the evaluation's ``dataset`` and ``paths``
 groups, so ``paths.data`` also comes from ``VIDTLDR_DATA``).
 
-Prints a human summary, then one JSON report line (also written to ``report=`` if given).
+Prints a human summary, then one JSON report line (also written to ``<out>/validate_<dataset>.json`` with ``out=``).
 Exit status: 0 when nothing is wrong, 1 when problems were found, 2 for a usage/config error.
 ``decode=false`` only checks that video files exist; ``manifest=false`` skips the count and
 checksum comparison (e.g. for the tiny dataset); ``limit=N`` checks the first N videos only.
@@ -23,7 +24,7 @@ from vidtldr.data.annotations import (FILE_READERS, annotation_path, answer_list
                                       describe_repeats, duplicate_records, load_json, repeated_items, schema_errors,
                                       video_root)
 from vidtldr.data.manifests import count_mismatches, load_manifest, sha256_file, split_counts
-from vidtldr.config_utils import compose_config, plain
+from vidtldr.config_utils import check_directory_path, compose_config, plain
 from vidtldr.config_values import check_settings
 from vidtldr.data.registry import check_dataset_config
 from vidtldr.data.video import read_frames
@@ -209,7 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip())
         return 0
     with cli_guard("vidtldr.data.validate"):
+        from vidtldr.entry import check_renamed
+
+        check_renamed("validate", argv)  # report=FILE became out=DIR
         cfg = compose_config(argv, config_name="validate")
+        if cfg.out:
+            check_directory_path("out", cfg.out, writable=True)  # before the videos are decoded
         check_settings(cfg, flags=("decode", "manifest"))
         dataset = plain(cfg.dataset)
         check_dataset_config(dataset, f"dataset={dataset.get('name')}")
@@ -219,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in summary_lines(report):
             print(line)
         text = jsonio.dumps(report, ensure_ascii=True)
-        if cfg.report:
-            atomic_write_text(Path(str(cfg.report)), jsonio.dumps(report, indent=1, ensure_ascii=True) + "\n")
+        if cfg.out:
+            atomic_write_text(Path(str(cfg.out)) / f"validate_{dataset.get('name')}.json",
+                              jsonio.dumps(report, indent=1, ensure_ascii=True) + "\n")
         print(text)
     return 0 if report["ok"] else 1
 
