@@ -21,6 +21,9 @@ def arm(point: str, signum: int, setattr_: Callable = setattr) -> None:
     import vidtldr.run.runner_retrieval as retrieval
 
     calls: list[int] = []
+    # The run's main process: a decode point runs in a DataLoader worker (data.num_workers=auto), and the
+    # signal must reach the run as a scheduler's or Ctrl-C's would (workers ignore stop signals).
+    main_pid = os.getpid()
 
     def wrap(owner, name: str, nth: int, when=lambda *a, **k: True, before=None) -> None:
         real = getattr(owner, name)
@@ -31,7 +34,7 @@ def arm(point: str, signum: int, setattr_: Callable = setattr) -> None:
                     before(*args, **kwargs)
                 calls.append(1)
                 if len(calls) == nth:
-                    os.kill(os.getpid(), signum)
+                    os.kill(main_pid, signum)
             return real(*args, **kwargs)
 
         setattr_(owner, name, patched)

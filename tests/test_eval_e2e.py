@@ -232,9 +232,31 @@ def test_rerun_hits_cache_and_decodes_nothing(baseline, cache, tmp_path, monkeyp
     deeper = run(make_cfg(cache, "eval.k_test=2"), tmp_path / "k2", progress=False)
     assert deeper["counts"]["videos_decoded"] == 0
     assert deeper["counts"]["k_test_effective"] == {"v2t": 2, "t2v": 2}
-    # A different schedule changes the features: the cache must miss (and decoding is attempted).
+    # A different schedule changes the features: the feature cache must miss and decoding is attempted,
+    # unless the frame cache holds the decoded frames (cache.frames=false: it is not asked).
     with pytest.raises(AssertionError, match="decoded"):
-        run(make_cfg(cache, "merge.r=[40]"), tmp_path / "other", progress=False)
+        run(make_cfg(cache, "merge.r=[40]", "cache.frames=false"), tmp_path / "other", progress=False)
+
+
+def test_second_schedule_reads_the_frames_the_first_decoded(baseline, cache, tmp_path, monkeypatch):
+    real = data_module.read_frames
+    calls = []
+
+    def counted(path, *args, **kwargs):
+        calls.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(data_module, "read_frames", counted)
+    served = run(make_cfg(cache, "merge.r=[30]", "data.num_workers=0"), tmp_path / "served", progress=False)
+    assert calls == []  # the baseline run decoded these videos: nothing decoded for a new schedule
+    assert served["counts"]["videos_decoded"] == 7 and served["cache"]["frames"]["served"] == 7
+    assert served["cache"]["frames"]["decoded"] == 0
+    # The same schedule decoding every video (no frame cache, fresh feature cache): the same record.
+    decoding = run(make_cfg(cache, "merge.r=[30]", "data.num_workers=0", "cache.frames=false",
+                            f"cache.dir={tmp_path / 'features'}"), tmp_path / "decoding", progress=False)
+    assert len(calls) == 7 and decoding["cache"]["frames"] == {
+        "enabled": False, "served": 0, "decoded": 7, "decoder": "decord", "num_workers": 0}
+    assert stable_view(decoding) == stable_view(served)
 
 
 def test_resume_after_interruption_gives_same_record(baseline, tmp_path, monkeypatch):

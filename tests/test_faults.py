@@ -279,8 +279,11 @@ from vidtldr.run.runner import run
 
 arm(sys.argv[1], getattr(signal, sys.argv[2]))
 with cli_guard("child"):
-    run(make_cfg(Path(sys.argv[3]), "data.batch_size=2", *sys.argv[5:]), Path(sys.argv[4]), progress=False)
+    run(make_cfg(Path(sys.argv[3]), "data.batch_size=2", "data.num_workers=0", *sys.argv[5:]), Path(sys.argv[4]),
+        progress=False)
 """
+# data.num_workers=0 in the child: the kill at the 4th decoded clip then comes after exactly one encoded batch
+# (workers decode ahead of the encoder); the SIGTERM tests below run with the default workers.
 
 
 def _child(tmp_path: Path, point: str, sig: str, cache: Path, run_dir: Path, *extra: str):

@@ -198,3 +198,19 @@ def test_rlt_and_a_composition_run_on_videomae():
         both = model.encode_vision(videos, reducer=build_reducer("rlt+tome", [4, 0, 2, 0], rlt={"r": 20}))
     assert alone.state.embedded_tokens == 32 and alone.token_counts == [24] * 5
     assert both.token_counts == [16, 12, 12, 10, 10]  # rlt: at most 32 - 16 = 16 removed; then ToMe 4, 2
+
+
+def test_an_input_budget_above_what_rlt_may_remove_is_recorded_not_silent():
+    from vidtldr.run.adjust import spec_adjustments
+
+    # tiny: 196 embedded tokens, 49 per frame; rlt keeps the first frame, so at most 147 are removed
+    cfg = compose_config(["merge=rlt", "merge.r=190"])
+    adjusted = spec_adjustments(cfg, resolve_model(cfg), 196, per_step=49)
+    assert adjusted["merge.input_removed"] | {"reason": None} == {"requested": 190, "effective": 147,
+                                                                 "explicit": True, "reason": None}
+    assert "merge.r" not in adjusted  # rlt's merge.r is not a per-block schedule to clamp
+    cfg = compose_config(["merge=rlt+vidtldr", "merge.rlt.r=58"])
+    assert spec_adjustments(cfg, resolve_model(cfg), 196, per_step=49).get("merge.input_removed") is None
+    # the in-block part's clamp counts from the tokens left after rlt: 196 - 120 = 76 -> at most 38
+    cfg = compose_config(["merge=rlt+vidtldr", "merge.rlt.r=120", "merge.r=[60]"])
+    assert spec_adjustments(cfg, resolve_model(cfg), 196, per_step=49)["merge.r"]["effective"][0] == 38

@@ -22,6 +22,7 @@ _MISSING = object()
 # Every boolean key of every command's configuration (a key is checked where the config has it);
 # tests/test_plain_errors.py checks that each boolean default in configs/ is listed here.
 FLAGS = ("deterministic", "print_table", "save_predictions", "eval.overwrite", "eval.flops", "cache.enabled",
+         "cache.frames",
          "logger.wandb.enabled", "dataset.trimmed30",
          "fidelity.tokens", "fidelity.time_reference", "fidelity.itm", "tune.plot",  # fidelity, tune
          "compare.plot", "compare.time.materialized",                             # compare
@@ -37,6 +38,7 @@ OPTIONAL_FLAGS = ("write",)
 CHOICES = {"eval.attention": ("fused", "materialized"), "eval.itm_engine": ("grouped", "pairwise"),
            "eval.token_store": ("disk", "memory"), "eval.token_store_dtype": ("fp32", "fp16"),
            "data.on_error": ("raise", "skip"), "data.source": ("tiny", "real"),
+           "data.decoder": ("decord", "pyav", "torchcodec"),
            "model.init": ("random", "checkpoint"), "precision": ("fp32", "bf16", "fp16"),
            "logger.wandb.mode": ("offline", "online", "disabled")}
 
@@ -46,6 +48,20 @@ INTEGERS = {"eval.itm_batch": 1, "eval.text_batch": 1, "eval.itm_group_batch": 1
             "eval.crops": 1, "seed": 0,
             "model.seed": 0}
 NULLABLE = ("data.limit", "eval.k_test", "eval.num_frames", "eval.clips", "eval.crops")
+# Integers that also accept ``auto`` (vidtldr.data.workers resolves it).
+AUTO_INTEGERS = ("data.num_workers",)
+
+
+def _auto(key: str, value: Any) -> bool:
+    """True for ``auto`` where a key accepts it; a one-line error naming ``auto`` for a bad value there."""
+    if key not in AUTO_INTEGERS:
+        return False
+    if value != "auto":
+        try:
+            integer(key, value, low=INTEGERS[key])
+        except ConfigError:
+            raise ConfigError(f"{key}={shown(value)}: accepted values: auto, or an integer >= {INTEGERS[key]}") from None
+    return True
 
 # Sections whose keys are fixed by configs/: a key added there with ``+`` that nothing reads would
 # be ignored silently (``+model.attention=materialized`` ran fused).
@@ -197,8 +213,11 @@ def check_settings(cfg: Any, flags: Iterable[str] = FLAGS) -> None:
             choice(key, value, options)
     for key, low in INTEGERS.items():
         value = lookup(cfg, key)
-        if value is not _MISSING and not (value is None and key in NULLABLE):
+        if value is not _MISSING and not (value is None and key in NULLABLE) and not _auto(key, value):
             integer(key, value, low=low)
+    value = lookup(cfg, "cache.frames_max_gb")
+    if value is not _MISSING:
+        number("cache.frames_max_gb", value, low=0, what="a size in GiB")
     value = lookup(cfg, "eval.token_store_window_mb")
     if value is not _MISSING:
         number("eval.token_store_window_mb", value, low=0, low_open=True)

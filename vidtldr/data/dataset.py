@@ -1,7 +1,9 @@
 """Torch Dataset over a list of videos, and a DataLoader wrapper that records skipped videos.
 
-Each item is decoded independently (decord opened inside ``__getitem__``), so DataLoader workers,
-batch size and worker count never change the frames. With ``skip_unreadable=True`` a missing or
+Each item is decoded independently (the decoder opened inside ``__getitem__``), so DataLoader workers,
+batch size and worker count never change the frames. An optional frame cache (duck-typed:
+``get(path, frames_key)`` / ``put(path, frames_key, frames)``, e.g. :class:`vidtldr.run.frame_cache.FrameCache`)
+serves the resized uint8 frames instead of decoding; each item says whether it came from there. With ``skip_unreadable=True`` a missing or
 unreadable video yields zero frames with ``ok=False`` instead of raising; :class:`VideoLoader`
 collects those in the main process (worker processes cannot share a list), so
 ``loader.skipped`` is right for any ``num_workers``.
@@ -18,9 +20,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vidtldr.errors import VideoError
-from vidtldr.data.transforms import eval_transform, normalize, resize_short_side_uint8
-from vidtldr.data.video import decode_indices, open_video, read_frames
+from vidtldr.data.transforms import normalize, resize_short_side_uint8, resize_uint8
+from vidtldr.data.decoders import DEFAULT_DECODER, read_frames
+from vidtldr.data.video import SAMPLING, decode_indices, open_video
 from vidtldr.data.views import ViewPlan, clip_indices, plan_views
+from vidtldr.data.workers import worker_init
 
 
 @dataclass(frozen=True)
@@ -31,15 +35,19 @@ class SkippedVideo:
 
 
 class VideoDataset(Dataset):
-    """Items ``{"frames": float32 [T,3,size,size], "index": i, "ok": bool, "error": str}``."""
+    """Items ``{"frames": float32 [T,3,size,size], "index": i, "ok": bool, "error": str,
+    "from_cache": bool}``."""
 
     def __init__(self, videos: Sequence[str | Path], num_frames: int, trimmed30: bool = False,
-                 size: int = 224, skip_unreadable: bool = False):
+                 size: int = 224, skip_unreadable: bool = False, *, decoder: str = DEFAULT_DECODER,
+                 frame_cache: Any = None):
         self.videos = [str(v) for v in videos]
         self.num_frames = int(num_frames)
         self.trimmed30 = bool(trimmed30)
         self.size = int(size)
         self.skip_unreadable = bool(skip_unreadable)
+        self.decoder = str(decoder)
+        self.frame_cache = frame_cache
         # Set by make_loader: a worker then returns the error with the item and the main process
         # raises it, so the user sees the VideoError's own message rather than a worker traceback.
         self.errors_in_band = False
@@ -53,19 +61,37 @@ class VideoDataset(Dataset):
         trimmed30 = bool(dataset_cfg.get("trimmed30", False))
         return cls(split.videos, dataset_cfg["num_frames"], trimmed30, size, skip_unreadable)
 
+    def frames_key(self) -> dict:
+        """Everything that changes the cached (resized uint8) frames besides the video file itself."""
+        return {"num_frames": self.num_frames, "sampling": SAMPLING, "trimmed30": self.trimmed30,
+                "size": self.size, "resize": "bicubic-no-antialias", "decoder": self.decoder}
+
+    def resized_frames(self, path: str) -> tuple[torch.Tensor, bool]:
+        """(uint8 ``[T,3,size,size]``, whether the frame cache served them)."""
+        cache, key = self.frame_cache, None
+        if cache is not None:
+            key = self.frames_key()
+            frames = cache.get(path, key)
+            if frames is not None:
+                return frames, True
+        frames = resize_uint8(read_frames(path, self.num_frames, self.trimmed30, decoder=self.decoder), self.size)
+        if cache is not None:
+            cache.put(path, key, frames)
+        return frames, False
+
     def __len__(self) -> int:
         return len(self.videos)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         path = self.videos[i]
         try:
-            frames = eval_transform(read_frames(path, self.num_frames, self.trimmed30), self.size)
+            frames, from_cache = self.resized_frames(path)
         except VideoError as exc:
             if not (self.skip_unreadable or self.errors_in_band):
                 raise
             frames = torch.zeros(self.num_frames, 3, self.size, self.size)
-            return {"frames": frames, "index": i, "ok": False, "error": str(exc)}
-        return {"frames": frames, "index": i, "ok": True, "error": ""}
+            return {"frames": frames, "index": i, "ok": False, "error": str(exc), "from_cache": False}
+        return {"frames": normalize(frames), "index": i, "ok": True, "error": "", "from_cache": from_cache}
 
 
 @dataclass(frozen=True)
@@ -137,19 +163,42 @@ class VideoLoader:
         self.loader = loader
         self.dataset: VideoDataset = loader.dataset
         self.skipped: list[SkippedVideo] = []
+        self.from_cache = 0  # videos whose frames the frame cache served (the others were decoded)
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self.skipped = []
-        for batch in self.loader:
-            for idx, ok, err in zip(batch["index"].tolist(), batch["ok"].tolist(), batch["error"], strict=True):
-                if not ok and not self.dataset.skip_unreadable:
-                    raise VideoError(err)
-                if not ok:
-                    self.skipped.append(SkippedVideo(idx, self.dataset.videos[idx], err))
-            yield batch
+        self.from_cache = 0
+        self.close()
+        self._iterator = iter(self.loader)
+        try:
+            for batch in self._iterator:
+                self.from_cache += int(batch["from_cache"].sum()) if "from_cache" in batch else 0
+                for idx, ok, err in zip(batch["index"].tolist(), batch["ok"].tolist(), batch["error"], strict=True):
+                    if not ok and not self.dataset.skip_unreadable:
+                        raise VideoError(err)
+                    if not ok:
+                        self.skipped.append(SkippedVideo(idx, self.dataset.videos[idx], err))
+                yield batch
+        finally:  # an error here, the loop left early (generator closed), or the end
+            self.close()
+
+    def close(self) -> None:
+        """Stop the worker processes now. Call it when leaving the loop early (an error, an interrupt):
+        a traceback keeps the iterator alive, and workers that ignore SIGTERM (ignore_stop_signals)
+        would then block the interpreter's exit, which joins every child process."""
+        iterator, self._iterator = getattr(self, "_iterator", None), None
+        shutdown = getattr(iterator, "_shutdown_workers", None)  # the multi-process iterator only
+        if shutdown is not None:
+            shutdown()
+
+    def __enter__(self) -> "VideoLoader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def num_skipped(self) -> int:
@@ -165,11 +214,24 @@ def ignore_stop_signals(_worker_id: int = 0) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def _init_worker(worker_id: int) -> None:
+    ignore_stop_signals(worker_id)
+    worker_init(worker_id)
+
+
+# Batches each worker prepares ahead of the encoder (DataLoader's prefetch_factor): enough that the
+# encoder never waits while decoding keeps up, few enough that decoded frames do not pile up in memory.
+PREFETCH_BATCHES = 2
+
+
 def make_loader(dataset: VideoDataset, batch_size: int = 1, num_workers: int = 0) -> VideoLoader:
     """Ordered, non-shuffled loader; batches are dicts of stacked tensors. A video that cannot be
-    read raises VideoError (naming the file) unless the dataset skips unreadable videos."""
+    read raises VideoError (naming the file) unless the dataset skips unreadable videos. Workers
+    (``num_workers > 0``) decode with one thread each (:func:`vidtldr.data.workers.worker_init`)."""
     dataset.errors_in_band = True
+    parallel = num_workers > 0
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         drop_last=False, persistent_workers=False, pin_memory=False,
-                        worker_init_fn=ignore_stop_signals if num_workers > 0 else None)
+                        worker_init_fn=_init_worker if parallel else None,
+                        prefetch_factor=PREFETCH_BATCHES if parallel else None)
     return VideoLoader(loader)

@@ -4,6 +4,8 @@ not kept."""
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -28,7 +30,10 @@ def normalize(frames_u8: torch.Tensor) -> torch.Tensor:
     """uint8 ``[T,3,H,W]`` -> float32 ``(x/255 - mean)/std`` in float32, like ToTensor+Normalize."""
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
-    return (frames_u8.float().div(255) - mean) / std
+    # The same three float32 operations in the same order (bit-identical), in place on one copy:
+    # without the temporaries it is ~10x faster, which matters once frames come from the frame cache.
+    out = frames_u8.to(torch.float32, copy=True)
+    return out.div_(255).sub_(mean).div_(std)
 
 
 def eval_transform(frames: torch.Tensor, size: int = 224) -> torch.Tensor:
@@ -46,6 +51,20 @@ def resize_short_side_uint8(frames: torch.Tensor, size: int) -> torch.Tensor:
     if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3:
         raise ValueError(f"expected uint8 frames [T,3,H,W], got {frames.dtype} {tuple(frames.shape)}")
     height, width = short_side_size(frames.shape[2], frames.shape[3], size)
-    out = F.interpolate(frames.float(), size=(height, width), mode="bilinear", align_corners=False,
-                        antialias=False)
+    # torch's CPU bilinear kernel rounds differently with 1 and with several threads (torch 2.13: single
+    # pixels one level apart after rounding), so the frames would depend on data.num_workers (a worker
+    # runs one thread) and on OMP_NUM_THREADS. One thread everywhere makes them the same.
+    with _one_thread():
+        out = F.interpolate(frames.float(), size=(height, width), mode="bilinear", align_corners=False,
+                            antialias=False)
     return out.clamp_(0, 255).round_().to(torch.uint8)
+
+
+@contextlib.contextmanager
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

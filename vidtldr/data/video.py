@@ -2,7 +2,9 @@
 
 Sampling is pure (``usable_length``, ``sample_indices``); decoding opens a fresh
 ``decord.VideoReader(path, num_threads=1)`` per call, so it is safe in DataLoader workers.
-Every failure is a :class:`VideoError` naming the file.
+Every failure is a :class:`VideoError` naming the file. decord is the official reader and the
+default; :mod:`vidtldr.data.decoders` reads the same indices with PyAV or torchcodec
+(``data.decoder``; their differences are in docs/protocol.md section 6).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from vidtldr.errors import VideoError
 
 TRIM_SECONDS = 30
+SAMPLING = "middle"  # the official test-time rule (sample_indices); part of the frame cache's key
 # decord 0.6.0 mis-decodes H.264/yuv420p frames of these widths (data_formats README).
 DECORD_BAD_WIDTHS = (16, 24, 48, 72)
 

@@ -432,15 +432,29 @@ def _caches(cfg: DictConfig, spec: RunSpec, arch_cfg, checksums: dict, reducer, 
 
 
 def run_settings(cfg: DictConfig) -> dict:
+    from vidtldr.data.workers import resolve_num_workers
+
     if cfg.data.on_error not in ("raise", "skip"):
         raise ConfigError(f"data.on_error must be 'raise' or 'skip', got {cfg.data.on_error!r}")
-    return {"batch_size": int(cfg.data.batch_size), "num_workers": int(cfg.data.num_workers),
+    device_type = torch.device(str(cfg.device)).type
+    return {"batch_size": int(cfg.data.batch_size),
+            "num_workers": resolve_num_workers(cfg.data.num_workers, device_type),
+            **data_reading(cfg),
             "skip_unreadable": cfg.data.on_error == "skip", "text_batch": int(cfg.eval.text_batch),
             "itm_batch": int(cfg.eval.itm_batch), "itm_engine": str(cfg.eval.get("itm_engine", "grouped")),
             "itm_group_batch": int(cfg.eval.get("itm_group_batch", 128)),
             "token_store": str(cfg.eval.get("token_store", "disk")),
             "store_dtype": str(cfg.eval.get("token_store_dtype", "fp32")),
             "store_window_mb": float(cfg.eval.get("token_store_window_mb", 16))}
+
+
+def data_reading(cfg: DictConfig) -> dict:
+    """The decoder and the frame cache (``data.decoder``, ``cache.frames*``; values checked by
+    :func:`vidtldr.config_values.check_settings`)."""
+    max_gb = float(cfg.cache.get("frames_max_gb", 16))
+    return {"decoder": str(cfg.data.get("decoder", "decord")),
+            "frames_cache": bool(cfg.cache.get("frames", True)) and max_gb > 0,
+            "frames_dir": str(cfg.cache.get("frames_dir") or Path(cfg.paths.cache) / "frames"), "frames_max_gb": max_gb}
 
 
 def _run_task(model, tokenizer, reducer, split, spec: RunSpec, video_cache, text_cache, arch_cfg, settings: dict,

@@ -32,8 +32,10 @@ EncodeFn = Callable[[torch.Tensor], list[dict]]  # frames [B,T,3,H,W] -> one dic
 class VideoFeatures:
     by_key: dict[str, dict]  # cache item -> stored tensors (incl. "token_counts")
     skipped: list[SkippedVideo] = field(default_factory=list)
-    decoded: int = 0  # videos decoded in this run (0 when everything came from the cache)
+    decoded: int = 0  # videos encoded in this run (0 when everything came from the feature cache)
     cached: int = 0
+    frames_from_cache: int = 0  # of the encoded videos, those whose frames the frame cache served (not decoded)
+    num_workers: int = 0  # decode processes actually started (never more than the videos to decode)
 
 
 def all_ranks_outcome(videos: VideoFeatures, dist_ctx) -> tuple[list[SkippedVideo], int, int]:
@@ -64,7 +66,8 @@ def video_features(paths: Sequence[str], keys: Sequence[str], encode_fn: EncodeF
                    num_frames: int, trimmed30: bool, size: int, batch_size: int, num_workers: int,
                    skip_unreadable: bool, progress: bool = True,
                    retain: Callable[[dict], dict] | None = None,
-                   make_dataset: Callable[[list[str], bool], Any] | None = None) -> VideoFeatures:
+                   make_dataset: Callable[[list[str], bool], Any] | None = None, decoder: str = "decord",
+                   frame_cache: Any = None) -> VideoFeatures:
     """Features of every distinct video ``keys[i]`` (read from ``paths[i]``).
 
     Two records naming the same file share one encoding (LSMDC repeats clips; QA asks several
@@ -73,7 +76,9 @@ def video_features(paths: Sequence[str], keys: Sequence[str], encode_fn: EncodeF
     video stays in memory (``by_key``) after its shard is written; the default keeps everything,
     the feature-store path keeps only the small fields so memory does not grow with the videos.
     ``make_dataset(paths, skip_unreadable)`` replaces the default one-clip :class:`VideoDataset`
-    (action recognition decodes every test view of a video into one item).
+    (action recognition decodes every test view of a video into one item). ``frame_cache``
+    (:class:`vidtldr.run.frame_cache.FrameCache`) serves the default dataset the decoded frames of
+    videos another run (another reducer or schedule) already decoded.
     """
     keep = retain or (lambda stored: stored)
     path_of = first_path_of(keys, paths)
@@ -94,29 +99,43 @@ def video_features(paths: Sequence[str], keys: Sequence[str], encode_fn: EncodeF
     log.info("video features: %d cached, %d to encode", result.cached, len(todo))
     paths_todo = [path_of[k] for k in todo]
     dataset = (make_dataset(paths_todo, skip_unreadable) if make_dataset is not None
-               else VideoDataset(paths_todo, num_frames, trimmed30, size, skip_unreadable))
-    loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers)
+               else VideoDataset(paths_todo, num_frames, trimmed30, size, skip_unreadable, decoder=decoder,
+                                 frame_cache=frame_cache))
+    # A worker process costs its start-up: never start more than there are videos to decode (frames
+    # the frame cache holds are read faster in this process than a worker starts).
+    result.num_workers = min(num_workers, len(todo) - _frames_held(dataset))
+    loader = make_loader(dataset, batch_size=batch_size, num_workers=result.num_workers)
     bar = tqdm(total=len(todo), desc="video features", unit="video", disable=not progress, leave=False)
     try:
-        for batch in loader:
-            index = batch["index"].tolist()
-            ok = batch["ok"].tolist()
-            rows = [j for j, good in enumerate(ok) if good]
-            if rows:
-                frames = batch["frames"][rows]
-                for j, stored in zip(rows, encode_fn(frames), strict=True):
-                    key = todo[index[j]]
-                    cache.save(key, stored)  # atomic, per video: resume point
-                    result.by_key[key] = keep(stored)
-                    result.decoded += 1
-            bar.update(len(index))
+        with loader:  # workers stopped whatever happens in the loop
+            for batch in loader:
+                index = batch["index"].tolist()
+                ok = batch["ok"].tolist()
+                rows = [j for j, good in enumerate(ok) if good]
+                if rows:
+                    frames = batch["frames"][rows]
+                    for j, stored in zip(rows, encode_fn(frames), strict=True):
+                        key = todo[index[j]]
+                        cache.save(key, stored)  # atomic, per video: resume point
+                        result.by_key[key] = keep(stored)
+                        result.decoded += 1
+                bar.update(len(index))
     finally:
         bar.close()
     result.skipped.extend(loader.skipped)
+    result.frames_from_cache = loader.from_cache
     if result.skipped:
         log.warning("skipped %d unreadable video(s), e.g. %s: %s", len(result.skipped), result.skipped[0].path,
                      result.skipped[0].reason)
     return result
+
+
+def _frames_held(dataset: Any) -> int:
+    frame_cache = getattr(dataset, "frame_cache", None)
+    if frame_cache is None or not frame_cache.enabled:
+        return 0
+    key = dataset.frames_key()
+    return sum(frame_cache.holds(path, key) for path in dataset.videos)
 
 
 def stack(features: VideoFeatures, keys: Sequence[str], name: str) -> torch.Tensor:
@@ -150,3 +169,20 @@ def load_shared_shard(cache: FeatureCache, key: str) -> dict:
         raise VidtldrError(f"the features of video {key!r} are missing or unreadable in {cache.dir}: another "
                            "rank may have failed, or the cache folder is not on a disk all ranks see")
     return shard
+
+
+def frames_entry(videos: VideoFeatures, frame_cache: Any, settings: dict, dist_ctx) -> dict:
+    """``record["cache"]["frames"]``: where the frame cache is, and how many of the encoded videos it
+    served (over every rank) against how many were decoded; the worker count this rank used."""
+    served, encoded = videos.frames_from_cache, videos.decoded
+    if dist_ctx.enabled:
+        shares = D.all_gather_objects((served, encoded), dist_ctx)
+        served, encoded = sum(s for s, _ in shares), sum(e for _, e in shares)
+    entry = {"enabled": frame_cache is not None and frame_cache.enabled, "served": served,
+             "decoded": encoded - served, "decoder": settings.get("decoder", "decord"),
+             "num_workers": videos.num_workers}
+    if frame_cache is not None:
+        entry.update(dir=str(frame_cache.root), max_gb=settings.get("frames_max_gb"))
+        if frame_cache.stats.problems:
+            entry["problems"] = list(frame_cache.stats.problems)
+    return entry

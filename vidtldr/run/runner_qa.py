@@ -20,7 +20,9 @@ from vidtldr.models.precision import model_device
 from vidtldr.models.tokenizer import tokenize, tokenize_answers
 from vidtldr.tasks.itm import check_engine
 from vidtldr.tasks.qa import question_states_grouped, rank_from_states, rank_questions
-from vidtldr.run.runner_features import all_ranks_outcome, first_path_of, load_shared_shard, stack, token_counts_by_video, token_counts_of, unique_in_order, video_features
+from vidtldr.run.frame_cache import frame_cache_from
+from vidtldr.run.runner_features import (all_ranks_outcome, first_path_of, frames_entry, load_shared_shard, stack,
+                                         token_counts_by_video, token_counts_of, unique_in_order, video_features)
 from vidtldr.run.runner_subset import subset_qa
 from vidtldr.run.task_run import TaskJob, register_runner
 from vidtldr.tasks.base import TaskResult
@@ -75,10 +77,11 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
     path_of = first_path_of(split.video_names, split.videos)
     shared.bind_sources(path_of)  # shards are valid for the file they were computed from
     mine = D.shard(order, dist_ctx)
+    frame_cache = frame_cache_from(settings)
     videos = video_features([path_of[k] for k in mine], mine, encode, shared, num_frames=spec.num_frames,
                             trimmed30=spec.trimmed30, size=img_size, batch_size=settings["batch_size"],
                             num_workers=settings["num_workers"], skip_unreadable=settings["skip_unreadable"],
-                            progress=progress)
+                            progress=progress, decoder=settings.get("decoder", "decord"), frame_cache=frame_cache)
     skipped, decoded, cached = all_ranks_outcome(videos, dist_ctx)
     timings["video_features_s"] = time.perf_counter() - start
     if skipped:
@@ -121,6 +124,7 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
     return TaskResult(metrics=metrics, counts=counts, token_counts=token_counts_of(videos), timings=timings,
                       video_token_counts=token_counts_by_video(videos),
                       skipped=[{"path": s.path, "reason": s.reason} for s in skipped],
+                      cache={"video": video_cache.stats(), "frames": frames_entry(videos, frame_cache, settings, dist_ctx)},
                       extra={"predictions": [{"question_id": q, "answer": a} for q, a in predictions.items()],
                              "cost": cost})
 

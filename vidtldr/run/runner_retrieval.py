@@ -25,8 +25,9 @@ from vidtldr.cost.itm import evaluation_cost
 from vidtldr.cost.text import text_dims
 from vidtldr.cost.vision import reducer_cost, vision_dims
 from vidtldr.tasks.itm import check_engine, pairwise_pairs, rerank
-from vidtldr.run.runner_features import (VideoFeatures, all_ranks_outcome, first_path_of, load_shared_shard, stack, token_counts_by_video, token_counts_of,
-                                           unique_in_order, video_features)
+from vidtldr.run.frame_cache import frame_cache_from
+from vidtldr.run.runner_features import (VideoFeatures, all_ranks_outcome, first_path_of, frames_entry, load_shared_shard, stack,
+                                           token_counts_by_video, token_counts_of, unique_in_order, video_features)
 from vidtldr.run.runner_subset import subset_retrieval
 from vidtldr.run.task_run import TaskJob, register_runner
 from vidtldr.tasks.base import TaskResult
@@ -103,11 +104,13 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
     path_of = first_path_of(split.video_names, split.videos)
     shared_video.bind_sources(path_of)  # every video's file identity is part of its shard's and the store's name
     mine = D.shard(order, dist_ctx)  # everything in a single process
+    frame_cache = frame_cache_from(settings)
     videos: VideoFeatures = video_features(
         [path_of[k] for k in mine], mine, encode, shared_video, num_frames=spec.num_frames,
         trimmed30=spec.trimmed30, size=img_size, batch_size=settings["batch_size"],
         num_workers=settings["num_workers"], skip_unreadable=settings["skip_unreadable"], progress=progress,
-        retain=_nothing if mode == "disk" else None)
+        retain=_nothing if mode == "disk" else None, decoder=settings.get("decoder", "decord"),
+        frame_cache=frame_cache)
     skipped, decoded, cached = all_ranks_outcome(videos, dist_ctx)  # every rank's shards are on disk from here on
     timings["video_features_s"] = time.perf_counter() - start
     timings["vision_encoder_s"] = vision_s[0]
@@ -145,7 +148,8 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
               "videos_skipped": len(skipped), "videos_decoded": decoded,
               "videos_from_cache": cached, "distinct_video_files": distinct,
               "k_test_effective": {"v2t": min(n_t, spec.k_test), "t2v": min(n_v, spec.k_test)}}
-    cache_stats = {"video": video_cache.stats(), "text": text_cache.stats()}
+    cache_stats = {"video": video_cache.stats(), "text": text_cache.stats(),
+                   "frames": frames_entry(videos, frame_cache, settings, dist_ctx)}
     if dist_ctx.enabled and video_cache.enabled:
         cache_stats["video"] = _sum_stats(D.all_gather_objects(video_cache.stats(), dist_ctx))
     cost = evaluation_cost_entry(model, reducer, spec.num_frames, distinct, n_t,

@@ -171,10 +171,15 @@ def _count(key: str, value: Any, minimum: int) -> int:
 def check_numbers(cfg: DictConfig) -> None:
     """The numeric settings given on the command line: batch sizes, worker count, and where set,
     data.limit, eval.k_test and eval.num_frames (cheap, so a run checks them before anything else)."""
-    for key, minimum in (("eval.itm_batch", 1), ("eval.text_batch", 1), ("data.batch_size", 1),
-                         ("data.num_workers", 0)):
+    for key, minimum in (("eval.itm_batch", 1), ("eval.text_batch", 1), ("data.batch_size", 1)):
         section, name = key.split(".")
         _count(key, cfg[section].get(name), minimum)
+    workers = cfg.data.get("num_workers")
+    if workers != "auto":  # an integer >= 0, or auto (vidtldr.data.workers)
+        try:
+            _count("data.num_workers", workers, 0)
+        except ConfigError:
+            raise ConfigError(f"data.num_workers={workers}: accepted values: auto, or an integer >= 0") from None
     for key in ("data.limit", "eval.k_test", "eval.num_frames", "eval.itm_group_batch"):
         section, name = key.split(".")
         if cfg[section].get(name) is not None:

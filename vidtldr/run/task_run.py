@@ -54,6 +54,7 @@ class TaskJob:
         from_cache)``: ``features.by_key[name]`` is the dict ``encode`` made for it (every rank's
         videos under torch.distributed), ``skipped`` the unreadable videos (``data.on_error=skip``)."""
         from vidtldr.errors import ConfigError
+        from vidtldr.run.frame_cache import frame_cache_from
         from vidtldr.run.runner_features import (all_ranks_outcome, first_path_of, load_shared_shard,
                                                  unique_in_order, video_features)
 
@@ -71,7 +72,8 @@ class TaskJob:
                                 trimmed30=self.spec.trimmed30, size=self.img_size,
                                 batch_size=settings["batch_size"], num_workers=settings["num_workers"],
                                 skip_unreadable=settings["skip_unreadable"], progress=self.progress,
-                                make_dataset=make_dataset)
+                                make_dataset=make_dataset, decoder=settings.get("decoder", "decord"),
+                                frame_cache=frame_cache_from(settings))
         skipped, decoded, cached = all_ranks_outcome(videos, self.dist_ctx)
         if self.dist_ctx.enabled:
             bad = {s.path for s in skipped}

@@ -197,16 +197,23 @@ def _weights_id(spec, cfg) -> dict:
 def _decode(collection: Collection, spec, size: int, cfg: DictConfig) -> tuple[list, list, list]:
     """(kept keys, frames per kept video, skipped [{path, reason}]) with the evaluation's reader."""
     from vidtldr.data.dataset import VideoDataset, make_loader
+    from vidtldr.data.workers import resolve_num_workers
+    from vidtldr.run.frame_cache import frame_cache_from
+    from vidtldr.run.runner import data_reading
 
     skip = cfg.data.on_error == "skip"
-    dataset = VideoDataset(collection.paths, spec.num_frames, spec.trimmed30, size, skip_unreadable=skip)
-    loader = make_loader(dataset, batch_size=int(cfg.data.batch_size), num_workers=int(cfg.data.num_workers))
+    reading = data_reading(cfg)  # the evaluation's decoder and frame cache: frames decoded once for both
+    dataset = VideoDataset(collection.paths, spec.num_frames, spec.trimmed30, size, skip_unreadable=skip,
+                           decoder=reading["decoder"], frame_cache=frame_cache_from(reading))
+    workers = resolve_num_workers(cfg.data.num_workers, torch.device(str(cfg.device)).type)
+    loader = make_loader(dataset, batch_size=int(cfg.data.batch_size), num_workers=min(workers, len(dataset)))
     keys, frames = [], []
-    for batch in loader:
-        for j, (index, ok) in enumerate(zip(batch["index"].tolist(), batch["ok"].tolist(), strict=True)):
-            if ok:
-                keys.append(collection.keys[index])
-                frames.append(batch["frames"][j].clone())
+    with loader:  # workers stopped on an error too
+        for batch in loader:
+            for j, (index, ok) in enumerate(zip(batch["index"].tolist(), batch["ok"].tolist(), strict=True)):
+                if ok:
+                    keys.append(collection.keys[index])
+                    frames.append(batch["frames"][j].clone())
     skipped = [{"path": s.path, "reason": s.reason} for s in loader.skipped]
     for s in skipped:
         log.warning("skipped unreadable video %s: %s", s["path"], s["reason"])
