@@ -57,6 +57,6 @@ def test_vidtldr_flops_is_python_m_vidtldr_flops(tmp_path):
 
 
 def test_a_command_error_keeps_its_one_line_and_exit_status(tmp_path):
-    proc = _run("-m", "vidtldr.cli", "bench-eval", "quick=maybe", cwd=tmp_path)
+    proc = _run("-m", "vidtldr", "bench-eval", "quick=maybe", cwd=tmp_path)  # python -m vidtldr = vidtldr
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("vidtldr.bench_eval: error: quick=maybe")
