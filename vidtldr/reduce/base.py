@@ -247,16 +247,12 @@ def discover_reducers() -> dict[str, type[Reducer]]:
 
 
 def reducer_class(name: str) -> type[Reducer]:
-    """The reducer class selected by ``merge.name=<name>``; a ConfigError lists the known names.
-    A composition ``A+B`` gives :class:`vidtldr.reduce.chain.Chain` once its parts are checked."""
+    """The registered reducer class named ``name``; a ConfigError lists the known names. Compositions
+    ``A+B`` are resolved one level up (:func:`vidtldr.reduce.reducer_class`), so this module never
+    imports :mod:`vidtldr.reduce.chain`, which builds on it."""
     from vidtldr.errors import ConfigError
 
     known = discover_reducers()
-    if "+" in name:  # a composition A+B (vidtldr/reduce/chain.py), checked part by part
-        from vidtldr.reduce.chain import Chain, check_parts
-
-        check_parts(name, [reducer_class(part) for part in name.split("+")])
-        return Chain
     if name not in known:
         raise ConfigError(f"merge.name: unknown reducer {name!r}; available: {sorted(known)}")
     return known[name]

@@ -121,7 +121,6 @@ class Chain(Reducer):
 def build_chain(name: str, schedule: list | None = None, **kwargs) -> Chain:
     """The composition ``name`` (``A+B``): the in-block part runs ``schedule`` with the top-level
     keywords, each input-level part its own ``kwargs[part]`` (``r`` + keywords, else its config's)."""
-    from vidtldr.reduce import build_reducer
     from vidtldr.reduce.base import reducer_class
     from vidtldr.reduce.schedule import parse_schedule
 
@@ -134,8 +133,8 @@ def build_chain(name: str, schedule: list | None = None, **kwargs) -> Chain:
     for part in parts[:-1]:
         own = {**_config_defaults(part), **(kwargs.pop(part, None) or {})}
         r = own.pop("r", None)
-        inputs.append(build_reducer(part, parse_schedule(r, depth), **own))
-    return Chain(name, inputs, build_reducer(parts[-1], schedule, **kwargs))
+        inputs.append(reducer_class(part)(parse_schedule(r, depth), **own))
+    return Chain(name, inputs, reducer_class(parts[-1])(schedule, **kwargs))
 
 
 def _config_defaults(part: str) -> dict:
@@ -149,3 +148,12 @@ def _config_defaults(part: str) -> dict:
         return {}
     node = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     return {k: v for k, v in node.items() if k != "name"}
+
+
+def composition_class(name: str) -> type[Chain]:
+    """:class:`Chain` for ``merge.name=A+B`` once every part is a registered reducer that may stand
+    where it stands (input-level parts first, one in-block part last)."""
+    from vidtldr.reduce.base import reducer_class
+
+    check_parts(name, [reducer_class(part) for part in name.split("+")])
+    return Chain
