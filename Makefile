@@ -16,7 +16,7 @@ DATASETS ?=
 ARGS ?=
 TABLE_OPTS = --backbones $(BACKBONES) $(if $(strip $(DATASETS)),--datasets $(DATASETS)) $(if $(strip $(ARGS)),-- $(ARGS))
 
-.PHONY: help setup demo test mutation review-mutants smoke flops bench bench-scale bench-eval table-finetuned table-zeroshot table-qa table-action table-reducers fig1 tables clean-cache
+.PHONY: help setup demo test mutation review-mutants smoke flops bench bench-scale bench-eval bench-decode table-finetuned table-zeroshot table-qa table-action table-reducers fig1 tables clean-cache
 
 help:
 	@echo "make demo            tiny model on generated clips with vid-TLDR; prints the result table"
@@ -29,6 +29,7 @@ help:
 	@echo "make bench           encoder throughput / peak memory (random weights)"
 	@echo "make bench-scale     peak RSS of a tiny evaluation on 100 vs 1000 clips (results/bench_scale.md)"
 	@echo "make bench-eval      whole evaluation, pairwise vs grouped ITM engine (results/bench_eval.md)"
+	@echo "make bench-decode    decode ms/video per decoder and worker count, frame cache cold/warm (results/bench_decode.md)"
 	@echo "make table-finetuned fine-tuned retrieval table (needs UMT checkpoints + datasets)"
 	@echo "make table-zeroshot  zero-shot retrieval table (needs pre-trained checkpoints + datasets)"
 	@echo "make table-qa        video QA table (needs QA checkpoints + datasets)"
@@ -87,6 +88,12 @@ bench-scale: $(STAMP)
 
 # UMT-B on MSRVTT-format generated clips, random weights: one evaluation per ITM engine, interleaved;
 # writes results/bench_eval.md/.json (on a GPU: ARGS="device=cuda precision=fp16" -> bench_eval_cuda.*).
+# Synthetic MSRVTT-like (320x240, 15 s) and ActivityNet-like (720p, 150 s) videos: decoders, workers, frame
+# cache; writes results/bench_decode.md/.json (a few minutes; BENCH_DECODE_ARGS="--anet-seconds 30" for less).
+BENCH_DECODE_ARGS ?=
+bench-decode: $(STAMP)
+	$(PYTHON) -m vidtldr.bench_decode $(BENCH_DECODE_ARGS)
+
 bench-eval: $(STAMP)
 	$(VIDTLDR) bench_eval model=umt_b dataset=msrvtt $(ARGS)
 

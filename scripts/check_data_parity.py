@@ -3,7 +3,10 @@
 folder of the tests/fixtures/data_formats layout. One line per compared item; exit 1 on any
 mismatch beyond the fixture README's tolerance.
 
-usage: python scripts/check_data_parity.py FIXTURE_DIR
+usage: python scripts/check_data_parity.py FIXTURE_DIR [--decoder pyav|torchcodec]
+
+With --decoder, that decoder's frames are also compared with the recorded ones (frame count,
+indices, raw uint8 frames; exact).
 """
 
 import sys
@@ -14,7 +17,10 @@ from vidtldr.errors import cli_guard
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+    decoder = "decord"
+    if len(argv) == 3 and argv[1] == "--decoder":
+        argv, decoder = argv[:1], argv[2]
+    if len(argv) != 1 or argv[0] in ("-h", "--help") or decoder not in ("decord", "pyav", "torchcodec"):
         print(__doc__.strip(), file=sys.stderr)
         return 2
     root = Path(argv[0])
@@ -22,7 +28,7 @@ def main(argv: list[str]) -> int:
         print(f"check_data_parity: error: not a folder: {root}", file=sys.stderr)
         return 2
     with cli_guard("check_data_parity"):
-        items = run_parity(root)
+        items = run_parity(root, decoder)
     for item in items:
         print(item.line())
     failed = [i for i in items if not i.ok]

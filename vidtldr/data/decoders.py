@@ -92,14 +92,15 @@ def _groups(targets: list[int], keys: list[int]) -> list[tuple[int, list[int]]]:
     return sorted(groups.items())
 
 
-def _decode_group(container, stream, start: int, wanted: list[int], out: dict[int, np.ndarray]) -> None:
+def _decode_group(container, stream, start: int, wanted: list[int], out: dict[int, np.ndarray],
+                  skip_nonref: bool = True) -> None:
     """Decode from keyframe ``start`` up to the last of ``wanted`` (timestamps), keeping those frames."""
     ctx = stream.codec_context
     container.seek(start, stream=stream, backward=True, any_frame=False)
     want, last = set(wanted), max(wanted)
     for packet in container.demux(stream):
         # A frame nothing refers to is needed only when it is a target (exact: references are decoded).
-        ctx.skip_frame = "DEFAULT" if packet.pts in want or packet.pts is None else "NONREF"
+        ctx.skip_frame = "DEFAULT" if packet.pts in want or packet.pts is None or not skip_nonref else "NONREF"
         for frame in ctx.decode(packet):
             if frame.pts in want and frame.pts not in out:
                 out[frame.pts] = frame.to_ndarray(format="rgb24")
@@ -111,7 +112,7 @@ def _decode_group(container, stream, start: int, wanted: list[int], out: dict[in
             out[frame.pts] = frame.to_ndarray(format="rgb24")
 
 
-def read_pyav(path: Path, num_frames: int, trimmed30: bool) -> tuple[torch.Tensor, FrameSample]:
+def read_pyav(path: Path, num_frames: int, trimmed30: bool, *, skip_nonref: bool = True) -> tuple[torch.Tensor, FrameSample]:
     try:
         import av
     except ImportError:  # pragma: no cover - av is a dependency
@@ -131,7 +132,7 @@ def read_pyav(path: Path, num_frames: int, trimmed30: bool) -> tuple[torch.Tenso
             target = {i: pts[i] for i in info.indices}
             by_pts: dict[int, np.ndarray] = {}
             for start, wanted in _groups(list(target.values()), keys):
-                _decode_group(container, stream, start, wanted, by_pts)
+                _decode_group(container, stream, start, wanted, by_pts, skip_nonref)
     except (av.FFmpegError, IndexError) as exc:
         raise VideoError(f"cannot decode {path} with PyAV: {exc}") from None
     frames = {i: by_pts[p] for i, p in target.items() if p in by_pts}

@@ -226,10 +226,34 @@ def _check_full_example(data: dict[str, Any], ex: dict[str, Any]) -> Iterator[It
                    f"max abs diff {_max_diff(got, ex['resized_u8'])}")
 
 
+def check_decoder(root: Path, decoder: str) -> Iterator[Item]:
+    """Another decoder (``data.decoder``) against the official reader's recorded frames: frame count,
+    indices and the raw uint8 frames of every video and setting, exactly."""
+    from vidtldr.data.decoders import read_with
+
+    pt = root / "frames_expected.pt"
+    if not pt.is_file():
+        return
+    data = torch.load(pt, weights_only=True)
+    for name, vd in data["videos"].items():
+        for sname, sd in vd["settings"].items():
+            group = f"{decoder} {name} {sname}"
+            try:
+                frames, info = read_with(decoder, root / "videos" / name, int(sd["num_frames"]), bool(sd["trimmed30"]))
+            except Exception as exc:  # report and go on with the other videos
+                yield Item(group, "read", False, str(exc))
+                continue
+            yield _eq(group, "frame count", info.num_video_frames, vd["decord_vlen"])
+            yield _eq(group, "indices", info.indices, sd["indices"].tolist())
+            same = frames.shape == sd["raw_u8"].shape and torch.equal(frames, sd["raw_u8"])
+            yield Item(group, "frames == raw_u8", same, "" if same else f"max abs diff {_max_diff(frames, sd['raw_u8'])}")
+
+
 # ----------------------------------------------------------------------------- driver
 
 
-def run_parity(fixture_dir: str | Path) -> list[Item]:
+def run_parity(fixture_dir: str | Path, decoder: str = "decord") -> list[Item]:
+    """Every comparison of the folder; with another ``decoder``, its frames against the recorded ones too."""
     root = Path(fixture_dir)
     items: list[Item] = []
     if (root / "pre_text_cases.json").is_file():
@@ -242,4 +266,6 @@ def run_parity(fixture_dir: str | Path) -> list[Item]:
         except Exception as exc:  # one broken folder must not hide the others' results
             items.append(Item(f"format {folder.name}", "build", False, f"{type(exc).__name__}: {exc}"))
     items.extend(check_frames(root))
+    if decoder != "decord":
+        items.extend(check_decoder(root, decoder))
     return items
