@@ -92,7 +92,7 @@ bench-scale: $(STAMP)
 # cache; writes results/bench_decode.md/.json (a few minutes; BENCH_DECODE_ARGS="--anet-seconds 30" for less).
 BENCH_DECODE_ARGS ?=
 bench-decode: $(STAMP)
-	$(PYTHON) -m vidtldr.bench_decode $(BENCH_DECODE_ARGS)
+	$(VIDTLDR) bench_decode $(BENCH_DECODE_ARGS)
 
 bench-eval: $(STAMP)
 	$(VIDTLDR) bench_eval model=umt_b dataset=msrvtt $(ARGS)

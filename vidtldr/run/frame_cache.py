@@ -33,7 +33,8 @@ import torch
 
 from vidtldr.errors import DiskFullError
 from vidtldr.jsonio import dumps
-from vidtldr.run.cache import atomic_write_bytes, file_identity, stable_hash
+from vidtldr.files import atomic_write_bytes
+from vidtldr.run.cache import file_identity, stable_hash
 
 log = logging.getLogger(__name__)
 

@@ -308,7 +308,7 @@ def run(args) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     with cli_guard("vidtldr.bench_decode"):
-        from vidtldr.run.cache import atomic_write_text
+        from vidtldr.files import atomic_write_text
 
         result = run(args)
         out = Path(args.out)
