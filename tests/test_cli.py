@@ -14,7 +14,7 @@ import pytest
 from vidtldr import cli
 
 # Every command the project documents (README, docs/architecture.md).
-EXPECTED = {"eval", "flops", "bench", "bench_eval", "bench_scale", "tune", "fidelity", "compare", "visualize",
+EXPECTED = {"eval", "flops", "bench", "bench_eval", "bench_scale", "bench_decode", "tune", "fidelity", "compare", "visualize",
             "results", "validate", "inspect"}
 
 
