@@ -10,7 +10,6 @@ The last output line is one JSON object with ``clips_per_s``.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import tempfile
@@ -18,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import torch
 
 from vidtldr import jsonio
 from vidtldr.data.dataset import VideoDataset, make_loader
 from vidtldr.errors import ConfigError, cli_guard
+from vidtldr.provenance import machine
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 
@@ -50,7 +49,7 @@ def decode_throughput(videos: Sequence[str | Path], num_frames: int = 12, trimme
             "num_workers": num_workers, "repeats": len(seconds), "seconds": seconds,
             "clips_per_s": len(videos) / med if med > 0 else float("inf"),
             "frames_per_s": len(videos) * num_frames / med if med > 0 else float("inf"),
-            "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+            **machine(),  # the shared machine block (torch_threads, machine, processor, cores, ...)
             "videos": [str(v) for v in videos[:5]] + (["..."] if len(videos) > 5 else [])}
 
 

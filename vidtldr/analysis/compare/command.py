@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import statistics
 from pathlib import Path
 from typing import Any, Optional
@@ -312,13 +311,6 @@ def quiet_after_first(index: int):
         logger.setLevel(level)
 
 
-def _load() -> Optional[list]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
 def time_rows(spec, arch_cfg, rows: list[dict], repeats: int, modes: tuple, device: str, precision: str) -> None:
     """Encoder milliseconds per clip of every row (batch 1, a seeded random clip, the backbone
     family's model with seeded random weights: time does not depend on the weights), the fastest of
@@ -429,7 +421,9 @@ def run_compare(cfg: DictConfig, run_dir: str | Path) -> dict:
             runs = evaluate_fidelity(session, row["merge"], row["merge_r"], row["seeds"], metric)
         summarise_runs(row, runs, metric)
     modes = MODES if opts["materialized"] else ("fused",)
-    load_before = _load()
+    from vidtldr.provenance import load_average, machine
+
+    load_before = load_average()
     time_rows(spec, arch_cfg, todo, opts["repeats"], modes, str(cfg.device), str(cfg.get("precision", "fp32")))
     record = base_record()
     record.update({
@@ -441,7 +435,7 @@ def run_compare(cfg: DictConfig, run_dir: str | Path) -> dict:
         "timing": {"repeats": opts["repeats"], "modes": list(modes), "batch": 1,
                    "input": "seeded random clip, seeded random weights",
                    "statistic": "min", "device": str(cfg.device), "load_before": load_before,
-                   "load_after": _load()},
+                   "load_after": load_average(), "machine": machine(str(cfg.device))},
         "reference": reference, "rows": rows, "config": plain(cfg),
     })
     if spec.model == "tiny" or str(cfg.model.get("init")) == "random":
