@@ -10,7 +10,7 @@ import pytest
 
 from vidtldr.errors import ConfigError, MissingFilesError, ScheduleError
 from vidtldr.report import plan as runner_paper
-from vidtldr.run.runspec import check_inputs, dataset_base, resolve
+from vidtldr.run.runspec import check_inputs, resolve
 
 from _eval_helpers import make_cfg
 
@@ -64,10 +64,41 @@ def test_paths_from_environment(tmp_path, monkeypatch):
     assert resolve(with_env).checkpoint == "/ckpt/here/ret_msrvtt_b16_25m.pth"
 
 
-def test_dataset_base_names():
-    assert dataset_base("msrvtt_zs") == "msrvtt" and dataset_base("lsmdc_zs") == "lsmdc"
-    assert dataset_base("anet_zs_l16_official") == "anet_zs_l16_official"
-    assert dataset_base("didemo_val") == "didemo_val"
+def test_dataset_settings_come_from_its_keys(tmp_path):
+    # The shipped configs, as the paper's tables need them (docs/architecture.md, "A new dataset").
+    zs = resolve(make_cfg(tmp_path, "dataset=lsmdc_zs", "model=umt_b", "merge=none"))
+    assert (zs.setting, zs.dataset_base, zs.paper_row, zs.checkpoint_kind) == ("zeroshot", "lsmdc", True, "pretrained")
+    assert zs.checkpoint.endswith("/b16_25m.pth")
+    official = resolve(make_cfg(tmp_path, "dataset=anet_zs_l16_official"))
+    assert (official.setting, official.dataset_base, official.paper_row) == ("zeroshot", "anet_zs_l16_official", False)
+    val = resolve(make_cfg(tmp_path, "dataset=didemo_val", "model=umt_b", "merge=none"))
+    assert (val.setting, val.dataset_base, val.paper_row) == ("finetuned", "didemo_val", False)
+    assert val.checkpoint.endswith("/ret_didemo_b16_25m.pth")  # the test split's fine-tuned checkpoint
+
+
+def test_a_copy_of_a_zero_shot_config_under_another_name_is_zero_shot(tmp_path, monkeypatch):
+    """The setting is the config's ``setting`` key, not a ``_zs`` in its name."""
+    import shutil
+
+    import vidtldr.config_utils as config_utils
+
+    configs = tmp_path / "configs"
+    shutil.copytree(config_utils.CONFIG_DIR, configs)
+    text = (configs / "dataset" / "msrvtt_zs.yaml").read_text().replace("name: msrvtt_zs", "name: my_msrvtt")
+    (configs / "dataset" / "my_msrvtt.yaml").write_text(text)
+    monkeypatch.setattr(config_utils, "CONFIG_DIR", configs)
+    spec = resolve(make_cfg(tmp_path, "dataset=my_msrvtt", "model=umt_b", "merge=none"))
+    assert (spec.setting, spec.dataset_base, spec.checkpoint_kind, spec.num_frames) == (
+        "zeroshot", "msrvtt", "pretrained", 4)
+    with pytest.raises(ConfigError, match="no schedule was published for zero-shot runs"):
+        resolve(make_cfg(tmp_path, "dataset=my_msrvtt", "model=umt_b", "merge.r=published"))
+
+
+def test_a_dataset_config_without_its_setting_keys_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"dataset msrvtt: missing key\(s\) setting \(e.g. setting: finetuned"):
+        resolve(make_cfg(tmp_path, "~dataset.setting"))
+    with pytest.raises(ConfigError, match="dataset.setting"):
+        resolve(make_cfg(tmp_path, "dataset.setting=fewshot"))
 
 
 def test_missing_inputs_listed_together(tmp_path):

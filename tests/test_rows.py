@@ -24,7 +24,7 @@ def test_num_keeps_numbers_and_turns_everything_else_into_none():
 
 FULL = {"status": "complete", "created": "2026-01-02T03:04:05", "partial": True, "_path": "/runs/a/record.json",
         "run": {"task": "retrieval", "dataset": "msrvtt_9k", "dataset_base": "msrvtt", "setting": "finetuned",
-                "model": "umt_b_ft", "backbone": "umt_b", "merge": "vidtldr", "schedule": [600, 200, 100]},
+                "paper_row": False, "model": "umt_b_ft", "backbone": "umt_b", "merge": "vidtldr", "schedule": [600, 200, 100]},
         "counts": {"videos": 10, "videos_total": 1000},
         "metrics": {"itm": {"img_r1": 50.25, "img_r5": 2.0, "img_r10": 3.0, "txt_r1": 49.5, "txt_r5": 5.0,
                             "txt_r10": 6.0, "img_medr": 7.0, "txt_medr": 8.0, "r_mean": 9.0},
@@ -42,7 +42,7 @@ def test_run_row_takes_each_field_from_its_own_key():
     assert run_row(FULL) == {
         "setting": "finetuned", "dataset": "msrvtt", "dataset_config": "msrvtt_9k", "backbone": "umt_b",
         "model": "umt_b_ft", "method": "vidtldr", "task": "retrieval", "schedule": [600, 200, 100],
-        "partial": True, "status": "complete", "created": "2026-01-02T03:04:05", "path": "/runs/a/record.json",
+        "paper_row": False, "partial": True, "status": "complete", "created": "2026-01-02T03:04:05", "path": "/runs/a/record.json",
         "videos": 10, "videos_total": 1000, "limit_unit": "videos", "n": 10, "n_total": 1000,
         # text->video is the official "img" block, video->text "txt"
         "t2v_r1": 50.25, "t2v_r5": 2.0, "t2v_r10": 3.0, "v2t_r1": 49.5, "v2t_r5": 5.0, "v2t_r10": 6.0,
@@ -143,6 +143,15 @@ def test_each_identity_field_decides_the_row():
     assert _pick(runs, setting="zeroshot") == "zs" and _pick(runs, dataset="msvd") == "msvd"
     assert _pick(runs, backbone="umt_l") == "L" and _pick(runs, method="none") == "none"
     assert _pick(runs, method="tome") is None
+
+
+def test_a_record_of_a_dataset_outside_the_paper_rows_never_fills_one():
+    # e.g. a copy of msrvtt.yaml with paper_row: false, newer and complete: the older record stays
+    runs = _runs({"path": "paper", "created": "1", "paper_row": True},
+                 {"path": "own split", "created": "2", "paper_row": False})
+    assert _pick(runs) == "paper"
+    assert _pick(_runs({"path": "own split", "paper_row": False})) is None
+    assert _pick(_runs({"path": "old record", "paper_row": None})) == "old record"  # before the key: fills
 
 
 def test_newest_complete_record_wins_else_newest_partial():

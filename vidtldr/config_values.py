@@ -23,7 +23,7 @@ _MISSING = object()
 # tests/test_plain_errors.py checks that each boolean default in configs/ is listed here.
 FLAGS = ("deterministic", "print_table", "save_predictions", "eval.overwrite", "eval.flops", "cache.enabled",
          "cache.frames",
-         "logger.wandb.enabled", "dataset.trimmed30",
+         "logger.wandb.enabled", "dataset.trimmed30", "dataset.paper_row",
          "fidelity.tokens", "fidelity.time_reference", "fidelity.itm", "tune.plot",  # fidelity, tune
          "compare.plot", "compare.time.materialized",                             # compare
          "trace", "table",                                                        # flops
@@ -38,7 +38,7 @@ OPTIONAL_FLAGS = ("write",)
 CHOICES = {"eval.attention": ("fused", "materialized"), "eval.itm_engine": ("grouped", "pairwise"),
            "eval.token_store": ("disk", "memory"), "eval.token_store_dtype": ("fp32", "fp16"),
            "data.on_error": ("raise", "skip"), "data.source": ("tiny", "real"),
-           "data.decoder": ("decord", "pyav", "torchcodec"),
+           "data.decoder": ("decord", "pyav", "torchcodec"), "dataset.setting": ("finetuned", "zeroshot"),
            "model.init": ("random", "checkpoint"), "precision": ("fp32", "bf16", "fp16"),
            "logger.wandb.mode": ("offline", "online", "disabled")}
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+
 DATASET_LABEL = {
     "msrvtt": "MSRVTT", "msvd": "MSVD", "didemo": "DiDeMo", "anet": "ActivityNet", "lsmdc": "LSMDC",
     "ssv2_label": "SSv2-label", "ssv2_template": "SSv2-template", "msrvtt_qa": "MSRVTT-QA",
@@ -30,6 +32,14 @@ ACTION_DATASETS = ("kinetics400", "ssv2")
 QA_DATASETS = ("msrvtt_qa", "msvd_qa")
 
 
+@functools.lru_cache(maxsize=None)
+def task_of(dataset: str) -> str:
+    """The task of a table's dataset: the ``task`` key of the dataset config of that name."""
+    from vidtldr.data.registry import load_dataset_config
+
+    return str(load_dataset_config(dataset)["task"])
+
+
 def is_qa(dataset: str) -> bool:
-    """QA datasets are named ``<base>_qa``; everything else is retrieval."""
-    return dataset.endswith("_qa")
+    """Whether a table's dataset is scored by the QA task (its config's ``task`` key, not its name)."""
+    return task_of(dataset) == "qa"

@@ -32,6 +32,8 @@ def _identity(record: dict) -> dict[str, Any]:
     return {"setting": ident.get("setting"), "dataset": ident.get("dataset_base"),
             "dataset_config": ident.get("dataset"), "backbone": ident.get("backbone"),
             "model": ident.get("model"), "method": ident.get("merge"), "task": ident.get("task"),
+            # dataset key paper_row (records from before it: their dataset_base alone decided)
+            "paper_row": bool(ident.get("paper_row", True)),
             "schedule": ident.get("schedule"), "partial": bool(record.get("partial", False)),
             "status": record.get("status"), "created": record.get("created"), "path": record.get("_path")}
 
@@ -151,6 +153,10 @@ def pick_run(runs: pd.DataFrame | None, setting: str, dataset: str, backbone: st
                  & (runs["method"] == method)]
     if match.empty:
         return None
+    if "paper_row" in match:  # a dataset config with paper_row: false never stands for a paper row
+        match = match[match["paper_row"].fillna(True).astype(bool)]
+        if match.empty:
+            return None
     if table is not None:
         expected = row_settings(table, dataset, backbone, method)
         if expected is None:

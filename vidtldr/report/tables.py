@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from vidtldr.report.labels import ACTION_DATASETS, FT_DATASETS, QA_DATASETS, RETRIEVAL_METRICS, ZS_DATASETS, is_qa
+from vidtldr.report.labels import ACTION_DATASETS, FT_DATASETS, QA_DATASETS, RETRIEVAL_METRICS, ZS_DATASETS, task_of
 from vidtldr.report.reference import paper_value, reference_gflops
 from vidtldr.report.rows import num, pick_run
 
@@ -70,8 +70,11 @@ def _delta(ours: float | None, paper: float | None) -> float | None:
 
 
 def row_metrics(spec: TableSpec, dataset: str) -> list[str]:
-    """The table's metrics that apply to a dataset (accuracy for QA, the rest for retrieval)."""
-    return [m for m in spec.metrics if (m == "acc") == is_qa(dataset)]
+    """The table's metrics that apply to a dataset: the columns its task fills."""
+    from vidtldr.tasks.base import get_task
+
+    columns = get_task(task_of(dataset)).metric_columns
+    return [m for m in spec.metrics if m in columns]
 
 
 def _metric_cells(spec: TableSpec, run: dict | None, ref: pd.DataFrame, dataset: str, backbone: str,

@@ -389,8 +389,8 @@ def _checked_inputs(cfg: DictConfig, spec: RunSpec, dataset_cfg: dict, arch_cfg)
 
 def _describe(record: dict, spec: RunSpec) -> None:
     record["run"] = {"task": spec.task, "dataset": spec.dataset, "dataset_base": spec.dataset_base,
-                     "setting": spec.setting, "model": spec.model, "backbone": spec.backbone,
-                     "merge": spec.merge, "schedule": list(spec.schedule), "schedule_spec": spec.schedule_spec,
+                     "setting": spec.setting, "paper_row": spec.paper_row, "model": spec.model,
+                     "backbone": spec.backbone, "merge": spec.merge, "schedule": list(spec.schedule), "schedule_spec": spec.schedule_spec,
                      "data_source": spec.data_source}
     record["resolved"] = spec.to_dict()
     if spec.init == "random":

@@ -25,24 +25,35 @@ DATA_HELP = ("annotations: the VINDLU/Singularity JSON files (UMT's DATASET.md) 
              "(see README, 'Bringing datasets')")
 
 
-def dataset_setting(name: str) -> str:
-    """``zeroshot`` for the zero-shot variants (configs named ``<dataset>_zs...``), else ``finetuned``."""
-    return "zeroshot" if "_zs" in name else "finetuned"
+SETTINGS = ("finetuned", "zeroshot")
 
 
-def dataset_base(name: str) -> str:
-    """The dataset a config stands for in the paper's tables: ``msrvtt_zs`` -> ``msrvtt``. Configs that mirror a quirk (``*_official``) or another split
-    (``didemo_val``) keep their own name so they never fill a paper row."""
-    if name.endswith("_official") or name.endswith("_val"):
-        return name
-    return name.split("_zs")[0]
+@dataclass(frozen=True)
+class DatasetSettings:
+    """The keys of a dataset config that say what it stands for (never read from its name)."""
+
+    setting: str          # finetuned | zeroshot
+    base: str             # the dataset it stands for in the tables
+    paper_row: bool       # whether its records can fill a row of a paper table
+    checkpoint_key: str   # model.checkpoints entry (zero-shot: pretrained); key of the published schedules
 
 
-def checkpoint_key(name: str) -> str:
-    """Key into ``model.checkpoints``: the pre-trained file for zero-shot, else the dataset."""
-    if dataset_setting(name) == "zeroshot":
-        return "pretrained"
-    return name[: -len("_val")] if name.endswith("_val") else name
+def dataset_settings(ds: Any) -> DatasetSettings:
+    """A dataset config's ``setting``, ``base``, ``paper_row`` and ``checkpoint_key``; a ConfigError
+    names the dataset and the key that is missing or wrong. A copy of ``msrvtt_zs.yaml`` under any
+    name is zero-shot: these keys say so, not the name."""
+    where = f"dataset {ds.get('name')}"
+    missing = [k for k in ("setting", "base", "paper_row", "checkpoint_key") if ds.get(k) is None]
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {', '.join(missing)} (e.g. setting: finetuned, base: msrvtt, "
+                          "paper_row: true, checkpoint_key: msrvtt; see docs/architecture.md, 'A new dataset')")
+    setting, paper_row = ds.get("setting"), ds.get("paper_row")
+    if setting not in SETTINGS:
+        raise ConfigError(f"{where}: setting must be one of {', '.join(SETTINGS)}, got {setting!r}")
+    if not isinstance(paper_row, bool):
+        raise ConfigError(f"{where}: paper_row must be true or false, got {paper_row!r}")
+    return DatasetSettings(setting=str(setting), base=str(ds.get("base")), paper_row=paper_row,
+                           checkpoint_key=str(ds.get("checkpoint_key")))
 
 
 @dataclass(kw_only=True)
@@ -54,8 +65,10 @@ class ModelSpec:
     task: str                      # a registered task (vidtldr/tasks/): retrieval | qa | ...
     heads: str                     # the head set the task needs the model built with
     dataset: str                   # config name, e.g. msrvtt_zs
-    dataset_base: str              # table row name, e.g. msrvtt
-    setting: str                   # finetuned | zeroshot
+    dataset_base: str              # table row name, e.g. msrvtt (dataset key `base`)
+    setting: str                   # finetuned | zeroshot (dataset key `setting`)
+    paper_row: bool                # whether its records can fill a paper-table row (dataset key `paper_row`)
+    checkpoint_key: str            # model.checkpoints entry, published-schedule key (dataset key `checkpoint_key`)
     model: str                     # umt_b | umt_l | tiny
     family: str                    # backbone family adapter (vidtldr/models/family.py), e.g. umt
     backbone: str
@@ -120,10 +133,11 @@ def _merge_r(cfg: DictConfig) -> Any:
     return _plain(r)
 
 
-def resolve_schedule(cfg: DictConfig, depth: int, dataset: str, setting: str) -> tuple[Any, list]:
-    """(merge.r as given, per-block list of ``depth`` entries)."""
+def resolve_schedule(cfg: DictConfig, depth: int, dataset: str, settings: DatasetSettings) -> tuple[Any, list]:
+    """(merge.r as given, per-block list of ``depth`` entries) for dataset config ``dataset``."""
     from vidtldr.reduce.schedule import parse_schedule
 
+    setting = settings.setting
     name = cfg.merge.name
     r = _merge_r(cfg)
     if name == "none":
@@ -142,7 +156,7 @@ def resolve_schedule(cfg: DictConfig, depth: int, dataset: str, setting: str) ->
         raise ConfigError(f"merge.r=published: no schedule was published for zero-shot runs "
                           f"(dataset={dataset}); pass merge.r=[...] explicitly (see README)")
     # The published schedules are per dataset, whatever the split (didemo_val uses didemo's).
-    return r, parse_schedule(r, depth, dataset=checkpoint_key(dataset), backbone=cfg.model.backbone, reducer=inner)
+    return r, parse_schedule(r, depth, dataset=settings.checkpoint_key, backbone=cfg.model.backbone, reducer=inner)
 
 
 def _cap(value: Optional[int], cap: Optional[int]) -> Optional[int]:
@@ -212,16 +226,17 @@ def resolve_model(cfg: DictConfig) -> ModelSpec:
         raise ConfigError(f"model={model.name}: no 'family' key; name its backbone family, e.g. family: umt")
     family = get_family(str(model.family), f"model={model.name}: family")
     heads = family.check_heads(task_def.heads, f"dataset={name} (task {task}) with model={model.name}")
-    setting = dataset_setting(name)
+    settings = dataset_settings(ds)
     caps = _plain(model.get("caps")) or {}
     num_frames = _setting_value(cfg, "num_frames", ds.num_frames, caps.get("num_frames"))
     k_test = _setting_value(cfg, "k_test", ds.k_test, caps.get("k_test")) if task_def.uses_text else \
         _refuse_text_key(cfg, task)
     check_merge_args(reducer_class(str(cfg.merge.name)), cfg)  # unknown reducers / keys are refused first
     depth = family.architecture(str(model.arch), heads, num_frames=num_frames).vision.depth
-    schedule_spec, schedule = resolve_schedule(cfg, depth, name, setting)
+    schedule_spec, schedule = resolve_schedule(cfg, depth, name, settings)
     return ModelSpec(
-        task=task, heads=heads, dataset=name, dataset_base=dataset_base(name), setting=setting,
+        task=task, heads=heads, dataset=name, dataset_base=settings.base, setting=settings.setting,
+        paper_row=settings.paper_row, checkpoint_key=settings.checkpoint_key,
         model=str(model.name), family=family.name, backbone=str(model.backbone), arch=str(model.arch),
         num_frames=num_frames, k_test=k_test, max_txt_l=text_length(ds, str(model.backbone)),
         max_q_len=_opt_int(ds.get("max_q_len")), max_a_len=_opt_int(ds.get("max_a_len")),
@@ -315,8 +330,9 @@ def with_merge(cfg: DictConfig, name: str, r: Any) -> DictConfig:
     return out
 
 
-def resolve_checkpoint(cfg: DictConfig, dataset: str, setting: str) -> tuple[Optional[str], Optional[str], bool]:
-    """(checkpoint path or None for random init, its kind, whether it is a model-zoo file)."""
+def resolve_checkpoint(cfg: DictConfig, dataset: str, setting: str, key: str) -> tuple[Optional[str], Optional[str], bool]:
+    """(checkpoint path or None for random init, its kind, whether it is a model-zoo file); ``key``:
+    the dataset's ``checkpoint_key`` into ``model.checkpoints``."""
     model = cfg.model
     if model.init == "random":
         return None, None, False
@@ -326,7 +342,6 @@ def resolve_checkpoint(cfg: DictConfig, dataset: str, setting: str) -> tuple[Opt
     if model.get("checkpoint"):
         return str(model.checkpoint), kind, False
     files = _plain(model.get("checkpoints")) or {}
-    key = checkpoint_key(dataset)
     if key not in files:
         raise ConfigError(f"model={model.name} has no checkpoint for dataset={dataset} "
                           f"(model.checkpoints has {sorted(files)}); set model.checkpoint=/path/to/file.pth")
@@ -346,7 +361,7 @@ def resolve(cfg: DictConfig, *, data_root: Optional[str] = None) -> RunSpec:
     check_numbers(cfg)
     base = resolve_model(cfg)
     check_adaptive(cfg, base)
-    checkpoint, kind, from_zoo = resolve_checkpoint(cfg, base.dataset, base.setting)
+    checkpoint, kind, from_zoo = resolve_checkpoint(cfg, base.dataset, base.setting, base.checkpoint_key)
     limit = cfg.data.get("limit")
     return RunSpec(
         **{f.name: getattr(base, f.name) for f in dataclasses.fields(ModelSpec)},

@@ -93,11 +93,11 @@ def spec_tokens(session: Session) -> int:
 
 def published_schedule(cfg: DictConfig, depth: int) -> Optional[list]:
     """The vid-TLDR schedule ``merge.r=published`` resolves to here, or None when there is none."""
-    from vidtldr.run.runspec import resolve_schedule, dataset_setting
+    from vidtldr.run.runspec import dataset_settings, resolve_schedule
 
     probe = OmegaConf.create({"merge": {"name": "vidtldr", "r": "published"}, "model": plain(cfg.model)})
     try:
-        return list(resolve_schedule(probe, depth, str(cfg.dataset.name), dataset_setting(str(cfg.dataset.name)))[1])
+        return list(resolve_schedule(probe, depth, str(cfg.dataset.name), dataset_settings(cfg.dataset))[1])
     except ConfigError:
         return None
 
