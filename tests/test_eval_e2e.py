@@ -44,6 +44,7 @@ def test_retrieval_record_and_tables(baseline, tmp_path):
     assert read(run_dir) == json.loads(json.dumps(record, default=str))  # what was returned is what was written
     assert record["status"] == "complete" and record["partial"] is False
     assert record["run"] == {"task": "retrieval", "dataset": "msrvtt", "dataset_base": "msrvtt", "setting": "finetuned",
+                             "paper_row": True,
                              "model": "tiny", "backbone": "tiny", "merge": "vidtldr", "schedule": [48, 24, 0, 0],
                              "schedule_spec": "published", "data_source": "tiny"}
     assert "random weights" in record["note"]

@@ -159,6 +159,18 @@ def resolve_schedule(cfg: DictConfig, depth: int, dataset: str, settings: Datase
     return r, parse_schedule(r, depth, dataset=settings.checkpoint_key, backbone=cfg.model.backbone, reducer=inner)
 
 
+def published_schedule(cfg: DictConfig, depth: int) -> Optional[list]:
+    """The vid-TLDR schedule ``merge.r=published`` resolves to for this dataset and model (the
+    model's own for ``tiny``), or None when there is none (tune and compare's reference point)."""
+    from omegaconf import OmegaConf
+
+    probe = OmegaConf.create({"merge": {"name": "vidtldr", "r": "published"}, "model": _plain(cfg.model)})
+    try:
+        return list(resolve_schedule(probe, depth, str(cfg.dataset.name), dataset_settings(cfg.dataset))[1])
+    except ConfigError:
+        return None
+
+
 def _cap(value: Optional[int], cap: Optional[int]) -> Optional[int]:
     if value is None or cap is None:
         return value

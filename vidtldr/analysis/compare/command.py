@@ -105,14 +105,10 @@ def encoder_gflops(arch_cfg, num_frames: int, reducer) -> float:
 
 
 def published_schedule(cfg: DictConfig, depth: int) -> Optional[list]:
-    """vid-TLDR's published schedule for this dataset and backbone (the model's own for ``tiny``)."""
-    from vidtldr.run.runspec import dataset_setting, resolve_schedule
+    """The vid-TLDR schedule ``merge.r=published`` resolves to here, or None (the resolver's)."""
+    from vidtldr.run import runspec
 
-    probe = OmegaConf.create({"merge": {"name": "vidtldr", "r": "published"}, "model": plain(cfg.model)})
-    try:
-        return list(resolve_schedule(probe, depth, str(cfg.dataset.name), dataset_setting(str(cfg.dataset.name)))[1])
-    except ConfigError:
-        return None
+    return runspec.published_schedule(cfg, depth)
 
 
 def resolve_budget(cfg: DictConfig, arch_cfg, num_frames: int, published: Optional[list]) -> tuple[float, str]:

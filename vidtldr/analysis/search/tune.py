@@ -92,14 +92,10 @@ def spec_tokens(session: Session) -> int:
 
 
 def published_schedule(cfg: DictConfig, depth: int) -> Optional[list]:
-    """The vid-TLDR schedule ``merge.r=published`` resolves to here, or None when there is none."""
-    from vidtldr.run.runspec import dataset_settings, resolve_schedule
+    """The vid-TLDR schedule ``merge.r=published`` resolves to here, or None (the resolver's)."""
+    from vidtldr.run import runspec
 
-    probe = OmegaConf.create({"merge": {"name": "vidtldr", "r": "published"}, "model": plain(cfg.model)})
-    try:
-        return list(resolve_schedule(probe, depth, str(cfg.dataset.name), dataset_settings(cfg.dataset))[1])
-    except ConfigError:
-        return None
+    return runspec.published_schedule(cfg, depth)
 
 
 def _reference_point(session: Session, name: str, schedule: list, label: str, metric: str) -> dict:
