@@ -366,7 +366,7 @@ def load_weights(model, cfg, spec) -> str:
     from vidtldr.errors import MissingFilesError
     from vidtldr.run.runspec import resolve_checkpoint
 
-    checkpoint, kind, _ = resolve_checkpoint(cfg, spec.dataset, spec.setting)
+    checkpoint, kind, _ = resolve_checkpoint(cfg, spec.dataset, spec.setting, spec.checkpoint_key)
     if checkpoint is None:
         return f"seeded random weights (seed {int(cfg.model.get('seed', 0))}), no checkpoint"
     if not Path(checkpoint).is_file():
