@@ -34,5 +34,6 @@ def stable_view(record: dict) -> dict:
     # Where the data and caches live is not part of what was computed.
     out["checksums"] = {k: (None if v is None else {f: x for f, x in v.items() if f != "path"})
                         for k, v in out.get("checksums", {}).items()}
-    out["resolved"] = {k: v for k, v in out.get("resolved", {}).items() if k != "data_root"}
+    # Nor how it was executed (batch sizes, token store, cache folders: resolved.settings).
+    out["resolved"] = {k: v for k, v in out.get("resolved", {}).items() if k not in ("data_root", "settings")}
     return out

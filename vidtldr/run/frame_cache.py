@@ -216,8 +216,9 @@ def evict(root: Path, target_bytes: int) -> tuple[int, int]:
     return removed, total
 
 
-def frame_cache_from(settings: dict) -> FrameCache | None:
-    """The run's frame cache from its resolved settings (None when turned off)."""
-    if not settings.get("frames_cache", False):
+def frame_cache_from(settings) -> FrameCache | None:
+    """The run's frame cache from its resolved settings (:class:`vidtldr.run.settings.RunSettings`;
+    None when turned off)."""
+    if not settings.frames_cache:
         return None
-    return FrameCache(settings["frames_dir"], int(float(settings["frames_max_gb"]) * GB))
+    return FrameCache(settings.frames_dir, int(float(settings.frames_max_gb) * GB))

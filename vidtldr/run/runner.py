@@ -35,7 +35,8 @@ from vidtldr.errors import (ConfigError, DiskFullError, RunInterrupted, VidtldrE
 from vidtldr.run.record import (base_record, file_entry, folder_entry, now_iso, protect_finished, write_record,
                                 write_unless_complete)
 from vidtldr.run.runner_features import FEATURE_FORMAT
-from vidtldr.run.runspec import RunSpec, check_inputs, check_numbers, resolve
+from vidtldr.run.runspec import RunSpec, check_inputs, resolve
+from vidtldr.run.settings import RunSettings, resolve_settings
 
 log = logging.getLogger(__name__)
 
@@ -80,25 +81,26 @@ def ensure_tiny_data(cache_root: str | Path, dataset: str) -> Path:
     return root
 
 
-def load_tokenizer_for(cfg: DictConfig, arch_cfg):
-    """(tokenizer, its name as configured, the vocab.txt it was read from)."""
+def load_tokenizer_for(spec: RunSpec, arch_cfg):
+    """(tokenizer, its name as configured, the vocab.txt it was read from): ``model.tokenizer``, else
+    the architecture's."""
     from vidtldr.models.tokenizer import load_tokenizer, vocab_path
 
-    name = cfg.model.get("tokenizer") or arch_cfg.tokenizer
+    name = spec.tokenizer or arch_cfg.tokenizer
     if not name:
-        raise ConfigError(f"model={cfg.model.name}: no tokenizer named (set model.tokenizer=/path/to/vocab.txt)")
+        raise ConfigError(f"model={spec.model}: no tokenizer named (set model.tokenizer=/path/to/vocab.txt)")
     path = vocab_path(name)
     return load_tokenizer(path), str(name), path
 
 
-def build(spec: RunSpec, cfg: DictConfig, arch_cfg):
+def build(spec: RunSpec, arch_cfg):
     """(model, reducer, checkpoint report)."""
     from vidtldr.models.family import get_family
 
     family = get_family(spec.family)
     # Random weights are a pure function of the seed (the tiny model); a checkpoint overwrites them.
     torch.manual_seed(spec.seed)
-    model = family.build(arch_cfg, attention=str(cfg.eval.get("attention", "fused")))
+    model = family.build(arch_cfg, attention=spec.settings.attention)
     report = None
     if spec.checkpoint is not None:
         report = family.load_weights(model, spec.checkpoint, kind=spec.checkpoint_kind)
@@ -212,9 +214,10 @@ def _ignore_signals() -> None:
             signal.signal(sig, signal.SIG_IGN)
 
 
-def check_dirs(cfg: DictConfig, run_dir: Path) -> None:
+def check_dirs(settings: RunSettings, run_dir: Path) -> None:
     """paths.cache, cache.dir and the run directory must be directories (or not exist yet)."""
-    for key, value in (("paths.cache", cfg.paths.cache), ("cache.dir", cfg.cache.dir), ("run directory", run_dir)):
+    for key, value in (("paths.cache", settings.cache_root), ("cache.dir", settings.cache_dir),
+                       ("run directory", run_dir)):
         check_directory_path(key, value, writable=True)
 
 
@@ -234,9 +237,10 @@ def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True,
     ctx = dist_ctx or D.SINGLE
     run_dir = Path(run_dir)
     check_settings(cfg)  # eval.overwrite=no must not reach protect_finished as "yes"
-    check_dirs(cfg, run_dir)
+    settings = resolve_settings(cfg)  # how the run executes: resolved before anything is written
+    check_dirs(settings, run_dir)
     cfg, adjusted = adjust.honour_explicit(cfg, adjust.explicit_keys(overrides))
-    aside = protect_finished(run_dir, overwrite=bool(cfg.eval.get("overwrite", False)), move=ctx.is_main)
+    aside = protect_finished(run_dir, overwrite=settings.overwrite, move=ctx.is_main)
     if aside is not None:
         log.warning("eval.overwrite=true: the complete record of %s was moved aside to %s", run_dir, aside)
     scratch = run_dir / SCRATCH
@@ -290,33 +294,30 @@ def _execute(cfg: DictConfig, run_dir: Path, record: dict, progress: bool, t0: f
 
     timings: dict[str, float] = {}
     spec = _resolve_spec(cfg, ctx, record, timings)
+    # Below this line the run reads the resolved spec only (cfg is recorded, never consulted again).
+    settings = spec.settings
     resolve_device(spec.device)  # a clear error when CUDA is asked for but absent
-    if cfg.get("deterministic", False):
+    if settings.deterministic:
         use_deterministic_kernels()
     autocast = autocast_context(spec.device, spec.precision)  # validates the precision now
-    dataset_cfg = _plain(cfg.dataset)
-    arch_cfg = spec.umt_config()
-    tokenizer, tokenizer_name = _checked_inputs(cfg, spec, dataset_cfg, arch_cfg)
+    dataset_cfg = spec.dataset_config
+    arch_cfg = spec.arch_config()
+    tokenizer, tokenizer_name = _checked_inputs(spec, dataset_cfg, arch_cfg)
     _describe(record, spec)
-    from vidtldr.cost.vision import vision_dims
-
-    dims = vision_dims(arch_cfg)
-    record["adjusted"].update(adjust.spec_adjustments(cfg, spec, dims.num_tokens(spec.num_frames),
-                                                      per_step=(dims.img_size // dims.patch_size) ** 2))
+    record["adjusted"].update(spec.adjusted)
     adjust.report(record["adjusted"])
 
     start = time.perf_counter()
     split = load_split(dataset_cfg, spec.data_root)
     _note_repeats(record, split)
-    model, reducer, report = build(spec, cfg, arch_cfg)
+    model, reducer, report = build(spec, arch_cfg)
     timings["setup_s"] = time.perf_counter() - start
-    checksums = _provenance(record, cfg, spec, dataset_cfg, tokenizer_name, report)
-    video_cache, text_cache = _caches(cfg, spec, arch_cfg, checksums, reducer, dataset_cfg)
-    settings = run_settings(cfg)
+    checksums = _provenance(record, spec, dataset_cfg, tokenizer_name, report)
+    video_cache, text_cache = _caches(spec, arch_cfg, checksums, reducer, dataset_cfg)
     with autocast:
         result = _run_task(model, tokenizer, reducer, split, spec, video_cache, text_cache, arch_cfg, settings,
                            progress, ctx, scratch)
-    if cfg.get("save_predictions", True) and ctx.is_main:
+    if settings.save_predictions and ctx.is_main:
         from vidtldr.files import atomic_write_text
         from vidtldr.tasks.base import get_task
 
@@ -327,11 +328,11 @@ def _execute(cfg: DictConfig, run_dir: Path, record: dict, progress: bool, t0: f
         record["feature_store"] = result.extra["feature_store"]
     record["cost"] = result.extra.get("cost")  # whole-evaluation GFLOPs, ITM engine, seconds by stage
     timings.update(result.timings)
-    _finish(record, cfg, spec, arch_cfg, reducer, result, timings, t0)
-    if cfg.logger.wandb.enabled and ctx.is_main:
+    _finish(record, spec, arch_cfg, reducer, result, timings, t0)
+    if settings.wandb["enabled"] and ctx.is_main:
         from vidtldr.run.wandb_logger import log_to_wandb
 
-        record["wandb"] = log_to_wandb(_plain(cfg.logger.wandb), record, run_dir)
+        record["wandb"] = log_to_wandb(settings.wandb, record, run_dir)
     if ctx.is_main:
         write_record(run_dir, record)
 
@@ -348,26 +349,24 @@ def _note_repeats(record: dict, split) -> None:
 
 
 def _resolve_spec(cfg: DictConfig, ctx: D.DistContext, record: dict, timings: dict) -> RunSpec:
-    """The run's settings, with the tiny dataset generated first when the run reads it."""
-    check_numbers(cfg)  # before tiny data is generated or anything is loaded
-    data_root = None
-    if cfg.data.source == "tiny":
+    """The run's settings (resolved before anything is generated or loaded), with the tiny dataset
+    generated when the run reads it."""
+    spec = resolve(cfg)
+    if spec.data_source == "tiny":
         start = time.perf_counter()
         if ctx.is_main:  # generated once; the other ranks then find it complete
-            data_root = ensure_tiny_data(cfg.paths.cache, str(cfg.dataset.name))
+            ensure_tiny_data(spec.settings.cache_root, spec.dataset)
         D.barrier(ctx)
-        data_root = ensure_tiny_data(cfg.paths.cache, str(cfg.dataset.name))
+        data_root = ensure_tiny_data(spec.settings.cache_root, spec.dataset)
         timings["tiny_data_s"] = time.perf_counter() - start
-    elif cfg.data.source != "real":
-        raise ConfigError(f"data.source must be 'real' or 'tiny', got {cfg.data.source!r}")
-    spec = resolve(cfg, data_root=None if data_root is None else str(data_root))
+        spec = dataclasses.replace(spec, data_root=str(data_root))
     if ctx.enabled:
         spec = dataclasses.replace(spec, device=D.device_for(ctx, spec.device))
         record["distributed"] = ctx.describe()
     return spec
 
 
-def _checked_inputs(cfg: DictConfig, spec: RunSpec, dataset_cfg: dict, arch_cfg):
+def _checked_inputs(spec: RunSpec, dataset_cfg: dict, arch_cfg):
     """(tokenizer, its configured name) once every input file of the run is known to exist."""
     from vidtldr.tasks.base import get_task
 
@@ -375,7 +374,7 @@ def _checked_inputs(cfg: DictConfig, spec: RunSpec, dataset_cfg: dict, arch_cfg)
         check_inputs(spec, dataset_cfg, None)
         return None, None
     try:
-        tokenizer, tokenizer_name, vocab_file = load_tokenizer_for(cfg, arch_cfg)
+        tokenizer, tokenizer_name, vocab_file = load_tokenizer_for(spec, arch_cfg)
         tokenizer_problem = None
     except ConfigError as exc:
         tokenizer, tokenizer_name, tokenizer_problem = None, None, str(exc).split(". ")[0]
@@ -399,11 +398,11 @@ def _describe(record: dict, spec: RunSpec) -> None:
         log.info(record["note"])
 
 
-def _provenance(record: dict, cfg: DictConfig, spec: RunSpec, dataset_cfg: dict, tokenizer_name, report) -> dict:
+def _provenance(record: dict, spec: RunSpec, dataset_cfg: dict, tokenizer_name, report) -> dict:
     """Checksums of the run's input files (recorded, and part of the cache keys)."""
     from vidtldr.data.annotations import annotation_path, answer_list_path
 
-    memo = Path(cfg.paths.cache)
+    memo = Path(spec.settings.cache_root)
     answers = answer_list_path(dataset_cfg, spec.data_root)
     record["checksums"] = {
         "checkpoint": (folder_entry(spec.checkpoint, memo_dir=memo) if spec.checkpoint and Path(spec.checkpoint).is_dir()
@@ -416,48 +415,22 @@ def _provenance(record: dict, cfg: DictConfig, spec: RunSpec, dataset_cfg: dict,
     return record["checksums"]
 
 
-def _caches(cfg: DictConfig, spec: RunSpec, arch_cfg, checksums: dict, reducer, dataset_cfg: dict):
+def _caches(spec: RunSpec, arch_cfg, checksums: dict, reducer, dataset_cfg: dict):
     from vidtldr.data.annotations import video_root
 
     checkpoint = checksums["checkpoint"]
     weights_id = ({"sha256": checkpoint["sha256"], "kind": spec.checkpoint_kind} if checkpoint
                   else {"random_seed": spec.seed, "arch": spec.arch})
     video_key, text_key = cache_keys(spec, arch_cfg, weights_id, reducer, arch_cfg.vision.img_size,
-                                     video_root(dataset_cfg, spec.data_root), str(cfg.eval.get("attention", "fused")),
-                                     deterministic=bool(cfg.get("deterministic", False)))
+                                     video_root(dataset_cfg, spec.data_root), spec.settings.attention,
+                                     deterministic=spec.settings.deterministic)
     text_key["annotation"] = checksums["annotation"]["sha256"]
-    enabled = bool(cfg.cache.enabled)
-    return (FeatureCache(cfg.cache.dir, video_key, enabled=enabled),
-            FeatureCache(cfg.cache.dir, text_key, enabled=enabled))
+    settings = spec.settings
+    return (FeatureCache(settings.cache_dir, video_key, enabled=settings.cache_enabled),
+            FeatureCache(settings.cache_dir, text_key, enabled=settings.cache_enabled))
 
 
-def run_settings(cfg: DictConfig) -> dict:
-    from vidtldr.data.workers import resolve_num_workers
-
-    if cfg.data.on_error not in ("raise", "skip"):
-        raise ConfigError(f"data.on_error must be 'raise' or 'skip', got {cfg.data.on_error!r}")
-    device_type = torch.device(str(cfg.device)).type
-    return {"batch_size": int(cfg.data.batch_size),
-            "num_workers": resolve_num_workers(cfg.data.num_workers, device_type),
-            **data_reading(cfg),
-            "skip_unreadable": cfg.data.on_error == "skip", "text_batch": int(cfg.eval.text_batch),
-            "itm_batch": int(cfg.eval.itm_batch), "itm_engine": str(cfg.eval.get("itm_engine", "grouped")),
-            "itm_group_batch": int(cfg.eval.get("itm_group_batch", 128)),
-            "token_store": str(cfg.eval.get("token_store", "disk")),
-            "store_dtype": str(cfg.eval.get("token_store_dtype", "fp32")),
-            "store_window_mb": float(cfg.eval.get("token_store_window_mb", 16))}
-
-
-def data_reading(cfg: DictConfig) -> dict:
-    """The decoder and the frame cache (``data.decoder``, ``cache.frames*``; values checked by
-    :func:`vidtldr.config_values.check_settings`)."""
-    max_gb = float(cfg.cache.get("frames_max_gb", 16))
-    return {"decoder": str(cfg.data.get("decoder", "decord")),
-            "frames_cache": bool(cfg.cache.get("frames", True)) and max_gb > 0,
-            "frames_dir": str(cfg.cache.get("frames_dir") or Path(cfg.paths.cache) / "frames"), "frames_max_gb": max_gb}
-
-
-def _run_task(model, tokenizer, reducer, split, spec: RunSpec, video_cache, text_cache, arch_cfg, settings: dict,
+def _run_task(model, tokenizer, reducer, split, spec: RunSpec, video_cache, text_cache, arch_cfg, settings: RunSettings,
               progress: bool, ctx: D.DistContext, scratch: Path):
     from vidtldr.run.task_run import TaskJob, run_task
     from vidtldr.tasks.base import get_task
@@ -469,11 +442,10 @@ def _run_task(model, tokenizer, reducer, split, spec: RunSpec, video_cache, text
     return run_task(job)
 
 
-def _finish(record: dict, cfg: DictConfig, spec: RunSpec, arch_cfg, reducer, result, timings: dict,
-            t0: float) -> None:
+def _finish(record: dict, spec: RunSpec, arch_cfg, reducer, result, timings: dict, t0: float) -> None:
     start = time.perf_counter()
     record["gflops"] = gflops_entry(arch_cfg, spec, reducer, result.token_counts,
-                                    result.video_token_counts) if cfg.eval.flops else None
+                                    result.video_token_counts) if spec.settings.flops else None
     timings["flops_s"] = time.perf_counter() - start
     record["counts"] = result.counts
     record["skipped_videos"] = result.skipped

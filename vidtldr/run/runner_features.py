@@ -171,7 +171,7 @@ def load_shared_shard(cache: FeatureCache, key: str) -> dict:
     return shard
 
 
-def frames_entry(videos: VideoFeatures, frame_cache: Any, settings: dict, dist_ctx) -> dict:
+def frames_entry(videos: VideoFeatures, frame_cache: Any, settings, dist_ctx) -> dict:
     """``record["cache"]["frames"]``: where the frame cache is, and how many of the encoded videos it
     served (over every rank) against how many were decoded; the worker count this rank used."""
     served, encoded = videos.frames_from_cache, videos.decoded
@@ -179,10 +179,10 @@ def frames_entry(videos: VideoFeatures, frame_cache: Any, settings: dict, dist_c
         shares = D.all_gather_objects((served, encoded), dist_ctx)
         served, encoded = sum(s for s, _ in shares), sum(e for _, e in shares)
     entry = {"enabled": frame_cache is not None and frame_cache.enabled, "served": served,
-             "decoded": encoded - served, "decoder": settings.get("decoder", "decord"),
+             "decoded": encoded - served, "decoder": settings.decoder,
              "num_workers": videos.num_workers}
     if frame_cache is not None:
-        entry.update(dir=str(frame_cache.root), max_gb=settings.get("frames_max_gb"))
+        entry.update(dir=str(frame_cache.root), max_gb=settings.frames_max_gb)
         if frame_cache.stats.problems:
             entry["problems"] = list(frame_cache.stats.problems)
     return entry

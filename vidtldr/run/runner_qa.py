@@ -18,12 +18,12 @@ from vidtldr.data.annotations import QASplit
 from vidtldr.tasks.metrics import qa_accuracy
 from vidtldr.models.precision import model_device
 from vidtldr.models.tokenizer import tokenize, tokenize_answers
-from vidtldr.tasks.itm import check_engine
 from vidtldr.tasks.qa import question_states_grouped, rank_from_states, rank_questions
 from vidtldr.run.frame_cache import frame_cache_from
 from vidtldr.run.runner_features import (all_ranks_outcome, first_path_of, frames_entry, load_shared_shard, stack,
                                          token_counts_by_video, token_counts_of, unique_in_order, video_features)
 from vidtldr.run.runner_subset import subset_qa
+from vidtldr.run.settings import RunSettings
 from vidtldr.run.task_run import TaskJob, register_runner
 from vidtldr.tasks.base import TaskResult
 
@@ -42,12 +42,12 @@ def run_qa_job(job: TaskJob) -> TaskResult:
 
 
 def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: FeatureCache, img_size: int,
-           settings: dict, progress: bool = True, dist_ctx: D.DistContext = D.SINGLE,
+           settings: RunSettings, progress: bool = True, dist_ctx: D.DistContext = D.SINGLE,
            scratch: Path | None = None) -> TaskResult:
     """Under ``torch.distributed`` the ranks split the videos to encode and then the questions to
     answer; predictions are gathered so that every rank returns the full result."""
     timings: dict[str, float] = {}
-    engine = check_engine(str(settings.get("itm_engine", "grouped")))
+    engine = settings.itm_engine
     total = len(split.questions)
     total_videos = len(set(split.video_names))
     if spec.limit is not None and spec.limit < total:
@@ -79,9 +79,9 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
     mine = D.shard(order, dist_ctx)
     frame_cache = frame_cache_from(settings)
     videos = video_features([path_of[k] for k in mine], mine, encode, shared, num_frames=spec.num_frames,
-                            trimmed30=spec.trimmed30, size=img_size, batch_size=settings["batch_size"],
-                            num_workers=settings["num_workers"], skip_unreadable=settings["skip_unreadable"],
-                            progress=progress, decoder=settings.get("decoder", "decord"), frame_cache=frame_cache)
+                            trimmed30=spec.trimmed30, size=img_size, batch_size=settings.batch_size,
+                            num_workers=settings.num_workers, skip_unreadable=settings.skip_unreadable,
+                            progress=progress, decoder=settings.decoder, frame_cache=frame_cache)
     skipped, decoded, cached = all_ranks_outcome(videos, dist_ctx)
     timings["video_features_s"] = time.perf_counter() - start
     if skipped:
@@ -98,7 +98,7 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
     questions = tokenize(tokenizer, split.questions, spec.max_q_len)
     k = min(spec.k_test, len(split.answer_list))
     predictions, kv_projections = _answer_questions(model, engine, split, videos, questions, answers, k,
-                                                    settings["batch_size"], questions_mine, progress)
+                                                    settings.batch_size, questions_mine, progress)
     if dist_ctx.enabled:  # contiguous shares in rank order: merging keeps the question order
         merged: dict = {}
         shares = D.all_gather_objects((predictions, kv_projections), dist_ctx)

@@ -24,11 +24,12 @@ from vidtldr.tasks import retrieval as R
 from vidtldr.cost.itm import evaluation_cost
 from vidtldr.cost.text import text_dims
 from vidtldr.cost.vision import reducer_cost, vision_dims
-from vidtldr.tasks.itm import check_engine, pairwise_pairs, rerank
+from vidtldr.tasks.itm import pairwise_pairs, rerank
 from vidtldr.run.frame_cache import frame_cache_from
 from vidtldr.run.runner_features import (VideoFeatures, all_ranks_outcome, first_path_of, frames_entry, load_shared_shard, stack,
                                            token_counts_by_video, token_counts_of, unique_in_order, video_features)
 from vidtldr.run.runner_subset import subset_retrieval
+from vidtldr.run.settings import RunSettings
 from vidtldr.run.task_run import TaskJob, register_runner
 from vidtldr.tasks.base import TaskResult
 
@@ -69,16 +70,13 @@ def run_retrieval_job(job: TaskJob) -> TaskResult:
 
 
 def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, video_cache: FeatureCache,
-                  text_cache: FeatureCache, img_size: int, settings: dict, progress: bool = True,
+                  text_cache: FeatureCache, img_size: int, settings: RunSettings, progress: bool = True,
                   dist_ctx: D.DistContext = D.SINGLE, scratch: Path | None = None) -> TaskResult:
-    """``settings["token_store"]``: ``disk`` (default) re-ranks from the memory-mapped feature store,
+    """``settings.token_store``: ``disk`` re-ranks from the memory-mapped feature store,
     ``memory`` from one stacked tensor (the original path). Under ``torch.distributed`` the videos and
     the ITM rows are split across ranks (``vidtldr.run.distributed``); every rank returns the same result."""
     timings: dict[str, float] = {}
-    engine = check_engine(str(settings.get("itm_engine", "grouped")))
-    mode = settings.get("token_store", "disk")
-    if mode not in ("disk", "memory"):
-        raise ConfigError(f"eval.token_store must be 'disk' or 'memory', got {mode!r}")
+    engine, mode = settings.itm_engine, settings.token_store
     total_videos, total_texts = len(split.videos), len(split.texts)
     if spec.limit is not None and spec.limit < total_videos:
         split = subset_retrieval(split, range(spec.limit))
@@ -107,10 +105,9 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
     frame_cache = frame_cache_from(settings)
     videos: VideoFeatures = video_features(
         [path_of[k] for k in mine], mine, encode, shared_video, num_frames=spec.num_frames,
-        trimmed30=spec.trimmed30, size=img_size, batch_size=settings["batch_size"],
-        num_workers=settings["num_workers"], skip_unreadable=settings["skip_unreadable"], progress=progress,
-        retain=_nothing if mode == "disk" else None, decoder=settings.get("decoder", "decord"),
-        frame_cache=frame_cache)
+        trimmed30=spec.trimmed30, size=img_size, batch_size=settings.batch_size,
+        num_workers=settings.num_workers, skip_unreadable=settings.skip_unreadable, progress=progress,
+        retain=_nothing if mode == "disk" else None, decoder=settings.decoder, frame_cache=frame_cache)
     skipped, decoded, cached = all_ranks_outcome(videos, dist_ctx)  # every rank's shards are on disk from here on
     timings["video_features_s"] = time.perf_counter() - start
     timings["vision_encoder_s"] = vision_s[0]
@@ -120,7 +117,7 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
     distinct = len(unique_in_order(split.video_names))  # the videos evaluated, each encoded once
 
     start = time.perf_counter()
-    text = _text_features_once(model, tokenizer, split.texts, spec.max_txt_l, settings["text_batch"],
+    text = _text_features_once(model, tokenizer, split.texts, spec.max_txt_l, settings.text_batch,
                                shared_text if dist_ctx.enabled else text_cache, dist_ctx)
     timings["text_features_s"] = time.perf_counter() - start
 
@@ -136,8 +133,8 @@ def run_retrieval(model, tokenizer, reducer, split: RetrievalSplit, *, spec, vid
     timings["itc_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    chunk = settings["itm_batch"] if engine == "pairwise" else int(settings.get("itm_group_batch", 128))
-    scores = _itm(model, i2t_emb, text, vision_tokens, engine, spec.k_test, chunk, progress, dist_ctx, store)
+    scores = _itm(model, i2t_emb, text, vision_tokens, engine, spec.k_test, settings.itm_chunk, progress, dist_ctx,
+                  store)
     timings["itm_s"] = time.perf_counter() - start
     n_v, n_t = i2t_emb.shape
 
@@ -184,16 +181,16 @@ def _text_features_once(model, tokenizer, texts, max_txt_l: int, batch: int, cac
     return text
 
 
-def _from_store(split: RetrievalSplit, settings: dict, shared_video: FeatureCache, dist_ctx: D.DistContext):
+def _from_store(split: RetrievalSplit, settings: RunSettings, shared_video: FeatureCache, dist_ctx: D.DistContext):
     """Pack (rank 0) and open the memory-mapped token store: the store, pooled features, per-row token
     views, token counts and the record's store entry."""
     keys = unique_in_order(split.video_names)
-    dtype = str(settings.get("store_dtype", "fp32"))
+    dtype = settings.token_store_dtype
     where = store_dir(shared_video, keys, dtype)
     if dist_ctx.is_main:
         build_from_cache(shared_video, keys, dtype)
     D.barrier(dist_ctx)
-    store = TokenStore(where, window_mb=float(settings.get("store_window_mb", 16)))
+    store = TokenStore(where, window_mb=settings.token_store_window_mb)
     info = {"mode": "disk", "dtype": dtype, "bytes": store.nbytes, "videos": len(store)}
     return store, store.feats(split.video_names), store.view(split.video_names), list(store.token_counts), info
 

@@ -18,6 +18,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from vidtldr.config_utils import plain as _plain
 from vidtldr.errors import ConfigError, MissingFilesError
+from vidtldr.run.settings import RunSettings, required, resolve_settings
 
 ZOO_URL = "https://pjlab-gvm-data.oss-cn-shanghai.aliyuncs.com/umt/multi_modality/"
 DATA_HELP = ("annotations: the VINDLU/Singularity JSON files (UMT's DATASET.md) under "
@@ -119,9 +120,22 @@ class RunSpec(ModelSpec):
     checkpoint_from_zoo: bool      # the file comes from model.checkpoints (a UMT model-zoo name), not model.checkpoint
     data_source: str               # real | tiny
     data_root: str
-    limit: Optional[int] = None
-    device: str = "cpu"
-    precision: str = "fp32"
+    limit: Optional[int]
+    device: str
+    precision: str
+    tokenizer: Optional[str]       # model.tokenizer as given (None: the architecture's)
+    settings: RunSettings          # how the run executes (vidtldr/run/settings.py)
+    dataset_config: dict = field(repr=False)  # the dataset section, for its reader
+    # Values the resolution changed from what was asked (caps, clamped schedule entries): the
+    # record's "adjusted" (vidtldr/run/adjust.py).
+    adjusted: dict = field(repr=False)
+
+    def to_dict(self) -> dict:
+        """The record's ``resolved`` (the dataset section and the adjustments are recorded elsewhere)."""
+        out = dataclasses.asdict(self)
+        out.pop("dataset_config")
+        out.pop("adjusted")
+        return out
 
 
 def _merge_r(cfg: DictConfig) -> Any:
@@ -374,15 +388,24 @@ def resolve(cfg: DictConfig, *, data_root: Optional[str] = None) -> RunSpec:
     base = resolve_model(cfg)
     check_adaptive(cfg, base)
     checkpoint, kind, from_zoo = resolve_checkpoint(cfg, base.dataset, base.setting, base.checkpoint_key)
-    limit = cfg.data.get("limit")
-    return RunSpec(
+    limit = required(cfg, "data.limit")
+    tokenizer = required(cfg, "model.tokenizer")
+    spec = RunSpec(
         **{f.name: getattr(base, f.name) for f in dataclasses.fields(ModelSpec)},
-        init=str(cfg.model.init), seed=int(cfg.model.get("seed", 0)), checkpoint=checkpoint,
-        checkpoint_kind=kind, checkpoint_from_zoo=from_zoo, data_source=str(cfg.data.source),
-        data_root=str(data_root if data_root is not None else cfg.paths.data),
-        limit=int(limit) if limit is not None else None, device=str(cfg.device),
-        precision=str(cfg.get("precision", "fp32")),
+        init=str(cfg.model.init), seed=int(required(cfg, "model.seed")), checkpoint=checkpoint,
+        checkpoint_kind=kind, checkpoint_from_zoo=from_zoo, data_source=str(required(cfg, "data.source")),
+        data_root=str(data_root if data_root is not None else required(cfg, "paths.data")),
+        limit=int(limit) if limit is not None else None, device=str(required(cfg, "device")),
+        precision=str(required(cfg, "precision")), tokenizer=str(tokenizer) if tokenizer else None,
+        settings=resolve_settings(cfg), dataset_config=_plain(cfg.dataset), adjusted={},
     )
+    from vidtldr.cost.vision import vision_dims
+    from vidtldr.run.adjust import spec_adjustments
+
+    dims = vision_dims(spec.arch_config())
+    spec.adjusted = spec_adjustments(cfg, spec, dims.num_tokens(spec.num_frames),
+                                     per_step=(dims.img_size // dims.patch_size) ** 2)
+    return spec
 
 
 def check_adaptive(cfg: DictConfig, spec: ModelSpec) -> None:

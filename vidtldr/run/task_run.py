@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from vidtldr.run import distributed as D
 from vidtldr.run.cache import FeatureCache
+from vidtldr.run.settings import RunSettings
 from vidtldr.tasks.base import Task, TaskResult
 
 RUNNERS: dict[str, Callable[["TaskJob"], TaskResult]] = {}
@@ -41,7 +42,7 @@ class TaskJob:
     video_cache: FeatureCache
     text_cache: FeatureCache
     img_size: int
-    settings: dict
+    settings: RunSettings              # how the run executes (vidtldr/run/settings.py)
     progress: bool = True
     dist_ctx: D.DistContext = D.SINGLE
     scratch: Optional[Path] = None
@@ -70,9 +71,9 @@ class TaskJob:
         settings = self.settings
         videos = video_features([path_of[k] for k in mine], mine, encode, shared, num_frames=self.spec.num_frames,
                                 trimmed30=self.spec.trimmed30, size=self.img_size,
-                                batch_size=settings["batch_size"], num_workers=settings["num_workers"],
-                                skip_unreadable=settings["skip_unreadable"], progress=self.progress,
-                                make_dataset=make_dataset, decoder=settings.get("decoder", "decord"),
+                                batch_size=settings.batch_size, num_workers=settings.num_workers,
+                                skip_unreadable=settings.skip_unreadable, progress=self.progress,
+                                make_dataset=make_dataset, decoder=settings.decoder,
                                 frame_cache=frame_cache_from(settings))
         skipped, decoded, cached = all_ranks_outcome(videos, self.dist_ctx)
         if self.dist_ctx.enabled:

@@ -329,7 +329,7 @@ def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10), metric: Optional
     ks = integers("tune.ks" if metric else "fidelity.ks", ks)
     check_rankable(collection, len(collection.keys), metric, ks)  # before the model is built
     spec = dataclasses.replace(spec, task="retrieval")
-    model, _, _ = build(spec, cfg, arch_cfg)
+    model, _, _ = build(spec, arch_cfg)
     img_size = arch_cfg.vision.img_size
     keys, frames, skipped = _decode(collection, spec, img_size, cfg)
     check_rankable(collection, len(keys), metric, ks)  # unreadable videos were skipped
@@ -348,7 +348,7 @@ def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10), metric: Optional
     if collection.texts:
         from vidtldr.run.runner_retrieval import text_features
 
-        tokenizer, _, _ = load_tokenizer_for(cfg, arch_cfg)
+        tokenizer, _, _ = load_tokenizer_for(spec, arch_cfg)
         from vidtldr.data.annotations import annotation_path
         from vidtldr.run.record import file_entry
 
