@@ -14,6 +14,7 @@ import shutil
 import pytest
 
 import vidtldr
+import vidtldr.run.assemble as assemble
 import vidtldr.run.runner as runner
 from vidtldr.models.config import load_architecture
 from vidtldr.reduce import build_reducer
@@ -40,7 +41,7 @@ def parts(tmp_path_factory):
 
 
 def _hashes(**kwargs) -> tuple[str, str]:
-    video, text = runner.cache_keys(**kwargs)
+    video, text = assemble.cache_keys(**kwargs)
     return stable_hash(video), stable_hash(text)
 
 
@@ -85,7 +86,7 @@ def test_every_input_of_the_video_features_changes_the_video_key(parts, tmp_path
 
 def test_format_and_package_version_are_in_both_keys(parts, monkeypatch):
     video0, text0 = _hashes(**parts)
-    monkeypatch.setattr(runner, "FEATURE_FORMAT", 999)
+    monkeypatch.setattr(assemble, "FEATURE_FORMAT", 999)
     video, text = _hashes(**parts)
     assert video != video0 and text != text0
     monkeypatch.undo()
@@ -148,7 +149,7 @@ def test_the_same_clips_in_another_folder_are_recomputed(cache, tmp_path):
 
 
 def test_a_new_feature_format_recomputes_everything(cache, tmp_path, monkeypatch):
-    monkeypatch.setattr(runner, "FEATURE_FORMAT", 999)
+    monkeypatch.setattr(assemble, "FEATURE_FORMAT", 999)
     assert _rerun(cache, tmp_path) == (VIDEOS, 0)
 
 
@@ -159,9 +160,9 @@ def test_settings_outside_the_key_reuse_the_features(cache, tmp_path):
 
 def test_the_keys_say_in_words_what_the_features_are(parts, tmp_path):
     """key.json is how a person tells cache folders apart: its fields, by name, for the default run."""
-    video, text = runner.cache_keys(**parts)
+    video, text = assemble.cache_keys(**parts)
     arch = parts["arch_cfg"].to_dict()
-    common = {"format": runner.FEATURE_FORMAT, "vidtldr": vidtldr.__version__,
+    common = {"format": assemble.FEATURE_FORMAT, "vidtldr": vidtldr.__version__,
               "weights": {"random_seed": 0, "arch": "tiny"}, "device": "cpu", "precision": "fp32"}
     assert video == {**common, "kind": "video", "task": "retrieval", "arch": arch,
                      "reducer": parts["reducer"].describe(), "schedule": [48, 24, 0, 0], "num_frames": 4,
@@ -169,7 +170,7 @@ def test_the_keys_say_in_words_what_the_features_are(parts, tmp_path):
                      "attention": "fused"}
     assert text == {**common, "kind": "text", "task": "retrieval", "text": arch["text"],
                     "embed_dim": parts["arch_cfg"].embed_dim}
-    bare, _ = runner.cache_keys(**_changed(parts, reducer=None))
+    bare, _ = assemble.cache_keys(**_changed(parts, reducer=None))
     assert bare["reducer"] == {"name": "none"} and bare["schedule"] == []
 
 

@@ -51,7 +51,7 @@ def extra_costs(text: Optional[TextDims], spec: ModelSpec, vision_tokens: int) -
 
 def count(spec: ModelSpec, trace: bool = True, attention: str = "fused", batch: int = 1) -> dict:
     """The full report of one configuration (the JSON the command line prints last)."""
-    cfg = spec.umt_config()
+    cfg = spec.arch_config()
     vision = vision_dims(cfg)
     text = text_dims(cfg) if cfg.text is not None else None
     cost = reducer_cost(vision, spec.num_frames, spec.reducer(), batch=batch)
@@ -77,11 +77,16 @@ def count(spec: ModelSpec, trace: bool = True, attention: str = "fused", batch: 
     if published:
         report["published"] = published
     if trace:
-        traced = traced_vision_cost(cfg.vision, spec.reducer(), attention=attention, batch=batch)
+        from vidtldr.run.assemble import build_model
+
+        # the model every tool builds for this spec (its backbone family; seeded random weights)
+        model, _ = build_model(spec, cfg, seed=0, attention=attention)
+        traced = traced_vision_cost(cfg.vision, spec.reducer(), attention=attention, batch=batch, model=model)
         check = compare(cost, traced, norms_in_paper=vision.norms_in_paper)
         report["traced"] = {"gflops_paper": round(check["traced"] / 1e9, 4), "attention": attention,
                             "exact": check["exact"], "diff_by_op": check["diff_by_op"]}
-        for name, total in (traced_extra_costs(cfg, spec, cost.tokens_per_layer[-1]) if text else {}).items():
+        for name, total in (traced_extra_costs(cfg, spec, cost.tokens_per_layer[-1], model=model)
+                            if text else {}).items():
             entry = report["extra"][name]
             entry["traced_gflops_paper"] = total / 1e9
             entry["traced_exact"] = abs(total - entry["gflops_paper"] * 1e9) < 0.5

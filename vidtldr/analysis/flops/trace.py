@@ -94,8 +94,9 @@ def _untraced_random_draws():
 
 
 def traced_vision_cost(vision_cfg, reducer=None, attention: str = "fused", batch: int = 1,
-                       seed: int = 0) -> TracedCount:
-    """fvcore's count of one forward of the real ``VisionTransformer`` (random weights).
+                       seed: int = 0, model=None) -> TracedCount:
+    """fvcore's count of one forward of the real ``VisionTransformer`` (random weights), or of
+    ``model.encode_vision`` when a model is given (the assembler's: ``vidtldr.run.assemble``).
 
     ``attention="fused"`` traces SDPA / query-blocked attention (counted by the added handle),
     ``"materialized"`` the official explicit map; both must give the same total. The reducer's
@@ -105,17 +106,20 @@ def traced_vision_cost(vision_cfg, reducer=None, attention: str = "fused", batch
 
     from vidtldr.models.vit import VisionTransformer
 
-    torch.manual_seed(seed)
-    model = VisionTransformer(vision_cfg, attention=attention).eval()
+    if model is None:
+        torch.manual_seed(seed)
+        encode = VisionTransformer(vision_cfg, attention=attention).eval()
+    else:
+        encode = model
     seen: dict = {}
 
     class _Encoder(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.vit = model
+            self.vit = encode
 
         def forward(self, videos):
-            out = self.vit(videos, reducer=reducer)
+            out = self.vit(videos, reducer=reducer) if model is None else self.vit.encode_vision(videos, reducer=reducer)
             seen["counts"] = list(out.state.token_counts)
             return (out.tokens,) if out.pooled is None else (out.tokens, out.pooled)
 
@@ -129,7 +133,7 @@ def traced_vision_cost(vision_cfg, reducer=None, attention: str = "fused", batch
                        token_counts=seen.get("counts", []))
 
 
-def traced_extra_costs(umt_cfg, spec, vision_tokens: int, seed: int = 0) -> dict:
+def traced_extra_costs(umt_cfg, spec, vision_tokens: int, seed: int = 0, model=None) -> dict:
     """fvcore counts (paper convention) of the costs outside the encoder, on the real text modules
     (random weights): text-mode encoder + ITC projection for one caption and one ITM pair (times
     ``k_test``) for retrieval; question encoder + first-token pass + ``k_test`` candidates for QA."""
@@ -137,8 +141,9 @@ def traced_extra_costs(umt_cfg, spec, vision_tokens: int, seed: int = 0) -> dict
 
     from vidtldr.models.umt import build_model
 
-    torch.manual_seed(seed)
-    model = build_model(umt_cfg)
+    if model is None:
+        torch.manual_seed(seed)
+        model = build_model(umt_cfg)
     width = umt_cfg.vision.width
 
     class _Call(torch.nn.Module):

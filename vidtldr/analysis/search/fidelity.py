@@ -185,28 +185,16 @@ class Session:
         return out
 
 
-def _weights_id(spec, cfg) -> dict:
-    from vidtldr.run.record import file_entry
-
-    if spec.checkpoint is None:
-        return {"random_seed": spec.seed, "arch": spec.arch}
-    entry = file_entry(spec.checkpoint, memo_dir=Path(cfg.paths.cache))
-    return {"sha256": entry["sha256"], "kind": spec.checkpoint_kind}
-
-
-def _decode(collection: Collection, spec, size: int, cfg: DictConfig) -> tuple[list, list, list]:
+def _decode(collection: Collection, spec, size: int) -> tuple[list, list, list]:
     """(kept keys, frames per kept video, skipped [{path, reason}]) with the evaluation's reader."""
     from vidtldr.data.dataset import VideoDataset, make_loader
-    from vidtldr.data.workers import resolve_num_workers
     from vidtldr.run.frame_cache import frame_cache_from
-    from vidtldr.run.runner import data_reading
 
-    skip = cfg.data.on_error == "skip"
-    reading = data_reading(cfg)  # the evaluation's decoder and frame cache: frames decoded once for both
-    dataset = VideoDataset(collection.paths, spec.num_frames, spec.trimmed30, size, skip_unreadable=skip,
-                           decoder=reading["decoder"], frame_cache=frame_cache_from(reading))
-    workers = resolve_num_workers(cfg.data.num_workers, torch.device(str(cfg.device)).type)
-    loader = make_loader(dataset, batch_size=int(cfg.data.batch_size), num_workers=min(workers, len(dataset)))
+    settings = spec.settings  # the evaluation's decoder and frame cache: frames decoded once for both
+    dataset = VideoDataset(collection.paths, spec.num_frames, spec.trimmed30, size,
+                           skip_unreadable=settings.skip_unreadable, decoder=settings.decoder,
+                           frame_cache=frame_cache_from(settings))
+    loader = make_loader(dataset, batch_size=settings.batch_size, num_workers=min(settings.num_workers, len(dataset)))
     keys, frames = [], []
     with loader:  # workers stopped on an error too
         for batch in loader:
@@ -291,34 +279,28 @@ def check_retrieval_family(spec) -> None:
 def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10), metric: Optional[str] = None) -> Session:
     """Resolve ``cfg`` like the evaluation, decode the collection, get the unreduced features;
     ``metric``: the objective a search will use (checked to be defined for this collection)."""
-    from vidtldr.data.annotations import load_split, video_root
-    from vidtldr.run.runner import build, cache_keys, ensure_tiny_data, load_tokenizer_for
     from vidtldr.config_values import integers
-    from vidtldr.run.runspec import check_inputs, check_numbers, resolve
-
+    from vidtldr.data.annotations import load_split, video_root
     from vidtldr.run import adjust
+    from vidtldr.run.assemble import (build, checkpoint_entry, feature_caches, input_checksums, load_tokenizer_for,
+                                      resolve_run, weights_id)
+    from vidtldr.run.runspec import check_inputs
 
-    check_numbers(cfg)
     cfg, adjusted = adjust.honour_explicit(cfg, adjust.explicit_keys())  # paths.data= with model=tiny, as eval
-    if cfg.data.on_error not in ("raise", "skip"):
-        raise ConfigError(f"data.on_error must be 'raise' or 'skip', got {cfg.data.on_error!r}")
     folder = cfg.get("videos")
-    data_root = None
-    if folder is None and cfg.data.source == "tiny":
-        data_root = ensure_tiny_data(cfg.paths.cache, str(cfg.dataset.name))
-    spec = resolve(cfg, data_root=None if data_root is None else str(data_root))
+    # The evaluation's resolution and assembly (vidtldr/run/assemble.py): the same model and, for the
+    # unreduced features, the cache shards of an evaluation with merge=none.
+    spec = resolve_run(cfg, tiny_data=folder is None)
     check_retrieval_family(spec)
-    arch_cfg = spec.umt_config(task="retrieval")
-    from vidtldr.cost.vision import vision_dims
-
-    # caps and clamped schedule entries: warned and recorded as the evaluation does
-    adjusted.update(adjust.spec_adjustments(cfg, spec, vision_dims(arch_cfg).num_tokens(spec.num_frames)))
+    settings = spec.settings
+    arch_cfg = spec.arch_config("retrieval")
+    adjusted.update(spec.adjusted)  # caps and clamped schedule entries: warned and recorded as the evaluation does
     adjust.report(adjusted)
-    dataset_cfg = plain(cfg.dataset)
+    dataset_cfg = spec.dataset_config
     if folder is None:
-        if spec.task != "retrieval":
-            raise ConfigError(f"dataset={spec.dataset} is a {spec.task} split; fidelity compares retrieval embeddings: "
-                              "use a retrieval dataset, or videos=<folder of its videos>")
+        if spec.heads != "retrieval":
+            raise ConfigError(f"dataset={spec.dataset} is a {spec.task} split; fidelity compares retrieval "
+                              "embeddings: use a retrieval dataset, or videos=<folder of its videos>")
         check_inputs(spec, dataset_cfg)
         collection = dataset_collection(load_split(dataset_cfg, spec.data_root), spec.limit, spec.dataset,
                                         video_root(dataset_cfg, spec.data_root))
@@ -328,19 +310,18 @@ def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10), metric: Optional
         collection = folder_collection(folder, spec.limit)
     ks = integers("tune.ks" if metric else "fidelity.ks", ks)
     check_rankable(collection, len(collection.keys), metric, ks)  # before the model is built
-    spec = dataclasses.replace(spec, task="retrieval")
+    spec = dataclasses.replace(spec, task="retrieval", heads="retrieval")
     model, _, _ = build(spec, arch_cfg)
     img_size = arch_cfg.vision.img_size
-    keys, frames, skipped = _decode(collection, spec, img_size, cfg)
+    keys, frames, skipped = _decode(collection, spec, img_size)
     check_rankable(collection, len(keys), metric, ks)  # unreadable videos were skipped
     none_spec = dataclasses.replace(spec, merge="none", schedule=[])
-    attention = str(cfg.eval.get("attention", "fused"))
-    video_key, text_key = cache_keys(none_spec, arch_cfg, _weights_id(spec, cfg), None, img_size,
-                                     Path(collection.root), attention)
-    video_cache = FeatureCache(cfg.cache.dir, video_key, enabled=bool(cfg.cache.enabled))
+    annotation = input_checksums(spec)["annotation"]["sha256"] if collection.texts else None
+    video_cache, text_cache = feature_caches(none_spec, arch_cfg, weights_id(spec, checkpoint_entry(spec)), None,
+                                             Path(collection.root), annotation)
     # shards are tied to the files' identities, as the evaluation's: a replaced video is a miss
     video_cache.bind_sources(dict(zip(collection.keys, collection.paths, strict=True)))
-    batch = int(cfg.data.batch_size)
+    batch = settings.batch_size
     ref_tokens, ref_feat, ref_s = _reference({"model": model, "keys": keys, "frames": frames, "batch": batch},
                                              video_cache)
     text, text_feat = None, None
@@ -349,19 +330,12 @@ def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10), metric: Optional
         from vidtldr.run.runner_retrieval import text_features
 
         tokenizer, _, _ = load_tokenizer_for(spec, arch_cfg)
-        from vidtldr.data.annotations import annotation_path
-        from vidtldr.run.record import file_entry
-
-        # the evaluation's text key: the same shards as its runs on this split
-        text_key["annotation"] = file_entry(annotation_path(dataset_cfg, spec.data_root),
-                                            memo_dir=Path(cfg.paths.cache))["sha256"]
-        text_cache = FeatureCache(cfg.cache.dir, text_key, enabled=bool(cfg.cache.enabled))
-        text = text_features(model, tokenizer, collection.texts, spec.max_txt_l, int(cfg.eval.text_batch), text_cache)
+        text = text_features(model, tokenizer, collection.texts, spec.max_txt_l, settings.text_batch, text_cache)
         text_feat = text.feat
         cache_stats["text"] = text_cache.stats()
     return Session(spec=spec, arch_cfg=arch_cfg, model=model, collection=collection, frames=frames, keys=keys,
                    skipped=skipped, ref_tokens=ref_tokens, ref_feat=ref_feat, text_feat=text_feat, text=text,
-                   k_test=spec.k_test, itm_engine=str(cfg.eval.get("itm_engine", "grouped")), batch_size=batch,
+                   k_test=spec.k_test, itm_engine=settings.itm_engine, batch_size=batch,
                    ks=tuple(int(k) for k in ks), cache=cache_stats, ref_encoder_s=ref_s, adjusted=adjusted)
 
 
@@ -406,7 +380,7 @@ def run_fidelity(cfg: DictConfig, run_dir: str | Path) -> dict:
         "model": spec.model, "dataset": spec.dataset, "collection": session.collection.origin,
         "merge": spec.merge, "schedule": ran_schedule(spec, session.adjusted), "schedule_spec": spec.schedule_spec,
         "adjusted": session.adjusted,
-        "num_frames": spec.num_frames, "attention": str(cfg.eval.get("attention", "fused")),
+        "num_frames": spec.num_frames, "attention": spec.settings.attention,
         "videos": len(session.keys), "skipped_videos": session.skipped, "cache": session.cache,
         "metrics": result, "config": plain(cfg),
     })

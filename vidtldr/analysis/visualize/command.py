@@ -32,6 +32,8 @@ images, listed in the summary's ``removed``) and never touches any other file.
 
 from __future__ import annotations
 
+import dataclasses
+
 import colorsys
 import json
 import sys
@@ -360,43 +362,36 @@ def tiny_clip(folder: Path) -> Path:
                       clip_index=2)
 
 
-def load_weights(model, cfg, spec) -> str:
-    """Load the checkpoint the evaluation would use for this config (none for ``model.init=random``);
-    returns how the images describe the weights."""
+def describe_weights(spec) -> str:
+    """How the images describe the weights the evaluation would use for this config (none for
+    ``model.init=random``); a missing checkpoint is refused before anything is built."""
     from vidtldr.errors import MissingFilesError
-    from vidtldr.run.runspec import resolve_checkpoint
 
-    checkpoint, kind, _ = resolve_checkpoint(cfg, spec.dataset, spec.setting, spec.checkpoint_key)
-    if checkpoint is None:
-        return f"seeded random weights (seed {int(cfg.model.get('seed', 0))}), no checkpoint"
-    if not Path(checkpoint).is_file():
-        raise MissingFilesError(f"checkpoint {checkpoint} does not exist: set model.checkpoint=/path/to/file.pth, "
+    if spec.checkpoint is None:
+        return f"seeded random weights (seed {spec.seed}), no checkpoint"
+    if not Path(spec.checkpoint).is_file():
+        raise MissingFilesError(f"checkpoint {spec.checkpoint} does not exist: set model.checkpoint=/path/to/file.pth, "
                                 "or model.init=random for seeded random weights")
-    from vidtldr.models.checkpoint import load_checkpoint
-
-    load_checkpoint(model, checkpoint, kind=kind)
-    return f"weights {Path(checkpoint).name}"
+    return f"weights {Path(spec.checkpoint).name}"
 
 
 def run(argv: Sequence[str]) -> dict:
     """Everything ``main`` does; returns the JSON summary."""
     from vidtldr.data.video import read_frames
-    from vidtldr.models.umt import build_model
-    from vidtldr.run.runspec import resolve_model
+    from vidtldr.run.assemble import build
+    from vidtldr.run.runspec import resolve
 
     from vidtldr.config_values import integer
 
     cfg = compose(argv)
-    spec = resolve_model(cfg)
+    # The evaluation's resolution and assembly (vidtldr/run/assemble.py), with the retrieval heads.
+    spec = dataclasses.replace(resolve(cfg), heads="retrieval")
     panel = integer("panel", cfg.panel, low=MIN_PANEL)  # pixels per frame; checked before the model is built
     num_frames = spec.num_frames
-    arch_cfg = spec.umt_config(task="retrieval")
-    device = str(cfg.device)
-    torch.manual_seed(int(cfg.model.get("seed", 0)))  # random weights are a pure function of the seed, as in eval
-    model = build_model(arch_cfg)
-    weights = load_weights(model, cfg, spec)
-    model = model.to(device).eval()
-    reducer = spec.reducer()
+    arch_cfg = spec.arch_config()
+    device = spec.device
+    weights = describe_weights(spec)
+    model, reducer, _ = build(spec, arch_cfg)
 
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(cfg.video) if cfg.get("video") else tiny_clip(Path(tmp))
