@@ -1,0 +1,179 @@
+"""The task and backbone-family contracts (docs/architecture.md, "A new task", "A new backbone
+family"), shown the way a contributor uses them: in a copy of the package, add ONE task module under
+vidtldr/tasks/ with ONE dataset YAML, and ONE family module under vidtldr/models/ with ONE model YAML,
+nothing else; then the evaluation runs the new task on the new family (through the feature cache,
+with a reducer), and flops counts the new family's encoder from its architecture data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import vidtldr
+
+pytestmark = pytest.mark.slow
+
+NEW_FAMILY = '''
+"""A toy backbone family: our video ViT with the reducer hook, no text side, random weights."""
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+from torch import nn
+
+from vidtldr.models.config import VisionConfig
+from vidtldr.models.family import BackboneFamily, register_family
+from vidtldr.models.vit import VisionTransformer
+
+SIZES = {"toy_small": dict(img_size=224, patch_size=32, width=32, depth=2, num_heads=2, num_frames=4)}
+
+
+@dataclass(frozen=True)
+class ToyArch:
+    name: str
+    vision: VisionConfig
+    text = None
+    embed_dim = None
+    tokenizer = None
+
+    def to_dict(self) -> dict:
+        return {"family": "toyvit", "name": self.name, "vision": dataclasses.asdict(self.vision), "text": None}
+
+
+class ToyModel(nn.Module):
+    def __init__(self, arch: ToyArch, attention: str):
+        super().__init__()
+        self.cfg = arch
+        self.vision_encoder = VisionTransformer(arch.vision, attention=attention)
+
+    def set_attention(self, mode: str) -> None:
+        self.vision_encoder.attention = mode
+
+    def encode_vision(self, videos, reducer=None, trace=False, trace_source=False):
+        return self.vision_encoder(videos, reducer=reducer, trace=trace, trace_source=trace_source)
+
+
+@register_family("toyvit")
+class ToyFamily(BackboneFamily):
+    heads = ("vision",)
+
+    def architecture(self, arch: str, heads: str, num_frames: Optional[int] = None) -> ToyArch:
+        self.check_heads(heads, f"architecture {arch!r}")
+        sizes = dict(SIZES[arch])
+        if num_frames is not None:
+            sizes["num_frames"] = int(num_frames)
+        return ToyArch(arch, VisionConfig(**sizes))
+
+    def build(self, arch_cfg: ToyArch, attention: str = "fused") -> ToyModel:
+        return ToyModel(arch_cfg, attention).eval()
+
+    def load_weights(self, model, path, kind):
+        raise NotImplementedError("the toy family has random weights only")
+'''
+
+MODEL_YAML = """# Toy family (extension-contract test): random weights, generated clips.
+name: toyvit
+family: toyvit
+arch: toy_small
+backbone: toyvit
+init: random
+seed: 0
+data_source: tiny
+checkpoint: null
+tokenizer: null
+checkpoints: {}
+caps:
+  num_frames: 4
+"""
+
+NEW_TASK = '''
+"""A toy task: how many distinct videos, and the mean L2 norm of their pooled features."""
+import torch
+
+from vidtldr.tasks.base import Task, TaskResult, register_task
+
+
+@register_task("toy_norms")
+class ToyNorms(Task):
+    readers = ("caption",)
+    heads = "vision"
+    trims_videos = True
+    limit_unit = "videos"
+    uses_text = False
+    metric_columns = ("videos_scored", "pooled_norm")
+
+    def table_row(self, metrics: dict) -> dict:
+        return {k: metrics[k] for k in self.metric_columns if k in metrics}
+
+    def run(self, job) -> TaskResult:
+        names, paths = list(job.split.video_names), list(job.split.videos)
+
+        def encode(frames):
+            with torch.no_grad():
+                out = job.model.encode_vision(frames, reducer=job.reducer)
+            pooled = out.tokens.mean(dim=1)
+            return [{"pooled": pooled[i].clone(), "token_counts": torch.tensor(out.token_counts)}
+                    for i in range(frames.shape[0])]
+
+        videos, skipped, decoded, cached = job.cached_videos(names, paths, encode)
+        norms = torch.stack([v["pooled"] for v in videos.by_key.values()]).norm(dim=-1)
+        counts = {"videos": len(videos.by_key), "videos_total": len(set(names)), "videos_decoded": decoded,
+                  "videos_from_cache": cached}
+        token_counts = [int(c) for c in next(iter(videos.by_key.values()))["token_counts"]]
+        return TaskResult(metrics={"videos_scored": len(videos.by_key), "pooled_norm": round(float(norms.mean()), 4)},
+                          counts=counts, token_counts=token_counts, timings={})
+'''
+
+
+@pytest.fixture(scope="module")
+def extended(tmp_path_factory) -> Path:
+    """A copy of the package with the new task module + dataset YAML and family module + model YAML."""
+    root = tmp_path_factory.mktemp("extended_task")
+    pkg = root / "vidtldr"
+    shutil.copytree(Path(vidtldr.__file__).parent, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (pkg / "tasks" / "toy_norms.py").write_text(textwrap.dedent(NEW_TASK))
+    (pkg / "models" / "toyvit.py").write_text(textwrap.dedent(NEW_FAMILY))
+    (pkg / "configs" / "model" / "toyvit.yaml").write_text(MODEL_YAML)
+    msrvtt = (pkg / "configs" / "dataset" / "msrvtt.yaml").read_text()
+    (pkg / "configs" / "dataset" / "toy_msrvtt.yaml").write_text(
+        msrvtt.replace("name: msrvtt", "name: toy_msrvtt").replace("task: retrieval", "task: toy_norms"))
+    return root
+
+
+def _run(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, *args], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_eval_runs_the_new_task_on_the_new_family(extended, tmp_path):
+    common = ("model=toyvit", "dataset=toy_msrvtt", "merge=tome", "merge.r=[20,10]", f"paths.cache={tmp_path / 'c'}")
+    _run(extended, "-m", "vidtldr.eval", *common, f"hydra.run.dir={tmp_path / 'a'}")
+    first = json.loads((tmp_path / "a" / "record.json").read_text())
+    assert first["status"] == "complete" and first["run"]["task"] == "toy_norms"
+    assert first["resolved"]["family"] == "toyvit" and first["resolved"]["heads"] == "vision"
+    assert first["metrics"]["videos_scored"] == 7  # the tiny MSRVTT split: 7 clips
+    # 4 frames of 7x7 patches = 196 tokens; ToMe removes 20, then 10
+    assert first["token_counts"] == [196, 176, 166]
+    assert first["gflops"]["paper"] < first["gflops"]["base_paper"]  # counted from the family's vision data
+    _run(extended, "-m", "vidtldr.eval", *common, f"hydra.run.dir={tmp_path / 'b'}")
+    again = json.loads((tmp_path / "b" / "record.json").read_text())
+    assert again["counts"]["videos_from_cache"] == 7 and again["metrics"] == first["metrics"]
+
+
+def test_flops_counts_the_new_family_and_traces_the_assembled_model(extended):
+    args = ("-m", "vidtldr.flops", "model=toyvit", "dataset=toy_msrvtt", "merge=tome", "merge.r=[20,10]")
+    report = json.loads(_run(extended, *args, "trace=true").stdout.strip().splitlines()[-1])
+    # entering block 0, after block 0, after block 1
+    assert report["tokens_per_layer"] == [196, 176, 166] and report["arch"] == "toy_small"
+    # the analytic count from the family's vision data = fvcore's trace of the family's model
+    assert report["traced"]["exact"] is True
+    assert report["traced"]["gflops_paper"] == pytest.approx(report["gflops_paper"], abs=1e-4)
