@@ -62,6 +62,7 @@ class RunSettings:
 
 
 _MISSING = object()
+WANDB_KEYS = ("enabled", "project", "entity", "mode", "dir", "tags")
 
 
 def required(cfg: Any, key: str) -> Any:
@@ -88,8 +89,9 @@ def resolve_settings(cfg: Any) -> RunSettings:
     device_type = str(required(cfg, "device")).split(":")[0]
     max_gb = number("cache.frames_max_gb", required(cfg, "cache.frames_max_gb"), low=0)
     cache_root = str(required(cfg, "paths.cache"))
-    wandb = plain(required(cfg, "logger.wandb"))
-    flag("logger.wandb.enabled", wandb.get("enabled"))
+    wandb = {key: plain(required(cfg, f"logger.wandb.{key}")) for key in WANDB_KEYS}
+    flag("logger.wandb.enabled", wandb["enabled"])
+    options("logger.wandb.mode")
     return RunSettings(
         attention=options("eval.attention"), deterministic=flag_of("deterministic"),
         batch_size=count("data.batch_size", 1),

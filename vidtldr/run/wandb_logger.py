@@ -29,16 +29,16 @@ def log_to_wandb(settings: Mapping[str, Any], record: dict, run_dir: str | Path)
     except ImportError:
         raise ConfigError("logger.wandb.enabled=true but the wandb package is not installed "
                           "(pip install -e '.[wandb]')") from None
-    mode = settings.get("mode", "offline")
+    mode = settings["mode"]  # logger.wandb's keys, resolved (vidtldr/run/settings.py); defaults in config.yaml
     if mode not in ("offline", "online", "disabled"):
         raise ConfigError(f"logger.wandb.mode must be offline, online or disabled, got {mode!r}")
-    where = Path(settings.get("dir") or run_dir)
+    where = Path(settings["dir"] or run_dir)
     where.mkdir(parents=True, exist_ok=True)
     ident = record.get("run", {})
     name = f"{ident.get('dataset')}-{ident.get('model')}-{ident.get('merge')}"
-    run = wandb.init(project=settings.get("project", "vidtldr"), entity=settings.get("entity"), mode=mode,
+    run = wandb.init(project=settings["project"], entity=settings["entity"], mode=mode,
                      dir=str(where), name=name, config=record.get("config", {}),
-                     tags=list(settings.get("tags") or []), reinit="finish_previous")
+                     tags=list(settings["tags"] or []), reinit="finish_previous")
     try:
         numbers = flatten("", {"metrics": record.get("metrics", {}), "gflops": record.get("gflops") or {},
                                "timings": record.get("timings", {})}, {})
