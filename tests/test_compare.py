@@ -148,12 +148,12 @@ def test_a_reducer_that_cannot_reach_the_budget_is_reported_not_dropped(tmp_path
     (["budget.ratio=0.7", "eval.overwrite=no"], "eval.overwrite=no: not a boolean"),
 ])
 def test_mistakes_are_refused_before_any_model_is_built(tmp_path, monkeypatch, overrides, message):
-    import vidtldr.run.runner as runner
+    import vidtldr.run.assemble as assemble
 
     def no_model(*args, **kwargs):
         raise AssertionError("a model was built")
 
-    monkeypatch.setattr(runner, "build", no_model)
+    monkeypatch.setattr(assemble, "build_model", no_model)  # every tool builds its model through it
     with pytest.raises(ConfigError) as err:
         run_compare(make_cfg(tmp_path, *overrides, config_name="compare"), tmp_path / "run")
     assert message in str(err.value) and "\n" not in str(err.value)

@@ -243,12 +243,12 @@ def test_strict_booleans_on_the_command_line(tmp_path):
 @pytest.fixture
 def no_model(monkeypatch):
     """Building a model fails the test: these mistakes must be refused before any model time."""
-    from vidtldr.run import runner
+    from vidtldr.run import assemble
 
     def refuse(*_a, **_k):
         raise AssertionError("a model was built before the mistake was refused")
 
-    monkeypatch.setattr(runner, "build", refuse)
+    monkeypatch.setattr(assemble, "build_model", refuse)  # every tool builds its model through it
     monkeypatch.setattr("vidtldr.models.umt.build_model", refuse)
 
 
