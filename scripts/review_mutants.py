@@ -50,7 +50,7 @@ class Mutant:
 MUTANTS = (
     Mutant("cache-key-attention-trimmed30",
            "the video feature-cache key loses the attention mode and the 30 s trim",
-           "vidtldr/run/runner.py",
+           "vidtldr/run/assemble.py",
            (('"trimmed30": spec.trimmed30,\n', "\n"), (', "attention": attention}', "}")),
            ("tests/test_cache_keys.py",)),
     Mutant("fraction-first-block-only",
