@@ -318,14 +318,13 @@ def time_rows(spec, arch_cfg, rows: list[dict], repeats: int, modes: tuple, devi
     import torch
     from tqdm import tqdm
 
-    from vidtldr.models.family import get_family
     from vidtldr.models.precision import autocast_context
     from vidtldr.reduce import build_reducer
+    from vidtldr.run.assemble import build_model
 
     if repeats < 1:
         return
-    torch.manual_seed(0)
-    model = get_family(spec.family).build(arch_cfg, attention="fused").to(device).eval()
+    model, _ = build_model(spec, arch_cfg, seed=0, device=device)  # the assembler every tool builds through
     size = arch_cfg.vision.img_size
     videos = torch.randn(1, spec.num_frames, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
 
