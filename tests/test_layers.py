@@ -19,7 +19,7 @@ PKG = ROOT / "vidtldr"
 # paper reference; report never needs analysis.
 LAYERS = ["base", "data|reduce", "models", "cost", "tasks", "run", "report", "analysis", "commands"]
 BASE_MODULES = {"vidtldr", "vidtldr.errors", "vidtldr.config_utils", "vidtldr.config_values", "vidtldr.jsonio",
-                "vidtldr.labels", "vidtldr.files", "vidtldr.provenance", "vidtldr.entry"}
+                "vidtldr.labels", "vidtldr.files", "vidtldr.provenance", "vidtldr.entry", "vidtldr.registry"}
 SUBPACKAGE_LAYER = {"data": "data|reduce", "reduce": "data|reduce", "models": "models", "cost": "cost",
                     "tasks": "tasks", "run": "run", "report": "report", "analysis": "analysis"}
 

@@ -59,30 +59,25 @@ class BackboneFamily:
 def register_family(name: str):
     """Class decorator: make a backbone family selectable by a model config's ``family: <name>``."""
 
-    def wrap(cls):
-        if not (isinstance(cls, type) and issubclass(cls, BackboneFamily)):
-            raise TypeError(f"{cls!r}: a registered family must subclass vidtldr.models.family.BackboneFamily")
-        if not cls.heads or not all(isinstance(h, str) for h in cls.heads):
-            raise TypeError(f"{cls.__module__}.{cls.__qualname__}.heads = {cls.heads!r}; expected head set names")
-        held = FAMILIES.get(name)
-        if held is not None and (held.__module__, held.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise TypeError(f"backbone family {name!r} is taken by {held.__module__}.{held.__qualname__}")
-        cls.name = name
-        FAMILIES[name] = cls
-        return cls
+    from vidtldr.registry import registrar
 
-    return wrap
+    return registrar(FAMILIES, "backbone family", name, check_family)
+
+
+def check_family(cls: type) -> None:
+    """A family subclasses :class:`BackboneFamily` and names the head sets it builds."""
+    if not (isinstance(cls, type) and issubclass(cls, BackboneFamily)):
+        raise TypeError(f"{cls!r}: a registered family must subclass vidtldr.models.family.BackboneFamily")
+    if not cls.heads or not all(isinstance(h, str) for h in cls.heads):
+        raise TypeError(f"{cls.__module__}.{cls.__qualname__}.heads = {cls.heads!r}; expected head set names")
 
 
 def discover_families() -> dict[str, type[BackboneFamily]]:
     """Import every module of ``vidtldr.models`` and of its sub-packages (registering the families
     they define) and return the registry."""
-    import importlib
-    import pkgutil
+    from vidtldr.registry import import_plugins
 
-    package = importlib.import_module(__name__.rsplit(".", 1)[0])
-    for info in pkgutil.walk_packages(package.__path__, prefix=f"{package.__name__}."):
-        importlib.import_module(info.name)
+    import_plugins(__name__.rsplit(".", 1)[0], recursive=True)
     return dict(FAMILIES)
 
 

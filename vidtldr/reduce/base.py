@@ -221,28 +221,17 @@ def check_contract(cls: type) -> None:
 def register_reducer(name: str):
     """Class decorator: make a reducer selectable as ``merge=<name>`` (its contract is checked)."""
 
-    def wrap(cls):
-        check_contract(cls)
-        held = REDUCERS.get(name)
-        if held is not None and (held.__module__, held.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise TypeError(f"reducer name {name!r} is taken by {held.__module__}.{held.__qualname__}; "
-                            f"{cls.__module__}.{cls.__qualname__} needs another name")
-        cls.name = name
-        REDUCERS[name] = cls
-        return cls
+    from vidtldr.registry import registrar
 
-    return wrap
+    return registrar(REDUCERS, "reducer", name, check_contract)
 
 
 def discover_reducers() -> dict[str, type[Reducer]]:
     """Import every module of ``vidtldr.reduce`` (registering the reducers they define) and return
     the registry. An import error in a reducer module is raised, not hidden."""
-    import importlib
-    import pkgutil
+    from vidtldr.registry import import_plugins
 
-    package = importlib.import_module(__name__.rsplit(".", 1)[0])
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{info.name}")
+    import_plugins(__name__.rsplit(".", 1)[0])
     return dict(REDUCERS)
 
 

@@ -104,28 +104,17 @@ def check_task(cls: type) -> None:
 def register_task(name: str):
     """Class decorator: make a task selectable by a dataset config's ``task: <name>``."""
 
-    def wrap(cls):
-        check_task(cls)
-        held = TASKS.get(name)
-        if held is not None and (held.__module__, held.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise TypeError(f"task name {name!r} is taken by {held.__module__}.{held.__qualname__}; "
-                            f"{cls.__module__}.{cls.__qualname__} needs another name")
-        cls.name = name
-        TASKS[name] = cls
-        return cls
+    from vidtldr.registry import registrar
 
-    return wrap
+    return registrar(TASKS, "task", name, check_task)
 
 
 def discover_tasks() -> dict[str, type[Task]]:
     """Import every module of ``vidtldr.tasks`` (registering the tasks they define) and return the
     registry. An import error in a task module is raised, not hidden."""
-    import importlib
-    import pkgutil
+    from vidtldr.registry import import_plugins
 
-    package = importlib.import_module(__name__.rsplit(".", 1)[0])
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{info.name}")
+    import_plugins(__name__.rsplit(".", 1)[0])
     return dict(TASKS)
 
 
