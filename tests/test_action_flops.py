@@ -53,28 +53,3 @@ def test_tiny_trace_matches_the_analytic_count():
                                         config_name="flops"))
     rep = count(spec, trace=True)
     assert rep["traced"]["exact"] and rep["views"] == 6 and rep["tokens_per_layer"] == [32, 24, 20, 20, 20]
-
-
-def test_flops_with_the_default_schedule_counts_unreduced_where_none_was_published():
-    # `vidtldr flops model=videomae_b dataset=kinetics400` (no merge given): no vid-TLDR schedule was
-    # published for VideoMAE, so the count is the unreduced encoder (180.3 per view, by hand above),
-    # and the report says why in a note line.
-    res = subprocess.run([sys.executable, "-m", "vidtldr.flops", "model=videomae_b", "dataset=kinetics400"],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
-    rep = json.loads(res.stdout.strip().splitlines()[-1])
-    assert rep["merge"] == "none" and rep["gflops_paper_1dp"] == 180.3 and rep["views"] == 15
-    assert rep["note"].startswith("counted without merging: the default schedule does not apply (merge.r='published'")
-    assert res.stdout.splitlines()[0] == "note: " + rep["note"]
-
-
-def test_flops_never_replaces_a_merge_the_user_asked_for():
-    from vidtldr.analysis.flops.command import unpublished_default
-    from vidtldr.config_utils import compose_config
-
-    asked = compose_config(["model=videomae_b", "dataset=kinetics400", "merge.r=published"], config_name="flops")
-    cfg, note = unpublished_default(asked, overrides=["model=videomae_b", "dataset=kinetics400", "merge.r=published"])
-    assert cfg is asked and note is None
-    published = compose_config(["model=umt_b", "dataset=msrvtt"], config_name="flops")
-    cfg, note = unpublished_default(published, overrides=["model=umt_b", "dataset=msrvtt"])
-    assert cfg is published and note is None  # a published schedule exists: counted as asked

@@ -49,28 +49,6 @@ def write_table(md_path: Path, json_path: Optional[Path] = None, trace: bool = F
     return summary
 
 
-def unpublished_default(cfg, overrides=None):
-    """``(cfg, note)``: where the default schedule (vid-TLDR, ``merge.r=published``) does not exist for
-    this dataset and backbone (VideoMAE, zero-shot) and the command line named no merge, the count is
-    of the unreduced encoder, said in ``note``; a merge the user asked for is never replaced."""
-    from vidtldr.errors import ConfigError
-    from vidtldr.run.adjust import explicit_keys
-    from vidtldr.run.runspec import with_merge
-
-    asked = {key.split(".")[0] for key in explicit_keys(overrides)}
-    if "merge" in asked or str(cfg.merge.name) != "vidtldr" or cfg.merge.get("r") != "published":
-        return cfg, None
-    try:
-        resolve_model(cfg)
-        return cfg, None
-    except ConfigError as exc:
-        unreduced = with_merge(cfg, "none", None)
-        resolve_model(unreduced)  # any other problem is raised as it is
-        reason = str(exc).split(". ")[0]
-    return unreduced, (f"counted without merging: the default schedule does not apply ({reason}); "
-                       "merge=<reducer> merge.r=[...] counts a schedule")
-
-
 def main_cli(cfg) -> dict:
     from vidtldr.config_values import check_settings
 
@@ -81,12 +59,8 @@ def main_cli(cfg) -> dict:
         check_directory_path("out", cfg.out, writable=True)  # before the table's minutes of tracing
         out = Path(str(cfg.out))
         return write_table(out / "flops.md", out / "flops.json", trace=bool(cfg.trace))
-    cfg, note = unpublished_default(cfg)
     rep = count(resolve_model(cfg), trace=bool(cfg.trace), attention=str(cfg.eval.attention),
                 batch=int(cfg.data.batch_size))
-    if note:
-        rep["note"] = note
-        print(f"note: {note}")
     print(format_report(rep))
     print(jsonio.dumps(rep))
     return rep
