@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with cli_guard("reducers_table"):
         from vidtldr.errors import MissingFilesError
-        from vidtldr.run.runspec import format_missing
+        from vidtldr.run.inputs import format_missing
 
         todo = pairs(args.backbones, args.datasets)
         lines, helps = missing(todo, extra)

@@ -10,7 +10,8 @@ import pytest
 
 from vidtldr.errors import ConfigError, MissingFilesError, ScheduleError
 from vidtldr.report import plan as runner_paper
-from vidtldr.run.runspec import check_inputs, resolve
+from vidtldr.run.inputs import check_inputs
+from vidtldr.run.runspec import resolve
 
 from _eval_helpers import make_cfg
 

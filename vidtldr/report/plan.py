@@ -154,7 +154,8 @@ def missing_for(runs: Sequence[PlannedRun], common: Sequence[str] = ()) -> tuple
     from omegaconf import OmegaConf
 
     from vidtldr.config_utils import compose_config
-    from vidtldr.run.runspec import missing_inputs, resolve
+    from vidtldr.run.inputs import missing_inputs
+    from vidtldr.run.runspec import resolve
 
     missing: dict[str, None] = {}
     help_lines: dict[str, str] = {}
@@ -200,7 +201,7 @@ def run_table(table: str, runs_root: str | Path, common: Sequence[str] = (), **p
     from vidtldr.errors import MissingFilesError
     from vidtldr.run.runner import run
     from vidtldr.config_utils import compose_config
-    from vidtldr.run.runspec import format_missing
+    from vidtldr.run.inputs import format_missing
 
     runs = plan(table, **plan_args)
     missing, helps = missing_for(runs, common)

@@ -31,7 +31,8 @@ from vidtldr.errors import (ConfigError, DiskFullError, RunInterrupted, VidtldrE
 from vidtldr.run.record import (base_record, now_iso, protect_finished, write_record,
                                 write_unless_complete)
 from vidtldr.run.assemble import Assembly, assemble, ensure_tiny_data, load_tokenizer_for
-from vidtldr.run.runspec import RunSpec, check_inputs, resolve
+from vidtldr.run.inputs import check_inputs
+from vidtldr.run.runspec import RunSpec, resolve
 from vidtldr.run.settings import RunSettings, resolve_settings
 
 log = logging.getLogger(__name__)

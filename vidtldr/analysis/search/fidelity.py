@@ -284,7 +284,7 @@ def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10), metric: Optional
     from vidtldr.run import adjust
     from vidtldr.run.assemble import (build, checkpoint_entry, feature_caches, input_checksums, load_tokenizer_for,
                                       resolve_run, weights_id)
-    from vidtldr.run.runspec import check_inputs
+    from vidtldr.run.inputs import check_inputs
 
     cfg, adjusted = adjust.honour_explicit(cfg, adjust.explicit_keys())  # paths.data= with model=tiny, as eval
     folder = cfg.get("videos")
