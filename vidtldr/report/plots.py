@@ -123,11 +123,21 @@ def _legend_handles(methods: Sequence[str], any_partial: bool) -> list:
     return handles
 
 
+def save_figure(fig, png: Path, svg: Path) -> None:
+    """``fig`` as PNG and SVG, each written atomically (a reader never sees half a figure). The SVG is
+    reproducible (no date, a fixed id salt: the same figure gives the same bytes) and keeps its words
+    as text, so it can be searched."""
+    import matplotlib
+
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "vidtldr"}):
+        for kind, path in (("png", png), ("svg", svg)):
+            with atomic_output(path) as tmp:
+                fig.savefig(tmp, format=kind, dpi=120, metadata={"Date": None} if kind == "svg" else None)
+
+
 def _save(fig, out_stem: Path) -> dict[str, Path]:
     paths = {"png": out_stem.with_suffix(".png"), "svg": out_stem.with_suffix(".svg")}
-    for kind, path in paths.items():
-        with atomic_output(path) as tmp:  # a reader never sees half a figure
-            fig.savefig(tmp, dpi=120, metadata={"Date": None} if kind == "svg" else None)
+    save_figure(fig, paths["png"], paths["svg"])
     return paths
 
 

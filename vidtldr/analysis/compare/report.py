@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from vidtldr.report.labels import METHOD_LABEL
-from vidtldr.run.cache import atomic_write_bytes, atomic_write_text
+from vidtldr.files import atomic_write_text
 
 METRIC_NAME = {"itm_r_mean": "ITM mean recall", "r1_mean": "R@1 (mean T2V/V2T)", "acc": "accuracy",
                "top1": "top-1 accuracy"}
@@ -112,7 +112,7 @@ def draw_plot(record: dict, png: Path, svg: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vidtldr.report.plots import METHOD_STYLE
+    from vidtldr.report.plots import METHOD_STYLE, save_figure
 
     rows = [r for r in [record["reference"], *record["rows"]] if r.get("mean") is not None]
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 4.2), sharey=True)
@@ -146,11 +146,7 @@ def draw_plot(record: dict, png: Path, svg: Path) -> None:
     if handles:
         fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0, 0.84, 1))
-    with matplotlib.rc_context({"svg.hashsalt": "vidtldr"}):
-        for path, fmt in ((png, "png"), (svg, "svg")):
-            buf = io.BytesIO()
-            fig.savefig(buf, format=fmt, dpi=120, metadata={"Date": None} if fmt == "svg" else None)
-            atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, png, svg)
     plt.close(fig)
 
 

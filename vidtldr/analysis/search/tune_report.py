@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from vidtldr.analysis.search.schedules import Candidate, defined, pareto
-from vidtldr.files import atomic_write_bytes, atomic_write_text
+from vidtldr.files import atomic_write_text
 
 COLUMNS = ("reducer", "family", "merge_r", "gflops_paper", "fidelity", "embedding_cosine_mean",
            "itc_top1_agreement", "spearman_mean", "encoder_s", "pareto", "best")
@@ -131,11 +131,9 @@ def draw_plot(record: dict, png: Path, svg: Path) -> list[str]:
         ax.legend(fontsize=6.5, loc="lower right")
     fig.tight_layout()
     labels = [h.get_label() for h in ax.get_legend_handles_labels()[0]] if drawn else []
-    for path, fmt in ((png, "png"), (svg, "svg")):
-        buf = io.BytesIO()
-        with plt.rc_context({"svg.fonttype": "none"}):  # the SVG keeps its words as text (searchable)
-            fig.savefig(buf, format=fmt, dpi=120)
-        atomic_write_bytes(path, buf.getvalue())
+    from vidtldr.report.plots import save_figure
+
+    save_figure(fig, png, svg)
     plt.close(fig)
     return labels
 
