@@ -16,6 +16,10 @@ family's classes:
   ``[B, T, 3, H, W]`` -> an output with ``tokens`` ``[B, N, C]``, ``pooled``, ``token_counts``) plus
   the head methods its head sets promise (retrieval: ``encode_text``, ``itc_vision``, ``itc_text``,
   ``itm_logit``...; see docs/architecture.md, "Model API"), and ``set_attention(mode)``;
+* :meth:`build_vision` -> the vision encoder alone, as the benchmarks time it (random weights): a
+  module whose ``forward(videos, reducer=...)`` returns what ``encode_vision`` returns, with a
+  settable ``attention`` (``fused`` | ``materialized``) and ``cfg`` (the ``vision`` section). The
+  text side is not built, so the benchmarks' memory peaks count the encoder alone;
 * :meth:`load_weights` -> load a checkpoint file into a built model (``kind``: ``finetuned`` or
   ``pretrained``), returning a report object or None.
 
@@ -42,6 +46,10 @@ class BackboneFamily:
 
     def build(self, arch_cfg: Any, attention: str = "fused") -> Any:
         raise NotImplementedError
+
+    def build_vision(self, arch_cfg: Any, attention: str = "fused") -> Any:
+        raise NotImplementedError(f"backbone family {self.name!r} cannot build its vision encoder alone "
+                                  "(BackboneFamily.build_vision), which the benchmarks time")
 
     def load_weights(self, model: Any, path: str, kind: str) -> Any:
         raise NotImplementedError

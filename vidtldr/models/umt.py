@@ -189,6 +189,10 @@ class UMTFamily(BackboneFamily):
     def build(self, arch_cfg: UMTConfig, attention: str = "fused") -> UMTModel:
         return build_model(arch_cfg, attention=attention)
 
+    def build_vision(self, arch_cfg: UMTConfig, attention: str = "fused") -> VisionTransformer:
+        """The video ViT alone (the model's ``vision_encoder``), as the benchmarks time it."""
+        return VisionTransformer(arch_cfg.vision, attention=attention)
+
     def load_weights(self, model: UMTModel, path: str, kind: str):
         from vidtldr.models.checkpoint import load_checkpoint
 

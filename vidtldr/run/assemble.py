@@ -100,6 +100,20 @@ def build_model(spec: ModelSpec, arch_cfg: Any, *, seed: int, checkpoint: Option
     return model.to(device).eval(), report
 
 
+def build_vision(spec: ModelSpec, *, seed: int, attention: str = "fused", device: str = "cpu",
+                 arch_cfg: Optional[Any] = None):
+    """The vision encoder alone (random weights a pure function of ``seed``), built by the spec's
+    backbone family (:meth:`~vidtldr.models.family.BackboneFamily.build_vision`) from the spec's
+    architecture: what the benchmarks time. The text side is never built, so a memory peak measured
+    around it is the encoder's."""
+    from vidtldr.models.family import get_family
+
+    family = get_family(spec.family)
+    torch.manual_seed(int(seed))
+    encoder = family.build_vision(arch_cfg if arch_cfg is not None else spec.arch_config(), attention=attention)
+    return encoder.to(device).eval()
+
+
 def build(spec: RunSpec, arch_cfg: Any):
     """(model, reducer, checkpoint report) of an evaluation spec."""
     model, report = build_model(spec, arch_cfg, seed=spec.seed, checkpoint=spec.checkpoint,
@@ -108,16 +122,23 @@ def build(spec: RunSpec, arch_cfg: Any):
     return model, spec.reducer(), report
 
 
-def load_tokenizer_for(spec: RunSpec, arch_cfg: Any):
-    """(tokenizer, its name as configured, the vocab.txt it was read from): ``model.tokenizer``, else
-    the architecture's."""
-    from vidtldr.models.tokenizer import load_tokenizer, vocab_path
+def tokenizer_vocab(spec: RunSpec, arch_cfg: Any) -> tuple[str, Path]:
+    """(the tokenizer's name as configured, the vocab.txt it names): ``model.tokenizer``, else the
+    architecture's; a ConfigError when none is named or the file is not found."""
+    from vidtldr.models.tokenizer import vocab_path
 
     name = spec.tokenizer or arch_cfg.tokenizer
     if not name:
         raise ConfigError(f"model={spec.model}: no tokenizer named (set model.tokenizer=/path/to/vocab.txt)")
-    path = vocab_path(name)
-    return load_tokenizer(path), str(name), path
+    return str(name), vocab_path(name)
+
+
+def load_tokenizer_for(spec: RunSpec, arch_cfg: Any):
+    """(tokenizer, its name as configured, the vocab.txt it was read from) (:func:`tokenizer_vocab`)."""
+    from vidtldr.models.tokenizer import load_tokenizer
+
+    name, path = tokenizer_vocab(spec, arch_cfg)
+    return load_tokenizer(path), name, path
 
 
 # ----------------------------------------------------------------------------- caches
@@ -217,6 +238,7 @@ def assemble(spec: RunSpec, arch_cfg: Optional[Any] = None) -> Assembly:
                     checksums=checksums, video_cache=video_cache, text_cache=text_cache)
 
 
-__all__ = ["ensure_tiny_data", "with_tiny_data", "resolve_run", "build_model", "build", "load_tokenizer_for",
+__all__ = ["ensure_tiny_data", "with_tiny_data", "resolve_run", "build_model", "build_vision", "build",
+           "tokenizer_vocab", "load_tokenizer_for",
            "cache_keys", "checkpoint_entry", "weights_id", "feature_caches", "input_checksums", "Assembly",
            "assemble", "TINY_MARKER"]

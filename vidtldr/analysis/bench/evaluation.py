@@ -225,14 +225,14 @@ def run_config(cfg, data_root: Path, work: Path, tokenizer: Optional[str], engin
     return run_cfg
 
 
-def _tokenizer_or_generated(cfg, work: Path) -> Optional[str]:
-    """None when the configured tokenizer resolves; else the path of a generated vocabulary."""
-    from vidtldr.models.config import load_architecture
-    from vidtldr.models.tokenizer import vocab_path
+def _tokenizer_or_generated(spec, work: Path) -> Optional[str]:
+    """None when the tokenizer the run resolves to is found (the assembler's); else the path of a
+    generated vocabulary of the architecture's size."""
+    from vidtldr.run.assemble import tokenizer_vocab
 
-    arch = load_architecture(str(cfg.model.arch), task="retrieval")
+    arch = spec.arch_config("retrieval")
     try:
-        vocab_path(cfg.model.get("tokenizer") or arch.tokenizer)
+        tokenizer_vocab(spec, arch)
         return None
     except ConfigError:
         return str(write_vocab(work / "vocab.txt", arch.text.vocab_size))
@@ -266,7 +266,8 @@ def run_bench(cfg, log=print) -> dict:
     b = cfg.bench
     quick = bool(cfg.get("quick", False))
     videos = int(b.quick_videos if quick else b.videos)
-    k_test = resolve(run_config(cfg, Path("."), Path("."), None, "grouped")).k_test  # capped as the run will
+    spec = resolve(run_config(cfg, Path("."), Path("."), None, "grouped"))  # as each engine's run resolves
+    k_test = spec.k_test  # capped as the run will
     texts_per_video = max(1, -(-int(b.min_candidates if b.min_candidates else k_test) // videos))
     n_texts = videos * texts_per_video
     frames = int(b.clip_frames)
@@ -281,7 +282,7 @@ def run_bench(cfg, log=print) -> dict:
         if b.get("generate_only"):
             log(f"generated the benchmark's data under {data_root}")
             return {}
-        tokenizer = _tokenizer_or_generated(cfg, work)
+        tokenizer = _tokenizer_or_generated(spec, work)
         capture = CaptureITM(device)
         records: dict[str, list[dict]] = {e: [] for e in ENGINES}
         captured: dict[str, list[dict]] = {e: [] for e in ENGINES}  # per run: scores, ITM CPU s, peak

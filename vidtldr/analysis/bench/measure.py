@@ -55,7 +55,8 @@ def _release_free_heap() -> None:
 
 @dataclass
 class Encoder:
-    """A VisionTransformer plus how to run it on one device."""
+    """A vision encoder (:meth:`vidtldr.models.family.BackboneFamily.build_vision`) plus how to run it
+    on one device."""
 
     model: object
     device: str
@@ -72,18 +73,11 @@ class Encoder:
 
 
 def build_encoder(spec, device: str, autocast: bool, seed: int = 0) -> Encoder:
-    import torch
+    """The spec's vision encoder alone, built by the assembler (the text side is not timed, and not
+    built: the memory peaks count the encoder only)."""
+    from vidtldr.run.assemble import build_vision
 
-    from vidtldr.models.family import get_family
-    from vidtldr.models.vit import VisionTransformer
-
-    torch.manual_seed(seed)
-    # A family that keeps its encoder inside a larger model says how to time it alone (VideoMAE);
-    # UMT's video ViT is built by itself (the text side is not timed).
-    build_vision = getattr(get_family(spec.family), "build_vision", None)
-    model = (build_vision(spec.arch_config()) if build_vision is not None
-             else VisionTransformer(spec.umt_config().vision)).eval().to(device)
-    return Encoder(model=model, device=device, autocast=autocast)
+    return Encoder(model=build_vision(spec, seed=seed, device=device), device=device, autocast=autocast)
 
 
 def timed_forward(enc: Encoder, videos, reducer, mode: str, cpu_times: Optional[list] = None) -> tuple[float, object]:

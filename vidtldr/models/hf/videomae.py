@@ -395,9 +395,10 @@ class VideoMAEFamily(BackboneFamily):
         except Exception:  # not cached, not a repository name, or no huggingface_hub: not found here
             return None
 
-    def build_vision(self, arch_cfg: VideoMAEArch) -> "VideoMAEVision":
-        """The encoder alone, as the benchmarks time it (random weights)."""
-        return VideoMAEVision(self.build(arch_cfg))
+    def build_vision(self, arch_cfg: VideoMAEArch, attention: str = "fused") -> "VideoMAEVision":
+        """The encoder alone, as the benchmarks time it (random weights; the classifier head is kept,
+        transformers builds the two together)."""
+        return VideoMAEVision(self.build(arch_cfg, attention=attention))
 
     def checkpoint_hint(self, path: str) -> str:
         """Where to get a missing checkpoint folder (shown with the missing-input list)."""
