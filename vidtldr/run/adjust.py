@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Iterable, Optional
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from vidtldr.config_utils import plain as _plain
 from vidtldr.errors import ConfigError
@@ -42,8 +42,11 @@ _IMPLIED = (("paths.data", "data.source", "real", "tiny"),
             ("model.checkpoint", "model.init", "checkpoint", "random"))
 
 
-def honour_explicit(cfg: DictConfig, keys: set[str]) -> tuple[DictConfig, dict]:
-    """``cfg`` with the implied settings of explicitly given keys applied, and what was adjusted."""
+def implied_by_explicit(cfg: DictConfig, keys: Iterable[str]) -> dict:
+    """The settings that explicitly given ``keys`` imply, as adjustments ``{implied key: {"requested",
+    "effective", "reason"}}``: the resolver (:func:`vidtldr.run.runspec.resolve`) runs with the
+    effective values; ``cfg`` is only read. Contradicting one explicitly is a ConfigError."""
+    keys = set(keys)
     adjusted: dict = {}
     for given, implied, wanted, ignoring in _IMPLIED:
         section, name = implied.split(".")
@@ -55,13 +58,10 @@ def honour_explicit(cfg: DictConfig, keys: set[str]) -> tuple[DictConfig, dict]:
                               f"(or set {implied}={wanted})")
         if given == "model.checkpoint" and not cfg.model.get("checkpoint"):
             continue
-        cfg = cfg.copy()
-        with open_dict(cfg):
-            cfg[section][name] = wanted
         adjusted[implied] = {"requested": ignoring, "effective": wanted,
                              "reason": f"{given} was given; model={cfg.model.name} defaults to {implied}={ignoring}, "
                                        "which would ignore it"}
-    return cfg, adjusted
+    return adjusted
 
 
 def spec_adjustments(cfg: DictConfig, spec, num_tokens: int, per_step: Optional[int] = None) -> dict:

@@ -16,7 +16,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 
@@ -75,10 +75,11 @@ def with_tiny_data(spec: RunSpec) -> RunSpec:
     return dataclasses.replace(spec, data_root=str(ensure_tiny_data(spec.settings.cache_root, spec.dataset)))
 
 
-def resolve_run(cfg: Any, *, tiny_data: bool = True) -> RunSpec:
-    """:func:`vidtldr.run.runspec.resolve`, then the tiny dataset generated where the run reads it
-    (``tiny_data=False``: a tool that reads another collection, e.g. fidelity's ``videos=``)."""
-    spec = resolve(cfg)
+def resolve_run(cfg: Any, *, tiny_data: bool = True, explicit: Iterable[str] = ()) -> RunSpec:
+    """:func:`vidtldr.run.runspec.resolve` (``explicit``: the keys given on the command line), then the
+    tiny dataset generated where the run reads it (``tiny_data=False``: a tool that reads another
+    collection, e.g. fidelity's ``videos=``)."""
+    spec = resolve(cfg, explicit=explicit)
     return with_tiny_data(spec) if tiny_data else spec
 
 

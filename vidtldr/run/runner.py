@@ -151,7 +151,8 @@ def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True,
     check_settings(cfg)  # eval.overwrite=no must not reach protect_finished as "yes"
     settings = resolve_settings(cfg)  # how the run executes: resolved before anything is written
     check_dirs(settings, run_dir)
-    cfg, adjusted = adjust.honour_explicit(cfg, adjust.explicit_keys(overrides))
+    explicit = adjust.explicit_keys(overrides)
+    adjusted = adjust.implied_by_explicit(cfg, explicit)  # contradictions refused before anything is written
     aside = protect_finished(run_dir, overwrite=settings.overwrite, move=ctx.is_main)
     if aside is not None:
         log.warning("eval.overwrite=true: the complete record of %s was moved aside to %s", run_dir, aside)
@@ -167,7 +168,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, progress: bool = True,
             run_dir.mkdir(parents=True, exist_ok=True)
             if writes:
                 write_record(run_dir, record)
-            _execute(cfg, run_dir, record, progress, t0, ctx=ctx, scratch=scratch)
+            _execute(cfg, run_dir, record, progress, t0, ctx=ctx, scratch=scratch, explicit=explicit)
             D.barrier(ctx)  # nobody reads the scratch features any more
         except BaseException as exc:
             _ignore_signals()
@@ -200,12 +201,12 @@ def _record_failure(run_dir: Path, record: dict, exc: BaseException) -> None:
 
 
 def _execute(cfg: DictConfig, run_dir: Path, record: dict, progress: bool, t0: float, *, ctx: D.DistContext,
-             scratch: Path) -> None:
+             scratch: Path, explicit: set[str]) -> None:
     from vidtldr.data.annotations import load_split
     from vidtldr.models.precision import autocast_context, resolve_device, use_deterministic_kernels
 
     timings: dict[str, float] = {}
-    spec = _resolve_spec(cfg, ctx, record, timings)
+    spec = _resolve_spec(cfg, ctx, record, timings, explicit)
     # Below this line the run reads the resolved spec only (cfg is recorded, never consulted again).
     settings = spec.settings
     resolve_device(spec.device)  # a clear error when CUDA is asked for but absent
@@ -260,10 +261,10 @@ def _note_repeats(record: dict, split) -> None:
         log.warning("annotation: %s", describe_repeats(what, repeated))
 
 
-def _resolve_spec(cfg: DictConfig, ctx: D.DistContext, record: dict, timings: dict) -> RunSpec:
-    """The run's settings (resolved before anything is generated or loaded), with the tiny dataset
-    generated when the run reads it."""
-    spec = resolve(cfg)
+def _resolve_spec(cfg: DictConfig, ctx: D.DistContext, record: dict, timings: dict, explicit: set[str]) -> RunSpec:
+    """The run's settings (resolved before anything is generated or loaded; ``explicit``: the keys
+    given on the command line), with the tiny dataset generated when the run reads it."""
+    spec = resolve(cfg, explicit=explicit)
     if spec.data_source == "tiny":
         start = time.perf_counter()
         if ctx.is_main:  # generated once; the other ranks then find it complete

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
@@ -121,8 +121,9 @@ class RunSpec(ModelSpec):
     tokenizer: Optional[str]       # model.tokenizer as given (None: the architecture's)
     settings: RunSettings          # how the run executes (vidtldr/run/settings.py)
     dataset_config: dict = field(repr=False)  # the dataset section, for its reader
-    # Values the resolution changed from what was asked (caps, clamped schedule entries): the
-    # record's "adjusted" (vidtldr/run/adjust.py).
+    # Values the resolution changed from what was asked (data.source / model.init implied by an explicit
+    # paths.data= / model.checkpoint=, caps, clamped schedule entries): the record's "adjusted"
+    # (vidtldr/run/adjust.py).
     adjusted: dict = field(repr=False)
 
     def to_dict(self) -> dict:
@@ -351,14 +352,17 @@ def with_merge(cfg: DictConfig, name: str, r: Any) -> DictConfig:
     return out
 
 
-def resolve_checkpoint(cfg: DictConfig, dataset: str, setting: str, key: str) -> tuple[Optional[str], Optional[str], bool]:
+def resolve_checkpoint(cfg: DictConfig, dataset: str, setting: str, key: str,
+                       init: Optional[str] = None) -> tuple[Optional[str], Optional[str], bool]:
     """(checkpoint path or None for random init, its kind, whether it is a model-zoo file); ``key``:
-    the dataset's ``checkpoint_key`` into ``model.checkpoints``."""
+    the dataset's ``checkpoint_key`` into ``model.checkpoints``; ``init``: the effective
+    ``model.init`` where the resolution changed it (default: the config's)."""
     model = cfg.model
-    if model.init == "random":
+    init = str(model.init) if init is None else init
+    if init == "random":
         return None, None, False
-    if model.init != "checkpoint":
-        raise ConfigError(f"model.init must be 'checkpoint' or 'random', got {model.init!r}")
+    if init != "checkpoint":
+        raise ConfigError(f"model.init must be 'checkpoint' or 'random', got {init!r}")
     kind = "pretrained" if setting == "zeroshot" else "finetuned"
     if model.get("checkpoint"):
         return str(model.checkpoint), kind, False
@@ -376,30 +380,40 @@ def resolve_checkpoint(cfg: DictConfig, dataset: str, setting: str, key: str) ->
     return str(path), kind, True
 
 
-def resolve(cfg: DictConfig, *, data_root: Optional[str] = None) -> RunSpec:
+def resolve(cfg: DictConfig, *, data_root: Optional[str] = None, explicit: Iterable[str] = ()) -> RunSpec:
     """The evaluation's resolution: :func:`resolve_model` plus checkpoint, data, device and the
-    run-level numbers. ``data_root`` overrides where the data is (the tiny dataset)."""
+    run-level numbers. ``data_root`` overrides where the data is (the tiny dataset). ``explicit``: the
+    keys given on the command line; ``paths.data`` / ``model.checkpoint`` among them take effect with a
+    model whose own default would ignore them (``data.source`` / ``model.init`` as effective values,
+    recorded in ``adjusted``; :func:`vidtldr.run.adjust.implied_by_explicit`). ``cfg`` is never edited."""
+    from vidtldr.run.adjust import implied_by_explicit, spec_adjustments
+
     check_numbers(cfg)
+    implied = implied_by_explicit(cfg, explicit)
+
+    def effective(key: str) -> str:
+        return str(implied[key]["effective"] if key in implied else required(cfg, key))
+
     base = resolve_model(cfg)
     check_adaptive(cfg, base)
-    checkpoint, kind, from_zoo = resolve_checkpoint(cfg, base.dataset, base.setting, base.checkpoint_key)
+    init = effective("model.init")
+    checkpoint, kind, from_zoo = resolve_checkpoint(cfg, base.dataset, base.setting, base.checkpoint_key, init)
     limit = required(cfg, "data.limit")
     tokenizer = required(cfg, "model.tokenizer")
     spec = RunSpec(
         **{f.name: getattr(base, f.name) for f in dataclasses.fields(ModelSpec)},
-        init=str(cfg.model.init), seed=int(required(cfg, "model.seed")), checkpoint=checkpoint,
-        checkpoint_kind=kind, checkpoint_from_zoo=from_zoo, data_source=str(required(cfg, "data.source")),
+        init=init, seed=int(required(cfg, "model.seed")), checkpoint=checkpoint,
+        checkpoint_kind=kind, checkpoint_from_zoo=from_zoo, data_source=effective("data.source"),
         data_root=str(data_root if data_root is not None else required(cfg, "paths.data")),
         limit=int(limit) if limit is not None else None, device=str(required(cfg, "device")),
         precision=str(required(cfg, "precision")), tokenizer=str(tokenizer) if tokenizer else None,
         settings=resolve_settings(cfg), dataset_config=_plain(cfg.dataset), adjusted={},
     )
     from vidtldr.cost.vision import vision_dims
-    from vidtldr.run.adjust import spec_adjustments
 
     dims = vision_dims(spec.arch_config())
-    spec.adjusted = spec_adjustments(cfg, spec, dims.num_tokens(spec.num_frames),
-                                     per_step=(dims.img_size // dims.patch_size) ** 2)
+    spec.adjusted = {**implied, **spec_adjustments(cfg, spec, dims.num_tokens(spec.num_frames),
+                                                   per_step=(dims.img_size // dims.patch_size) ** 2)}
     return spec
 
 

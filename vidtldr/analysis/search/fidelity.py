@@ -286,15 +286,15 @@ def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10), metric: Optional
                                       resolve_run, weights_id)
     from vidtldr.run.inputs import check_inputs
 
-    cfg, adjusted = adjust.honour_explicit(cfg, adjust.explicit_keys())  # paths.data= with model=tiny, as eval
     folder = cfg.get("videos")
     # The evaluation's resolution and assembly (vidtldr/run/assemble.py): the same model and, for the
-    # unreduced features, the cache shards of an evaluation with merge=none.
-    spec = resolve_run(cfg, tiny_data=folder is None)
+    # unreduced features, the cache shards of an evaluation with merge=none; paths.data= with
+    # model=tiny takes effect as in the evaluation.
+    spec = resolve_run(cfg, tiny_data=folder is None, explicit=adjust.explicit_keys())
     check_retrieval_family(spec)
     settings = spec.settings
     arch_cfg = spec.arch_config("retrieval")
-    adjusted.update(spec.adjusted)  # caps and clamped schedule entries: warned and recorded as the evaluation does
+    adjusted = dict(spec.adjusted)  # implied settings, caps, clamped schedule entries: recorded as the evaluation does
     adjust.report(adjusted)
     dataset_cfg = spec.dataset_config
     if folder is None:
