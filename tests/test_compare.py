@@ -144,6 +144,13 @@ def test_a_reducer_that_cannot_reach_the_budget_is_reported_not_dropped(tmp_path
     (["budget.ratio=0.7", "compare.schedule=zigzag"], "compare.schedule=zigzag: accepted values: shape, constant"),
     (["budget.ratio=0.7", "compare.time.materialized=maybe"], "compare.time.materialized=maybe: not a boolean"),
     (["budget.ratio=0.7", "+compare.seed=3"], "unknown key(s) compare.seed"),
+    (["budget.ratio=0.7", "compare.reducers=[tome,random,tome]"], "compare.reducers=['tome', 'random', 'tome']: "
+                                                                   "a reducer is listed twice"),
+    (["budget.ratio=0.7", "compare.reducers=tome"], "compare.reducers='tome': expected all or a list of reducer "
+                                                    "names, e.g. [tome,random]"),
+    (["budget.ratio=0.7", "compare.reducers=[]"], "compare.reducers=[]: expected all or a list"),
+    (["budget.ratio=0.7", "+compare.time.repeat=3"], "unknown key(s) compare.time.repeat; accepted: "
+                                                      "compare.time.repeats, compare.time.materialized"),
     (["budget=cheap"], "budget=cheap: accepted"),
     (["budget.ratio=0.7", "eval.overwrite=no"], "eval.overwrite=no: not a boolean"),
 ])
@@ -157,6 +164,28 @@ def test_mistakes_are_refused_before_any_model_is_built(tmp_path, monkeypatch, o
     with pytest.raises(ConfigError) as err:
         run_compare(make_cfg(tmp_path, *overrides, config_name="compare"), tmp_path / "run")
     assert message in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_fidelity_metric_undefined_for_the_folder_is_refused_before_any_model_is_built(tmp_path, monkeypatch):
+    # before: every video was decoded and the unreduced model encoded them before the refusal
+    import vidtldr.run.assemble as assemble
+    from vidtldr.run.runner import ensure_tiny_data
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built")
+
+    clips = ensure_tiny_data(tmp_path, "msrvtt") / "videos"
+    videos = len(list(clips.rglob("*.mp4")))
+    assert videos == 7  # each ranks the 6 others: top-5 is defined, top-10 holds every one of them
+    monkeypatch.setattr(assemble, "build_model", no_model)
+    cfg = make_cfg(tmp_path, "budget.ratio=0.6", f"videos={clips}", "compare.reducers=[tome]",
+                   "compare.fidelity_metric=itc_top10_overlap", config_name="compare")
+    with pytest.raises(ConfigError) as err:
+        run_compare(cfg, tmp_path / "run")
+    assert str(err.value).startswith("compare.fidelity_metric=itc_top10_overlap: undefined for 7 videos (each "
+                                     "video ranks the other videos: every one is in every top-10); accepted here: "
+                                     "embedding_cosine_mean, itc_top1_agreement, itc_top5_overlap")
     assert not (tmp_path / "run").exists()
 
 

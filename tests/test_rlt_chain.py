@@ -99,6 +99,46 @@ def test_compositions_are_checked_part_by_part():
         build_reducer("rlt+vidtldr", [4], rlt={"r": 2, "bogus": 1})
 
 
+@pytest.mark.parametrize("overrides, message", [
+    # before: Hydra's "Could not find 'merge/rlt+'" and ~110 lines of options, exit status 1
+    (["merge=rlt+"], "merge=rlt+: a part of the composition is empty; accepted: divprune, fastv, none, pitome, "),
+    (["merge=+vidtldr"], "merge=+vidtldr: a part of the composition is empty; accepted: "),
+    (["merge=rlt+bogus"], "merge=rlt+bogus: unknown reducer 'bogus'; accepted: "),
+    (["merge=rlt+divprune+vidtldr"], "merge=rlt+divprune+vidtldr: a composition on the command line is two different"),
+    # a scalar where rlt's settings belong
+    (["merge=rlt+vidtldr", "merge.rlt=5"], "merge.rlt=5: expected the settings of rlt, e.g. merge.rlt.r=0.3; "
+                                           "rlt takes merge.rlt.r, merge.rlt.threshold"),
+    # before: "merge.r: unknown schedule name", the in-block part's key
+    (["merge=rlt+vidtldr", "merge.rlt.r=abc"], "merge.rlt.r: unknown schedule name 'abc'"),
+    # before: "merge.name: unknown reducer ''"
+    (["merge=rlt+vidtldr", "merge.name=rlt+"], "merge=rlt+: a composition is A+B "),
+])
+def test_malformed_compositions_are_one_line_before_any_model(overrides, message, monkeypatch):
+    from vidtldr.run import assemble
+    from vidtldr.run.runspec import resolve
+
+    def refuse(*_a, **_k):
+        raise AssertionError("a model was built before the mistake was refused")
+
+    monkeypatch.setattr(assemble, "build_model", refuse)
+    with pytest.raises(ConfigError) as err:
+        resolve(compose_config(overrides))
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_malformed_composition_on_the_command_line_is_one_line_and_status_2(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for overrides, line in ((["merge=rlt+"], "vidtldr.eval: error: merge=rlt+: a part of the composition is empty; "),
+                            (["merge=rlt+vidtldr", "merge.rlt=5"], "vidtldr.eval: error: merge.rlt=5: expected the "
+                                                                   "settings of rlt")):
+        proc = subprocess.run([sys.executable, "-m", "vidtldr.eval", *overrides, f"hydra.run.dir={tmp_path / 'run'}",
+                               f"paths.cache={tmp_path / 'cache'}"], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        (only,) = proc.stderr.strip().splitlines()
+        assert only.startswith(line), only
+    assert not (tmp_path / "cache" / "features").exists()
+
+
 def test_composition_resolves_with_defaults_and_each_part_keeps_its_budget():
     spec = resolve_model(compose_config(["merge=rlt+vidtldr"]))
     assert spec.merge == "rlt+vidtldr" and spec.schedule == [48, 24, 0, 0]  # the tiny model's vid-TLDR schedule

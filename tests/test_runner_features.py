@@ -173,8 +173,12 @@ def test_a_shard_of_another_rank_is_read_or_its_absence_named(tmp_path):
     assert torch.equal(load_shared_shard(cache, "clip1")["tokens"], torch.ones(2, 3))
     with pytest.raises(VidtldrError) as error:
         load_shared_shard(cache, "clip7")
+    # the folder may be the feature cache or, with cache.enabled=false, the run's scratch folder:
+    # both settings are named (ranks given different run folders meet this)
     assert str(error.value) == (f"the features of video 'clip7' are missing or unreadable in {cache.dir}: another "
-                                "rank may have failed, or the cache folder is not on a disk all ranks see")
+                                "rank may have failed, or that folder is not on a disk all ranks see (the feature "
+                                "cache, paths.cache=; with cache.enabled=false the run folder, hydra.run.dir=, which "
+                                "every rank must be given)")
 
 
 def test_an_encoder_returning_fewer_videos_than_it_was_given_is_an_error(clips, tmp_path):

@@ -219,6 +219,23 @@ def test_budget_below_every_schedule_is_a_clear_error(cache, tmp_path):
         run_tune(_cfg(cache, "budget.ratio=0.5", "tune.metric=recall"), tmp_path)
 
 
+def test_merge_none_lists_every_registered_reducer_even_a_new_one(tmp_path, monkeypatch):
+    # before: "choose merge=vidtldr (or tome, random, repshift)", four names written by hand
+    from vidtldr.reduce.base import REDUCERS, Reducer, discover_reducers
+
+    discover_reducers()  # the package's own reducers first, then one more
+    fresh = type("FreshForTune", (Reducer,), {"need": None, "match_on": None, "tracks_sizes": False})
+    monkeypatch.setitem(REDUCERS, "fresh_for_tune", fresh)
+    with pytest.raises(ConfigError) as err:
+        run_tune(_cfg(tmp_path, "merge=none", "budget.ratio=0.5"), tmp_path / "run")
+    message = str(err.value)
+    assert message.startswith("merge=none has no schedule to tune; accepted: merge=<reducer> with a reducer of ")
+    listed = message.rsplit(" of ", 1)[1].split(", ")
+    assert {"fresh_for_tune", "pitome", "rlt", "tome", "vidtldr", "visionzip"} <= set(listed)
+    assert "none" not in listed and listed == sorted(listed)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_command_line_needs_only_the_budget(cache, tmp_path):
     env = {**__import__("os").environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

@@ -44,6 +44,28 @@ def register_merge_compositions() -> None:
 register_merge_compositions()  # every Hydra entry point imports this module before composing
 
 
+def check_merge_choice(overrides: Sequence[str]) -> None:
+    """``merge=<name>`` must name a merge config (``configs/merge/``) or a composition ``A+B`` of two
+    of them. Hydra's own refusal of any other name (``merge=rlt+``, a typo) is many lines listing
+    every pair, then exit status 1; this is one line naming the value and what is accepted."""
+    for arg in overrides:
+        key, sep, value = arg.partition("=")
+        if key.lstrip("+") != "merge" or not sep:
+            continue
+        names = sorted(path.stem for path in (CONFIG_DIR / "merge").glob("*.yaml"))
+        if value in names or value in merge_compositions():
+            continue
+        accepted = f"accepted: {', '.join(names)}, or a composition A+B of two of them (e.g. rlt+vidtldr)"
+        parts = value.split("+")
+        if "" in parts:
+            raise ConfigError(f"merge={value}: a part of the composition is empty; {accepted}")
+        unknown = [part for part in parts if part not in names]
+        if unknown:
+            raise ConfigError(f"merge={value}: unknown reducer {unknown[0]!r}; {accepted}")
+        raise ConfigError(f"merge={value}: a composition on the command line is two different reducers "
+                          f"other than none; {accepted}")
+
+
 def compose_config(overrides: Sequence[str] = (), config_name: str = "config"):
     """``configs/<config_name>.yaml`` composed with ``overrides``, as the command line would.
     Inside a running Hydra app (already initialised) its search path is reused; otherwise Hydra is
@@ -53,6 +75,7 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config"):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    check_merge_choice(overrides)
     try:
         if GlobalHydra.instance().is_initialized():
             return compose(config_name=config_name, overrides=list(overrides))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable
 
-from vidtldr.config_utils import CONFIG_DIR, HYDRA_VERSION_BASE, check_run_location
+from vidtldr.config_utils import CONFIG_DIR, HYDRA_VERSION_BASE, check_merge_choice, check_run_location
 from vidtldr.errors import ConfigError, cli_guard
 
 # Keys renamed so that one concept has one name in every command (what one run executes is
@@ -42,6 +42,7 @@ def hydra_entry(config_name: str, prog: str, job: Callable[[Any], Any], *, run_f
 
     with cli_guard(prog):
         check_renamed(config_name, sys.argv[1:])
+        check_merge_choice(sys.argv[1:])
         if run_folder:
             check_run_location(sys.argv[1:])
     if not any(arg.startswith("hydra.job.name=") for arg in sys.argv[1:]):

@@ -20,7 +20,8 @@ from omegaconf import DictConfig
 
 from vidtldr.errors import cli_guard
 
-from vidtldr.config_utils import CONFIG_DIR, HYDRA_VERSION_BASE, check_run_location  # noqa: F401 (tests import it from here)
+from vidtldr.config_utils import CONFIG_DIR, HYDRA_VERSION_BASE, check_merge_choice
+from vidtldr.config_utils import check_run_location  # noqa: F401 (tests import it from here)
 
 SUMMARY = "evaluate a model with a token reducer on a dataset (retrieval or QA); writes record.json"
 
@@ -93,6 +94,7 @@ def main() -> None:
     """Console entry point (``python -m vidtldr.eval`` and ``vidtldr-eval``)."""
     with cli_guard("vidtldr.eval"):
         check_run_location(sys.argv[1:])
+        check_merge_choice(sys.argv[1:])
     sys.argv.extend(rank_overrides())
     _hydra_main()
 

@@ -22,13 +22,21 @@ from vidtldr.errors import ConfigError
 from vidtldr.reduce.base import ReductionState, Reducer
 
 
-def check_parts(name: str, classes: list[type]) -> None:
-    """A ConfigError naming ``merge=<name>`` unless it is input-level parts followed by one in-block part."""
+def check_shape(name: str) -> None:
+    """A ConfigError naming ``merge=<name>`` unless it is two or more non-empty parts, none of them
+    ``none`` (checked before any part is looked up: ``rlt+`` is a malformed name, not a reducer '')."""
     parts = name.split("+")
     if len(parts) < 2 or "" in parts:
-        raise ConfigError(f"merge={name}: a composition is A+B (input-level reducers, then one in-block reducer)")
+        raise ConfigError(f"merge={name}: a composition is A+B (input-level reducers, then one in-block "
+                          "reducer), e.g. rlt+vidtldr; a part is empty")
     if "none" in parts:
         raise ConfigError(f"merge={name}: 'none' cannot be part of a composition")
+
+
+def check_parts(name: str, classes: list[type]) -> None:
+    """A ConfigError naming ``merge=<name>`` unless it is input-level parts followed by one in-block part."""
+    check_shape(name)
+    parts = name.split("+")
     for part, cls in zip(parts[:-1], classes[:-1], strict=True):
         if not cls.input_level:
             raise ConfigError(f"merge={name}: {part} acts inside the blocks; only an input-level reducer "
@@ -54,9 +62,10 @@ def check_chain_args(name: str, classes: list[type], args: dict) -> None:
                           f"it takes merge.r{''.join(', merge.' + k for k in accepted)}")
     for part, cls in zip(parts[:-1], classes[:-1], strict=True):
         given = args.get(part) or {}
-        if not isinstance(given, dict):
-            raise ConfigError(f"merge.{part}: expected the settings of {part} (e.g. merge.{part}.r=0.3), got {given!r}")
         own = ["r", *part_keywords(cls)]
+        if not isinstance(given, dict):
+            raise ConfigError(f"merge.{part}={given}: expected the settings of {part}, e.g. merge.{part}.r=0.3; "
+                              f"{part} takes {', '.join(f'merge.{part}.{k}' for k in own)}")
         extra = sorted(set(given) - set(own))
         if extra:
             raise ConfigError(f"merge={name}: unknown key(s) {', '.join(f'merge.{part}.{k}' for k in extra)}; "
@@ -122,8 +131,8 @@ def build_chain(name: str, schedule: list | None = None, **kwargs) -> Chain:
     """The composition ``name`` (``A+B``): the in-block part runs ``schedule`` with the top-level
     keywords, each input-level part its own ``kwargs[part]`` (``r`` + keywords, else its config's)."""
     from vidtldr.reduce.base import reducer_class
-    from vidtldr.reduce.schedule import parse_schedule
 
+    check_shape(name)
     parts = name.split("+")
     classes = [reducer_class(part) for part in parts]
     check_parts(name, classes)
@@ -133,8 +142,20 @@ def build_chain(name: str, schedule: list | None = None, **kwargs) -> Chain:
     for part in parts[:-1]:
         own = {**_config_defaults(part), **(kwargs.pop(part, None) or {})}
         r = own.pop("r", None)
-        inputs.append(reducer_class(part)(parse_schedule(r, depth), **own))
+        inputs.append(reducer_class(part)(_part_schedule(part, r, depth), **own))
     return Chain(name, inputs, reducer_class(parts[-1])(schedule, **kwargs))
+
+
+def _part_schedule(part: str, r, depth: int) -> list:
+    """An input-level part's ``merge.<part>.r`` as a schedule; a mistake names that key (the schedule
+    parser names ``merge.r``, which is the in-block part's)."""
+    from vidtldr.errors import ScheduleError
+    from vidtldr.reduce.schedule import parse_schedule
+
+    try:
+        return parse_schedule(r, depth)
+    except ScheduleError as exc:
+        raise ScheduleError(str(exc).replace("merge.r", f"merge.{part}.r", 1)) from None
 
 
 def _config_defaults(part: str) -> dict:
@@ -155,5 +176,6 @@ def composition_class(name: str) -> type[Chain]:
     where it stands (input-level parts first, one in-block part last)."""
     from vidtldr.reduce.base import reducer_class
 
+    check_shape(name)
     check_parts(name, [reducer_class(part) for part in name.split("+")])
     return Chain

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 from vidtldr.run import distributed as D
 from vidtldr.run.cache import FeatureCache
 from vidtldr.data.dataset import SkippedVideo, VideoDataset, make_loader
-from vidtldr.errors import VidtldrError
+from vidtldr.errors import ConfigError, VidtldrError
 
 log = logging.getLogger(__name__)
 
@@ -161,13 +162,29 @@ def token_counts_by_video(features: VideoFeatures) -> dict[str, list[int]]:
     return counts if len({tuple(c) for c in counts.values()}) > 1 else {}
 
 
+def exchange_cache(cache: FeatureCache, scratch: Optional[Path], needed: bool) -> FeatureCache:
+    """The cache features pass through on disk when ``needed`` (the ranks of a data-parallel run
+    exchange them; the token store is packed from shards): the feature cache itself, or, when the
+    user turned it off (``cache.enabled=false``), a cache with the same key in ``scratch`` (the
+    runner's ``<run folder>/.scratch_features``, removed at the end of the run)."""
+    if not needed or cache.enabled:
+        return cache
+    if scratch is None:  # the runner always passes one: only a direct caller can get here
+        raise ConfigError("cache.enabled=false: this run exchanges features on disk (several ranks, or "
+                          "eval.token_store=disk) and was given no scratch folder; pass scratch=<a folder every "
+                          "rank sees> or set cache.enabled=true")
+    return FeatureCache(scratch, cache.key)
+
+
 def load_shared_shard(cache: FeatureCache, key: str) -> dict:
     """Another rank's features for video ``key`` from the shared cache; a clear error if its shard is
-    missing or unreadable (that rank failed, or the cache folder is not shared between ranks)."""
+    missing or unreadable (that rank failed, or the folder is not shared between ranks)."""
     shard = cache.load(key)
     if shard is None:
         raise VidtldrError(f"the features of video {key!r} are missing or unreadable in {cache.dir}: another "
-                           "rank may have failed, or the cache folder is not on a disk all ranks see")
+                           "rank may have failed, or that folder is not on a disk all ranks see (the feature "
+                           "cache, paths.cache=; with cache.enabled=false the run folder, hydra.run.dir=, which "
+                           "every rank must be given)")
     return shard
 
 

@@ -13,14 +13,13 @@ from tqdm.auto import tqdm
 
 from vidtldr.run import distributed as D
 from vidtldr.run.cache import FeatureCache
-from vidtldr.errors import ConfigError
 from vidtldr.data.annotations import QASplit
 from vidtldr.tasks.metrics import qa_accuracy
 from vidtldr.models.precision import model_device
 from vidtldr.models.tokenizer import tokenize, tokenize_answers
 from vidtldr.tasks.qa import question_states_grouped, rank_from_states, rank_questions
 from vidtldr.run.frame_cache import frame_cache_from
-from vidtldr.run.runner_features import (all_ranks_outcome, first_path_of, frames_entry, load_shared_shard, stack,
+from vidtldr.run.runner_features import (all_ranks_outcome, exchange_cache, first_path_of, frames_entry, load_shared_shard, stack,
                                          token_counts_by_video, token_counts_of, unique_in_order, video_features)
 from vidtldr.run.runner_subset import subset_qa
 from vidtldr.run.settings import RunSettings
@@ -67,11 +66,7 @@ def run_qa(model, tokenizer, reducer, split: QASplit, *, spec, video_cache: Feat
         # clone: a contiguous() row would still save the whole batch's storage into each shard
         return [{"tokens": tokens[i].clone(), "token_counts": counts} for i in range(tokens.shape[0])]
 
-    shared = video_cache
-    if dist_ctx.enabled and not video_cache.enabled:  # ranks exchange features through disk
-        if scratch is None:
-            raise ConfigError("a data-parallel QA run needs the feature cache or a scratch folder")
-        shared = FeatureCache(scratch, video_cache.key)
+    shared = exchange_cache(video_cache, scratch, needed=dist_ctx.enabled)
     start = time.perf_counter()
     order = unique_in_order(split.video_names)
     path_of = first_path_of(split.video_names, split.videos)

@@ -16,7 +16,6 @@ from tqdm.auto import tqdm
 from vidtldr.run import distributed as D
 from vidtldr.run.cache import FeatureCache
 from vidtldr.data.annotations import RetrievalSplit
-from vidtldr.errors import ConfigError
 from vidtldr.run.feature_store import TokenStore, build_from_cache, store_dir
 from vidtldr.tasks.metrics import retrieval_metrics
 from vidtldr.models.tokenizer import tokenize
@@ -26,7 +25,7 @@ from vidtldr.cost.text import text_dims
 from vidtldr.cost.vision import reducer_cost, vision_dims
 from vidtldr.tasks.itm import pairwise_pairs, rerank
 from vidtldr.run.frame_cache import frame_cache_from
-from vidtldr.run.runner_features import (VideoFeatures, all_ranks_outcome, first_path_of, frames_entry, load_shared_shard, stack,
+from vidtldr.run.runner_features import (VideoFeatures, all_ranks_outcome, exchange_cache, first_path_of, frames_entry, load_shared_shard, stack,
                                            token_counts_by_video, token_counts_of, unique_in_order, video_features)
 from vidtldr.run.runner_subset import subset_retrieval
 from vidtldr.run.settings import RunSettings
@@ -162,12 +161,8 @@ def _shared_caches(mode: str, video_cache: FeatureCache, text_cache: FeatureCach
                    scratch: Path | None) -> tuple[FeatureCache, FeatureCache]:
     """The caches the ranks exchange features through, and the store is packed from: the on-disk cache,
     or, when the user turned it off, a run-scoped scratch cache (removed by the runner)."""
-    shared_video, shared_text = video_cache, text_cache
-    if (mode == "disk" or dist_ctx.enabled) and not video_cache.enabled:
-        shared_video = FeatureCache(_need(scratch), video_cache.key)
-    if dist_ctx.enabled and not text_cache.enabled:
-        shared_text = FeatureCache(_need(scratch), text_cache.key)
-    return shared_video, shared_text
+    return (exchange_cache(video_cache, scratch, needed=mode == "disk" or dist_ctx.enabled),
+            exchange_cache(text_cache, scratch, needed=dist_ctx.enabled))
 
 
 def _text_features_once(model, tokenizer, texts, max_txt_l: int, batch: int, cache: FeatureCache,
@@ -276,8 +271,3 @@ def _itm(model, i2t_emb, text, vision_tokens, engine: str, k_test: int, chunk: i
             scores.stats = scores.stats.add(other)
     return scores
 
-
-def _need(scratch: Path | None) -> Path:
-    if scratch is None:
-        raise ConfigError("the feature store needs the feature cache (cache.enabled=true) or a scratch folder")
-    return Path(scratch)

@@ -54,16 +54,11 @@ class TaskJob:
         results are cached by the video file's identity. Returns ``(features, skipped, decoded,
         from_cache)``: ``features.by_key[name]`` is the dict ``encode`` made for it (every rank's
         videos under torch.distributed), ``skipped`` the unreadable videos (``data.on_error=skip``)."""
-        from vidtldr.errors import ConfigError
         from vidtldr.run.frame_cache import frame_cache_from
-        from vidtldr.run.runner_features import (all_ranks_outcome, first_path_of, load_shared_shard,
+        from vidtldr.run.runner_features import (all_ranks_outcome, exchange_cache, first_path_of, load_shared_shard,
                                                  unique_in_order, video_features)
 
-        shared = self.video_cache
-        if self.dist_ctx.enabled and not self.video_cache.enabled:  # ranks exchange features through disk
-            if self.scratch is None:
-                raise ConfigError("a data-parallel run needs the feature cache or a scratch folder")
-            shared = FeatureCache(self.scratch, self.video_cache.key)
+        shared = exchange_cache(self.video_cache, self.scratch, needed=self.dist_ctx.enabled)
         order = unique_in_order(list(names))
         path_of = first_path_of(list(names), list(paths))
         shared.bind_sources(path_of)

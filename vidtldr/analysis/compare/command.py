@@ -405,8 +405,9 @@ def run_compare(cfg: DictConfig, run_dir: str | Path) -> dict:
     else:
         from vidtldr.analysis.search.fidelity import prepare
 
-        session = prepare(with_merge_node(cfg, "none", None))
         metric = opts["fidelity_metric"]
+        # a top-k overlap undefined for this many videos is refused here, before the model is built
+        session = prepare(with_merge_node(cfg, "none", None), metric=metric, metric_key="compare.fidelity_metric")
     for i, row in enumerate(tqdm(todo, desc="compare", unit="reducer")):
         if labelled:
             with quiet_after_first(i):

@@ -237,11 +237,12 @@ def gallery_size(videos: int, captions: bool) -> int:
     return videos if captions else videos - 1
 
 
-def check_rankable(collection: Collection, videos: int, metric: Optional[str], ks: Sequence[int]) -> None:
-    """Rankings need a gallery of at least 2 items, and ``metric`` (a tune objective) must be defined
-    for this many: ``itc_top{k}_overlap`` says nothing unless k is below the gallery size (and in
-    ``tune.ks``). Checked on the listed collection before the model is built, and again on the
-    videos that decoded."""
+def check_rankable(collection: Collection, videos: int, metric: Optional[str], ks: Sequence[int],
+                   metric_key: str = "tune.metric") -> None:
+    """Rankings need a gallery of at least 2 items, and ``metric`` (the option ``metric_key``: a tune
+    objective, compare's fidelity metric) must be defined for this many: ``itc_top{k}_overlap`` says
+    nothing unless k is below the gallery size (and in ``tune.ks``). Checked on the listed collection
+    before the model is built, and again on the videos that decoded."""
     captions = bool(collection.texts)
     gallery = gallery_size(videos, captions)
     rows = "each caption ranks the videos" if captions else "each video ranks the other videos"
@@ -253,10 +254,10 @@ def check_rankable(collection: Collection, videos: int, metric: Optional[str], k
     k = int(metric[len("itc_top"):-len("_overlap")])
     defined = ", ".join(m for m in _defined_metrics(gallery, ks))
     if k >= gallery:
-        raise ConfigError(f"tune.metric={metric}: undefined for {videos} videos ({rows}: every one is in every "
+        raise ConfigError(f"{metric_key}={metric}: undefined for {videos} videos ({rows}: every one is in every "
                           f"top-{k}); accepted here: {defined}")
     if k not in ks:
-        raise ConfigError(f"tune.metric={metric}: k={k} is not in tune.ks={list(ks)}; accepted here: {defined}")
+        raise ConfigError(f"{metric_key}={metric}: k={k} is not in tune.ks={list(ks)}; accepted here: {defined}")
 
 
 def _defined_metrics(gallery: int, ks: Sequence[int]) -> list[str]:
@@ -276,9 +277,11 @@ def check_retrieval_family(spec) -> None:
                           "schedules with evaluation runs instead")
 
 
-def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10), metric: Optional[str] = None) -> Session:
+def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10), metric: Optional[str] = None,
+            metric_key: str = "tune.metric") -> Session:
     """Resolve ``cfg`` like the evaluation, decode the collection, get the unreduced features;
-    ``metric``: the objective a search will use (checked to be defined for this collection)."""
+    ``metric``: the objective a search (or a comparison) will use, given as option ``metric_key``
+    (checked to be defined for this collection before the model is built)."""
     from vidtldr.config_values import integers
     from vidtldr.data.annotations import load_split, video_root
     from vidtldr.run import adjust
@@ -309,12 +312,12 @@ def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10), metric: Optional
             raise MissingFilesError(f"checkpoint {spec.checkpoint} does not exist (model.checkpoint=/path to choose one)")
         collection = folder_collection(folder, spec.limit)
     ks = integers("tune.ks" if metric else "fidelity.ks", ks)
-    check_rankable(collection, len(collection.keys), metric, ks)  # before the model is built
+    check_rankable(collection, len(collection.keys), metric, ks, metric_key)  # before the model is built
     spec = dataclasses.replace(spec, task="retrieval", heads="retrieval")
     model, _, _ = build(spec, arch_cfg)
     img_size = arch_cfg.vision.img_size
     keys, frames, skipped = _decode(collection, spec, img_size)
-    check_rankable(collection, len(keys), metric, ks)  # unreadable videos were skipped
+    check_rankable(collection, len(keys), metric, ks, metric_key)  # unreadable videos were skipped
     none_spec = dataclasses.replace(spec, merge="none", schedule=[])
     annotation = input_checksums(spec)["annotation"]["sha256"] if collection.texts else None
     video_cache, text_cache = feature_caches(none_spec, arch_cfg, weights_id(spec, checkpoint_entry(spec)), None,

@@ -161,15 +161,16 @@ def check_options(cfg: DictConfig) -> tuple[str, list[str]]:
     opts = cfg.tune
     metric = choice("tune.metric", opts.metric, METRICS)
     primary = str(cfg.merge.name)
+    known = sorted(n for n in discover_reducers() if n != "none")  # the registry: a new reducer is listed
     if primary == "none":
-        raise ConfigError("merge=none has no schedule to tune; choose merge=vidtldr (or tome, random, repshift)")
+        raise ConfigError(f"merge=none has no schedule to tune; accepted: merge=<reducer> with a reducer of "
+                          f"{', '.join(known)}")
     integer("tune.max_evals", opts.max_evals, low=1)
     integer("tune.seed", opts.seed, low=0)
     integers("tune.ks", opts.get("ks", [1, 5, 10]))
     given = plain(opts.get("compare")) or []
     if not isinstance(given, list):
         given = [given]
-    known = sorted(n for n in discover_reducers() if n != "none")
     for name in given:
         if name == "none":
             raise ConfigError(f"tune.compare={shown(given)}: none is the unreduced model, every candidate is measured "
