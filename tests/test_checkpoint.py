@@ -8,6 +8,9 @@ import torch
 from vidtldr.errors import CheckpointError
 from vidtldr.models import build_model, config_from_official, load_checkpoint
 from vidtldr.models.checkpoint import prepare_state_dict, read_state_dict, remap_pretrained, save_safetensors
+from vidtldr.models.umt import UMTFamily
+
+UMT = UMTFamily()  # loads as the evaluation does: drops the keys the official loader ignores
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +160,7 @@ def test_pretrained_remap_for_retrieval(fixture_dir, tmp_path):
     model = _model(fixture_dir)
     msg = _error(model, path)  # given as fine-tuned: refused with a pointer to kind="pretrained"
     assert "kind='pretrained'" in msg
-    report = load_checkpoint(model, path, kind="pretrained")
+    report = UMT.load_weights(model, path, kind="pretrained")
     _assert_loaded(model, _official(fixture_dir))
     assert "vision_encoder.clip_decoder.0.head.weight" in report.ignored
     assert "clip_teacher.proj" in report.ignored
@@ -169,7 +172,7 @@ def test_pretrained_remap_derives_the_qa_decoder(fixture_dir, tmp_path):
     path = tmp_path / "pretrained.pth"
     torch.save(pretrained, path)
     model = _model(fixture_dir, "qa")
-    report = load_checkpoint(model, path, kind="pretrained")
+    report = UMT.load_weights(model, path, kind="pretrained")
     sd = model.state_dict()
     fusion = model.cfg.text.fusion_layer  # 2 of 4 layers: decoder = copies of layers 2, 3
     assert model.cfg.decoder_layers == 2
@@ -261,10 +264,11 @@ def test_unexpected_keys_are_refused_for_every_task_and_kind(fixture_dir, task, 
     else:
         sd = _official(fixture_dir, "checkpoint.pth" if task == "retrieval" else "qa_checkpoint.pth")
     model = MODELS.get(task) or MODELS.setdefault(task, _model(fixture_dir, task))
-    prepare_state_dict(model, sd, kind=kind)  # the file as it is loads
+    ignored = UMT.ignored_keys[(task, kind)]
+    prepare_state_dict(model, sd, kind=kind, ignored=ignored)  # the file as it is loads
     sd[key] = torch.zeros(2)
     with pytest.raises(CheckpointError) as info:
-        prepare_state_dict(model, sd, kind=kind, source="near_miss.pth")
+        prepare_state_dict(model, sd, kind=kind, source="near_miss.pth", ignored=ignored)
     msg = str(info.value)
     # (the QA pre-trained remap moves text_encoder.* keys to the answer decoder before validation)
     shown = key.replace("text_encoder.", "text_decoder.") if (task, kind) == ("qa", "pretrained") else key
@@ -275,9 +279,24 @@ def test_allow_listed_keys_are_dropped_and_reported_not_loaded(fixture_dir):
     sd = _official(fixture_dir)
     sd["clip_teacher.proj"] = torch.zeros(3)
     sd["vision_encoder.clip_decoder.1.head.bias"] = torch.zeros(3)
-    clean, report = prepare_state_dict(_model(fixture_dir), sd, kind="finetuned", source="x.pth")
+    clean, report = prepare_state_dict(_model(fixture_dir), sd, kind="finetuned", source="x.pth",
+                                       ignored=UMT.ignored_keys[("retrieval", "finetuned")])
     assert sorted(report.ignored) == ["clip_teacher.proj", "vision_encoder.clip_decoder.1.head.bias"]
     assert set(clean) == set(_official(fixture_dir)) and report.loaded == len(clean)
+
+
+def test_the_loader_drops_only_what_the_family_passes(fixture_dir, tmp_path):
+    # The strict loader has no list of its own: the UMT family's lists are what make the official
+    # files' training-only keys loadable, per head set and kind.
+    sd = _official(fixture_dir)
+    sd["clip_teacher.proj"] = torch.zeros(3)
+    path = tmp_path / "with_teacher.pth"
+    torch.save({"model": sd}, path)
+    with pytest.raises(CheckpointError, match=r"1 unexpected key\(s\):\n    clip_teacher.proj"):
+        load_checkpoint(_model(fixture_dir), path)
+    model = _model(fixture_dir)
+    assert UMT.load_weights(model, str(path), "finetuned").ignored == ["clip_teacher.proj"]
+    _assert_loaded(model, _official(fixture_dir))
 
 
 def test_absent_position_ids_are_filled_with_their_default_and_reported(fixture_dir):

@@ -8,9 +8,10 @@
   text keys and, for QA, the answer decoder is derived from the pre-trained text encoder
   (embeddings, MLM head, and layers >= fusion_layer renumbered from 0).
 * Validation is strict: a missing, unexpected or mis-shaped key is a :class:`CheckpointError`
-  naming the file and listing the keys. The only keys dropped without error are the
-  :data:`IGNORED_PREFIXES` the official loader ignores on purpose (``strict=False`` there), and
-  they are reported in the returned :class:`LoadReport`.
+  naming the file and listing the keys. The only keys dropped without error are the ``ignored``
+  prefixes the caller passes, i.e. what the backbone family says its official loader ignores on
+  purpose for the model's head set and the checkpoint kind (UMT: ``UMTFamily.ignored_keys``, the
+  ``strict=False`` of the official code); they are reported in the returned :class:`LoadReport`.
 * Two kinds of key may be absent and are filled, also reported: the ``position_ids`` buffers
   (deterministic ``arange``; newer transformers versions stopped saving them) and one name of a
   tied pair when the other name is present (they are one tensor in the model).
@@ -31,19 +32,6 @@ from vidtldr.errors import CheckpointError
 
 Kind = Literal["finetuned", "pretrained"]
 KINDS = ("finetuned", "pretrained")
-
-# Keys the official evaluation ignores on purpose (load_state_dict(strict=False)), by model task
-# and checkpoint kind. Matched as prefixes (a trailing "." ends a module name; "temp" is exact).
-IGNORED_PREFIXES: dict[tuple[str, str], tuple[str, ...]] = {
-    # CLIP-distillation decoders / teacher exist only in pre-training (clip_return_layer > 0).
-    ("retrieval", "finetuned"): ("vision_encoder.clip_decoder.", "clip_teacher."),
-    ("qa", "finetuned"): ("vision_encoder.clip_decoder.", "clip_teacher."),
-    # Pre-trained files also carry the MLM head, which retrieval never uses.
-    ("retrieval", "pretrained"): ("vision_encoder.clip_decoder.", "clip_teacher.", "text_encoder.cls."),
-    # UMT_QA has no pool_norm and deletes the retrieval heads; the MLM head moves to the decoder.
-    ("qa", "pretrained"): ("vision_encoder.clip_decoder.", "clip_teacher.", "vision_encoder.pool_norm.",
-                           "vision_proj.", "text_proj.", "itm_head.", "temp"),
-}
 
 _MAX_LISTED = 25
 _CONVERT_HINT = ("vidtldr reads .pth files with torch.load(weights_only=True) and never executes pickled "
@@ -231,6 +219,8 @@ def _check_kind(sd: Mapping[str, torch.Tensor], kind: Kind, source: str) -> None
 
 
 def _drop_ignored(sd: dict, prefixes: Sequence[str], report: LoadReport) -> None:
+    """Drop the keys ``prefixes`` name: a prefix that ends with "." names a module (every key under
+    it), any other only the key itself (``temp``)."""
     for key in list(sd):
         if any(key == p or (p.endswith(".") and key.startswith(p)) for p in prefixes):
             report.ignored.append(key)
@@ -274,9 +264,10 @@ def _key_problems(sd: dict, expected: Mapping[str, torch.Tensor], task: str, kin
 
 
 def prepare_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], kind: Kind = "finetuned",
-                       source: str = "<state_dict>") -> tuple[dict, LoadReport]:
-    """Remap (pre-trained), drop allow-listed keys, fill defaults, and validate against ``model``.
-    Returns the state_dict ready for ``load_state_dict(strict=True)`` and a report."""
+                       source: str = "<state_dict>", ignored: Sequence[str] = ()) -> tuple[dict, LoadReport]:
+    """Remap (pre-trained), drop the ``ignored`` keys (prefixes: the family's list for this head set
+    and kind), fill defaults, and validate against ``model``. Returns the state_dict ready for
+    ``load_state_dict(strict=True)`` and a report."""
     if kind not in KINDS:
         raise CheckpointError(f"checkpoint kind must be one of {KINDS}, got {kind!r}")
     task = _model_task(model)
@@ -287,7 +278,7 @@ def prepare_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
         before = set(sd)
         sd = remap_pretrained(sd, task, model.cfg.text.fusion_layer)
         report.remapped = len(set(sd) - before)
-    _drop_ignored(sd, IGNORED_PREFIXES[(task, kind)], report)
+    _drop_ignored(sd, ignored, report)
     expected = model.state_dict(keep_vars=True)
     _fill_tied_and_defaults(model, sd, expected, source, report)
     problems, hint = _key_problems(sd, expected, task, kind)
@@ -298,16 +289,19 @@ def prepare_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
     return sd, report
 
 
-def load_checkpoint(model: nn.Module, path: str | Path, kind: Kind = "finetuned") -> LoadReport:
+def load_checkpoint(model: nn.Module, path: str | Path, kind: Kind = "finetuned",
+                    ignored: Sequence[str] = ()) -> LoadReport:
     """Load an official UMT checkpoint into ``model`` strictly; returns a :class:`LoadReport`.
 
     ``kind="finetuned"``: keys must already be in the model's layout (official evaluate mode);
     ``kind="pretrained"``: a pre-training checkpoint, remapped as the official zero-shot loader does.
+    ``ignored``: key prefixes dropped (and reported) instead of refused; the family passes its list
+    (``get_family("umt").load_weights(model, path, kind)`` loads as the evaluation does).
     Raises :class:`CheckpointError` for unreadable files and any key/shape mismatch.
     """
     path = Path(path)
     raw, fmt = read_state_dict(path)
-    sd, report = prepare_state_dict(model, raw, kind=kind, source=str(path))
+    sd, report = prepare_state_dict(model, raw, kind=kind, source=str(path), ignored=ignored)
     report.format = fmt
     try:
         model.load_state_dict(sd, strict=True)
@@ -329,4 +323,4 @@ def save_safetensors(state_dict: Mapping[str, torch.Tensor], path: str | Path,
 
 
 __all__ = ["load_checkpoint", "read_state_dict", "prepare_state_dict", "remap_pretrained", "save_safetensors",
-           "LoadReport", "IGNORED_PREFIXES", "looks_pretrained"]
+           "LoadReport", "looks_pretrained"]

@@ -8,7 +8,7 @@ retrieval; ``vision_encoder`` (no pool_norm), ``text_encoder``, ``text_decoder``
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Union
+from typing import ClassVar, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -183,6 +183,20 @@ class UMTFamily(BackboneFamily):
 
     heads = TASKS
 
+    #: Keys the official evaluation ignores on purpose (``load_state_dict(strict=False)`` there), by head
+    #: set and checkpoint kind; passed to the strict loader, which drops and reports them. Prefixes: a
+    #: trailing "." names a module, anything else one key ("temp").
+    ignored_keys: ClassVar[dict[tuple[str, str], tuple[str, ...]]] = {
+        # CLIP-distillation decoders / teacher exist only in pre-training (clip_return_layer > 0).
+        ("retrieval", "finetuned"): ("vision_encoder.clip_decoder.", "clip_teacher."),
+        ("qa", "finetuned"): ("vision_encoder.clip_decoder.", "clip_teacher."),
+        # Pre-trained files also carry the MLM head, which retrieval never uses.
+        ("retrieval", "pretrained"): ("vision_encoder.clip_decoder.", "clip_teacher.", "text_encoder.cls."),
+        # UMT_QA has no pool_norm and deletes the retrieval heads; the MLM head moves to the decoder.
+        ("qa", "pretrained"): ("vision_encoder.clip_decoder.", "clip_teacher.", "vision_encoder.pool_norm.",
+                               "vision_proj.", "text_proj.", "itm_head.", "temp"),
+    }
+
     def architecture(self, arch: str, heads: str, num_frames: Optional[int] = None) -> UMTConfig:
         return load_architecture(arch, task=self.check_heads(heads, f"architecture {arch!r}"), num_frames=num_frames)
 
@@ -196,7 +210,8 @@ class UMTFamily(BackboneFamily):
     def load_weights(self, model: UMTModel, path: str, kind: str):
         from vidtldr.models.checkpoint import load_checkpoint
 
-        return load_checkpoint(model, path, kind=kind)
+        heads = getattr(getattr(model, "cfg", None), "task", None)  # the loader refuses a model without one
+        return load_checkpoint(model, path, kind=kind, ignored=self.ignored_keys.get((heads, kind), ()))
 
 
 __all__ = ["UMTRetrieval", "UMTQA", "UMTModel", "build_model", "UMTFamily"]
