@@ -1,12 +1,13 @@
 """Retrieval metrics (official itm_eval semantics) and QA accuracy."""
 
+import math
 import random
 
 import numpy as np
 import pytest
 import torch
 
-from vidtldr.tasks.metrics import OFFICIAL_KEYS, qa_accuracy, retrieval_metrics
+from vidtldr.tasks.metrics import OFFICIAL_KEYS, number, qa_accuracy, retrieval_metrics
 
 
 def _scores_with_ranks(ranks, n_candidates, gt, seed=0):
@@ -235,3 +236,17 @@ def test_qa_accuracy_messages():
         qa_accuracy({"a": 1, "b": 2, "c": 3, "d": 4}, {1: "x", 2: "y", 3: "z", 4: "w"})
     assert str(info.value) == ("qa_accuracy: predictions for 4 question ids not in the gold set, e.g. "
                                "['a', 'b', 'c'] (gold ids look like [1, 2, 3])")
+
+
+def test_number_reads_a_table_cell_as_a_float_or_none():
+    # the table rows read each metric through number(): a missing or non-numeric value and pandas'
+    # NaN fill become an empty cell (None), not a "nan" that looks like a result
+    assert number(None) is None
+    assert number(float("nan")) is None and number(np.float32("nan")) is None and number("nan") is None
+    assert number("abc") is None and number("") is None  # ValueError
+    assert number({"r1": 1}) is None and number([1.0]) is None  # TypeError
+    assert number(47.25) == 47.25 and number("47.25") == 47.25 and number(np.float64(0.5)) == 0.5
+    out = number(3)
+    assert out == 3.0 and type(out) is float
+    assert number(0) == 0.0 and number("0") == 0.0  # a zero is a value, not a missing one
+    assert number(float("inf")) == math.inf and number("-inf") == -math.inf  # infinities are kept

@@ -208,3 +208,27 @@ def test_the_progress_bar_counts_videos_and_is_cleared_when_done(clips, tmp_path
     err = capsys.readouterr().err
     assert "video features:" in err and "0/3 " in err and "video/s" in err  # of 3 videos to encode
     assert not err.endswith("\n")  # leave=False: the bar is erased, not left in the log
+
+
+def test_ranks_exchange_features_through_the_cache_or_the_runs_scratch_folder(tmp_path):
+    from vidtldr.errors import ConfigError
+    from vidtldr.run.distributed import DistContext
+    from vidtldr.run.runner_features import exchange_cache
+    from vidtldr.run.task_run import TaskJob
+
+    key = {"model": "tiny", "merge": "none"}
+    on, off = FeatureCache(tmp_path / "cache", key), FeatureCache(tmp_path / "cache", key, enabled=False)
+    assert exchange_cache(on, tmp_path / "scratch", needed=True) is on  # the user's cache is shared already
+    assert exchange_cache(off, None, needed=False) is off  # one process, nothing exchanged
+    scratch = exchange_cache(off, tmp_path / "scratch", needed=True)
+    assert scratch.enabled and scratch.key == key and scratch.dir.parent == tmp_path / "scratch"
+    # without a scratch folder (the runner always gives <run folder>/.scratch_features): one line,
+    # before any video is decoded or any rank waits for another
+    job = TaskJob(task=None, model=None, tokenizer=None, reducer=None, split=None, spec=None, video_cache=off,
+                  text_cache=off, img_size=32, settings=None, dist_ctx=DistContext(rank=0, world_size=2))
+    with pytest.raises(ConfigError) as err:
+        job.cached_videos(["v0", "v1"], [str(tmp_path / "v0.mp4"), str(tmp_path / "v1.mp4")], encode=None)
+    assert str(err.value) == ("cache.enabled=false: this run exchanges features on disk (several ranks, or "
+                              "eval.token_store=disk) and was given no scratch folder; pass scratch=<a folder every "
+                              "rank sees> or set cache.enabled=true")
+

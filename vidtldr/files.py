@@ -1,7 +1,8 @@
 """Writing files: atomically, and with the permissions the process umask allows.
 
 Every file the project writes (``record.json``, ``results/*``, tune outputs, cache shards, generated
-data) goes through :func:`atomic_write_bytes` or :func:`atomic_output`: readers see the old file or
+data) goes through :func:`atomic_output` (or its wrappers :func:`atomic_write_bytes` and
+:func:`atomic_write_text`): readers see the old file or
 the complete new one, never half of it. The temporary file is created like any ``open(path, "w")``
 (mode 0666 minus the umask), so a cache or results folder shared by a group stays readable by it
 when the umask allows (``umask 002``), and private when the umask says so (``umask 077``)."""
@@ -37,58 +38,49 @@ def _create_temp(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
             continue
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one.
-    A full disk is a :class:`DiskFullError` naming ``path``, with the temporary file removed."""
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a new temporary file beside ``path`` (ending in ``suffix``, by default ``path``'s own, so
+    that a writer choosing its format by extension still can), flushed to the disk and moved onto
+    ``path`` when the block ends without error, removed otherwise (including on KeyboardInterrupt):
+    readers see the old file or the complete new one. A full disk is a :class:`DiskFullError`
+    naming ``path``. The one implementation of an atomic write (bytes, text, encoders, images)."""
     path = Path(path)
+    tmp = None
     try:
-        fd, tmp = _create_temp(path)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise DiskFullError(path) from None
-        raise
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        fd, tmp = _create_temp(path, suffix or path.suffix)
+        os.close(fd)
+        yield tmp
+        _sync(tmp)
         os.replace(tmp, path)
     except BaseException as exc:
-        # Whatever happened (including KeyboardInterrupt), never leave a half-written temp file.
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         if is_disk_full(exc):
             raise DiskFullError(path) from None
         raise
+
+
+def _sync(path: Path) -> None:
+    """Flush ``path``'s data to the disk before it is renamed into place (a crash right after the
+    rename must not leave an empty file under the final name)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through :func:`atomic_output`."""
+    with atomic_output(path, ".tmp") as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """For writers that need a file name (an encoder, an image library): yields a temporary path
-    beside ``path`` (ending in ``suffix`` so that a writer choosing its format by extension still
-    can), moved onto ``path`` when the block ends without error, removed otherwise."""
-    path = Path(path)
-    try:
-        fd, tmp = _create_temp(path, suffix or path.suffix)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise DiskFullError(path) from None
-        raise
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if is_disk_full(exc):
-            raise DiskFullError(path) from None
-        raise
 
 
 def temp_dir_beside(path: str | os.PathLike) -> Path:

@@ -9,22 +9,15 @@ finds the container from the content, not the name.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
 from vidtldr import jsonio
+from vidtldr.files import atomic_write_text
 
 # (clip index in tiny.CLIPS, class index): six videos, classes 0..3, one class twice, one portrait clip
 _LABELS = ((0, 2), (1, 0), (3, 1), (4, 2), (5, 3), (6, 0))
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def kinetics_rows() -> list[dict[str, Any]]:
@@ -58,8 +51,8 @@ def write_tiny_action(root: Path, cfg: dict, encoded: Sequence[Path]) -> dict[st
             shutil.copyfile(encoded[clip], video_dir / name)
             lines.append(f"{name} {label}")
             csv_lines.append(f"{class_names[label]},{row['youtube_id']},{row['time_start']},{row['time_end']},val")
-        _write_text(anno_dir / official, "\n".join(csv_lines) + "\n")
-        _write_text(anno_dir / classes, "\n".join(class_names) + "\n")
+        atomic_write_text(anno_dir / official, "\n".join(csv_lines) + "\n")
+        atomic_write_text(anno_dir / classes, "\n".join(class_names) + "\n")
     else:
         labels = {f"Doing tiny action {k} to something": str(k) for k in range(num_classes)}
         records = []
@@ -69,7 +62,7 @@ def write_tiny_action(root: Path, cfg: dict, encoded: Sequence[Path]) -> dict[st
             lines.append(f"{video_id}.webm {label}")
             records.append({"id": video_id, "label": f"doing tiny action {label} to a block",
                             "template": f"Doing tiny action {label} to [something]", "placeholders": ["a block"]})
-        _write_text(anno_dir / official, jsonio.dumps(records, indent=1) + "\n")
-        _write_text(anno_dir / classes, jsonio.dumps(labels, indent=1) + "\n")
-    _write_text(anno_dir / cfg["annotation"], "\n".join(lines) + "\n")
+        atomic_write_text(anno_dir / official, jsonio.dumps(records, indent=1) + "\n")
+        atomic_write_text(anno_dir / classes, jsonio.dumps(labels, indent=1) + "\n")
+    atomic_write_text(anno_dir / cfg["annotation"], "\n".join(lines) + "\n")
     return {"annotation": cfg["annotation"], "official": official, "classes": classes}

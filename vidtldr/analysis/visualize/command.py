@@ -48,6 +48,7 @@ import torch
 
 from vidtldr import jsonio
 from vidtldr.errors import VidtldrError, cli_guard
+from vidtldr.files import atomic_output
 from vidtldr.reduce.base import ReductionState, Reducer
 
 GAP = 4  # white pixels between the frames of a strip
@@ -233,9 +234,8 @@ def _save_png(array: np.ndarray, path: Path, title: str) -> Path:
 
     meta = PngImagePlugin.PngInfo()
     meta.add_text("Title", title)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(array).save(tmp, format="PNG", optimize=True, pnginfo=meta)
-    tmp.replace(path)  # atomic: a half-written image never has the final name
+    with atomic_output(path) as tmp:  # a half-written image never has the final name
+        Image.fromarray(array).save(tmp, format="PNG", optimize=True, pnginfo=meta)
     return path
 
 
@@ -278,13 +278,12 @@ def write_overview(vis: Visualization, path: Path, panel_px: int = 180, palette:
     fig.suptitle(textwrap.fill(vis.title, width=max(40, int(fig.get_figwidth() * dpi / 7.5))), fontsize=9)
     fig.text(0.5, 0.005, LEGEND, ha="center", va="bottom", fontsize=8)
     fig.tight_layout(rect=(0, 0.045, 1, 0.97))
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    if palette:  # 256 colours keep the README picture small; the heat map survives fine
-        with Image.open(tmp) as img:
-            img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(tmp, optimize=True)
-    tmp.replace(path)
+    with atomic_output(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=dpi)
+        plt.close(fig)
+        if palette:  # 256 colours keep the README picture small; the heat map survives fine
+            with Image.open(tmp) as img:
+                img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(tmp, optimize=True)
     return path
 
 
@@ -295,9 +294,8 @@ def write_gif(vis: Visualization, path: Path, ms_per_frame: int = 600) -> Path:
     rows = _rows(vis)
     images = [Image.fromarray(strip([panels[f] for _, panels in rows]))
               for f in range(vis.frames.shape[0])]
-    tmp = path.with_name(path.name + ".tmp")
-    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
     return path
 
 
