@@ -72,10 +72,14 @@ def test_boundaries_of_the_grammar():
     # more than no merging, and nothing in the grammar says which was meant
     assert tokens_to_remove(1, 10) == 1
     assert parse_schedule(2.0, 2) == [2, 2] and all(type(e) is int for e in parse_schedule(2.0, 2))
-    for one in (1.0, [0, 1.0]):
-        with pytest.raises(ScheduleError, match=r"1\.0 is ambiguous: a fraction must be below 1 .* costs more than "
-                                                "no merging .*write 1 for one token, or a fraction < 1"):
+    for one, where in ((1.0, "merge.r"), ([0, 1.0], "merge.r[1]")):
+        with pytest.raises(ScheduleError) as err:
             parse_schedule(one, 2)
+        # the whole sentence: both readings, why each is refused, and what to write instead
+        assert str(err.value) == (
+            f"{where}: 1.0 is ambiguous: a fraction must be below 1 (a block removes at most half of its tokens, "
+            "0.5), and as a count it removes 1 token per block, which costs more than no merging (the scoring and "
+            "matching are paid at every block); write 1 for one token, or a fraction < 1")
     assert parse_schedule([0, 3], 3) == [0, 3, 0] and parse_schedule(0.0, 2) == [0.0, 0.0]
     assert parse_schedule([1, 2, 3, 4], 4) == [1, 2, 3, 4]  # exactly one entry per block is fine
     assert parse_schedule((4, 0.0), 2) == [4, 4] and parse_schedule({"r": 4, "inflection": 0}, 1) == [4]
