@@ -151,8 +151,6 @@ def plan(table: str, backbones: Sequence[str] | None = None, datasets: Iterable[
 
 def missing_for(runs: Sequence[PlannedRun], common: Sequence[str] = ()) -> tuple[list[str], dict[str, str]]:
     """Every missing input over all planned runs (each listed once)."""
-    from omegaconf import OmegaConf
-
     from vidtldr.config_utils import compose_config
     from vidtldr.run.inputs import missing_inputs
     from vidtldr.run.runspec import resolve
@@ -162,8 +160,7 @@ def missing_for(runs: Sequence[PlannedRun], common: Sequence[str] = ()) -> tuple
     for run in runs:
         cfg = compose_config([*run.all_overrides(), *common])
         spec = resolve(cfg)
-        lines, helps = missing_inputs(spec, OmegaConf.to_container(cfg.dataset, resolve=True),
-                                      tokenizer_problem(cfg, spec))
+        lines, helps = missing_inputs(spec, spec.dataset_config, tokenizer_problem(spec))
         for line in lines:
             if line.startswith("checkpoint") and spec.checkpoint_from_zoo:
                 help_lines.setdefault("zoo", "checkpoints: " + helps["checkpoint"].split(": ", 1)[1]
@@ -178,19 +175,17 @@ def missing_for(runs: Sequence[PlannedRun], common: Sequence[str] = ()) -> tuple
     return list(missing), help_lines
 
 
-def tokenizer_problem(cfg, spec) -> Optional[str]:
+def tokenizer_problem(spec) -> Optional[str]:
     """Why the run's tokenizer vocabulary cannot be found (None when it can): every evaluation of a
-    plan would stop on it, so the plan's check lists it with the other missing inputs."""
-    from vidtldr.models.tokenizer import vocab_path
+    plan would stop on it, so the plan's check lists it with the other missing inputs. The tokenizer
+    is the one the assembler would load for the run."""
+    from vidtldr.run.assemble import tokenizer_vocab
     from vidtldr.tasks.base import get_task
 
     if not get_task(spec.task).uses_text:  # action recognition reads no text
         return None
-    name = cfg.model.get("tokenizer") or spec.umt_config().tokenizer
-    if not name:
-        return f"model={cfg.model.name}: no tokenizer named"
     try:
-        vocab_path(name)
+        tokenizer_vocab(spec, spec.arch_config())
     except ConfigError as exc:
         return str(exc).split(". ")[0]  # the runner's wording: what is missing, without the advice
     return None

@@ -112,7 +112,7 @@ def resolve_row_settings(table: str, dataset: str, backbone: str, method: str) -
     return {"schedule": list(spec.schedule), "num_frames": spec.num_frames, "k_test": spec.k_test,
             "max_txt_l": spec.max_txt_l, "max_q_len": spec.max_q_len, "max_a_len": spec.max_a_len,
             "checkpoint_file": Path(spec.checkpoint).name if spec.checkpoint else None,
-            "attention": str(cfg.eval.attention), "data_source": spec.data_source,
+            "attention": spec.settings.attention, "data_source": spec.data_source,
             **({"views": spec.views} if spec.views is not None else {})}
 
 

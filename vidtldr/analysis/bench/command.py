@@ -39,6 +39,7 @@ from vidtldr.errors import ConfigError
 from vidtldr.provenance import load_average
 from vidtldr.files import atomic_write_text
 from vidtldr.run.runspec import ModelSpec, resolve_model, with_merge
+from vidtldr.run.settings import resolve_settings
 
 #: Targets from the issue (UMT-B, 12 x 224^2, CPU). Reported, never asserted by tests.
 TARGETS = {
@@ -362,7 +363,7 @@ def main_cli(cfg) -> dict:
     if OmegaConf.is_config(gapped_r):
         gapped_r = OmegaConf.to_container(gapped_r)
     result = run_bench(cfg, reducers=reducers, attentions=attentions, baseline_r=baseline_r,
-                       repeats=int(cfg.repeats), warmup=int(cfg.warmup), batch=int(cfg.data.batch_size), device=device,
+                       repeats=int(cfg.repeats), warmup=int(cfg.warmup), batch=resolve_settings(cfg).batch_size, device=device,
                        autocast=bool(cfg.autocast), seed=int(cfg.seed), breakdown=bool(cfg.breakdown),
                        check_outputs=bool(cfg.check_outputs), profile=bool(cfg.get("profile", False)),
                        gapped_r=gapped_r, log=lambda m: print(m, file=sys.stderr, flush=True))

@@ -308,15 +308,15 @@ def run_bench(cfg, log=print) -> dict:
         log("the grouped engine on the pairwise run's inputs")
         txt2img = {j: j // texts_per_video for j in range(n_texts)}
         img2txt = {i: list(range(i * texts_per_video, (i + 1) * texts_per_video)) for i in range(videos)}
-        same = same_input_comparison(capture.probe_inputs, device, str(cfg.precision),
-                                     int(cfg.eval.itm_group_batch), txt2img, img2txt)
+        same = same_input_comparison(capture.probe_inputs, device, spec.precision,
+                                     spec.settings.itm_group_batch, txt2img, img2txt)
         probe = []
         if bool(b.memory_probe):
             sizes = (videos, 2 * videos)
             log(f"memory probe: grouped ITM on {sizes[0]} and {sizes[1]} videos")
-            probe = memory_probe(capture.probe_inputs, device, str(cfg.precision), sizes)
+            probe = memory_probe(capture.probe_inputs, device, spec.precision, sizes)
         capture.probe_inputs = None
-    return summarize(cfg, records, captured, probe, same, videos=videos, texts=n_texts, k_test=k_test, quick=quick,
+    return summarize(cfg, spec, records, captured, probe, same, videos=videos, texts=n_texts, k_test=k_test, quick=quick,
                      load=(load_before, os.getloadavg()), threads=torch.get_num_threads())
 
 
@@ -326,7 +326,7 @@ def _median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
-def summarize(cfg, records: dict, captured: dict, probe: list, same: dict, *, videos: int, texts: int, k_test: int,
+def summarize(cfg, spec, records: dict, captured: dict, probe: list, same: dict, *, videos: int, texts: int, k_test: int,
               quick: bool, load: tuple, threads: int) -> dict:
     engines = {}
     for engine, recs in records.items():
@@ -361,13 +361,13 @@ def summarize(cfg, records: dict, captured: dict, probe: list, same: dict, *, vi
     }
     return {
         "summary": summary, "engines": engines, "memory_probe": probe, "quick": quick,
-        "setup": {"model": str(cfg.model.name), "dataset": str(cfg.dataset.name), "merge": str(cfg.merge.name),
+        "setup": {"model": spec.model, "dataset": spec.dataset, "merge": spec.merge,
                   "schedule": first["run"]["schedule_spec"], "videos": videos, "texts": texts, "k_test": k_test,
                   "num_frames": first["resolved"]["num_frames"], "max_txt_l": first["resolved"]["max_txt_l"],
                   "vision_tokens": first["token_counts"][-1] if first["token_counts"] else None,
                   "mean_text_tokens": captured["grouped"][0]["mean_text_tokens"],
-                  "device": str(cfg.device), "precision": str(cfg.precision), "itm_batch": int(cfg.eval.itm_batch),
-                  "itm_group_batch": int(cfg.eval.itm_group_batch),
+                  "device": spec.device, "precision": spec.precision, "itm_batch": spec.settings.itm_batch,
+                  "itm_group_batch": spec.settings.itm_group_batch,
                   "weights": "random (seeded), full size", "clips": f"{cfg.bench.clip_size}x{cfg.bench.clip_size}, "
                                                                      f"{cfg.bench.clip_frames} frames"},
         "machine": {**machine(str(cfg.device)), "torch_threads": threads,

@@ -29,6 +29,7 @@ from vidtldr.analysis.flops.reference import paper_gflops
 from vidtldr.analysis.flops.render import format_report, render_table
 from vidtldr.files import atomic_write_text
 from vidtldr.run.runspec import resolve_model
+from vidtldr.run.settings import resolve_settings
 
 
 def write_table(md_path: Path, json_path: Optional[Path] = None, trace: bool = False) -> dict:
@@ -59,8 +60,8 @@ def main_cli(cfg) -> dict:
         check_directory_path("out", cfg.out, writable=True)  # before the table's minutes of tracing
         out = Path(str(cfg.out))
         return write_table(out / "flops.md", out / "flops.json", trace=bool(cfg.trace))
-    rep = count(resolve_model(cfg), trace=bool(cfg.trace), attention=str(cfg.eval.attention),
-                batch=int(cfg.data.batch_size))
+    settings = resolve_settings(cfg)  # eval.attention and data.batch_size as the evaluation reads them
+    rep = count(resolve_model(cfg), trace=bool(cfg.trace), attention=settings.attention, batch=settings.batch_size)
     print(format_report(rep))
     print(jsonio.dumps(rep))
     return rep
