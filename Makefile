@@ -81,7 +81,7 @@ bench: $(STAMP)
 	$(VIDTLDR) bench model=umt_b dataset=msrvtt $(BENCH_GAPPED)
 	$(VIDTLDR) bench model=umt_l dataset=msrvtt repeats=3 $(BENCH_GAPPED)
 	$(VIDTLDR) bench model=videomae_b dataset=kinetics400 "reducers=[none,vidtldr]" \
-		"merge.r=[0.2551,0.1142,0.0644]" breakdown=false profile=false repeats=3
+		merge.r=umt_fractions breakdown=false profile=false repeats=3
 
 bench-scale: $(STAMP)
 	$(VIDTLDR) bench_scale 'sizes=[100,1000]'

@@ -69,6 +69,37 @@ def test_rerun_reads_every_video_from_the_cache(k400, tmp_path):
     assert other_views["counts"]["videos_decoded"] == 6  # the views are part of the cache key
 
 
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    """Two of the six videos, vid-TLDR at umt_fractions (UMT-B MSRVTT's, videomae_tiny's schedule_backbone)."""
+    tmp = tmp_path_factory.mktemp("limited")
+    return _run(tmp, "run", "dataset=kinetics400", "merge=vidtldr", "merge.r=umt_fractions", "data.limit=2",
+                "cache.enabled=false")
+
+
+def test_umt_fractions_record_says_where_the_schedule_comes_from(limited):
+    run_section = limited["run"]
+    assert run_section["schedule_spec"] == "umt_fractions" and run_section["schedule"] == [0.2551, 0.1142, 0.0644, 0]
+    assert run_section["schedule_note"].startswith("umt_fractions: no vid-TLDR schedule was published for "
+                                                   "model=videomae_tiny dataset=kinetics400; ")
+    assert "umt_b schedule for msrvtt ([600, 200, 100] of 2352 tokens)" in run_section["schedule_note"]
+    # of 32 tokens: int(32 x 0.2551) = 8, int(24 x 0.1142) = 2, int(22 x 0.0644) = 1
+    assert limited["token_counts"] == [32, 24, 22, 21, 21]
+
+
+def test_cost_under_data_limit_counts_the_kept_videos_views(limited):
+    # per view, paper convention (width 64, MLP 128, 4 heads; no norms): tubelet embedding
+    # 32 x 1536 x 64 = 3,145,728; a block entering t_in and leaving t_out tokens: qkv + proj
+    # t_in x 4 x 64^2, q.k^T + A.v 2 x t_in^2 x 64, vid-TLDR's similarity ceil(t_in/2) x floor(t_in/2)
+    # x 64 where it merges, MLP t_out x 2 x 64 x 128:
+    # 1,064,960 + 836,608 + 774,208 + 744,576 = 3,420,352; total 6,566,080 per view
+    assert limited["counts"]["videos"] == 2 and limited["counts"]["videos_total"] == 6 and limited["partial"]
+    cost = limited["cost"]
+    assert cost["gflops_paper_per_view"] == pytest.approx(0.00656608, abs=5e-7)  # the record keeps 6 decimals
+    assert (cost["views_per_video"], cost["videos"]) == (2, 2)
+    assert cost["gflops_paper_total"] == pytest.approx(0.00656608 * 2 * 2, abs=5e-7)  # 2 views x 2 kept videos
+
+
 def test_no_merge_equals_the_stock_transformers_model_on_the_same_views(tmp_path):
     from vidtldr.data.dataset import ViewSpec, read_views
     from vidtldr.models.family import get_family

@@ -44,6 +44,42 @@ def test_flops_command_reports_per_view_and_total_without_weights():
     assert "x 15 views (5 clips x 3 crops)" in res.stdout
 
 
+def _hand_count_reduced(tokens, width=768, heads=12, embedded=1568, patch_in=3 * 2 * 16 * 16):
+    """Per view, blocks entering with tokens[i] and leaving with tokens[i + 1]: attention on the
+    tokens entering, vid-TLDR's bipartite similarity (ceil(T/2) x floor(T/2) x width) where the block
+    merges, the MLP on the tokens leaving."""
+    total = embedded * patch_in * width
+    for t_in, t_out in zip(tokens[:-1], tokens[1:], strict=True):
+        total += t_in * 4 * width * width + 2 * heads * t_in * t_in * (width // heads)   # qkv, proj; q.k^T, A.v
+        total += ((t_in + 1) // 2) * (t_in // 2) * width if t_out < t_in else 0          # similarity
+        total += t_out * 8 * width * width                                               # fc1 + fc2
+    return total
+
+
+def test_flops_default_schedule_is_umt_fractions_per_view_and_total():
+    res = subprocess.run([sys.executable, "-m", "vidtldr", "flops", "model=videomae_b", "dataset=kinetics400"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    rep = json.loads(res.stdout.strip().splitlines()[-1])
+    # UMT-B MSRVTT's 600/2352, 200/1752, 100/1552 (0.2551, 0.1142, 0.0644) of VideoMAE's tokens:
+    # int(1568 x 0.2551) = 399, int(1169 x 0.1142) = 133, int(1036 x 0.0644) = 66
+    tokens = [1568, 1169, 1036] + [970] * 10
+    assert rep["tokens_per_layer"] == tokens
+    # worked out: 1,849,688,064 (embedding) + 13,463,912,448 + 10,007,895,552 + 8,875,920,384
+    # + 9 x 8,310,773,760 (blocks) = 108,994,380,288 per view, x 15 views = 1,634,915,704,320;
+    # block 0: 1568 x 4 x 768^2 + 2 x 1568^2 x 768 + 784 x 784 x 768 + 1169 x 8 x 768^2
+    assert _hand_count_reduced(tokens) == 108_994_380_288
+    assert rep["gflops_paper"] == pytest.approx(108.9944, abs=1e-4) and rep["gflops_paper_1dp"] == 109.0
+    assert rep["per"] == "view" and rep["views"] == 15
+    assert rep["gflops_paper_per_video"] == pytest.approx(1634.9157, abs=1e-3)
+    assert "x 15 views (5 clips x 3 crops) = 1634.9 GFLOPs per video" in res.stdout
+    # never called published: the name and where the fractions come from
+    assert rep["schedule_spec"] == "umt_fractions" and "published" not in rep
+    assert rep["schedule_note"].startswith("umt_fractions: no vid-TLDR schedule was published for model=videomae_b")
+    assert "umt_b schedule for msrvtt ([600, 200, 100] of 2352 tokens)" in rep["schedule_note"]
+    assert f"schedule: {rep['schedule_note']}" in res.stdout
+
+
 def test_tiny_trace_matches_the_analytic_count():
     from vidtldr.analysis.flops.engine import count
     from vidtldr.config_utils import compose_config

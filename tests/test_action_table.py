@@ -7,21 +7,34 @@ from pathlib import Path
 
 import pytest
 
-from vidtldr.report.plan import action_fractions, plan
+from vidtldr.report.plan import plan
 from vidtldr.report.reference import load_reference, paper_value
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _resolved(run):
+    from vidtldr.config_utils import compose_config
+    from vidtldr.run.runspec import resolve_model
+
+    return resolve_model(compose_config(run.all_overrides()))
+
+
 def test_schedules_are_the_umt_fractions():
-    # UMT-B MSRVTT removes 600, 200, 100 of 2352 tokens: 600/2352, 200/1752, 100/1552 (4 decimals)
-    assert action_fractions("kinetics400", "videomae_b") == [0.2551, 0.1142, 0.0644]
-    # UMT-L SSv2-label removes 450, 250, 100: 450/2352, 250/1902, 100/1652
-    assert action_fractions("ssv2", "videomae_l") == [0.1913, 0.1314, 0.0605]
     runs = plan("action")
     assert len(runs) == 12 and {r.model for r in runs} == {"videomae_b", "videomae_l"}
-    tome = [r for r in runs if r.merge == "tome" and r.dataset == "kinetics400" and r.model == "videomae_b"][0]
-    assert tome.overrides == ("merge.r=[0.2551,0.1142,0.0644]",)
+    assert {r.overrides for r in runs if r.merge != "none"} == {("merge.r=umt_fractions",)}
+
+    def schedule(dataset, model, merge):
+        run = [r for r in runs if (r.dataset, r.model, r.merge) == (dataset, model, merge)][0]
+        spec = _resolved(run)
+        assert spec.schedule_spec == "umt_fractions" and "no vid-TLDR schedule was published" in spec.schedule_note
+        return [e for e in spec.schedule if e]
+
+    # UMT-B MSRVTT removes 600, 200, 100 of 2352 tokens: 600/2352, 200/1752, 100/1552 (4 decimals)
+    assert schedule("kinetics400", "videomae_b", "tome") == [0.2551, 0.1142, 0.0644]
+    # UMT-L SSv2-label removes 450, 250, 100: 450/2352, 250/1902, 100/1652
+    assert schedule("ssv2", "videomae_l", "vidtldr") == [0.1913, 0.1314, 0.0605]
 
 
 def test_paper_numbers_with_provenance():

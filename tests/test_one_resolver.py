@@ -17,8 +17,8 @@ from vidtldr.run.runspec import resolve, resolve_model
 
 TOOLS = ("config", "flops", "bench", "visualize", "fidelity")  # the evaluation's config, then each tool's
 DATASETS = sorted(p.stem for p in (CONFIG_DIR / "dataset").glob("*.yaml"))
-MODELS = ("tiny", "umt_b", "umt_l")
-MERGES = ("none", "vidtldr", "tome", "random", "random merge.r=published")
+MODELS = ("tiny", "umt_b", "umt_l", "videomae_b")
+MERGES = ("none", "vidtldr", "tome", "random", "random merge.r=published", "tome merge.r=umt_fractions")
 
 
 def _outcome(resolver, cfg):
@@ -68,6 +68,15 @@ def test_the_walk_covers_both_outcomes(walk):
     assert "zero-shot" in walk["config"][("umt_b", "msrvtt_zs", "vidtldr")][1]
     assert "only has a vid-TLDR schedule" in walk["config"][("tiny", "msrvtt", "tome")][1]
     assert walk["config"][("tiny", "msrvtt", "none")][1:3] == (4, 4)  # the tiny model's caps
+    # VideoMAE: vid-TLDR's default is umt_fractions (UMT-B MSRVTT's 600/2352, 200/1752, 100/1552);
+    # other reducers need merge.r, which umt_fractions is for any of them; no retrieval heads
+    kinetics = ("classification", 16, None, None, None, None, (0.2551, 0.1142, 0.0644) + (0,) * 9)
+    assert walk["config"][("videomae_b", "kinetics400", "vidtldr")] == kinetics
+    assert walk["config"][("videomae_b", "kinetics400", "tome merge.r=umt_fractions")] == kinetics
+    assert "merge.r explicitly (e.g. merge.r=umt_fractions)" in walk["config"][("videomae_b", "kinetics400", "tome")][1]
+    assert walk["config"][("videomae_b", "msrvtt", "none")][0] == "refused"
+    assert walk["config"][("umt_l", "msrvtt_zs", "tome merge.r=umt_fractions")][6][:3] == (0.2338, 0.222, 0)  # 550/2352, 400/1802
+    assert "msrvtt/tiny" in walk["config"][("tiny", "msrvtt", "tome merge.r=umt_fractions")][1]
 
 
 # The four disagreements, through each tool's own entry point (Hydra composition included).
@@ -104,3 +113,12 @@ def test_bench_skips_a_baseline_with_the_evaluations_message():
     assert skipped[0]["merge"] == "tome" and "only has a vid-TLDR schedule" in skipped[0]["why"]
     assert execs[1].schedule[:2] == [48, 24]
     assert json.loads(json.dumps(skipped)) == skipped  # recorded as plain data, nothing lost
+
+
+def test_umt_fractions_is_no_published_reference_for_tune_and_compare():
+    from vidtldr.run.runspec import published_schedule
+
+    # VideoMAE's default resolves to umt_fractions, which is borrowed from UMT: no "published vid-TLDR" point
+    assert published_schedule(compose_config(["model=videomae_b", "dataset=kinetics400"]), 12) is None
+    assert published_schedule(compose_config(["model=tiny"]), 4) == [48, 24, 0, 0]
+    assert published_schedule(compose_config(["model=umt_b", "dataset=msrvtt"]), 12)[:3] == [600, 200, 100]

@@ -1,7 +1,8 @@
 import pytest
 
 from vidtldr.errors import ScheduleError
-from vidtldr.reduce.schedule import parse_schedule, token_counts, tokens_to_remove, tome_decreasing
+from vidtldr.reduce.schedule import (
+    parse_schedule, token_counts, tokens_to_remove, tome_decreasing, umt_fractions, umt_fractions_note)
 
 
 def test_msrvtt_b16_published_schedule_token_counts():
@@ -37,7 +38,7 @@ def test_grammar():
     ([-1], "merge.r[0]: expected a non-negative value, got -1"),
     ([0, 1.5], "merge.r[1]: 1.5 is neither a token count (whole number) nor a fraction (< 1)"),
     ([float("nan")], "merge.r[0]: expected a non-negative finite value, got nan"),
-    ("fast", "merge.r: unknown schedule name 'fast' (expected a list, a number or 'published')"),
+    ("fast", "merge.r: unknown schedule name 'fast' (expected a list, a number, 'published' or 'umt_fractions')"),
     ([True], "merge.r[0]: expected an int (tokens) or a fraction in [0, 1), got True"),
     ({"r": 3}, "merge.r: a dict schedule needs keys 'r' and 'inflection', got ['r']"),
     ((0.5, -0.5), "merge.r: (r, inflection) needs an integer r, got 0.5"),
@@ -98,7 +99,7 @@ def test_boundaries_of_the_grammar():
     ((-2, 0.0), "merge.r[0]: expected a non-negative value, got -2"),
     ({"r": 3}, "merge.r: a dict schedule needs keys 'r' and 'inflection', got ['r']"),
     ({1, 2}, "merge.r: cannot interpret {1, 2} as a schedule"),
-    ("fast", "merge.r: unknown schedule name 'fast' (expected a list, a number or 'published')"),
+    ("fast", "merge.r: unknown schedule name 'fast' (expected a list, a number, 'published' or 'umt_fractions')"),
 ])
 def test_schedule_errors_name_the_entry_and_the_value(r, message):
     with pytest.raises(ScheduleError) as info:
@@ -123,3 +124,33 @@ def test_unknown_presets_list_what_exists():
     with pytest.raises(ScheduleError) as info:
         tome_decreasing(5, 0.0, 0)
     assert str(info.value) == "depth must be >= 1, got 0"
+
+
+def test_umt_fractions_are_the_published_counts_over_the_tokens_left():
+    # UMT-B MSRVTT removes 600, 200, 100 of 12 x 196 = 2352 tokens: 600/2352 = 0.25510..,
+    # 200/1752 = 0.11415.., 100/1552 = 0.06443.. (4 decimals)
+    assert umt_fractions("msrvtt", "umt_b") == [0.2551, 0.1142, 0.0644]
+    # UMT-L DiDeMo removes 800 then 100: 800/2352 = 0.34013.., 100/1552 = 0.06443..
+    assert umt_fractions("didemo", "umt_l") == [0.3401, 0.0644]
+    # of another token count: 600/1000, 200/400 (then the clamp at T // 2 is the run's business)
+    assert umt_fractions("msrvtt", "umt_b", num_tokens=1000) == [0.6, 0.5, 0.5]
+    # as a named schedule, padded to the depth like a published one
+    assert parse_schedule("umt_fractions", 5, dataset="ssv2_label", backbone="umt_l") == \
+        [0.1913, 0.1314, 0.0605, 0, 0]  # 450/2352, 250/1902, 100/1652
+
+
+def test_umt_fractions_refuse_a_pair_without_a_published_schedule():
+    with pytest.raises(ScheduleError, match=r"merge.r=umt_fractions: no published vid-TLDR schedule for "
+                                            r"kinetics400/videomae_b to take fractions from"):
+        parse_schedule("umt_fractions", 12, dataset="kinetics400", backbone="videomae_b")
+    with pytest.raises(ScheduleError, match="msrvtt/tiny"):
+        umt_fractions("msrvtt", "tiny")
+
+
+def test_umt_fractions_note_never_calls_a_borrowed_schedule_published():
+    borrowed = umt_fractions_note("msrvtt", "umt_b", False, "model=videomae_b dataset=kinetics400")
+    assert borrowed.startswith("umt_fractions: no vid-TLDR schedule was published for model=videomae_b "
+                               "dataset=kinetics400; ")
+    assert "umt_b schedule for msrvtt ([600, 200, 100] of 2352 tokens)" in borrowed and "\n" not in borrowed
+    own = umt_fractions_note("msrvtt", "umt_b", True, "model=umt_b dataset=msrvtt")
+    assert "no vid-TLDR schedule" not in own and "model=umt_b" not in own and own.startswith("umt_fractions: ")

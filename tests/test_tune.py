@@ -254,7 +254,7 @@ def test_command_line_needs_only_the_budget(cache, tmp_path):
 
 def test_tuned_zero_shot_schedules_fill_the_zero_shot_rows(tmp_path, monkeypatch):
     from vidtldr.report.plan import ZS_SCHEDULES_ENV, plan, tuned_zero_shot_schedules
-    from vidtldr.report.rows import row_settings
+    from vidtldr.report.rows import resolve_row_settings, row_settings
 
     def planned():
         return {p.model: p.overrides for p in plan("zeroshot", backbones=("umt_b", "umt_l"), datasets=("msrvtt",))
@@ -263,7 +263,9 @@ def test_tuned_zero_shot_schedules_fill_the_zero_shot_rows(tmp_path, monkeypatch
     monkeypatch.delenv(ZS_SCHEDULES_ENV, raising=False)
     default = planned()
     # the fine-tuned [600, 200, 100] as fractions of 2352, 1752, 1552 tokens
-    assert default["umt_b"] == ("merge.r=[0.2551,0.1142,0.0644]",)
+    assert default["umt_b"] == ("merge.r=umt_fractions",)
+    assert resolve_row_settings("zeroshot", "msrvtt", "umt_b", "vidtldr")["schedule"] == \
+        [0.2551, 0.1142, 0.0644] + [0] * 9
     tuned = tmp_path / "zs.json"
     tuned.write_text(json.dumps({"msrvtt/umt_b": [700, 0, 150]}))
     monkeypatch.setenv(ZS_SCHEDULES_ENV, str(tuned))

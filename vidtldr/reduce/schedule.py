@@ -54,6 +54,42 @@ TOME_PRESETS: dict[str, int] = {
 }
 
 
+#: The name of the schedule made of vid-TLDR's published UMT schedule as fractions (:func:`umt_fractions`).
+UMT_FRACTIONS = "umt_fractions"
+#: UMT's tokens at the 12 frames of every published schedule (12 frames x 14 x 14 patches).
+UMT_TOKENS = 12 * 196
+
+
+def umt_fractions(dataset: str | None, backbone: str | None, num_tokens: int = UMT_TOKENS) -> list[float]:
+    """vid-TLDR's published UMT schedule for ``dataset``/``backbone`` as the fraction of the tokens
+    entering each block that the block removes, of UMT's ``num_tokens`` (4 decimals, so that the
+    fractions read the same in a record and on a command line). Applied to another token count (a
+    zero-shot run at 4 frames, VideoMAE's 1568 tokens) it removes the same shares, not the same counts."""
+    key = (dataset, backbone)
+    if key not in VIDTLDR_PRESETS:
+        known = ", ".join(f"{d}/{b}" for d, b in VIDTLDR_PRESETS)
+        raise ScheduleError(f"merge.r={UMT_FRACTIONS}: no published vid-TLDR schedule for {dataset}/{backbone} to "
+                            f"take fractions from (set the dataset's schedule_source and the model's "
+                            f"schedule_backbone to one of: {known}), or pass merge.r=[...] explicitly")
+    fractions, tokens = [], num_tokens
+    for removed in VIDTLDR_PRESETS[key]:
+        fractions.append(round(removed / tokens, 4))
+        tokens -= removed
+    return fractions
+
+
+def umt_fractions_note(dataset: str, backbone: str, published_here: bool, run: str) -> str:
+    """One line for the record and the flops report: where the ``umt_fractions`` schedule of
+    ``run`` (e.g. ``model=videomae_b dataset=kinetics400``) comes from, and whether that run has a
+    published schedule of its own (it is never called published when it has none)."""
+    source = (f"the fractions of the tokens each block removes in vid-TLDR's published {backbone} schedule for "
+              f"{dataset} ({VIDTLDR_PRESETS[(dataset, backbone)]} of {UMT_TOKENS} tokens), applied to this "
+              "run's own tokens")
+    if published_here:
+        return f"{UMT_FRACTIONS}: {source}"
+    return f"{UMT_FRACTIONS}: no vid-TLDR schedule was published for {run}; {source}"
+
+
 def _check_entry(entry: object, where: str) -> Entry:
     if isinstance(entry, bool) or not isinstance(entry, (int, float)):
         raise ScheduleError(f"{where}: expected an int (tokens) or a fraction in [0, 1), got {entry!r}")
@@ -97,7 +133,8 @@ def parse_schedule(r: object, depth: int, *, dataset: str | None = None,
     are padded with 0, as in the published prefixes; longer lists are an error); a pair
     ``(r, inflection)`` given as a tuple or as a dict ``{"r": r, "inflection": x}`` for ToMe-style
     ramps; the string ``"published"`` (the vid-TLDR schedule for ``dataset``/``backbone``, or with
-    ``reducer="tome"`` the constant-r ToMe preset of ``TOME_PRESETS``, UMT-B only); or
+    ``reducer="tome"`` the constant-r ToMe preset of ``TOME_PRESETS``, UMT-B only); the string
+    ``"umt_fractions"`` (:func:`umt_fractions` of ``dataset``/``backbone``, here the UMT source); or
     ``None``/``0`` for no reduction.
     """
     if r is None:
@@ -128,9 +165,13 @@ def parse_schedule(r: object, depth: int, *, dataset: str | None = None,
 
 def _named_schedule(name: str, depth: int, dataset: str | None, backbone: str | None,
                     reducer: str | None) -> list[Entry]:
-    """``"published"``: ToMe's constant-r preset for ``reducer="tome"``, else vid-TLDR's schedule."""
+    """``"published"``: ToMe's constant-r preset for ``reducer="tome"``, else vid-TLDR's schedule;
+    ``"umt_fractions"``: vid-TLDR's schedule for ``dataset``/``backbone`` as fractions, any reducer."""
+    if name == UMT_FRACTIONS:
+        return parse_schedule(umt_fractions(dataset, backbone), depth)
     if name != "published":
-        raise ScheduleError(f"merge.r: unknown schedule name {name!r} (expected a list, a number or 'published')")
+        raise ScheduleError(f"merge.r: unknown schedule name {name!r} (expected a list, a number, 'published' "
+                            f"or '{UMT_FRACTIONS}')")
     if reducer == "tome":
         return _tome_published(dataset, backbone, depth)
     key = (dataset, backbone)

@@ -2,10 +2,10 @@
 starts (one message listing every missing checkpoint / annotation / video folder).
 
 Schedules: fine-tuned vid-TLDR runs use the published schedule (``merge.r=published``). No
-zero-shot schedule was published; the zero-shot table keeps the *fraction* of tokens each block
-removes in the fine-tuned schedule of the same dataset and backbone (our assumption, recorded in
-every record's ``schedule_spec``). A JSON file named by ``VIDTLDR_ZS_SCHEDULES`` (``{"msrvtt/umt_b":
-[...], ...}``, e.g. schedules chosen by ``python -m vidtldr.tune``) replaces that assumption for the rows
+zero-shot schedule was published; the zero-shot table runs ``merge.r=umt_fractions``: the *fraction*
+of tokens each block removes in the fine-tuned schedule of the same dataset and backbone (our
+assumption, recorded in every record's ``schedule_spec`` and ``schedule_note``). A JSON file named by
+``VIDTLDR_ZS_SCHEDULES`` (``{"msrvtt/umt_b": [...], ...}``, e.g. schedules chosen by ``python -m vidtldr.tune``) replaces that assumption for the rows
 it lists, for the runs and for the table's row matching alike. ToMe (Figure 1) uses the constant-r
 presets; MSRVTT and DiDeMo fit no constant r, so they get the nearest one (85 and 95) -- also
 recorded.
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from vidtldr.errors import ConfigError
+from vidtldr.reduce.schedule import UMT_FRACTIONS
 from vidtldr.report.labels import ACTION_DATASETS, FT_DATASETS, QA_DATASETS, ZS_DATASETS
 
 TOME_NEAREST = {"msrvtt": 85, "didemo": 95}
@@ -39,17 +40,6 @@ class PlannedRun:
 
     def all_overrides(self) -> list[str]:
         return [f"dataset={self.dataset}", f"model={self.model}", f"merge={self.merge}", *self.overrides]
-
-
-def zero_shot_fractions(dataset: str, backbone: str, num_tokens: int = 2352) -> list[float]:
-    """The published fine-tuned schedule as fractions of the tokens entering each block."""
-    from vidtldr.reduce.schedule import VIDTLDR_PRESETS
-
-    fractions, tokens = [], num_tokens
-    for r in VIDTLDR_PRESETS[(dataset, backbone)]:
-        fractions.append(round(r / tokens, 4))
-        tokens -= r
-    return fractions
 
 
 ZS_SCHEDULES_ENV = "VIDTLDR_ZS_SCHEDULES"
@@ -88,8 +78,8 @@ def _zeroshot(backbones: Sequence[str]) -> Iterator[tuple[PlannedRun, str]]:
         for b in backbones:
             # One config per dataset: per-backbone text lengths are resolved from it (runspec).
             yield PlannedRun("zeroshot", cfg, b, "none"), d
-            chosen = tuned.get(f"{d}/{b}") or zero_shot_fractions(d, b)
-            r = "[" + ",".join(str(f) for f in chosen) + "]"
+            chosen = tuned.get(f"{d}/{b}")
+            r = "[" + ",".join(str(f) for f in chosen) + "]" if chosen else UMT_FRACTIONS
             yield PlannedRun("zeroshot", cfg, b, "vidtldr", (f"merge.r={r}",)), d
 
 
@@ -110,25 +100,15 @@ def _fig1(backbones: Sequence[str]) -> Iterator[tuple[PlannedRun, str]]:
             yield PlannedRun("fig1", d, "umt_b", m, extra), d
 
 
-# No vid-TLDR schedule was published for VideoMAE: the action table keeps the fractions of the tokens
-# each block removes in vid-TLDR's UMT schedule of the nearest retrieval dataset, same backbone size
-# (Kinetics-400: MSRVTT; SSv2: SSv2-label), for vid-TLDR and ToMe alike (the same token counts).
-ACTION_SCHEDULE_SOURCE = {"kinetics400": "msrvtt", "ssv2": "ssv2_label"}
-ACTION_BACKBONE_SOURCE = {"videomae_b": "umt_b", "videomae_l": "umt_l"}
-
-
-def action_fractions(dataset: str, backbone: str) -> list[float]:
-    """vid-TLDR's UMT schedule for the action table's row, as fractions of each block's tokens."""
-    return zero_shot_fractions(ACTION_SCHEDULE_SOURCE[dataset], ACTION_BACKBONE_SOURCE[backbone])
-
-
 def _action(backbones: Sequence[str]) -> Iterator[tuple[PlannedRun, str]]:
+    # No vid-TLDR schedule was published for VideoMAE: vid-TLDR and ToMe alike (the same token
+    # counts) run umt_fractions, whose source the dataset (schedule_source) and the model
+    # (schedule_backbone) name: Kinetics-400 MSRVTT's, SSv2 SSv2-label's, same backbone size.
     for d in ACTION_DATASETS:
         for b in backbones:
             yield PlannedRun("action", d, b, "none"), d
-            r = "[" + ",".join(str(f) for f in action_fractions(d, b)) + "]"
             for m in ("vidtldr", "tome"):
-                yield PlannedRun("action", d, b, m, (f"merge.r={r}",)), d
+                yield PlannedRun("action", d, b, m, (f"merge.r={UMT_FRACTIONS}",)), d
 
 
 PLANS: dict[str, Callable[[Sequence[str]], Iterator[tuple[PlannedRun, str]]]] = {

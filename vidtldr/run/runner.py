@@ -302,8 +302,8 @@ def _checked_inputs(spec: RunSpec, dataset_cfg: dict, arch_cfg):
 def _describe(record: dict, spec: RunSpec) -> None:
     record["run"] = {"task": spec.task, "dataset": spec.dataset, "dataset_base": spec.dataset_base,
                      "setting": spec.setting, "paper_row": spec.paper_row, "model": spec.model,
-                     "backbone": spec.backbone, "merge": spec.merge, "schedule": list(spec.schedule), "schedule_spec": spec.schedule_spec,
-                     "data_source": spec.data_source}
+                     "backbone": spec.backbone, "merge": spec.merge, "schedule": list(spec.schedule),
+                     **spec.schedule_described(), "data_source": spec.data_source}
     record["resolved"] = spec.to_dict()
     if spec.init == "random":
         record["note"] = (f"model={spec.model} has random weights generated deterministically from seed "

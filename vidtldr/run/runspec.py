@@ -32,10 +32,12 @@ class DatasetSettings:
     base: str             # the dataset it stands for in the tables
     paper_row: bool       # whether its records can fill a row of a paper table
     checkpoint_key: str   # model.checkpoints entry (zero-shot: pretrained); key of the published schedules
+    schedule_source: str  # whose published UMT schedule merge.r=umt_fractions takes (default: checkpoint_key)
 
 
 def dataset_settings(ds: Any) -> DatasetSettings:
-    """A dataset config's ``setting``, ``base``, ``paper_row`` and ``checkpoint_key``; a ConfigError
+    """A dataset config's ``setting``, ``base``, ``paper_row``, ``checkpoint_key`` and
+    ``schedule_source`` (optional: the checkpoint_key); a ConfigError
     names the dataset and the key that is missing or wrong. A copy of ``msrvtt_zs.yaml`` under any
     name is zero-shot: these keys say so, not the name."""
     where = f"dataset {ds.get('name')}"
@@ -49,7 +51,8 @@ def dataset_settings(ds: Any) -> DatasetSettings:
     if not isinstance(paper_row, bool):
         raise ConfigError(f"{where}: paper_row must be true or false, got {paper_row!r}")
     return DatasetSettings(setting=str(setting), base=str(ds.get("base")), paper_row=paper_row,
-                           checkpoint_key=str(ds.get("checkpoint_key")))
+                           checkpoint_key=str(ds.get("checkpoint_key")),
+                           schedule_source=str(ds.get("schedule_source") or ds.get("checkpoint_key")))
 
 
 @dataclass(kw_only=True)
@@ -77,8 +80,9 @@ class ModelSpec:
     trimmed30: bool
     merge: str
     merge_args: dict = field(default_factory=dict)
-    schedule_spec: Any = None      # merge.r as given
+    schedule_spec: Any = None      # merge.r as given (published -> umt_fractions where the model's default is that)
     schedule: list = field(default_factory=list)  # resolved, one entry per block
+    schedule_note: Optional[str] = None  # where a named schedule that is not a published one comes from
     # Test views of tasks that declare them (action recognition): sampling, frame_interval, clips,
     # crops and their product ``views``; None for every other task.
     views: Optional[dict] = None
@@ -96,6 +100,14 @@ class ModelSpec:
     def umt_config(self, task: Optional[str] = None):
         """:meth:`arch_config` under its former name (``task`` = the head set)."""
         return self.arch_config(task)
+
+    def schedule_described(self) -> dict:
+        """``schedule_spec`` and, for a schedule that is not a published one (``umt_fractions``), its
+        ``schedule_note``: what a record or report says about where the schedule comes from."""
+        out = {"schedule_spec": self.schedule_spec}
+        if self.schedule_note:
+            out["schedule_note"] = self.schedule_note
+        return out
 
     def reducer(self):
         """A fresh reducer running this spec's schedule (None for merge=none)."""
@@ -143,42 +155,68 @@ def _merge_r(cfg: DictConfig) -> Any:
     return _plain(r)
 
 
-def resolve_schedule(cfg: DictConfig, depth: int, dataset: str, settings: DatasetSettings) -> tuple[Any, list]:
-    """(merge.r as given, per-block list of ``depth`` entries) for dataset config ``dataset``."""
-    from vidtldr.reduce.schedule import parse_schedule
+def resolve_schedule(cfg: DictConfig, depth: int, dataset: str, settings: DatasetSettings
+                     ) -> tuple[Any, list, Optional[str]]:
+    """(merge.r as resolved, per-block list of ``depth`` entries, a note on where the schedule comes
+    from or None) for dataset config ``dataset``. ``merge.r=published`` stays ``published`` unless
+    the model's own ``published_schedule`` is ``umt_fractions`` (VideoMAE, where none was published):
+    then it reads ``umt_fractions``, with its note."""
+    from vidtldr.reduce.schedule import UMT_FRACTIONS, parse_schedule
 
     setting = settings.setting
     name = cfg.merge.name
     r = _merge_r(cfg)
     if name == "none":
-        return r, parse_schedule(None, depth)
+        return r, parse_schedule(None, depth), None
     if r is None or r == [] or r == {}:  # would run the baseline while the record says merge=<name>
         raise ConfigError(f"merge={name} merge.r={'null' if r is None else r} removes no tokens: use merge=none for the baseline, "
                           "or give a schedule, e.g. merge.r=[48,24]")
     inner = str(name).split("+")[-1]  # a composition's merge.r belongs to its in-block part
-    own = cfg.model.get("published_schedule")
+    own = _plain(cfg.model.get("published_schedule"))
     if r == "published" and own is not None:
         if inner != "vidtldr":
+            hint = f" (e.g. merge.r={UMT_FRACTIONS})" if own == UMT_FRACTIONS else ""
             raise ConfigError(f"merge={name} merge.r=published: model={cfg.model.name} only has a vid-TLDR "
-                              "schedule; pass merge.r explicitly")
-        return r, parse_schedule(list(_plain(own)), depth)
+                              f"schedule; pass merge.r explicitly{hint}")
+        if own != UMT_FRACTIONS:
+            return r, parse_schedule(list(own), depth), None
+        r = UMT_FRACTIONS
+    if r == UMT_FRACTIONS:
+        return r, *_umt_fractions(cfg, depth, dataset, settings)
     if r == "published" and setting == "zeroshot":
         raise ConfigError(f"merge.r=published: no schedule was published for zero-shot runs "
                           f"(dataset={dataset}); pass merge.r=[...] explicitly (see README)")
     # The published schedules are per dataset, whatever the split (didemo_val uses didemo's).
-    return r, parse_schedule(r, depth, dataset=settings.checkpoint_key, backbone=cfg.model.backbone, reducer=inner)
+    return r, parse_schedule(r, depth, dataset=settings.checkpoint_key, backbone=cfg.model.backbone,
+                             reducer=inner), None
+
+
+def _umt_fractions(cfg: DictConfig, depth: int, dataset: str, settings: DatasetSettings) -> tuple[list, str]:
+    """``merge.r=umt_fractions``: vid-TLDR's UMT schedule of the dataset's ``schedule_source`` and the
+    model's ``schedule_backbone`` (a UMT model: its own backbone), as fractions, with its note."""
+    from vidtldr.reduce.schedule import VIDTLDR_PRESETS, parse_schedule, umt_fractions_note
+
+    backbone = str(cfg.model.get("schedule_backbone") or cfg.model.backbone)
+    schedule = parse_schedule("umt_fractions", depth, dataset=settings.schedule_source, backbone=backbone)
+    published_here = settings.setting == "finetuned" and cfg.model.get("published_schedule") is None \
+        and (settings.checkpoint_key, str(cfg.model.backbone)) in VIDTLDR_PRESETS
+    note = umt_fractions_note(settings.schedule_source, backbone, published_here,
+                              f"model={cfg.model.name} dataset={dataset}")
+    return schedule, note
 
 
 def published_schedule(cfg: DictConfig, depth: int) -> Optional[list]:
     """The vid-TLDR schedule ``merge.r=published`` resolves to for this dataset and model (the
-    model's own for ``tiny``), or None when there is none (tune and compare's reference point)."""
+    model's own for ``tiny``), or None when there is none (tune and compare's reference point):
+    ``umt_fractions`` is borrowed from UMT, not published for the model, so it is None too."""
     from omegaconf import OmegaConf
 
     probe = OmegaConf.create({"merge": {"name": "vidtldr", "r": "published"}, "model": _plain(cfg.model)})
     try:
-        return list(resolve_schedule(probe, depth, str(cfg.dataset.name), dataset_settings(cfg.dataset))[1])
+        spec, schedule, _ = resolve_schedule(probe, depth, str(cfg.dataset.name), dataset_settings(cfg.dataset))
     except ConfigError:
         return None
+    return list(schedule) if spec == "published" else None
 
 
 def _cap(value: Optional[int], cap: Optional[int]) -> Optional[int]:
@@ -255,7 +293,7 @@ def resolve_model(cfg: DictConfig) -> ModelSpec:
         _refuse_text_key(cfg, task)
     check_merge_args(reducer_class(str(cfg.merge.name)), cfg)  # unknown reducers / keys are refused first
     depth = family.architecture(str(model.arch), heads, num_frames=num_frames).vision.depth
-    schedule_spec, schedule = resolve_schedule(cfg, depth, name, settings)
+    schedule_spec, schedule, schedule_note = resolve_schedule(cfg, depth, name, settings)
     return ModelSpec(
         task=task, heads=heads, dataset=name, dataset_base=settings.base, setting=settings.setting,
         paper_row=settings.paper_row, checkpoint_key=settings.checkpoint_key,
@@ -264,7 +302,7 @@ def resolve_model(cfg: DictConfig) -> ModelSpec:
         max_q_len=_opt_int(ds.get("max_q_len")), max_a_len=_opt_int(ds.get("max_a_len")),
         trimmed30=task_def.trimmed30(bool(ds.get("trimmed30", False))),
         merge=str(cfg.merge.name), merge_args=merge_args(cfg), schedule_spec=schedule_spec, schedule=schedule,
-        views=resolve_views(cfg, ds, task_def.views))
+        schedule_note=schedule_note, views=resolve_views(cfg, ds, task_def.views))
 
 
 def _refuse_text_key(cfg: DictConfig, task: str) -> None:

@@ -57,7 +57,7 @@ def count(spec: ModelSpec, trace: bool = True, attention: str = "fused", batch: 
     cost = reducer_cost(vision, spec.num_frames, spec.reducer(), batch=batch)
     report = {
         "model": spec.model, "arch": spec.arch, "backbone": spec.backbone, "dataset": spec.dataset, "task": spec.task,
-        "merge": spec.merge, "r": list(spec.schedule), "num_frames": spec.num_frames, "batch": batch,
+        "merge": spec.merge, "r": list(spec.schedule), **spec.schedule_described(), "num_frames": spec.num_frames, "batch": batch,
         "input_shape": [batch, spec.num_frames, 3, vision.img_size, vision.img_size],
         "tokens_per_layer": cost.tokens_per_layer,
         "removed_per_layer": cost.removed,

@@ -17,6 +17,8 @@ def format_report(rep: dict) -> str:
     shown = "none" if not any(sched) else "[" + ", ".join(str(e) for e in sched[:nz]) + (", 0, ..." if nz < len(sched) else "") + "]"
     lines.append(f"model={rep['model']} ({rep['arch']})  dataset={rep['dataset']} ({rep['task']})  "
                  f"merge={rep['merge']}  r={shown}")
+    if rep.get("schedule_note"):  # a named schedule that is not a published one (umt_fractions)
+        lines.append(f"schedule: {rep['schedule_note']}")
     lines.append(f"input {rep['input_shape']}  tokens: " + " -> ".join(
         str(t) for i, t in enumerate(rep["tokens_per_layer"]) if i == 0 or t != rep["tokens_per_layer"][i - 1]))
     lines.append("")

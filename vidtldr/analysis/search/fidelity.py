@@ -381,7 +381,7 @@ def run_fidelity(cfg: DictConfig, run_dir: str | Path) -> dict:
     record.update({
         "kind": "fidelity", "status": "complete", "finished": now_iso(), "run_dir": str(run_dir),
         "model": spec.model, "dataset": spec.dataset, "collection": session.collection.origin,
-        "merge": spec.merge, "schedule": ran_schedule(spec, session.adjusted), "schedule_spec": spec.schedule_spec,
+        "merge": spec.merge, "schedule": ran_schedule(spec, session.adjusted), **spec.schedule_described(),
         "adjusted": session.adjusted,
         "num_frames": spec.num_frames, "attention": spec.settings.attention,
         "videos": len(session.keys), "skipped_videos": session.skipped, "cache": session.cache,
