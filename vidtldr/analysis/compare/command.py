@@ -420,7 +420,10 @@ def run_compare(cfg: DictConfig, run_dir: str | Path) -> dict:
     from vidtldr.provenance import load_average, machine
 
     load_before = load_average()
-    time_rows(spec, arch_cfg, todo, opts["repeats"], modes, str(cfg.device), str(cfg.get("precision", "fp32")))
+    from vidtldr.run.settings import required
+
+    # the evaluation's keys, each read once (configs/config.yaml holds their defaults)
+    time_rows(spec, arch_cfg, todo, opts["repeats"], modes, str(required(cfg, "device")), str(required(cfg, "precision")))
     record = base_record()
     record.update({
         "kind": "compare", "status": "complete", "finished": now_iso(), "run_dir": str(run_dir),
