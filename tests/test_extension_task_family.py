@@ -2,7 +2,8 @@
 family"), shown the way a contributor uses them: in a copy of the package, add ONE task module under
 vidtldr/tasks/ with ONE dataset YAML, and ONE family module under vidtldr/models/ with ONE model YAML,
 nothing else; then the evaluation runs the new task on the new family (through the feature cache,
-with a reducer), and flops counts the new family's encoder from its architecture data."""
+with a reducer), flops counts the new family's encoder from its architecture data, and bench times
+the encoder the family builds alone."""
 
 from __future__ import annotations
 
@@ -73,6 +74,9 @@ class ToyFamily(BackboneFamily):
 
     def build(self, arch_cfg: ToyArch, attention: str = "fused") -> ToyModel:
         return ToyModel(arch_cfg, attention).eval()
+
+    def build_vision(self, arch_cfg: ToyArch, attention: str = "fused") -> VisionTransformer:
+        return VisionTransformer(arch_cfg.vision, attention=attention)
 
     def load_weights(self, model, path, kind):
         raise NotImplementedError("the toy family has random weights only")
@@ -177,3 +181,13 @@ def test_flops_counts_the_new_family_and_traces_the_assembled_model(extended):
     # the analytic count from the family's vision data = fvcore's trace of the family's model
     assert report["traced"]["exact"] is True
     assert report["traced"]["gflops_paper"] == pytest.approx(report["gflops_paper"], abs=1e-4)
+
+
+def test_bench_times_the_encoder_the_new_family_builds_alone(extended):
+    args = ("-m", "vidtldr.bench", "model=toyvit", "dataset=toy_msrvtt", "merge=tome", "merge.r=[20,10]",
+            "reducers=[none,tome]", "baseline_r=[20,10]", "attentions=[fused]", "repeats=1", "device=cpu",
+            "breakdown=false", "profile=false", "check_outputs=false", "write=false")
+    result = json.loads(_run(extended, *args).stdout.strip().splitlines()[-1])
+    rows = {row["merge"]: row for row in result["rows"]}
+    assert set(rows) == {"none", "tome"} and all(row["model"] == "toyvit" for row in rows.values())
+    assert (rows["none"]["final_tokens"], rows["tome"]["final_tokens"]) == (196, 166)  # 196 - 20 - 10
