@@ -6,16 +6,11 @@ are counted from what it declares (a hidden-state matcher pays the C-wide simila
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from _package_copy import last_json, package_copy, run_in
 
-import vidtldr
 
 pytestmark = pytest.mark.slow
 
@@ -44,23 +39,8 @@ SCHEDULE = "[48,24]"
 @pytest.fixture(scope="module")
 def extended(tmp_path_factory) -> Path:
     """A copy of the package with the one new module and the one new yaml."""
-    root = tmp_path_factory.mktemp("extended")
-    pkg = root / "vidtldr"
-    shutil.copytree(Path(vidtldr.__file__).parent, pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    (pkg / "reduce" / "hiddenmatch.py").write_text(textwrap.dedent(NEW_REDUCER))
-    (pkg / "configs" / "merge" / "hiddenmatch.yaml").write_text(MERGE_YAML)
-    return root
-
-
-def _run(root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, *args], cwd=root, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
-def _last_json(proc) -> dict:
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return package_copy(tmp_path_factory.mktemp("extended"), {"reduce/hiddenmatch.py": NEW_REDUCER,
+                                                              "configs/merge/hiddenmatch.yaml": MERGE_YAML})
 
 
 # What a hidden-state matcher with sizes costs on the tiny model at 4 frames, schedule [48, 24]:
@@ -70,7 +50,7 @@ TINY_GFLOPS = 78_292_032 / 1e9
 
 
 def test_eval_runs_the_new_reducer(extended):
-    _run(extended, "-m", "vidtldr.eval", "merge=hiddenmatch", f"merge.r={SCHEDULE}",
+    run_in(extended, "-m", "vidtldr.eval", "merge=hiddenmatch", f"merge.r={SCHEDULE}",
          f"paths.cache={extended / 'cache'}", f"paths.runs={extended / 'runs'}", "print_table=false")
     (record_path,) = (extended / "runs").rglob("record.json")
     record = json.loads(record_path.read_text())
@@ -80,7 +60,7 @@ def test_eval_runs_the_new_reducer(extended):
 
 
 def test_flops_counts_it_like_a_hidden_state_matcher_and_fvcore_agrees(extended):
-    rep = _last_json(_run(extended, "-m", "vidtldr.flops", "model=tiny", "merge=hiddenmatch", f"merge.r={SCHEDULE}",
+    rep = last_json(run_in(extended, "-m", "vidtldr.flops", "model=tiny", "merge=hiddenmatch", f"merge.r={SCHEDULE}",
                                 "trace=true"))
     assert rep["merge"] == "hiddenmatch" and rep["tokens_per_layer"] == [196, 148, 124, 124, 124]
     assert rep["gflops_paper"] == round(TINY_GFLOPS, 4)  # printed to 4 places
@@ -90,12 +70,12 @@ def test_flops_counts_it_like_a_hidden_state_matcher_and_fvcore_agrees(extended)
 
 
 def test_bench_and_visualize_run_it(extended):
-    res = _last_json(_run(extended, "-m", "vidtldr.bench", "model=tiny", "reducers=[none,hiddenmatch]",
+    res = last_json(run_in(extended, "-m", "vidtldr.bench", "model=tiny", "reducers=[none,hiddenmatch]",
                           "attentions=[fused]", "repeats=1", "write=false", "breakdown=false", "profile=false"))
     row = next(r for r in res["rows"] if r["merge"] == "hiddenmatch")
     assert row["final_tokens"] == 124 and row["r"] == [48, 24]  # the tiny model's vid-TLDR schedule, copied
     out = extended / "viz"
-    summary = _last_json(_run(extended, "-m", "vidtldr.visualize", "merge=hiddenmatch", f"merge.r={SCHEDULE}",
+    summary = last_json(run_in(extended, "-m", "vidtldr.visualize", "merge=hiddenmatch", f"merge.r={SCHEDULE}",
                               f"out={out}"))
     assert summary["merge"] == "hiddenmatch" and summary["token_counts"][-1] == 124
     assert (out / "groups.png").is_file() and summary["saliency_layers"] == []

@@ -8,14 +8,10 @@ the encoder the family builds alone."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from _package_copy import last_json, package_copy, run_in
 
 import vidtldr
 
@@ -139,28 +135,16 @@ class ToyNorms(Task):
 @pytest.fixture(scope="module")
 def extended(tmp_path_factory) -> Path:
     """A copy of the package with the new task module + dataset YAML and family module + model YAML."""
-    root = tmp_path_factory.mktemp("extended_task")
-    pkg = root / "vidtldr"
-    shutil.copytree(Path(vidtldr.__file__).parent, pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    (pkg / "tasks" / "toy_norms.py").write_text(textwrap.dedent(NEW_TASK))
-    (pkg / "models" / "toyvit.py").write_text(textwrap.dedent(NEW_FAMILY))
-    (pkg / "configs" / "model" / "toyvit.yaml").write_text(MODEL_YAML)
-    msrvtt = (pkg / "configs" / "dataset" / "msrvtt.yaml").read_text()
-    (pkg / "configs" / "dataset" / "toy_msrvtt.yaml").write_text(
-        msrvtt.replace("name: msrvtt", "name: toy_msrvtt").replace("task: retrieval", "task: toy_norms"))
-    return root
-
-
-def _run(root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, *args], cwd=root, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    msrvtt = (Path(vidtldr.__file__).parent / "configs" / "dataset" / "msrvtt.yaml").read_text()
+    return package_copy(tmp_path_factory.mktemp("extended_task"), {
+        "tasks/toy_norms.py": NEW_TASK, "models/toyvit.py": NEW_FAMILY, "configs/model/toyvit.yaml": MODEL_YAML,
+        "configs/dataset/toy_msrvtt.yaml": msrvtt.replace("name: msrvtt", "name: toy_msrvtt").replace(
+            "task: retrieval", "task: toy_norms")})
 
 
 def test_eval_runs_the_new_task_on_the_new_family(extended, tmp_path):
     common = ("model=toyvit", "dataset=toy_msrvtt", "merge=tome", "merge.r=[20,10]", f"paths.cache={tmp_path / 'c'}")
-    _run(extended, "-m", "vidtldr.eval", *common, f"hydra.run.dir={tmp_path / 'a'}")
+    run_in(extended, "-m", "vidtldr.eval", *common, f"hydra.run.dir={tmp_path / 'a'}")
     first = json.loads((tmp_path / "a" / "record.json").read_text())
     assert first["status"] == "complete" and first["run"]["task"] == "toy_norms"
     assert first["resolved"]["family"] == "toyvit" and first["resolved"]["heads"] == "vision"
@@ -168,14 +152,14 @@ def test_eval_runs_the_new_task_on_the_new_family(extended, tmp_path):
     # 4 frames of 7x7 patches = 196 tokens; ToMe removes 20, then 10
     assert first["token_counts"] == [196, 176, 166]
     assert first["gflops"]["paper"] < first["gflops"]["base_paper"]  # counted from the family's vision data
-    _run(extended, "-m", "vidtldr.eval", *common, f"hydra.run.dir={tmp_path / 'b'}")
+    run_in(extended, "-m", "vidtldr.eval", *common, f"hydra.run.dir={tmp_path / 'b'}")
     again = json.loads((tmp_path / "b" / "record.json").read_text())
     assert again["counts"]["videos_from_cache"] == 7 and again["metrics"] == first["metrics"]
 
 
 def test_flops_counts_the_new_family_and_traces_the_assembled_model(extended):
     args = ("-m", "vidtldr.flops", "model=toyvit", "dataset=toy_msrvtt", "merge=tome", "merge.r=[20,10]")
-    report = json.loads(_run(extended, *args, "trace=true").stdout.strip().splitlines()[-1])
+    report = last_json(run_in(extended, *args, "trace=true"))
     # entering block 0, after block 0, after block 1
     assert report["tokens_per_layer"] == [196, 176, 166] and report["arch"] == "toy_small"
     # the analytic count from the family's vision data = fvcore's trace of the family's model

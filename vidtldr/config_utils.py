@@ -4,6 +4,7 @@ runner, the table plans, the visualiser, FLOPs/bench tools and the tests compose
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -44,6 +45,12 @@ def register_merge_compositions() -> None:
 register_merge_compositions()  # every Hydra entry point imports this module before composing
 
 
+@functools.lru_cache(maxsize=1)
+def _composition_names() -> frozenset[str]:
+    """The ``A+B`` names Hydra can compose (read once per process: the merge configs do not change)."""
+    return frozenset(merge_compositions())
+
+
 def check_merge_choice(overrides: Sequence[str]) -> None:
     """``merge=<name>`` must name a merge config (``configs/merge/``) or a composition ``A+B`` of two
     of them. Hydra's own refusal of any other name (``merge=rlt+``, a typo) is many lines listing
@@ -53,7 +60,7 @@ def check_merge_choice(overrides: Sequence[str]) -> None:
         if key.lstrip("+") != "merge" or not sep:
             continue
         names = sorted(path.stem for path in (CONFIG_DIR / "merge").glob("*.yaml"))
-        if value in names or value in merge_compositions():
+        if value in names or value in _composition_names():
             continue
         accepted = f"accepted: {', '.join(names)}, or a composition A+B of two of them (e.g. rlt+vidtldr)"
         parts = value.split("+")
