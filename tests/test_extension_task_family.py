@@ -171,7 +171,7 @@ def test_bench_times_the_encoder_the_new_family_builds_alone(extended):
     args = ("-m", "vidtldr.bench", "model=toyvit", "dataset=toy_msrvtt", "merge=tome", "merge.r=[20,10]",
             "reducers=[none,tome]", "baseline_r=[20,10]", "attentions=[fused]", "repeats=1", "device=cpu",
             "breakdown=false", "profile=false", "check_outputs=false", "write=false")
-    result = json.loads(_run(extended, *args).stdout.strip().splitlines()[-1])
+    result = last_json(run_in(extended, *args))
     rows = {row["merge"]: row for row in result["rows"]}
     assert set(rows) == {"none", "tome"} and all(row["model"] == "toyvit" for row in rows.values())
     assert (rows["none"]["final_tokens"], rows["tome"]["final_tokens"]) == (196, 166)  # 196 - 20 - 10
