@@ -139,6 +139,31 @@ def test_views_dataset_and_loader_batch(clips):
     assert batch["frames"].shape == (2, 2, 4, 3, 32, 32) and batch["ok"].tolist() == [True, True]
 
 
+def test_views_from_the_frame_cache_equal_the_decoded_views(clips, tmp_path, monkeypatch):
+    from vidtldr.data import dataset as dataset_module
+    from vidtldr.run.frame_cache import FrameCache
+
+    spec = ViewSpec(num_frames=4, sampling="interval", clips=2, crops=3, size=32, interval=4)
+    cache = FrameCache(tmp_path / "frames", 1 << 30)
+    first = ViewsDataset([clips[0]], spec, frame_cache=cache)[0]
+    assert first["from_cache"] is False and torch.equal(first["frames"], read_views(clips[0], spec)[0])
+
+    def no_decoding(path):
+        raise AssertionError(f"decoded {path}")
+
+    monkeypatch.setattr(dataset_module, "open_video", no_decoding)
+    again = ViewsDataset([clips[0]], spec, frame_cache=cache)[0]
+    assert again["from_cache"] is True and torch.equal(again["frames"], first["frames"])
+
+
+@pytest.mark.parametrize("change", [dict(clips=3), dict(crops=1), dict(num_frames=2), dict(interval=2), dict(size=16),
+                                    dict(sampling="segment", interval=None)])
+def test_every_view_setting_is_part_of_the_frame_cache_key(change):
+    spec = ViewSpec(num_frames=4, sampling="interval", clips=2, crops=3, size=32, interval=4)
+    other = ViewSpec(**{**spec.__dict__, **change})
+    assert ViewsDataset([], other).frames_key() != ViewsDataset([], spec).frames_key()
+
+
 # --- tiny data, both formats ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("cfg, official_reader", [(K400, "kinetics_csv"), (SSV2, "ssv2_json")])

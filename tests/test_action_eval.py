@@ -100,6 +100,25 @@ def test_cost_under_data_limit_counts_the_kept_videos_views(limited):
     assert cost["gflops_paper_total"] == pytest.approx(0.00656608 * 2 * 2, abs=5e-7)  # 2 views x 2 kept videos
 
 
+def test_a_second_run_reads_its_views_from_the_frame_cache(tmp_path, monkeypatch):
+    from vidtldr.data import dataset as dataset_module
+
+    common = ["dataset=kinetics400", "cache.enabled=false", "data.num_workers=0"]  # features not cached
+    first = _run(tmp_path, "first", *common, "merge=none")
+    assert first["cache"]["frames"]["served"] == 0 and first["cache"]["frames"]["decoded"] == 6
+
+    def no_decoding(path):
+        raise AssertionError(f"decoded {path}")
+
+    with monkeypatch.context() as patched:  # the second run cannot decode: everything must come from the cache
+        patched.setattr(dataset_module, "open_video", no_decoding)
+        second = _run(tmp_path, "second", *common, "merge=none")
+    assert second["cache"]["frames"]["served"] == 6 and second["cache"]["frames"]["decoded"] == 0
+    assert (tmp_path / "second" / "predictions.json").read_text() == (tmp_path / "first" / "predictions.json").read_text()
+    other_clips = _run(tmp_path, "clips", *common, "merge=none", "eval.clips=1")  # other frames: a miss
+    assert other_clips["cache"]["frames"]["served"] == 0 and other_clips["cache"]["frames"]["decoded"] == 6
+
+
 def test_no_merge_equals_the_stock_transformers_model_on_the_same_views(tmp_path):
     from vidtldr.data.dataset import ViewSpec, read_views
     from vidtldr.models.family import get_family

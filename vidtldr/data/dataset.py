@@ -111,8 +111,14 @@ class ViewSpec:
 
 
 def read_views(path: str | Path, spec: ViewSpec) -> tuple[torch.Tensor, ViewPlan]:
-    """float32 ``[views, T, 3, size, size]`` (clip-major, then crop) and the plan that made them.
-    Each distinct frame is decoded and resized once, however many views use it."""
+    """float32 ``[views, T, 3, size, size]`` (clip-major, then crop) and the plan that made them."""
+    pixels, plan = read_view_pixels(path, spec)
+    return normalize(pixels), plan
+
+
+def read_view_pixels(path: str | Path, spec: ViewSpec) -> tuple[torch.Tensor, ViewPlan]:
+    """uint8 ``[views, T, 3, size, size]`` (clip-major, then crop), before the normalisation, and the
+    plan that made them. Each distinct frame is decoded and resized once, however many views use it."""
     reader = open_video(path)
     clips = clip_indices(len(reader), spec.num_frames, spec.sampling, spec.clips, spec.interval)
     unique = sorted({i for clip in clips for i in clip})
@@ -126,34 +132,57 @@ def read_views(path: str | Path, spec: ViewSpec) -> tuple[torch.Tensor, ViewPlan
     for clip in plan.clips:
         chosen = resized[[where[i] for i in clip]]
         for crop in plan.crops:
-            views.append(normalize(chosen[:, :, crop.top:crop.top + crop.size, crop.left:crop.left + crop.size]))
+            views.append(chosen[:, :, crop.top:crop.top + crop.size, crop.left:crop.left + crop.size])
     return torch.stack(views), plan
 
 
 class ViewsDataset(Dataset):
-    """Items ``{"frames": float32 [views, T, 3, size, size], "index", "ok", "error"}`` for
-    classification (every view of one video in one item)."""
+    """Items ``{"frames": float32 [views, T, 3, size, size], "index", "ok", "error", "from_cache"}``
+    for classification (every view of one video in one item). With a frame cache (as
+    :class:`VideoDataset`'s) the cropped uint8 views are served from it instead of decoding: they
+    are what every reducer and schedule of a sweep reads, and they need no video metadata to find."""
 
-    def __init__(self, videos: Sequence[str | Path], spec: ViewSpec, skip_unreadable: bool = False):
+    def __init__(self, videos: Sequence[str | Path], spec: ViewSpec, skip_unreadable: bool = False, *,
+                 frame_cache: Any = None):
         self.videos = [str(v) for v in videos]
         self.spec = spec
         self.num_frames = spec.num_frames
         self.skip_unreadable = bool(skip_unreadable)
+        self.frame_cache = frame_cache
         self.errors_in_band = False
+
+    def frames_key(self) -> dict:
+        """Everything that changes the cached views besides the video file: the frames (count,
+        sampling rule, interval, clips), the crops, the size, and how they are decoded and resized."""
+        return {"layout": "views [clip x crop, T, 3, size, size]", **self.spec.describe(),
+                "resize": "short-side-bilinear-no-antialias", "decoder": "decord"}
+
+    def view_pixels(self, path: str) -> tuple[torch.Tensor, bool]:
+        """(uint8 views, whether the frame cache served them)."""
+        cache, key = self.frame_cache, None
+        if cache is not None:
+            key = self.frames_key()
+            pixels = cache.get(path, key)
+            if pixels is not None:
+                return pixels, True
+        pixels = read_view_pixels(path, self.spec)[0]
+        if cache is not None:
+            cache.put(path, key, pixels)
+        return pixels, False
 
     def __len__(self) -> int:
         return len(self.videos)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         try:
-            frames = read_views(self.videos[i], self.spec)[0]
+            pixels, from_cache = self.view_pixels(self.videos[i])
         except VideoError as exc:
             if not (self.skip_unreadable or self.errors_in_band):
                 raise
             spec = self.spec
             frames = torch.zeros(spec.clips * spec.crops, spec.num_frames, 3, spec.size, spec.size)
-            return {"frames": frames, "index": i, "ok": False, "error": str(exc)}
-        return {"frames": frames, "index": i, "ok": True, "error": ""}
+            return {"frames": frames, "index": i, "ok": False, "error": str(exc), "from_cache": False}
+        return {"frames": normalize(pixels), "index": i, "ok": True, "error": "", "from_cache": from_cache}
 
 
 class VideoLoader:

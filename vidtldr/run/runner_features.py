@@ -37,6 +37,7 @@ class VideoFeatures:
     cached: int = 0
     frames_from_cache: int = 0  # of the encoded videos, those whose frames the frame cache served (not decoded)
     num_workers: int = 0  # decode processes actually started (never more than the videos to decode)
+    frames: dict = field(default_factory=dict)  # record["cache"]["frames"] (TaskJob.cached_videos fills it)
 
 
 def all_ranks_outcome(videos: VideoFeatures, dist_ctx) -> tuple[list[SkippedVideo], int, int]:
@@ -76,10 +77,10 @@ def video_features(paths: Sequence[str], keys: Sequence[str], encode_fn: EncodeF
     ``skipped`` (and never cached, so a later run tries them again). ``retain`` picks what of each
     video stays in memory (``by_key``) after its shard is written; the default keeps everything,
     the feature-store path keeps only the small fields so memory does not grow with the videos.
-    ``make_dataset(paths, skip_unreadable)`` replaces the default one-clip :class:`VideoDataset`
-    (action recognition decodes every test view of a video into one item). ``frame_cache``
-    (:class:`vidtldr.run.frame_cache.FrameCache`) serves the default dataset the decoded frames of
-    videos another run (another reducer or schedule) already decoded.
+    ``make_dataset(paths, skip_unreadable, frame_cache)`` replaces the default one-clip
+    :class:`VideoDataset` (action recognition decodes every test view of a video into one item).
+    ``frame_cache`` (:class:`vidtldr.run.frame_cache.FrameCache`) serves the dataset the decoded frames
+    of videos another run (another reducer or schedule) already decoded.
     """
     keep = retain or (lambda stored: stored)
     path_of = first_path_of(keys, paths)
@@ -99,7 +100,7 @@ def video_features(paths: Sequence[str], keys: Sequence[str], encode_fn: EncodeF
         return result
     log.info("video features: %d cached, %d to encode", result.cached, len(todo))
     paths_todo = [path_of[k] for k in todo]
-    dataset = (make_dataset(paths_todo, skip_unreadable) if make_dataset is not None
+    dataset = (make_dataset(paths_todo, skip_unreadable, frame_cache) if make_dataset is not None
                else VideoDataset(paths_todo, num_frames, trimmed30, size, skip_unreadable, decoder=decoder,
                                  frame_cache=frame_cache))
     # A worker process costs its start-up: never start more than there are videos to decode (frames

@@ -53,10 +53,12 @@ class TaskJob:
         are encoded once): ``encode(frames [B,T,3,H,W]) -> [dict per video]`` runs on a cache miss, the
         results are cached by the video file's identity. Returns ``(features, skipped, decoded,
         from_cache)``: ``features.by_key[name]`` is the dict ``encode`` made for it (every rank's
-        videos under torch.distributed), ``skipped`` the unreadable videos (``data.on_error=skip``)."""
+        videos under torch.distributed), ``features.frames`` the record's ``cache.frames`` entry, ``skipped``
+        the unreadable videos (``data.on_error=skip``). ``make_dataset(paths, skip_unreadable, frame_cache)``
+        replaces the one-clip dataset (it is handed the run's frame cache)."""
         from vidtldr.run.frame_cache import frame_cache_from
-        from vidtldr.run.runner_features import (all_ranks_outcome, exchange_cache, first_path_of, load_shared_shard,
-                                                 unique_in_order, video_features)
+        from vidtldr.run.runner_features import (all_ranks_outcome, exchange_cache, first_path_of, frames_entry,
+                                                 load_shared_shard, unique_in_order, video_features)
 
         shared = exchange_cache(self.video_cache, self.scratch, needed=self.dist_ctx.enabled)
         order = unique_in_order(list(names))
@@ -64,13 +66,14 @@ class TaskJob:
         shared.bind_sources(path_of)
         mine = D.shard(order, self.dist_ctx)
         settings = self.settings
+        frame_cache = frame_cache_from(settings)
         videos = video_features([path_of[k] for k in mine], mine, encode, shared, num_frames=self.spec.num_frames,
                                 trimmed30=self.spec.trimmed30, size=self.img_size,
                                 batch_size=settings.batch_size, num_workers=settings.num_workers,
                                 skip_unreadable=settings.skip_unreadable, progress=self.progress,
-                                make_dataset=make_dataset, decoder=settings.decoder,
-                                frame_cache=frame_cache_from(settings))
+                                make_dataset=make_dataset, decoder=settings.decoder, frame_cache=frame_cache)
         skipped, decoded, cached = all_ranks_outcome(videos, self.dist_ctx)
+        videos.frames = frames_entry(videos, frame_cache, settings, self.dist_ctx)
         if self.dist_ctx.enabled:
             bad = {s.path for s in skipped}
             for key in order:

@@ -112,7 +112,8 @@ class ClassificationTask(Task):
 
         start = time.perf_counter()
         features, skipped, decoded, cached = job.cached_videos(
-            names, paths, encode, make_dataset=lambda todo, skip: ViewsDataset(todo, views, skip))
+            names, paths, encode,
+            make_dataset=lambda todo, skip, frame_cache: ViewsDataset(todo, views, skip, frame_cache=frame_cache))
         seconds = time.perf_counter() - start
         bad = {s.path for s in skipped}
         rows = [i for i, path in enumerate(paths) if path not in bad]
@@ -129,6 +130,7 @@ class ClassificationTask(Task):
             counts={"videos": len(rows), "videos_total": total, "videos_decoded": decoded, "videos_cached": cached,
                     "views_per_video": n_views, "classes": int(probs.shape[1])},
             token_counts=counts, timings={"video_s": seconds},
+            cache={"video": job.video_cache.stats(), "frames": features.frames},
             skipped=[{"index": s.index, "path": s.path, "reason": s.reason} for s in skipped],
             extra={"predictions": predictions(kept_names, gold.tolist(), probs),
                    "cost": _cost(job, counts, len(rows), n_views)})
