@@ -65,6 +65,17 @@ def test_rendered_rows_name_the_baseline_and_the_reference(tmp_path):
     text = paths["md"].read_text()
     assert "| Kinetics-400 | VideoMAE-B/16 | VideoMAE | not run (81.5) |" in text
     assert "| SSv2 | VideoMAE-L/16 | +ToMe |" in text
+    # the one model-card figure that could be read (VideoMAE-B K400: top-1 80.9, top-5 94.7), with its provenance
+    assert "| Kinetics-400 | VideoMAE-B/16 | VideoMAE | not run (81.5) | not run (–) | 80.9 / 94.7 |" in text
+    assert "| Kinetics-400 | VideoMAE-L/16 | VideoMAE | not run (85.2) | not run (–) | – |" in text
+    assert "third-party copy of the card (the huggingface.co page was not readable from our machine" in text
+    import pandas as pd
+
+    table = pd.read_csv(paths["csv"])
+    base = table[(table.dataset == "kinetics400") & (table.backbone == "videomae_b") & (table.method == "none")].iloc[0]
+    assert (base.top1_card, base.top5_card) == (80.9, 94.7)
+    assert "openllmlist.com/videomae-base-finetuned-kinetics-by-mcg-nju" in base.card_source
+    assert table.top1_card.notna().sum() == 1  # no figure for the other cards
     assert sorted(p.suffix for p in paths.values()) == [".csv", ".md", ".tex"]
 
 

@@ -61,6 +61,11 @@ def display_table(spec: TableSpec, table: pd.DataFrame) -> pd.DataFrame:
             if metric in row.index and (metric == "acc") == is_qa(row["dataset"]):
                 label = METRIC_LABEL[metric] if spec.name != "fig1" else "R@1 / Acc"
                 cells[label] = metric_cell(row, metric)
+        if spec.card_reference is not None:
+            metrics = [m for m in spec.metrics if f"{m}_card" in row.index]
+            values = [row[f"{m}_card"] for m in metrics]
+            cells[f"{spec.card_reference[1]} " + " / ".join(METRIC_LABEL[m] for m in metrics)] = \
+                "–" if all(_missing(v) for v in values) else " / ".join(fmt(v) for v in values)
         cells.update(gflops_cells(row))
         cells["run"] = row["run"]
         out.append(cells)

@@ -38,7 +38,8 @@ def write_table(spec: TableSpec, runs: pd.DataFrame, ref: pd.DataFrame, out_dir:
     paths = {"csv": out_dir / f"{spec.name}.csv", "md": out_dir / f"{spec.name}.md",
              "tex": out_dir / f"{spec.name}.tex"}
     atomic_write_text(paths["csv"], table.to_csv(index=False))
-    atomic_write_text(paths["md"], f"# {spec.title}\n\n{to_markdown(shown)}\n{LEGEND}\n")
+    note = f"\n{spec.note}\n" if spec.note else ""
+    atomic_write_text(paths["md"], f"# {spec.title}\n\n{to_markdown(shown)}\n{LEGEND}\n{note}")
     atomic_write_text(paths["tex"], to_latex(shown, spec.title))
     if spec.name == "fig1":
         figure = plot_accuracy_vs_gflops(runs, ref, out_dir / spec.name, datasets=spec.datasets,
