@@ -144,6 +144,17 @@ def test_input_shape_errors_name_the_expected_shape():
         model(_clip(1, 4, 32))
 
 
+def test_attention_mode_is_checked_and_decides_the_exact_blocks():
+    # the same checked property as the UMT ViT (models/attention.AttentionModeSetting)
+    model, reducer = _tiny(), build_reducer("vidtldr", [8, 4])
+    assert model.attention == "fused" and model.exact_through(reducer, 32) == 1  # blocks 0 and 1 merge
+    model.attention = "materialized"
+    assert model.exact_through(reducer, 32) == -1  # every block materialized anyway
+    with pytest.raises(ConfigError, match="attention mode must be one of"):
+        model.attention = "flash"
+    assert model.attention == "materialized"  # the refused value changed nothing
+
+
 def test_architecture_names_are_listed_when_unknown():
     assert {"videomae_b16", "videomae_l16", "videomae_tiny"} <= set(hfv.available_videomae_architectures())
     with pytest.raises(ConfigError, match="videomae_b16"):

@@ -9,7 +9,8 @@ MLP; what the reducer contract needs from a block is the same everywhere and liv
   (``materialized``: the full softmax map; ``fused``: SDPA, or query blocks with the materialized
   arithmetic where a map statistic is needed or the block must be ``exact``);
 * :func:`reducing_block`: attention residual, the reducer hook, MLP residual;
-* :func:`exact_through`: the last block that must run the materialized arithmetic in fused mode.
+* :func:`exact_through`: the last block that must run the materialized arithmetic in fused mode;
+* :class:`AttentionModeSetting`: the encoder's checked ``attention`` mode.
 
 See docs/architecture.md, "Reducer hook", for why the fused prefix is bit-identical to the
 materialized execution.
@@ -186,6 +187,21 @@ def exact_through(reducer: Optional[Reducer], num_tokens: int, depth: int, mode:
     return blocks[-1] if blocks else -1
 
 
+class AttentionModeSetting:
+    """Mixin of every family's encoder: its ``attention`` execution mode (``fused`` |
+    ``materialized``), checked on every assignment (a typo is a ConfigError, not a silent default)."""
+
+    _attention: AttentionMode
+
+    @property
+    def attention(self) -> AttentionMode:
+        return self._attention
+
+    @attention.setter
+    def attention(self, mode: str) -> None:
+        self._attention = check_attention_mode(mode)
+
+
 def check_attention_mode(mode: str) -> AttentionMode:
     from vidtldr.errors import ConfigError
 
@@ -194,5 +210,5 @@ def check_attention_mode(mode: str) -> AttentionMode:
     return mode  # type: ignore[return-value]
 
 
-__all__ = ["ReducibleAttention", "reducing_block", "exact_through", "query_blocks", "check_attention_mode",
+__all__ = ["AttentionModeSetting", "ReducibleAttention", "reducing_block", "exact_through", "query_blocks", "check_attention_mode",
            "ATTENTION_MODES", "AttentionMode"]

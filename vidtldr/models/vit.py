@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidtldr.models.attention import (ATTENTION_MODES, AttentionMode, ReducibleAttention, check_attention_mode,
+from vidtldr.models.attention import (ATTENTION_MODES, AttentionMode, AttentionModeSetting, ReducibleAttention,
                                       exact_through, input_reduction, reducing_block)
 from vidtldr.models.config import VisionConfig
 from vidtldr.reduce.base import Need, ReductionState, Reducer
@@ -178,7 +178,7 @@ class VisionOutput:
         return self.state.token_counts
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(AttentionModeSetting, nn.Module):
     """The official ``PretrainVisionTransformer`` at evaluation (``keep_temporal=False``)."""
 
     def __init__(self, cfg: VisionConfig, attention: AttentionMode = "fused"):
@@ -187,14 +187,6 @@ class VisionTransformer(nn.Module):
         self.encoder = VisionEncoder(cfg)
         self.pool_norm = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps) if cfg.add_pool_norm else None
         self.attention = attention
-
-    @property
-    def attention(self) -> AttentionMode:
-        return self._attention
-
-    @attention.setter
-    def attention(self, mode: str) -> None:
-        self._attention = check_attention_mode(mode)
 
     def _check_input(self, videos: torch.Tensor) -> None:
         cfg = self.cfg

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from vidtldr.errors import ConfigError
-from vidtldr.models.attention import (AttentionMode, ReducibleAttention, check_attention_mode, exact_through,
+from vidtldr.models.attention import (AttentionMode, AttentionModeSetting, ReducibleAttention, exact_through,
                                       input_reduction, reducing_block)
 from vidtldr.models.checkpoint import CheckpointError
 from vidtldr.models.config import VisionConfig
@@ -137,7 +137,7 @@ def _check_layout(model: nn.Module) -> None:
                           f"<{SUPPORTED_TRANSFORMERS[1]}") from None
 
 
-class VideoMAEClassifier(nn.Module):
+class VideoMAEClassifier(AttentionModeSetting, nn.Module):
     """transformers' ``VideoMAEForVideoClassification`` with the reducer hook in every layer.
 
     ``hf`` is the stock model (its weights, names and config); ``attention`` the execution mode
@@ -176,14 +176,6 @@ class VideoMAEClassifier(nn.Module):
     def img_size(self) -> int:
         size = self.hf.config.image_size
         return int(size[0] if isinstance(size, (list, tuple)) else size)
-
-    @property
-    def attention(self) -> AttentionMode:
-        return self._attention
-
-    @attention.setter
-    def attention(self, mode: str) -> None:
-        self._attention = check_attention_mode(mode)
 
     def set_attention(self, mode: AttentionMode) -> None:
         self.attention = mode
