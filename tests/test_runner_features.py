@@ -8,6 +8,7 @@ import logging
 import shutil
 import threading
 from fractions import Fraction
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,8 +19,8 @@ import vidtldr.run.runner_features as rf
 from vidtldr.data.tiny import write_clip
 from vidtldr.errors import VideoError, VidtldrError
 from vidtldr.run.cache import FeatureCache
-from vidtldr.run.runner_features import (VideoFeatures, all_ranks_outcome, first_path_of, load_shared_shard, stack,
-                                         token_counts_of, unique_in_order, video_features)
+from vidtldr.run.runner_features import (VideoFeatures, all_ranks_outcome, first_path_of, frames_entry, load_shared_shard,
+                                         stack, token_counts_by_video, token_counts_of, unique_in_order, video_features)
 
 FRAMES, SIZE = 4, 16
 
@@ -232,3 +233,84 @@ def test_ranks_exchange_features_through_the_cache_or_the_runs_scratch_folder(tm
                               "eval.token_store=disk) and was given no scratch folder; pass scratch=<a folder every "
                               "rank sees> or set cache.enabled=true")
 
+
+def test_token_counts_per_video_only_when_the_videos_differ():
+    def held(**counts):
+        return VideoFeatures(by_key={k: {"feat": torch.zeros(1)} if v is None else {"token_counts": v}
+                                     for k, v in counts.items()})
+
+    # a content-adaptive reducer: each video its own counts (a video stored without counts is left out)
+    adaptive = token_counts_by_video(held(a=torch.tensor([196, 138, 90]), b=[196, 120, 80], c=None))
+    assert adaptive == {"a": [196, 138, 90], "b": [196, 120, 80]}
+    assert all(type(n) is int for counts in adaptive.values() for n in counts)
+    # a fixed schedule gives every video the same counts, and one video cannot differ: nothing to list
+    assert token_counts_by_video(held(a=[196, 98], b=torch.tensor([196, 98]))) == {}
+    assert token_counts_by_video(held(a=[196, 98])) == {} and token_counts_by_video(held()) == {}
+
+
+def test_frames_entry_counts_what_the_frame_cache_served_on_every_rank(monkeypatch):
+    settings = SimpleNamespace(decoder="pyav", frames_max_gb=16)
+    cache = SimpleNamespace(enabled=True, root="/c/frames", stats=SimpleNamespace(problems=[]))
+    one = SimpleNamespace(enabled=False)
+    videos = VideoFeatures(by_key={}, decoded=5, frames_from_cache=2, num_workers=3)  # 5 encoded, 2 of them served
+    assert frames_entry(videos, cache, settings, one) == {
+        "enabled": True, "served": 2, "decoded": 3, "decoder": "pyav", "num_workers": 3, "dir": "/c/frames",
+        "max_gb": 16}
+    plain = VideoFeatures(by_key={}, decoded=5, num_workers=1)
+    assert frames_entry(plain, None, settings, one) == {"enabled": False, "served": 0, "decoded": 5, "decoder": "pyav",
+                                                        "num_workers": 1}
+    problems = ["frames folder not writable: cache turned off"]
+    off = SimpleNamespace(enabled=False, root="/c/frames", stats=SimpleNamespace(problems=problems))
+    entry = frames_entry(plain, off, settings, one)
+    assert entry["enabled"] is False and entry["dir"] == "/c/frames" and entry["problems"] == problems
+    # two ranks: both shares are summed (this rank 2 of 5, the other 1 of 4)
+    ranks = SimpleNamespace(enabled=True)
+    monkeypatch.setattr(rf.D, "all_gather_objects", lambda obj, ctx: [obj, (1, 4)] if ctx is ranks else None)
+    both = frames_entry(videos, cache, settings, ranks)
+    assert (both["served"], both["decoded"]) == (3, 6)
+
+
+def test_videos_to_encode_go_to_the_tasks_own_dataset(clips, tmp_path):
+    from vidtldr.data.dataset import VideoDataset
+
+    from vidtldr.run.frame_cache import FrameCache
+
+    cache = FeatureCache(tmp_path / "c", {"k": 1})
+    _run(clips[:1], ["a"], Encoder(), cache)  # a is in the feature cache
+    frames = FrameCache(tmp_path / "frames", 1 << 30)
+    made = []
+
+    def make_dataset(paths, skip_unreadable, frame_cache):
+        made.append((list(paths), skip_unreadable, frame_cache))
+        return VideoDataset(paths, FRAMES, False, SIZE, skip_unreadable, frame_cache=frame_cache)
+
+    out = _run(clips, ["a", "b", "c"], Encoder(), cache, make_dataset=make_dataset, skip_unreadable=True,
+               frame_cache=frames)
+    # only the videos to encode, with the run's skip setting and its frame cache
+    assert made == [(clips[1:], True, frames)]
+    assert (out.cached, out.decoded, sorted(out.by_key)) == (1, 2, ["a", "b", "c"])
+
+
+def test_frames_held_by_the_frame_cache_start_no_worker_and_the_decoder_setting_is_used(clips, tmp_path,
+                                                                                          monkeypatch):
+    import vidtldr.data.dataset as dataset_module
+    from vidtldr.run.frame_cache import FrameCache
+
+    here = []  # videos decoded in this process (a worker's calls stay in the worker)
+    real = dataset_module.read_frames
+    monkeypatch.setattr(dataset_module, "read_frames",
+                        lambda path, *a, **k: here.append((Path(path).name, k.get("decoder"))) or real(path, *a, **k))
+    frames = FrameCache(tmp_path / "frames", 1 << 30)
+    first = _run(clips[:1], ["a"], Encoder(), FeatureCache(tmp_path / "one", {"k": 1}), frame_cache=frames,
+                 decoder="pyav")
+    assert here == [("c0.mp4", "pyav")] and first.frames_from_cache == 0
+    # another schedule (feature cache): a's frames are held, so 2 workers for b and c, not 3 (nor 5)
+    second = _run(clips, ["a", "b", "c"], Encoder(), FeatureCache(tmp_path / "two", {"k": 2}), frame_cache=frames,
+                  decoder="pyav", num_workers=5)
+    assert (second.decoded, second.frames_from_cache, second.num_workers) == (3, 1, 2)
+    assert here == [("c0.mp4", "pyav")]  # b and c were decoded by the workers
+    # without a frame cache: never more workers than videos to decode
+    alone = _run(clips[:1], ["a"], Encoder(), FeatureCache(tmp_path / "three", {"k": 3}), num_workers=2)
+    assert alone.num_workers == 1 and alone.frames_from_cache == 0
+    # a task's own dataset may have no frame cache at all: it holds nothing
+    assert rf._frames_held(SimpleNamespace(videos=clips)) == 0

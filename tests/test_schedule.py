@@ -143,8 +143,13 @@ def test_umt_fractions_refuse_a_pair_without_a_published_schedule():
     with pytest.raises(ScheduleError, match=r"merge.r=umt_fractions: no published vid-TLDR schedule for "
                                             r"kinetics400/videomae_b to take fractions from"):
         parse_schedule("umt_fractions", 12, dataset="kinetics400", backbone="videomae_b")
-    with pytest.raises(ScheduleError, match="msrvtt/tiny"):
+    with pytest.raises(ScheduleError) as info:
         umt_fractions("msrvtt", "tiny")
+    msg = str(info.value)  # what to set instead: every pair with a published schedule, listed
+    assert msg.startswith("merge.r=umt_fractions: no published vid-TLDR schedule for msrvtt/tiny to take fractions "
+                          "from (set the dataset's schedule_source and the model's schedule_backbone to one of: "
+                          "msrvtt/umt_b, msrvtt/umt_l, msvd/umt_b, ")
+    assert msg.endswith(", msvd_qa/umt_l), or pass merge.r=[...] explicitly")
 
 
 def test_umt_fractions_note_never_calls_a_borrowed_schedule_published():
@@ -154,3 +159,8 @@ def test_umt_fractions_note_never_calls_a_borrowed_schedule_published():
     assert "umt_b schedule for msrvtt ([600, 200, 100] of 2352 tokens)" in borrowed and "\n" not in borrowed
     own = umt_fractions_note("msrvtt", "umt_b", True, "model=umt_b dataset=msrvtt")
     assert "no vid-TLDR schedule" not in own and "model=umt_b" not in own and own.startswith("umt_fractions: ")
+    # the whole line a record carries: where the shares come from, and that they apply to this run's tokens
+    source = ("the fractions of the tokens each block removes in vid-TLDR's published umt_b schedule for msrvtt "
+              "([600, 200, 100] of 2352 tokens), applied to this run's own tokens")
+    assert own == f"umt_fractions: {source}"
+    assert borrowed == f"umt_fractions: no vid-TLDR schedule was published for model=videomae_b dataset=kinetics400; {source}"

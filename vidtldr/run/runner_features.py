@@ -66,7 +66,7 @@ def first_path_of(keys: Sequence[str], paths: Sequence[str]) -> dict[str, str]:
 
 def video_features(paths: Sequence[str], keys: Sequence[str], encode_fn: EncodeFn, cache: FeatureCache, *,
                    num_frames: int, trimmed30: bool, size: int, batch_size: int, num_workers: int,
-                   skip_unreadable: bool, progress: bool = True,
+                   skip_unreadable: bool, progress: bool,
                    retain: Callable[[dict], dict] | None = None,
                    make_dataset: Callable[[list[str], bool], Any] | None = None, decoder: str = "decord",
                    frame_cache: Any = None) -> VideoFeatures:
