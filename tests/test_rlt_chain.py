@@ -126,6 +126,14 @@ def test_malformed_compositions_are_one_line_before_any_model(overrides, message
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
+def test_each_name_of_a_multirun_sweep_is_checked():
+    from vidtldr.config_utils import check_merge_choice
+
+    check_merge_choice(["merge=none,vidtldr", "merge=rlt+vidtldr,tome", "merge=choice(none,tome)"])  # the README's
+    with pytest.raises(ConfigError, match=r"^merge=rlt\+: a part of the composition is empty; accepted: "):
+        check_merge_choice(["-m", "merge=none,rlt+"])
+
+
 def test_malformed_composition_on_the_command_line_is_one_line_and_status_2(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for overrides, line in ((["merge=rlt+"], "vidtldr.eval: error: merge=rlt+: a part of the composition is empty; "),

@@ -53,24 +53,30 @@ def _composition_names() -> frozenset[str]:
 
 def check_merge_choice(overrides: Sequence[str]) -> None:
     """``merge=<name>`` must name a merge config (``configs/merge/``) or a composition ``A+B`` of two
-    of them. Hydra's own refusal of any other name (``merge=rlt+``, a typo) is many lines listing
-    every pair, then exit status 1; this is one line naming the value and what is accepted."""
+    of them (each name of a multirun sweep ``merge=none,vidtldr`` likewise). Hydra's own refusal of
+    any other name (``merge=rlt+``, a typo) is many lines listing every pair, then exit status 1;
+    this is one line naming the value and what is accepted."""
     for arg in overrides:
         key, sep, value = arg.partition("=")
-        if key.lstrip("+") != "merge" or not sep:
-            continue
-        names = sorted(path.stem for path in (CONFIG_DIR / "merge").glob("*.yaml"))
-        if value in names or value in _composition_names():
-            continue
-        accepted = f"accepted: {', '.join(names)}, or a composition A+B of two of them (e.g. rlt+vidtldr)"
-        parts = value.split("+")
-        if "" in parts:
-            raise ConfigError(f"merge={value}: a part of the composition is empty; {accepted}")
-        unknown = [part for part in parts if part not in names]
-        if unknown:
-            raise ConfigError(f"merge={value}: unknown reducer {unknown[0]!r}; {accepted}")
-        raise ConfigError(f"merge={value}: a composition on the command line is two different reducers "
-                          f"other than none; {accepted}")
+        if key.lstrip("+") != "merge" or not sep or "(" in value or "${" in value:
+            continue  # not a merge choice, or a sweep function (choice(...), glob(...)) Hydra expands itself
+        for name in value.split(","):
+            _check_merge_name(name)
+
+
+def _check_merge_name(value: str) -> None:
+    names = sorted(path.stem for path in (CONFIG_DIR / "merge").glob("*.yaml"))
+    if value in names or value in _composition_names():
+        return
+    accepted = f"accepted: {', '.join(names)}, or a composition A+B of two of them (e.g. rlt+vidtldr)"
+    parts = value.split("+")
+    if "" in parts:
+        raise ConfigError(f"merge={value}: a part of the composition is empty; {accepted}")
+    unknown = [part for part in parts if part not in names]
+    if unknown:
+        raise ConfigError(f"merge={value}: unknown reducer {unknown[0]!r}; {accepted}")
+    raise ConfigError(f"merge={value}: a composition on the command line is two different reducers "
+                      f"other than none; {accepted}")
 
 
 def compose_config(overrides: Sequence[str] = (), config_name: str = "config"):
