@@ -433,7 +433,8 @@ def resolve(cfg: DictConfig, *, data_root: Optional[str] = None, explicit: Itera
         return str(implied[key]["effective"] if key in implied else required(cfg, key))
 
     base = resolve_model(cfg)
-    check_adaptive(cfg, base)
+    settings = resolve_settings(cfg)
+    check_adaptive(settings, base)
     init = effective("model.init")
     checkpoint, kind, from_zoo = resolve_checkpoint(cfg, base.dataset, base.setting, base.checkpoint_key, init)
     limit = required(cfg, "data.limit")
@@ -445,7 +446,7 @@ def resolve(cfg: DictConfig, *, data_root: Optional[str] = None, explicit: Itera
         data_root=str(data_root if data_root is not None else required(cfg, "paths.data")),
         limit=int(limit) if limit is not None else None, device=str(required(cfg, "device")),
         precision=str(required(cfg, "precision")), tokenizer=str(tokenizer) if tokenizer else None,
-        settings=resolve_settings(cfg), dataset_config=_plain(cfg.dataset), adjusted={},
+        settings=settings, dataset_config=_plain(cfg.dataset), adjusted={},
     )
     from vidtldr.cost.vision import vision_dims
 
@@ -455,22 +456,22 @@ def resolve(cfg: DictConfig, *, data_root: Optional[str] = None, explicit: Itera
     return spec
 
 
-def check_adaptive(cfg: DictConfig, spec: ModelSpec) -> None:
+def check_adaptive(settings: RunSettings, spec: ModelSpec) -> None:
     """A content-adaptive reducer (rlt's threshold form) gives each video its own token count: one
     video per encoder forward, and retrieval reads the tokens from the disk store (the memory store
     stacks every video's tokens into one tensor)."""
     if spec.merge == "none" or not getattr(spec.reducer(), "adaptive", False):
         return
-    if int(cfg.data.batch_size) != 1:
+    if settings.batch_size != 1:
         raise ConfigError(f"merge={spec.merge} with merge.threshold is content-adaptive (each video keeps its own "
-                          f"token count): set data.batch_size=1 (got {cfg.data.batch_size})")
-    if spec.task not in ("retrieval", "qa"):  # views of one video are encoded together and stacked
+                          f"token count): set data.batch_size=1 (got {settings.batch_size})")
+    if spec.views is not None:  # a task's views of one video are encoded together and stacked
         raise ConfigError(f"merge={spec.merge} with merge.threshold (content-adaptive) runs on retrieval and QA "
                           f"datasets; dataset={spec.dataset} is a {spec.task} task: use the fixed budget "
                           "(merge.threshold=null)")
-    if spec.task == "retrieval" and str(cfg.eval.get("token_store", "disk")) != "disk":
+    if spec.task == "retrieval" and settings.token_store != "disk":
         raise ConfigError(f"merge={spec.merge} with merge.threshold gives videos different token counts: "
-                          f"eval.token_store=disk is needed (got {cfg.eval.token_store})")
+                          f"eval.token_store=disk is needed (got {settings.token_store})")
 
 
 def text_length(ds: Any, backbone: str) -> Optional[int]:
