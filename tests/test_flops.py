@@ -239,6 +239,32 @@ def test_extra_costs_equal_traced_text_modules(dataset):
         assert total == round(analytic[name]["gflops_paper"] * 1e9), name
 
 
+def test_extra_costs_are_what_the_task_declares():
+    # flops dispatches through the task registry, never on a task's name: a new text task's own
+    # per-query entries are reported, analytically and traced, with nothing else to edit
+    from vidtldr.tasks.base import TASKS, register_task
+    from vidtldr.tasks.retrieval import RetrievalTask
+
+    @register_task("test_captioning")
+    class Captioning(RetrievalTask):
+        def query_costs(self, text, spec, vision_tokens):
+            return {"caption_per_video": {"gflops_paper": 2 * vision_tokens / 1e9}}
+
+        def query_calls(self, model, spec, vision_tokens):
+            import torch
+
+            return {"caption_per_video": (2, [(model.itc_vision, (torch.randn(1, 1, model.cfg.vision.width),))])}
+
+    try:
+        spec = _spec("model=tiny", "dataset=msrvtt", "dataset.task=test_captioning")
+        cfg = spec.umt_config()
+        assert flops_count.extra_costs(text_dims(cfg), spec, 124) == {"caption_per_video": {"gflops_paper": 248e-9}}
+        # itc_vision: one projection of a width-64 vector to embed_dim 32 (+ its L2 norm, not counted), twice
+        assert flops_trace.traced_extra_costs(cfg, spec, 124) == {"caption_per_video": 2 * 64 * 32}
+    finally:
+        TASKS.pop("test_captioning")
+
+
 # ---------------------------------------------------------------------------------------------
 # Configuration grammar and command line
 

@@ -12,6 +12,10 @@ everything the layers above need to know about the task, so none of them branche
   ``<unit>`` / ``<unit>_total`` that tell a partial run;
 * ``metric_columns``: the table columns its metrics fill (``vidtldr/report/rows.py`` names);
 * ``outputs``: files written next to ``record.json`` from the result (QA: ``predictions.json``).
+* ``query_costs`` / ``query_calls``: the per-query work outside the vision encoder that ``vidtldr
+  flops`` reports, counted analytically from the text-side sizes, and as the model calls that
+  ``flops trace=true`` traces to check that count (retrieval: text query + ITM re-ranking; QA: the
+  question encoding and answer ranking; none for a task without texts);
 * ``uses_text``: whether it reads texts (a tokenizer, text lengths, ``k_test``); action recognition does not;
 * ``smoke_model``: the random-weight model config (``configs/model/``) its smoke runs use;
 * ``views``: whether a video is evaluated as several test views (clips x crops, ``eval.clips`` /
@@ -83,6 +87,17 @@ class Task:
 
     def outputs(self, result: TaskResult) -> dict[str, Any]:
         """``{file name: JSON-ready content}`` written next to ``record.json`` (none by default)."""
+        return {}
+
+    def query_costs(self, text: Any, spec: Any, vision_tokens: int) -> dict[str, dict]:
+        """Per-query GFLOPs outside the vision encoder, ``{entry: {"gflops_paper", "gflops_true", ...}}``,
+        from the text side's sizes (``vidtldr.cost.text.TextDims``) and the resolved ``spec``, for a
+        video of ``vision_tokens`` tokens (none by default)."""
+        return {}
+
+    def query_calls(self, model: Any, spec: Any, vision_tokens: int) -> dict[str, tuple[int, list]]:
+        """The same entries as model calls on random inputs, ``{entry: (times, [(fn, args), ...])}``:
+        the trace counts every ``fn(*args)`` and multiplies their sum by ``times`` (none by default)."""
         return {}
 
 

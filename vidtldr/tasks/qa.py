@@ -140,5 +140,26 @@ class QATask(Task):
         """The official result records ``[{"question_id", "answer"}]`` as ``predictions.json``."""
         return {"predictions.json": result.extra["predictions"]}
 
+    def query_costs(self, text, spec, vision_tokens: int) -> dict:
+        """A question: its encoding against the video, the first-token pass, ``k_test`` candidate answers."""
+        from vidtldr.cost.text import qa_cost
+
+        qa = qa_cost(text, vision_tokens, spec.k_test, spec.max_q_len, spec.max_a_len)
+        return {"qa_per_question": {"gflops_paper": qa.paper_total / 1e9, "gflops_true": qa.true_total / 1e9,
+                                    "k_test": spec.k_test, "max_q_len": spec.max_q_len, "max_a_len": spec.max_a_len}}
+
+    def query_calls(self, model, spec, vision_tokens: int) -> dict:
+        from vidtldr.tasks.retrieval import random_text
+
+        vision = torch.randn(1, vision_tokens, model.cfg.vision.width)
+        q_ids, q_mask = random_text(model, 1, spec.max_q_len)
+        with torch.no_grad():
+            states = model.encode_question(vision, q_ids, q_mask)
+        k = spec.k_test
+        a_ids, a_mask = random_text(model, k, spec.max_a_len)
+        return {"qa_per_question": (1, [(model.encode_question, (vision, q_ids, q_mask)),
+                                        (lambda q, m: model.start_logits(q, m, 2), (states, q_mask)),
+                                        (model.answer_loss, (a_ids, a_mask, states.repeat(k, 1, 1), q_mask.repeat(k, 1)))])}
+
 
 __all__ = ["QATask", "QABatch", "QARanking", "rank_questions", "question_states_grouped", "rank_from_states", "rank_all"]

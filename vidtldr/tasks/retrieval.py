@@ -211,6 +211,32 @@ class RetrievalTask(Task):
                 row.update(_columns(block, prefix))
         return row
 
+    def query_costs(self, text, spec, vision_tokens: int) -> dict:
+        """A text query (text encoder + ITC projection) and its ITM re-ranking against ``k_test`` videos."""
+        from vidtldr.cost.text import itm_rerank_cost, text_query_cost
+
+        tq = text_query_cost(text, spec.max_txt_l)
+        itm = itm_rerank_cost(text, spec.max_txt_l, vision_tokens, spec.k_test)
+        return {"text_per_query": {"gflops_paper": tq.paper_total / 1e9, "gflops_true": tq.true_total / 1e9,
+                                   "max_txt_l": spec.max_txt_l},
+                "itm_rerank_per_query": {"gflops_paper": itm.paper_total / 1e9, "gflops_true": itm.true_total / 1e9,
+                                         "k_test": spec.k_test, "vision_tokens": vision_tokens}}
+
+    def query_calls(self, model, spec, vision_tokens: int) -> dict:
+        ids, mask = random_text(model, 1, spec.max_txt_l)
+        vision = torch.randn(1, vision_tokens, model.cfg.vision.width)
+        with torch.no_grad():
+            states = model.encode_text(ids, mask)
+        return {"text_per_query": (1, [(lambda i, m: model.itc_text(model.encode_text(i, m)), (ids, mask))]),
+                "itm_rerank_per_query": (spec.k_test, [(model.itm_logit, (states, mask, vision))])}
+
+
+def random_text(model, rows: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token ids (clear of the special tokens) and a full mask: inputs whose values no FLOP
+    count depends on."""
+    return (torch.randint(5, max(6, model.cfg.text.vocab_size - 1), (rows, length)),
+            torch.ones(rows, length, dtype=torch.long))
+
 
 def _columns(block: dict, prefix: str) -> dict:
     from vidtldr.tasks.metrics import number

@@ -10,7 +10,7 @@ from vidtldr.analysis.flops.reference import paper_gflops
 from vidtldr.analysis.flops.trace import compare, traced_extra_costs, traced_vision_cost
 from vidtldr.config_utils import compose_config
 from vidtldr.cost.ledger import round1
-from vidtldr.cost.text import TextDims, itm_rerank_cost, qa_cost, text_dims, text_query_cost
+from vidtldr.cost.text import TextDims, text_dims
 from vidtldr.cost.vision import backbone_vision_dims, reducer_cost, vision_cost, vision_dims
 from vidtldr.reduce.schedule import VIDTLDR_PRESETS, parse_schedule
 from vidtldr.run.runspec import ModelSpec, resolve_model
@@ -31,22 +31,11 @@ def published_reference(spec: ModelSpec, depth: int) -> Optional[dict]:
 
 
 def extra_costs(text: Optional[TextDims], spec: ModelSpec, vision_tokens: int) -> dict:
-    """Per-query costs outside the vision encoder, both conventions, in GFLOPs (none without a text side)."""
-    out = {}
-    if text is None:
-        return out
-    if spec.task == "qa":
-        qa = qa_cost(text, vision_tokens, spec.k_test, spec.max_q_len, spec.max_a_len)
-        out["qa_per_question"] = {"gflops_paper": qa.paper_total / 1e9, "gflops_true": qa.true_total / 1e9,
-                                  "k_test": spec.k_test, "max_q_len": spec.max_q_len, "max_a_len": spec.max_a_len}
-    else:
-        tq = text_query_cost(text, spec.max_txt_l)
-        itm = itm_rerank_cost(text, spec.max_txt_l, vision_tokens, spec.k_test)
-        out["text_per_query"] = {"gflops_paper": tq.paper_total / 1e9, "gflops_true": tq.true_total / 1e9,
-                                 "max_txt_l": spec.max_txt_l}
-        out["itm_rerank_per_query"] = {"gflops_paper": itm.paper_total / 1e9, "gflops_true": itm.true_total / 1e9,
-                                       "k_test": spec.k_test, "vision_tokens": vision_tokens}
-    return out
+    """Per-query costs outside the vision encoder, both conventions, in GFLOPs: what the spec's task
+    declares (:meth:`vidtldr.tasks.base.Task.query_costs`; none without a text side)."""
+    from vidtldr.tasks.base import get_task
+
+    return get_task(spec.task).query_costs(text, spec, vision_tokens) if text is not None else {}
 
 
 def count(spec: ModelSpec, trace: bool = True, attention: str = "fused", batch: int = 1) -> dict:

@@ -135,16 +135,18 @@ def traced_vision_cost(vision_cfg, reducer=None, attention: str = "fused", batch
 
 def traced_extra_costs(umt_cfg, spec, vision_tokens: int, seed: int = 0, model=None) -> dict:
     """fvcore counts (paper convention) of the costs outside the encoder, on the real text modules
-    (random weights): text-mode encoder + ITC projection for one caption and one ITM pair (times
-    ``k_test``) for retrieval; question encoder + first-token pass + ``k_test`` candidates for QA."""
+    (random weights): the model calls the spec's task declares for one query
+    (:meth:`vidtldr.tasks.base.Task.query_calls`; retrieval: text-mode encoder + ITC projection for
+    one caption and one ITM pair times ``k_test``; QA: question encoder + first-token pass + ``k_test``
+    candidates)."""
     import torch
 
     from vidtldr.models.umt import build_model
+    from vidtldr.tasks.base import get_task
 
     if model is None:
         torch.manual_seed(seed)
         model = build_model(umt_cfg)
-    width = umt_cfg.vision.width
 
     class _Call(torch.nn.Module):
         def __init__(self, fn):
@@ -155,34 +157,12 @@ def traced_extra_costs(umt_cfg, spec, vision_tokens: int, seed: int = 0, model=N
         def forward(self, *args):
             return self.fn(*args)
 
-    def traced(fn, *args) -> int:
+    def traced(fn, args) -> int:
         with torch.no_grad(), _quiet_trace():
             return int(_counting_analysis(_Call(fn), args).total())
 
-    def ids(rows: int, length: int):
-        return torch.randint(5, max(6, umt_cfg.text.vocab_size - 1), (rows, length))
-
-    vision = torch.randn(1, vision_tokens, width)
-    out = {}
-    if spec.task == "qa":
-        q_ids, q_mask = ids(1, spec.max_q_len), torch.ones(1, spec.max_q_len, dtype=torch.long)
-        with torch.no_grad():
-            states = model.encode_question(vision, q_ids, q_mask)
-        k = spec.k_test
-        a_ids, a_mask = ids(k, spec.max_a_len), torch.ones(k, spec.max_a_len, dtype=torch.long)
-        total = traced(lambda v, i, m: model.encode_question(v, i, m), vision, q_ids, q_mask)
-        total += traced(lambda q, m: model.start_logits(q, m, 2), states, q_mask)
-        total += traced(lambda a, am, q, m: model.answer_loss(a, am, q, m), a_ids, a_mask,
-                        states.repeat(k, 1, 1), q_mask.repeat(k, 1))
-        out["qa_per_question"] = total
-    else:
-        t_ids, t_mask = ids(1, spec.max_txt_l), torch.ones(1, spec.max_txt_l, dtype=torch.long)
-        out["text_per_query"] = traced(lambda i, m: model.itc_text(model.encode_text(i, m)), t_ids, t_mask)
-        with torch.no_grad():
-            text_states = model.encode_text(t_ids, t_mask)
-        pair = traced(lambda t, m, v: model.itm_logit(t, m, v), text_states, t_mask, vision)
-        out["itm_rerank_per_query"] = pair * spec.k_test
-    return out
+    calls = get_task(spec.task).query_calls(model, spec, vision_tokens)
+    return {name: times * sum(traced(fn, args) for fn, args in parts) for name, (times, parts) in calls.items()}
 
 
 def compare(analytic: VisionCost, traced: TracedCount, norms_in_paper: bool = True) -> dict:
