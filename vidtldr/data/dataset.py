@@ -57,7 +57,7 @@ class VideoDataset(Dataset):
                    skip_unreadable: bool = False) -> "VideoDataset":
         """One item per video id (retrieval) or per question (QA, in file order), cut to the first
         30 s where the dataset says so (the resolver refuses ``trimmed30`` for a task that reads
-        whole videos: ``vidtldr.run.runspec.resolve_task``)."""
+        whole videos: ``vidtldr.run.dataset_spec.resolve_task``)."""
         trimmed30 = bool(dataset_cfg.get("trimmed30", False))
         return cls(split.videos, dataset_cfg["num_frames"], trimmed30, size, skip_unreadable)
 

@@ -18,41 +18,9 @@ from omegaconf.errors import MissingMandatoryValue
 
 from vidtldr.config_utils import plain as _plain
 from vidtldr.errors import ConfigError
+from vidtldr.run.dataset_spec import (DatasetSettings, count_value, dataset_settings, opt_int, refuse_text_key,
+                                      resolve_task, resolve_views, setting_value, text_length)
 from vidtldr.run.settings import RunSettings, required, resolve_settings
-
-
-SETTINGS = ("finetuned", "zeroshot")
-
-
-@dataclass(frozen=True)
-class DatasetSettings:
-    """The keys of a dataset config that say what it stands for (never read from its name)."""
-
-    setting: str          # finetuned | zeroshot
-    base: str             # the dataset it stands for in the tables
-    paper_row: bool       # whether its records can fill a row of a paper table
-    checkpoint_key: str   # model.checkpoints entry (zero-shot: pretrained); key of the published schedules
-    schedule_source: str  # whose published UMT schedule merge.r=umt_fractions takes (default: checkpoint_key)
-
-
-def dataset_settings(ds: Any) -> DatasetSettings:
-    """A dataset config's ``setting``, ``base``, ``paper_row``, ``checkpoint_key`` and
-    ``schedule_source`` (optional: the checkpoint_key); a ConfigError
-    names the dataset and the key that is missing or wrong. A copy of ``msrvtt_zs.yaml`` under any
-    name is zero-shot: these keys say so, not the name."""
-    where = f"dataset {ds.get('name')}"
-    missing = [k for k in ("setting", "base", "paper_row", "checkpoint_key") if ds.get(k) is None]
-    if missing:
-        raise ConfigError(f"{where}: missing key(s) {', '.join(missing)} (e.g. setting: finetuned, base: msrvtt, "
-                          "paper_row: true, checkpoint_key: msrvtt; see docs/architecture.md, 'A new dataset')")
-    setting, paper_row = ds.get("setting"), ds.get("paper_row")
-    if setting not in SETTINGS:
-        raise ConfigError(f"{where}: setting must be one of {', '.join(SETTINGS)}, got {setting!r}")
-    if not isinstance(paper_row, bool):
-        raise ConfigError(f"{where}: paper_row must be true or false, got {paper_row!r}")
-    return DatasetSettings(setting=str(setting), base=str(ds.get("base")), paper_row=paper_row,
-                           checkpoint_key=str(ds.get("checkpoint_key")),
-                           schedule_source=str(ds.get("schedule_source") or ds.get("checkpoint_key")))
 
 
 @dataclass(kw_only=True)
@@ -219,53 +187,22 @@ def published_schedule(cfg: DictConfig, depth: int) -> Optional[list]:
     return list(schedule) if spec == "published" else None
 
 
-def _cap(value: Optional[int], cap: Optional[int]) -> Optional[int]:
-    if value is None or cap is None:
-        return value
-    return min(int(value), int(cap))
-
-
-def _count(key: str, value: Any, minimum: int) -> int:
-    """``value`` of config key ``key`` as an int >= ``minimum``, else a ConfigError naming both
-    (a zero k_test would "complete" with meaningless ITM metrics; zero batches crash deep inside)."""
-    if isinstance(value, bool):
-        value = str(value)
-    try:
-        number = int(value)
-        exact = float(value) == number
-    except (TypeError, ValueError):
-        exact = False
-    if not exact:
-        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
-    if number < minimum:
-        raise ConfigError(f"{key} must be >= {minimum}, got {number}")
-    return number
-
-
 def check_numbers(cfg: DictConfig) -> None:
     """The numeric settings given on the command line: batch sizes, worker count, and where set,
     data.limit, eval.k_test and eval.num_frames (cheap, so a run checks them before anything else)."""
     for key, minimum in (("eval.itm_batch", 1), ("eval.text_batch", 1), ("data.batch_size", 1)):
         section, name = key.split(".")
-        _count(key, cfg[section].get(name), minimum)
+        count_value(key, cfg[section].get(name), minimum)
     workers = cfg.data.get("num_workers")
     if workers != "auto":  # an integer >= 0, or auto (vidtldr.data.workers)
         try:
-            _count("data.num_workers", workers, 0)
+            count_value("data.num_workers", workers, 0)
         except ConfigError:
             raise ConfigError(f"data.num_workers={workers}: accepted values: auto, or an integer >= 0") from None
     for key in ("data.limit", "eval.k_test", "eval.num_frames", "eval.itm_group_batch"):
         section, name = key.split(".")
         if cfg[section].get(name) is not None:
-            _count(key, cfg[section][name], 1)
-
-
-def _setting_value(cfg: DictConfig, key: str, dataset_value: Any, cap: Optional[int]) -> int:
-    """``eval.<key>`` if set, else the dataset's value; then capped by the model."""
-    given = cfg.get("eval", {}).get(key)
-    value = (_count(f"eval.{key}", given, 1) if given is not None
-             else _count(f"dataset {cfg.dataset.name}: {key}", dataset_value, 1))
-    return _cap(value, cap)
+            count_value(key, cfg[section][name], 1)
 
 
 def resolve_model(cfg: DictConfig) -> ModelSpec:
@@ -288,9 +225,9 @@ def resolve_model(cfg: DictConfig) -> ModelSpec:
     heads = family.check_heads(task_def.heads, f"dataset={name} (task {task}) with model={model.name}")
     settings = dataset_settings(ds)
     caps = _plain(model.get("caps")) or {}
-    num_frames = _setting_value(cfg, "num_frames", ds.num_frames, caps.get("num_frames"))
-    k_test = _setting_value(cfg, "k_test", ds.k_test, caps.get("k_test")) if task_def.uses_text else \
-        _refuse_text_key(cfg, task)
+    num_frames = setting_value(cfg, "num_frames", ds.num_frames, caps.get("num_frames"))
+    k_test = setting_value(cfg, "k_test", ds.k_test, caps.get("k_test")) if task_def.uses_text else \
+        refuse_text_key(cfg, task)
     check_merge_args(reducer_class(str(cfg.merge.name)), cfg)  # unknown reducers / keys are refused first
     depth = family.architecture(str(model.arch), heads, num_frames=num_frames).vision.depth
     schedule_spec, schedule, schedule_note = resolve_schedule(cfg, depth, name, settings)
@@ -299,59 +236,10 @@ def resolve_model(cfg: DictConfig) -> ModelSpec:
         paper_row=settings.paper_row, checkpoint_key=settings.checkpoint_key,
         model=str(model.name), family=family.name, backbone=str(model.backbone), arch=str(model.arch),
         num_frames=num_frames, k_test=k_test, max_txt_l=text_length(ds, str(model.backbone)),
-        max_q_len=_opt_int(ds.get("max_q_len")), max_a_len=_opt_int(ds.get("max_a_len")),
+        max_q_len=opt_int(ds.get("max_q_len")), max_a_len=opt_int(ds.get("max_a_len")),
         trimmed30=task_def.trimmed30(bool(ds.get("trimmed30", False))),
         merge=str(cfg.merge.name), merge_args=merge_args(cfg), schedule_spec=schedule_spec, schedule=schedule,
         schedule_note=schedule_note, views=resolve_views(cfg, ds, task_def.views))
-
-
-def _refuse_text_key(cfg: DictConfig, task: str) -> None:
-    if cfg.get("eval", {}).get("k_test") is not None:
-        raise ConfigError(f"eval.k_test={cfg.eval.k_test}: task {task!r} ranks no texts or answers; drop eval.k_test")
-    return None
-
-
-def resolve_views(cfg: DictConfig, ds: Any, has_views: bool) -> Optional[dict]:
-    """The test views (``eval.clips`` / ``eval.crops`` if set, else the dataset's ``test_clips`` /
-    ``test_crops``; sampling and frame interval from the dataset) of a task that declares views;
-    ``eval.clips`` / ``eval.crops`` are refused for any other task."""
-    from vidtldr.data.views import SAMPLINGS
-
-    given = {k: cfg.get("eval", {}).get(k) for k in ("clips", "crops")}
-    if not has_views:
-        for key, value in given.items():
-            if value is not None:
-                raise ConfigError(f"eval.{key}={value}: dataset {ds.get('name')} (task {ds.get('task')}) has no "
-                                  "test views; eval.clips / eval.crops are for action recognition")
-        return None
-    sampling = str(ds.get("sampling"))
-    if sampling not in SAMPLINGS:
-        raise ConfigError(f"dataset {ds.get('name')}: sampling {sampling!r}; expected one of {', '.join(SAMPLINGS)}")
-    interval = ds.get("frame_interval")
-    if sampling == "interval":
-        interval = _count(f"dataset {ds.get('name')}: frame_interval", interval, 1)
-    clips = _setting_value(cfg, "clips", ds.get("test_clips"), None)
-    crops = _setting_value(cfg, "crops", ds.get("test_crops"), None)
-    return {"sampling": sampling, "frame_interval": interval if sampling == "interval" else None,
-            "clips": clips, "crops": crops, "views": clips * crops}
-
-
-def resolve_task(ds: Any):
-    """The registered task of a dataset config (vidtldr/tasks/), checked against the dataset: its
-    reader must be one the task scores, and ``trimmed30: true`` is refused for a task that reads
-    whole videos (the official QA evaluation never trims; a silent ignore would hide the mistake)."""
-    from vidtldr.tasks.base import get_task
-
-    name = ds.get("name")
-    task = get_task(str(ds.task), f"dataset {name}: task")
-    reader = str(ds.get("reader"))
-    if reader not in task.readers:
-        raise ConfigError(f"dataset {name}: reader {reader!r} does not fit task {task.name!r} "
-                          f"(it reads {', '.join(task.readers)})")
-    if bool(ds.get("trimmed30", False)) and not task.trims_videos:
-        raise ConfigError(f"dataset {name}: trimmed30: true, but task {task.name!r} reads whole videos "
-                          "(as the official evaluation does); set trimmed30: false")
-    return task
 
 
 def merge_args(cfg: DictConfig) -> dict:
@@ -472,19 +360,3 @@ def check_adaptive(settings: RunSettings, spec: ModelSpec) -> None:
     if spec.task == "retrieval" and settings.token_store != "disk":
         raise ConfigError(f"merge={spec.merge} with merge.threshold gives videos different token counts: "
                           f"eval.token_store=disk is needed (got {settings.token_store})")
-
-
-def text_length(ds: Any, backbone: str) -> Optional[int]:
-    """The dataset's ``max_txt_l``, or its ``max_txt_l_by_backbone[backbone]`` where the official
-    configs use another length for that backbone (zero-shot LSMDC: 64 for B/16, 96 for L/16)."""
-    by_backbone = _plain(ds.get("max_txt_l_by_backbone")) or {}
-    if not isinstance(by_backbone, dict):
-        raise ConfigError(f"dataset {ds.get('name')}: max_txt_l_by_backbone must map a backbone to a length, "
-                          f"got {by_backbone!r}")
-    if backbone in by_backbone:
-        return _count(f"dataset {ds.get('name')}: max_txt_l_by_backbone.{backbone}", by_backbone[backbone], 1)
-    return _opt_int(ds.get("max_txt_l"))
-
-
-def _opt_int(value: Any) -> Optional[int]:
-    return None if value is None else int(value)
