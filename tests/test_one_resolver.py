@@ -122,3 +122,22 @@ def test_umt_fractions_is_no_published_reference_for_tune_and_compare():
     assert published_schedule(compose_config(["model=videomae_b", "dataset=kinetics400"]), 12) is None
     assert published_schedule(compose_config(["model=tiny"]), 4) == [48, 24, 0, 0]
     assert published_schedule(compose_config(["model=umt_b", "dataset=msrvtt"]), 12)[:3] == [600, 200, 100]
+
+
+def _registered_reducers():
+    from vidtldr.reduce import REDUCERS, discover_reducers
+
+    discover_reducers()
+    return sorted(set(REDUCERS) - {"none"})
+
+
+@pytest.mark.parametrize("name", _registered_reducers())
+def test_umt_fractions_is_the_explicit_fraction_list_for_every_reducer(name):
+    # UMT-B MSRVTT's 600/2352, 200/1752, 100/1552, what merge.r=[0.2551,0.1142,0.0644] gives by hand
+    named = resolve_model(compose_config(["model=videomae_b", "dataset=kinetics400", f"merge={name}",
+                                          "merge.r=umt_fractions"], "flops"))
+    listed = resolve_model(compose_config(["model=videomae_b", "dataset=kinetics400", f"merge={name}",
+                                           "merge.r=[0.2551,0.1142,0.0644]"], "flops"))
+    assert named.schedule == listed.schedule == [0.2551, 0.1142, 0.0644] + [0] * 9
+    assert named.schedule_spec == "umt_fractions" and named.schedule_note.startswith("umt_fractions: no vid-TLDR")
+    assert listed.schedule_note is None
