@@ -184,3 +184,13 @@ def test_the_merge_rule_gets_unit_sizes_at_the_first_merge_then_its_own():
     apply_merge(None, out, state, merge_wavg, merge_source=None)
     assert torch.equal(seen[1], torch.full((2, 4, 1), 2.0, dtype=torch.float64))
     assert torch.equal(state.size, torch.full((2, 3, 1), 4.0, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name, key", [("tome", "keys"), ("pitome", "keys"), ("random_merge", "keys"),
+                                       ("fastv", "attn"), ("visionzip", "attn")])
+def test_a_block_that_did_not_compute_what_the_reducer_needs_is_named(name, key):
+    x = torch.randn(1, 8, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError) as err:
+        build_reducer(name, [2]).reduce(x, 0, ReductionState(), {"other": x})
+    assert str(err.value) == (f"{name} at block 0: aux has no '{key}' (got keys ['other']); the attention must "
+                              "compute what needs() asks for")

@@ -137,6 +137,15 @@ class Reducer:
         """Remove ``r`` (> 0) tokens from ``x`` [B, T, C], updating ``state``; the identity here."""
         return x
 
+    def needed(self, aux: dict, key: str, layer: int) -> torch.Tensor:
+        """``aux[key]``, which :meth:`needs` asked the block's attention for; its absence is a bug in
+        the block (a ValueError naming the reducer, the block and what ``aux`` holds), not a user's mistake."""
+        value = aux.get(key)
+        if value is None:
+            raise ValueError(f"{self.name} at block {layer}: aux has no {key!r} (got keys {sorted(aux)}); "
+                             "the attention must compute what needs() asks for")
+        return value
+
     def describe(self) -> dict:
         return {"name": self.name, "r": list(self.schedule)}
 

@@ -44,10 +44,7 @@ class FastV(Reducer):
         return num_tokens * num_tokens   # the column sums of the T x T map (sorting is not counted)
 
     def remove(self, x: torch.Tensor, r: int, layer: int, state: ReductionState, aux: dict) -> torch.Tensor:
-        attn = aux.get("attn")
-        if attn is None:
-            raise ValueError(f"fastv at block {layer}: aux has no 'attn' (got keys {sorted(aux)}); "
-                             "the attention must compute what needs() asks for")
+        attn = self.needed(aux, "attn", layer)
         received = attention_received(attn)
         keep = least_attended_keep(received, r)
         if state.record_trace:

@@ -95,10 +95,7 @@ class PiToMe(Reducer):
         return 3 * num_tokens * num_tokens   # s - m, the ELU and the mean over each row
 
     def remove(self, x: torch.Tensor, r: int, layer: int, state: ReductionState, aux: dict) -> torch.Tensor:
-        keys = aux.get("keys")
-        if keys is None:
-            raise ValueError(f"pitome at block {layer}: aux has no 'keys' (got keys {sorted(aux)}); "
-                             "the attention must compute what needs() asks for")
+        keys = self.needed(aux, "keys", layer)
         n_tok = x.shape[1]
         match, energy = pitome_match(keys, r, pitome_margin(layer, len(self.schedule)))
         x = apply_merge(match, x, state, tome_merge_wavg, tome_merge_source)

@@ -71,10 +71,7 @@ class RandomMerge(Reducer):
         return removed, num_tokens // 2   # only the drawn tokens against the odd half
 
     def remove(self, x: torch.Tensor, r: int, layer: int, state: ReductionState, aux: dict) -> torch.Tensor:
-        keys = aux.get("keys")
-        if keys is None:
-            raise ValueError(f"random_merge at block {layer}: aux has no 'keys' (got keys {sorted(aux)}); "
-                             "the attention must compute what needs() asks for")
+        keys = self.needed(aux, "keys", layer)
         n_tok = x.shape[1]
         drawn, rest = random_sources(x, r, self.seed, layer)
         match = random_match(keys, drawn, rest)

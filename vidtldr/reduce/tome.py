@@ -81,10 +81,7 @@ class ToMe(Reducer):
     tracks_sizes = True
 
     def remove(self, x: torch.Tensor, r: int, layer: int, state: ReductionState, aux: dict) -> torch.Tensor:
-        keys = aux.get("keys")
-        if keys is None:
-            raise ValueError(f"tome at block {layer}: aux has no 'keys' (got keys {sorted(aux)}); "
-                             "the attention must compute what needs() asks for")
+        keys = self.needed(aux, "keys", layer)
         n_tok = x.shape[1]
         match = tome_match(keys, r)
         x = apply_merge(match, x, state, tome_merge_wavg, tome_merge_source)

@@ -99,10 +99,7 @@ class VisionZip(Reducer):
         return num_tokens * num_tokens   # attention received: column sums of the T x T map
 
     def remove(self, x: torch.Tensor, r: int, layer: int, state: ReductionState, aux: dict) -> torch.Tensor:
-        attn = aux.get("attn")
-        if attn is None:
-            raise ValueError(f"visionzip at block {layer}: aux has no 'attn' (got keys {sorted(aux)}); "
-                             "the attention must compute what needs() asks for")
+        attn = self.needed(aux, "attn", layer)
         n_tok = x.shape[1]
         n_ctx = contextual_count(n_tok - r)
         match = zip_match(x, attention_received(attn), n_tok - r - n_ctx, n_ctx)
