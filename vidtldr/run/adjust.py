@@ -6,9 +6,12 @@ Each one is either refused (a ConfigError) or applied with a warning and recorde
 * ``eval.k_test`` / ``eval.num_frames`` above the model's caps (``model.caps``) are capped;
 * schedule entries larger than a block can remove (half its tokens, the bipartite rule) are clamped;
 * with a model whose own default is generated data or random weights (``model=tiny``), an explicit
-  ``paths.data=`` switches ``data.source`` to ``real`` and an explicit ``model.checkpoint=`` switches
+  ``paths.data=`` resolves ``data.source`` to ``real`` and an explicit ``model.checkpoint=``
   ``model.init`` to ``checkpoint``; contradicting them explicitly (``data.source=tiny paths.data=...``)
   is refused.
+
+The resolver (:func:`vidtldr.run.runspec.resolve`) calls these functions; they read the composed
+config and never edit it.
 """
 
 from __future__ import annotations
