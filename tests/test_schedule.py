@@ -2,7 +2,8 @@ import pytest
 
 from vidtldr.errors import ScheduleError
 from vidtldr.reduce.schedule import (
-    parse_schedule, token_counts, tokens_to_remove, tome_decreasing, umt_fractions, umt_fractions_note)
+    VIDTLDR_PRESETS, parse_schedule, reproducing_fraction, token_counts, tokens_to_remove, tome_decreasing,
+    umt_fractions, umt_fractions_note)
 
 
 def test_msrvtt_b16_published_schedule_token_counts():
@@ -128,15 +129,40 @@ def test_unknown_presets_list_what_exists():
 
 def test_umt_fractions_are_the_published_counts_over_the_tokens_left():
     # UMT-B MSRVTT removes 600, 200, 100 of 12 x 196 = 2352 tokens: 600/2352 = 0.25510..,
-    # 200/1752 = 0.11415.., 100/1552 = 0.06443.. (4 decimals)
-    assert umt_fractions("msrvtt", "umt_b") == [0.2551, 0.1142, 0.0644]
+    # 200/1752 = 0.11415.., 100/1552 = 0.06443.., each taken up to 4 decimals: rounded to nearest,
+    # int(2352 x 0.2551) = 599 would not give the published 600 back
+    assert umt_fractions("msrvtt", "umt_b") == [0.2552, 0.1142, 0.0645]
     # UMT-L DiDeMo removes 800 then 100: 800/2352 = 0.34013.., 100/1552 = 0.06443..
-    assert umt_fractions("didemo", "umt_l") == [0.3401, 0.0644]
+    assert umt_fractions("didemo", "umt_l") == [0.3402, 0.0645]
     # of another token count: 600/1000, 200/400 (then the clamp at T // 2 is the run's business)
     assert umt_fractions("msrvtt", "umt_b", num_tokens=1000) == [0.6, 0.5, 0.5]
     # as a named schedule, padded to the depth like a published one
     assert parse_schedule("umt_fractions", 5, dataset="ssv2_label", backbone="umt_l") == \
-        [0.1913, 0.1314, 0.0605, 0, 0]  # 450/2352, 250/1902, 100/1652
+        [0.1914, 0.1315, 0.0606, 0, 0]  # 450/2352, 250/1902, 100/1652 up to 4 decimals
+
+
+@pytest.mark.parametrize("key", sorted(VIDTLDR_PRESETS))
+def test_umt_fractions_give_back_every_published_schedule_on_its_own_tokens(key):
+    published = VIDTLDR_PRESETS[key]
+    depth = 12
+    counts = token_counts(parse_schedule(umt_fractions(*key), depth), 2352)
+    expected = [2352]
+    for removed in list(published) + [0] * (depth - len(published)):
+        expected.append(expected[-1] - removed)
+    assert counts == expected
+
+
+def test_reproducing_fraction_is_the_smallest_4_decimal_share_that_truncates_to_the_count():
+    assert reproducing_fraction(600, 2352) == 0.2552   # 0.255102..: 0.2551 x 2352 = 599.99
+    assert reproducing_fraction(500, 2352) == 0.2126   # 0.212585..
+    assert reproducing_fraction(1, 4) == 0.25 and reproducing_fraction(0, 10) == 0.0  # exact shares stay exact
+    # 192/625 = 0.3072 exactly, but 0.3072 x 625 = 191.99999999999997 in floats: one step up
+    assert reproducing_fraction(192, 625) == 0.3073 and int(625 * 0.3073) == 192
+    # more tokens than 4 decimals can tell apart: one more digit (1/30000 = 0.0000333..)
+    assert reproducing_fraction(1, 30000) == 0.00004 and int(30000 * 0.00004) == 1
+    for removed, tokens in ((3, 3), (-1, 4)):
+        with pytest.raises(ScheduleError, match=f"cannot remove {removed} of {tokens} tokens as a fraction below 1"):
+            reproducing_fraction(removed, tokens)
 
 
 def test_umt_fractions_refuse_a_pair_without_a_published_schedule():

@@ -62,9 +62,11 @@ UMT_TOKENS = 12 * 196
 
 def umt_fractions(dataset: str | None, backbone: str | None, num_tokens: int = UMT_TOKENS) -> list[float]:
     """vid-TLDR's published UMT schedule for ``dataset``/``backbone`` as the fraction of the tokens
-    entering each block that the block removes, of UMT's ``num_tokens`` (4 decimals, so that the
-    fractions read the same in a record and on a command line). Applied to another token count (a
-    zero-shot run at 4 frames, VideoMAE's 1568 tokens) it removes the same shares, not the same counts."""
+    entering each block that the block removes, of UMT's ``num_tokens``: each the shortest decimal
+    (4 places at least) that removes exactly the published count from its own tokens
+    (:func:`reproducing_fraction`), so the fractions read the same in a record and on a command line
+    and give back the published schedule on its source. Applied to another token count (a zero-shot
+    run at 4 frames, VideoMAE's 1568 tokens) it removes the same shares, not the same counts."""
     key = (dataset, backbone)
     if key not in VIDTLDR_PRESETS:
         known = ", ".join(f"{d}/{b}" for d, b in VIDTLDR_PRESETS)
@@ -73,9 +75,28 @@ def umt_fractions(dataset: str | None, backbone: str | None, num_tokens: int = U
                             f"schedule_backbone to one of: {known}), or pass merge.r=[...] explicitly")
     fractions, tokens = [], num_tokens
     for removed in VIDTLDR_PRESETS[key]:
-        fractions.append(round(removed / tokens, 4))
+        fractions.append(reproducing_fraction(removed, tokens))
         tokens -= removed
     return fractions
+
+
+def reproducing_fraction(removed: int, tokens: int, places: int = 4) -> float:
+    """The shortest decimal fraction, ``places`` digits at least, at or just above ``removed /
+    tokens`` whose truncated share of ``tokens`` is exactly ``removed`` (the per-block rule
+    truncates, :func:`tokens_to_remove`; its clamp at half the tokens is the run's business).
+    Rounding to nearest would not: 600/2352 = 0.255102.. rounds to 0.2551, and int(2352 x 0.2551)
+    = 599; at a third of the tokens (784) it gives 199, not the 200 the share stands for."""
+    if not 0 <= removed < tokens:
+        raise ScheduleError(f"cannot remove {removed} of {tokens} tokens as a fraction below 1")
+    exact = removed / tokens
+    for digits in range(places, 16):
+        scale = 10 ** digits
+        # one step up where the float product falls just short (0.3072 x 625 = 191.99999999999997)
+        for steps in (0, 1):
+            candidate = (math.ceil(exact * scale) + steps) / scale
+            if int(tokens * candidate) == removed:
+                return candidate
+    raise AssertionError(f"no decimal fraction gives {removed} of {tokens}")  # unreachable: 15 digits suffice
 
 
 def umt_fractions_note(dataset: str, backbone: str, published_here: bool, run: str) -> str:
