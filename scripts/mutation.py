@@ -76,7 +76,8 @@ TARGETS: list[Target] = [
            why="random dropping baseline"),
     Target("vidtldr/reduce/base.py", ["tests/test_vidtldr_merge_cases.py", "tests/test_tome_random.py",
                                        "tests/test_source_tracing.py", "tests/test_reducer_contract.py",
-                                       "tests/test_fused_exact.py"],
+                                       "tests/test_fused_exact.py", "tests/test_reducer_zoo.py",
+                                       "tests/test_zoo_golden.py"],  # the pruners' apply_keep
            deselect="not fresh_interpreter and not umt_b", why="reducer hook, schedule lookup, contract"),
     Target("vidtldr/models/checkpoint.py", ["tests/test_checkpoint.py", "tests/test_checkpoint_errors.py"],
            deselect="not convert_script",

@@ -55,7 +55,7 @@ def test_device_resolution_and_itm_rerank_on_cuda(umt_tiny_dir):
     assert torch.allclose(scores.i2t[kept], official["i2t"][kept].float(), atol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["random", "tome", "vidtldr"])
+@pytest.mark.parametrize("name", ["random", "tome", "vidtldr", "fastv"])  # fastv: the pruners' apply_keep
 def test_reducers_keep_their_tensors_on_the_gpu_and_decide_as_on_the_cpu(name):
     """Provenance, sizes and trace indices are made on the tokens' device (a CPU tensor there would
     fail or copy every block), and the decisions are the CPU's (random drop draws on the CPU)."""
@@ -63,7 +63,8 @@ def test_reducers_keep_their_tensors_on_the_gpu_and_decide_as_on_the_cpu(name):
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 16, 8, generator=g)
-    aux = {"keys": torch.randn(2, 16, 4, generator=g), "neg_entropy": -torch.rand(2, 16, 1, generator=g)}
+    aux = {"keys": torch.randn(2, 16, 4, generator=g), "neg_entropy": -torch.rand(2, 16, 1, generator=g),
+           "attn": torch.randn(2, 16, 16, generator=g).softmax(dim=-1)}
     runs = {}
     for device in ("cpu", "cuda"):
         state = ReductionState(trace_source=True, record_trace=True)

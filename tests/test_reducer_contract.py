@@ -48,6 +48,8 @@ def _bad(**attrs):
     ({"match_on": "queries"}, "match_on = 'queries'"),
     ({"match_on": "keys", "need": None}, "match_on = 'keys' needs need = 'keys'"),
     ({"tracks_sizes": 1}, "tracks_sizes = 1"),
+    ({"input_level": "yes"}, r"\.Bad\.input_level = 'yes'; expected True or False"),
+    ({"stochastic": 1}, r"\.Bad\.stochastic = 1; expected True or False"),
 ])
 def test_contract_violations_are_named(attrs, message):
     with pytest.raises(TypeError, match=message):
@@ -58,7 +60,7 @@ def test_contract_violations_are_named(attrs, message):
 
 
 def test_a_name_cannot_be_taken_twice():
-    with pytest.raises(TypeError, match="'tome' is taken"):
+    with pytest.raises(TypeError, match="^reducer name 'tome' is taken by vidtldr.reduce.tome.ToMe"):
         register_reducer("tome")(_bad(need="keys", match_on="keys", tracks_sizes=True))
 
 
@@ -194,3 +196,25 @@ def test_a_block_that_did_not_compute_what_the_reducer_needs_is_named(name, key)
         build_reducer(name, [2]).reduce(x, 0, ReductionState(), {"other": x})
     assert str(err.value) == (f"{name} at block 0: aux has no '{key}' (got keys ['other']); the attention must "
                               "compute what needs() asks for")
+
+
+def test_a_pruner_keeps_the_sizes_and_provenance_of_the_tokens_it_keeps():
+    # a pruner after a merging part (a composition): the sizes an earlier merge made stay aligned
+    from vidtldr.reduce.base import apply_keep
+
+    x = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+    state = ReductionState(size=torch.tensor([[[1.0], [2.0], [3.0], [4.0]], [[5.0], [6.0], [7.0], [8.0]]]),
+                           trace_source=True)
+    keep = torch.tensor([[0, 2], [3, 1]])
+    out = apply_keep(keep, x, state)
+    assert torch.equal(out, torch.stack([x[0, [0, 2]], x[1, [3, 1]]]))
+    assert torch.equal(state.size, torch.tensor([[[1.0], [3.0]], [[8.0], [6.0]]]))
+    assert torch.equal(state.source, torch.tensor([[[1.0, 0, 0, 0], [0, 0, 1, 0]], [[0, 0, 0, 1], [0, 1, 0, 0]]]))
+
+
+def test_the_base_reducers_cost_hooks_add_nothing():
+    # ToMe's halves: ceil(T/2) x floor(T/2) similarities; no extra selection cost; no input-level work
+    dims = backbone_vision_dims("tiny")
+    shape = Reducer.similarity_shape(9, 2)
+    assert shape == (5, 4) and all(type(n) is int for n in shape)
+    assert Reducer.selection_flops(dims, 196, 10) == 0 and Reducer([4]).input_flops(dims, 196, 0) == 0
