@@ -231,8 +231,21 @@ def test_merge_none_lists_every_registered_reducer_even_a_new_one(tmp_path, monk
     message = str(err.value)
     assert message.startswith("merge=none has no schedule to tune; accepted: merge=<reducer> with a reducer of ")
     listed = message.rsplit(" of ", 1)[1].split(", ")
-    assert {"fresh_for_tune", "pitome", "rlt", "tome", "vidtldr", "visionzip"} <= set(listed)
-    assert "none" not in listed and listed == sorted(listed)
+    assert {"fresh_for_tune", "pitome", "tome", "vidtldr", "visionzip"} <= set(listed)
+    assert "none" not in listed and "rlt" not in listed and listed == sorted(listed)  # rlt: no per-block schedule
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_input_level_reducer_is_refused_with_where_to_fit_it(tmp_path):
+    # before: a search over four per-block entries of which rlt reads the first only, e.g. [53, 53, 45, 22]
+    with pytest.raises(ConfigError) as err:
+        run_tune(_cfg(tmp_path, "merge=rlt", "budget.ratio=0.8"), tmp_path / "run")
+    assert str(err.value).startswith("merge=rlt removes tokens once, before block 0: it has no per-block schedule "
+                                     "to tune; fit its one count to the budget with vidtldr compare "
+                                     "compare.reducers=[rlt], compose it (merge=rlt+vidtldr tunes the in-block part)")
+    with pytest.raises(ConfigError, match=r"^tune.compare=\[rlt\]: an input-level reducer \(no per-block schedule\) "
+                                          "'rlt'; accepted: "):
+        run_tune(_cfg(tmp_path, "budget.ratio=0.8", "tune.compare=[rlt]"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 

@@ -161,9 +161,18 @@ def check_options(cfg: DictConfig) -> tuple[str, list[str]]:
     opts = cfg.tune
     metric = choice("tune.metric", opts.metric, METRICS)
     primary = str(cfg.merge.name)
-    known = sorted(n for n in discover_reducers() if n != "none")  # the registry: a new reducer is listed
+    # the registry (a new reducer is listed); an input-level reducer removes tokens once, before block
+    # 0, so it has no per-block schedule to search: only its first entry would count
+    registered = discover_reducers()
+    known = sorted(n for n, cls in registered.items() if n != "none" and not cls.input_level)
+    input_level = sorted(n for n, cls in registered.items() if cls.input_level)
     if primary == "none":
         raise ConfigError(f"merge=none has no schedule to tune; accepted: merge=<reducer> with a reducer of "
+                          f"{', '.join(known)}")
+    if primary in input_level:
+        raise ConfigError(f"merge={primary} removes tokens once, before block 0: it has no per-block schedule "
+                          f"to tune; fit its one count to the budget with vidtldr compare compare.reducers=[{primary}], "
+                          f"compose it (merge={primary}+vidtldr tunes the in-block part), or tune a reducer of "
                           f"{', '.join(known)}")
     integer("tune.max_evals", opts.max_evals, low=1)
     integer("tune.seed", opts.seed, low=0)
@@ -176,7 +185,8 @@ def check_options(cfg: DictConfig) -> tuple[str, list[str]]:
             raise ConfigError(f"tune.compare={shown(given)}: none is the unreduced model, every candidate is measured "
                               f"against it already; accepted reducers: {', '.join(known)} (or [] for none)")
         if name not in known:
-            raise ConfigError(f"tune.compare={shown(given)}: unknown reducer {name!r}; accepted: {', '.join(known)}")
+            what = "an input-level reducer (no per-block schedule)" if name in input_level else "unknown reducer"
+            raise ConfigError(f"tune.compare={shown(given)}: {what} {name!r}; accepted: {', '.join(known)}")
     compare = list(dict.fromkeys(str(c) for c in given if str(c) != primary))
     if compare:
         integer("tune.compare_evals", opts.compare_evals, low=1)
