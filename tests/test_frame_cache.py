@@ -128,15 +128,32 @@ def test_a_changed_video_file_is_a_miss(clips, tmp_path, decoder_calls):
 
 def test_least_recently_used_entries_are_evicted_first(clips, tmp_path):
     # Room for two entries: the third write evicts down to 90% of the bound, i.e. one entry goes.
-    cache = FrameCache(tmp_path, int(2.5 * (PIXELS + 400)))
+    bound = int(2.5 * (PIXELS + 400))
     key = VideoDataset(clips, FRAMES, size=SIZE).frames_key()
     frames = torch.zeros(FRAMES, 3, SIZE, SIZE, dtype=torch.uint8)
-    cache.put(clips[0], key, frames)
-    cache.put(clips[1], key, frames)
+    earlier = FrameCache(tmp_path, bound)  # a previous run
+    earlier.put(clips[0], key, frames)
+    earlier.put(clips[1], key, frames)
+    cache = FrameCache(tmp_path, bound)
     assert cache.get(clips[0], key) is not None  # c0 is now more recent than c1
     cache.put(clips[2], key, frames)
-    assert cache.stats.evicted == 1
+    assert cache.stats.evicted == 1 and cache.enabled and not cache.stats.problems
     assert [cache.holds(c, key) for c in clips] == [True, False, True]
+
+
+def test_a_run_whose_frames_outgrow_the_bound_stops_writing_instead_of_evicting_its_own(clips, tmp_path):
+    # Room for two entries, one run writing three: evicting would drop a frame this run wrote a
+    # moment ago (every later run would rewrite them all); it keeps them and stops writing.
+    key = VideoDataset(clips, FRAMES, size=SIZE).frames_key()
+    frames = torch.zeros(FRAMES, 3, SIZE, SIZE, dtype=torch.uint8)
+    cache = FrameCache(tmp_path, int(2.5 * (PIXELS + 400)))
+    for clip in clips[:3]:
+        cache.put(clip, key, frames)
+    assert cache.stats.writes == 3 and cache.stats.evicted == 0 and not cache.enabled
+    assert [problem.split(":")[0] for problem in cache.stats.problems] == ["frame cache stopped writing"]
+    assert "raise cache.frames_max_gb" in cache.stats.problems[0]
+    later = FrameCache(tmp_path, int(2.5 * (PIXELS + 400)))  # the next run reads every one of them
+    assert all(later.get(clip, key) is not None for clip in clips[:3])
 
 
 def test_a_disk_that_refuses_writes_turns_the_cache_off_with_a_reason(clips, tmp_path):

@@ -15,6 +15,11 @@ The cache is bounded: after a write that takes it over ``max_bytes``, the least 
 (a hit refreshes the entry's modification time) are removed until it is under 90% of the bound. Each
 process (DataLoader worker) keeps its own running total, re-counted from the folder when it passes
 the bound, so several writers can overshoot by a few entries at most, briefly.
+
+Only entries older than the run are evicted. A run whose own frames outgrow the bound (all of
+Kinetics-400's 15 views per video do not fit in 16 GiB) would otherwise evict what it wrote itself a
+moment before, rewriting the whole cache for nothing on every run; it stops writing instead, keeps
+what it wrote, reads on, and says so in the record (``cache.frames.problems``).
 """
 
 from __future__ import annotations
@@ -73,6 +78,9 @@ class FrameCache:
         self.stats = FrameCacheStats()
         self._total: int | None = None  # bytes in the folder as this process last counted them
         self._last_touch = 0
+        # Entries touched since (this run's reads and writes) are never evicted by this run; set once in
+        # the main process, so the DataLoader workers' copies agree.
+        self.run_started_ns = time.time_ns()
 
     # ------------------------------------------------------------------ naming
 
@@ -147,8 +155,15 @@ class FrameCache:
         else:
             self._total += len(data)
         if self._total > self.max_bytes:
-            removed, self._total = evict(self.root, int(self.max_bytes * LOW_WATER))
+            removed, self._total = evict(self.root, int(self.max_bytes * LOW_WATER), keep_since_ns=self.run_started_ns)
             self.stats.evicted += removed
+            if self._total > self.max_bytes:  # what is left is this run's own: it does not fit
+                self.enabled = False
+                problem = (f"frame cache stopped writing: this run's frames outgrow cache.frames_max_gb="
+                           f"{self.max_bytes / GB:g} (its entries so far take {self._total / GB:.2f} GiB, "
+                           "kept for the next run); raise cache.frames_max_gb to cache all of them")
+                self.stats.problems.append(problem)
+                log.warning(problem)
 
 
 def frames_digest(pixels: bytes) -> str:
@@ -200,14 +215,14 @@ def _entries(root: Path) -> list[tuple[int, int, Path]]:
     return out
 
 
-def evict(root: Path, target_bytes: int) -> tuple[int, int]:
-    """Remove least recently used entries until the folder holds at most ``target_bytes``:
-    (entries removed, bytes left)."""
+def evict(root: Path, target_bytes: int, keep_since_ns: int | None = None) -> tuple[int, int]:
+    """Remove least recently used entries until the folder holds at most ``target_bytes``, never one
+    used at or after ``keep_since_ns``: (entries removed, bytes left)."""
     entries = sorted(_entries(root))
     total = sum(size for _, size, _ in entries)
     removed = 0
-    for _, size, path in entries:
-        if total <= target_bytes:
+    for mtime_ns, size, path in entries:
+        if total <= target_bytes or (keep_since_ns is not None and mtime_ns >= keep_since_ns):
             break
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
