@@ -236,6 +236,22 @@ def test_merge_none_lists_every_registered_reducer_even_a_new_one(tmp_path, monk
     assert not (tmp_path / "run").exists()
 
 
+def test_a_composition_whose_input_part_alone_fits_is_refused(tmp_path):
+    # before: a search that settled on no in-block reduction and printed merge=rlt+vidtldr merge.r=[],
+    # which eval and flops refuse ("removes no tokens")
+    from vidtldr.analysis.flops.engine import count
+    from vidtldr.run.runspec import resolve_model
+
+    rlt_alone = count(resolve_model(compose_config(["model=tiny", "merge=rlt"], config_name="flops")),
+                      trace=False)["gflops_paper"]  # rlt at its own settings, counted by flops
+    with pytest.raises(ConfigError) as err:
+        run_tune(_cfg(tmp_path, "merge=rlt+vidtldr", "budget.ratio=0.8", "tune.compare=[]"), tmp_path / "run")
+    assert str(err.value) == (f"budget.ratio=0.8: merge=rlt+vidtldr's input-level part alone ({rlt_alone:.4f} GFLOPs, "
+                              f"merge=rlt at its settings) already fits, so its in-block part has nothing to search "
+                              f"for; accepted: a budget below {rlt_alone:.4f} GFLOPs, or merge=rlt alone")
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_input_level_reducer_is_refused_with_where_to_fit_it(tmp_path):
     # before: a search over four per-block entries of which rlt reads the first only, e.g. [53, 53, 45, 22]
     with pytest.raises(ConfigError) as err:

@@ -204,12 +204,19 @@ def check_budget(cfg: DictConfig, name: str, merge_args: dict) -> tuple[float, f
     arch_cfg = spec.umt_config(task="retrieval")
     unreduced = encoder_gflops(arch_cfg, spec.num_frames, None)
     budget = resolve_budget(plain(cfg.budget.get("gflops")), plain(cfg.budget.get("ratio")), unreduced)
+    given = (f"budget.ratio={plain(cfg.budget.ratio)}" if cfg.budget.get("ratio") is not None
+             else f"budget.gflops={plain(cfg.budget.gflops)}")
     if budget >= unreduced:
-        given = (f"budget.ratio={plain(cfg.budget.ratio)}" if cfg.budget.get("ratio") is not None
-                 else f"budget.gflops={plain(cfg.budget.gflops)}")
         raise BudgetError(f"{given}: the unreduced model ({unreduced:.4f} GFLOPs) already fits, so there is no "
                           f"reduction to search for; accepted: a budget below {unreduced:.4f} GFLOPs "
                           "(budget.ratio < 1)")
+    if "+" in name:  # a composition: its input-level part(s) run at their own settings whatever the search picks
+        alone = encoder_gflops(arch_cfg, spec.num_frames, _reducer(name, [0] * arch_cfg.vision.depth, merge_args))
+        if budget >= alone:
+            inputs = "+".join(name.split("+")[:-1])
+            raise BudgetError(f"{given}: merge={name}'s input-level part alone ({alone:.4f} GFLOPs, merge={inputs} "
+                              f"at its settings) already fits, so its in-block part has nothing to search for; "
+                              f"accepted: a budget below {alone:.4f} GFLOPs, or merge={inputs} alone")
     ScheduleSearch(lambda s: encoder_gflops(arch_cfg, spec.num_frames, _reducer(name, s, merge_args)),
                    vision_dims(arch_cfg).num_tokens(spec.num_frames), arch_cfg.vision.depth, budget)
     return budget, unreduced
