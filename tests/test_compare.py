@@ -311,6 +311,20 @@ def test_a_composition_is_fitted_on_its_in_block_part_and_counted_by_flops(tmp_p
     assert "RLT + random drop (stochastic)" in (tmp_path / "run" / "compare.md").read_text()
 
 
+def test_a_composition_whose_input_part_alone_fits_runs_with_no_in_block_schedule(tmp_path):
+    # before: fitted to merge.r=[], then "merge=rlt+vidtldr merge.r=null removes no tokens" after the
+    # reference row had been evaluated
+    cfg = make_cfg(tmp_path, "budget.ratio=0.8", "compare.reducers=[rlt+vidtldr]", "compare.time.repeats=0",
+                   "compare.plot=false", config_name="compare")
+    record = run_compare(cfg, tmp_path / "run")
+    row = record["rows"][0]
+    assert row["fitted"] and row["merge_r"] == [] and row["mean"] is not None
+    rlt_alone = count(resolve_model(compose_config(["model=tiny", "merge=rlt"], config_name="flops")), trace=False)
+    assert round(row["gflops_paper"], 4) == rlt_alone["gflops_paper"]  # rlt's own 30 %, nothing in the blocks
+    evaluated = json.loads((tmp_path / "run" / "rows" / "rlt+vidtldr" / "record.json").read_text())
+    assert evaluated["token_counts"] == [138] * 5
+
+
 def test_headline_metric_of_each_task_by_hand():
     from vidtldr.analysis.compare.command import headline
 

@@ -134,7 +134,9 @@ def resolve_schedule(cfg: DictConfig, depth: int, dataset: str, settings: Datase
     setting = settings.setting
     name = cfg.merge.name
     r = _merge_r(cfg)
-    if name == "none":
+    if name == "none" or ("+" in str(name) and (r is None or r == [])):
+        # a composition with no in-block schedule still reduces: its input-level part(s) run at their own
+        # settings (compare and tune fit merge.r=[] where that part alone meets the budget)
         return r, parse_schedule(None, depth), None
     if r is None or r == [] or r == {}:  # would run the baseline while the record says merge=<name>
         raise ConfigError(f"merge={name} merge.r={'null' if r is None else r} removes no tokens: use merge=none for the baseline, "
