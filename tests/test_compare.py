@@ -139,7 +139,10 @@ def test_a_reducer_that_cannot_reach_the_budget_is_reported_not_dropped(tmp_path
     (["budget=published", "model=umt_b", "dataset=msrvtt_zs"], "budget=published: no vid-TLDR schedule"),
     (["budget.ratio=0.7", "compare.seeds=0"], "compare.seeds=0: out of range"),
     (["budget.ratio=0.7", "compare.seeds=1.5"], "compare.seeds=1.5: not an integer"),
-    (["budget.ratio=0.7", "compare.reducers=[bogus]"], "unknown reducer 'bogus'"),
+    (["budget.ratio=0.7", "compare.reducers=[bogus]"], "compare.reducers=['bogus']: unknown reducer 'bogus'; "
+                                                       "accepted: divprune, fastv, "),
+    (["budget.ratio=0.7", "compare.reducers=[rlt+]"], "compare.reducers: merge=rlt+: a composition is A+B"),
+    (["budget.ratio=0.7", "compare.reducers=[tome+rlt]"], "compare.reducers: merge=tome+rlt: tome acts inside"),
     (["budget.ratio=0.7", "compare.reducers=[none]"], "none is the unreduced reference"),
     (["budget.ratio=0.7", "compare.schedule=zigzag"], "compare.schedule=zigzag: accepted values: shape, constant"),
     (["budget.ratio=0.7", "compare.time.materialized=maybe"], "compare.time.materialized=maybe: not a boolean"),

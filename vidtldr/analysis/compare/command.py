@@ -67,10 +67,18 @@ def options(cfg: DictConfig) -> dict:
         names = registered_reducers()
     elif not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ConfigError(f"compare.reducers={names!r}: expected all or a list of reducer names, e.g. [tome,random]")
+    known = registered_reducers()
     for name in names:
         if name == "none":
             raise ConfigError("compare.reducers: none is the unreduced reference, always shown; list reducers only")
-        reducer_class(name)  # an unknown name lists the registered ones
+        if "+" in name:  # a composition: its parts and their order are checked by the chain's rules
+            try:
+                reducer_class(name)
+            except ConfigError as exc:
+                raise ConfigError(f"compare.reducers: {exc}") from None
+        elif name not in known:
+            raise ConfigError(f"compare.reducers={names}: unknown reducer {name!r}; accepted: {', '.join(known)}, "
+                              "or a composition A+B (e.g. rlt+vidtldr)")
     if len(set(names)) != len(names):
         raise ConfigError(f"compare.reducers={names}: a reducer is listed twice")
     schedule = choice("compare.schedule", opts.get("schedule", "shape"), FAMILIES)
