@@ -117,3 +117,16 @@ def test_the_zoo_is_benched_at_vid_tldrs_schedule():
     assert plans["rlt+vidtldr"][0] == [600, 200, 100, 0]
     # ... and rlt alone removes the first block's count before block 0
     assert plans["rlt"] == ([600, 0, 0, 0], "vid-TLDR's first block, before block 0")
+
+
+@pytest.mark.parametrize("overrides, source", [
+    (["model=videomae_b", "dataset=kinetics400"], "umt_fractions"),     # VideoMAE's published -> umt_fractions
+    (["model=videomae_b", "dataset=kinetics400", "merge=none"], "umt_fractions"),
+    (["model=umt_b", "dataset=msrvtt"], "published"),
+    (["model=umt_b", "dataset=msrvtt", "merge.r=[600,200]"], "merge.r"),
+])
+def test_vidtldrs_row_names_the_schedule_it_ran(overrides, source):
+    from vidtldr.analysis.bench import plan_executions
+
+    execs, skipped = plan_executions(compose_config(overrides, config_name="bench"), ["vidtldr"], ["fused"], "vidtldr")
+    assert skipped == [] and [ex.schedule_source for ex in execs] == [source]

@@ -349,3 +349,43 @@ def test_classification_headline_is_top1_on_another_backbone_family(tmp_path):
     evaluated = json.loads((tmp_path / "run" / "rows" / "tome" / "record.json").read_text())
     assert row["mean"] == evaluated["metrics"]["top1"] and row["metrics"]["top5"]["mean"] == evaluated["metrics"]["top5"]
     assert "| unreduced |" in (tmp_path / "run" / "compare.md").read_text()
+
+
+def test_an_explicit_checkpoint_with_the_tiny_model_is_loaded_and_not_called_random(tmp_path):
+    """model=tiny with model.checkpoint= on the command line resolves model.init to checkpoint, as the
+    evaluation does: every row loads it, and the record does not call the weights random."""
+    import torch
+
+    from vidtldr.models.config import load_architecture
+    from vidtldr.models.umt import build_model
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.pth"
+    torch.save({"model": build_model(load_architecture("tiny", task="retrieval", num_frames=4)).state_dict()}, ckpt)
+    given = ["budget.ratio=0.7", "compare.reducers=[tome]", "compare.time.repeats=0", "compare.plot=false",
+             f"model.checkpoint={ckpt}"]
+    record = run_compare(make_cfg(tmp_path, *given, config_name="compare"), tmp_path / "run", overrides=given)
+    assert "note" not in record and "Note:" not in (tmp_path / "run" / "compare.md").read_text()
+    for row in ("none", "tome"):
+        evaluated = json.loads((tmp_path / "run" / "rows" / row / "record.json").read_text())
+        assert evaluated["resolved"]["init"] == "checkpoint" and evaluated["checksums"]["checkpoint"]["path"] == str(ckpt)
+    unasked = run_compare(make_cfg(tmp_path, *given[:-1], config_name="compare"), tmp_path / "plain", overrides=[])
+    assert unasked["note"].startswith("model=tiny has random weights")
+
+
+def test_a_task_declares_its_headline_and_compare_reads_it(monkeypatch):
+    """compare knows no task by name: a new registered task's declared headline is what it reads."""
+    from vidtldr.analysis.compare.command import headline
+    from vidtldr.tasks.base import TASKS, Task
+
+    class Toy(Task):
+        readers = ("caption",)
+        heads = "retrieval"
+        headline_metrics = ("pooled_norm", "videos_scored")
+
+    monkeypatch.setitem(TASKS, "toy_norms", Toy)
+    assert headline({"pooled_norm": 3, "videos_scored": 7, "other": 1.0}) == {"pooled_norm": 3.0, "videos_scored": 7.0}
+    assert headline({"pooled_norm": 2.5}, task="toy_norms") == {"pooled_norm": 2.5}
+    assert Task().headline({"acc": 1.0}) is None  # a task declaring none has no headline
+    with pytest.raises(ConfigError, match="no headline metric"):
+        headline({"acc": 50.0}, task="toy_norms")

@@ -20,6 +20,8 @@ everything the layers above need to know about the task, so none of them branche
 * ``smoke_model``: the random-weight model config (``configs/model/``) its smoke runs use;
 * ``views``: whether a video is evaluated as several test views (clips x crops, ``eval.clips`` /
   ``eval.crops``; the dataset config's ``sampling``, ``frame_interval``, ``test_clips``, ``test_crops``).
+* ``headline_metrics`` / :meth:`Task.headline`: the numbers ``vidtldr compare`` ranks reducers by, the
+  first being the one compared, read from a record's ``metrics`` (none: compare refuses the task).
 
 How a task runs: the run layer (``vidtldr/run/task_run.py``) hands the assembled pieces (model,
 tokenizer, reducer, split, resolved spec, feature caches, settings) to the task's runner. A task that
@@ -33,7 +35,7 @@ runner returns a :class:`TaskResult`, and its ``counts`` and ``extra["cost"]`` g
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 TASKS: dict[str, type["Task"]] = {}
 LIMIT_UNITS = ("videos", "questions")
@@ -67,6 +69,8 @@ class Task:
     views: ClassVar[bool] = False
     smoke_model: ClassVar[str] = "tiny"   # the random-weight model config its smoke runs use
     data_help: ClassVar[str] = ""         # where to get its annotations and videos (shown when missing)
+    # What `vidtldr compare` reads from a record's metrics, the first the one it ranks by (none: no headline)
+    headline_metrics: ClassVar[tuple[str, ...]] = ()
 
     def run(self, job: Any) -> TaskResult:
         """Score the job's split (only for tasks without a runner in ``vidtldr/run/``)."""
@@ -84,6 +88,14 @@ class Task:
     def table_row(self, metrics: dict) -> dict:
         """``record["metrics"]`` flattened into the table columns (``metric_columns``) it fills."""
         return {}
+
+    def headline(self, metrics: dict) -> Optional[dict]:
+        """``{name: float}`` of ``headline_metrics`` from a record's ``metrics`` (the first must be
+        there, the others where present), or None when these metrics are not this task's."""
+        names = self.headline_metrics
+        if not names or names[0] not in metrics:
+            return None
+        return {k: float(metrics[k]) for k in names if k in metrics}
 
     def outputs(self, result: TaskResult) -> dict[str, Any]:
         """``{file name: JSON-ready content}`` written next to ``record.json`` (none by default)."""

@@ -74,6 +74,7 @@ class ClassificationTask(Task):
     trims_videos = False
     limit_unit = "videos"
     metric_columns = ("top1", "top5")
+    headline_metrics = ("top1", "top5")
     uses_text = False
     views = True
     smoke_model = "videomae_tiny"

@@ -130,6 +130,7 @@ class QATask(Task):
     trims_videos = False
     limit_unit = "questions"
     metric_columns = ("acc",)
+    headline_metrics = ("acc",)
 
     def table_row(self, metrics: dict) -> dict:
         from vidtldr.tasks.metrics import number

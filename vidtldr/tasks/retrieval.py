@@ -202,6 +202,14 @@ class RetrievalTask(Task):
     trims_videos = True
     limit_unit = "videos"
     metric_columns = tuple(ours for ours, _ in COLUMNS) + ("r1_mean",)
+    headline_metrics = ("itm_r_mean", "r1_mean")
+
+    def headline(self, metrics: dict) -> Optional[dict]:
+        """The ITM-reranked mean recall, and R@1 as the mean of both directions."""
+        itm = metrics.get("itm")
+        if not itm:
+            return None
+        return {"itm_r_mean": float(itm["r_mean"]), "r1_mean": (float(itm["txt_r1"]) + float(itm["img_r1"])) / 2}
 
     def table_row(self, metrics: dict) -> dict:
         """The ITM-reranked metrics under our column names, the ITC-only ones with an ``itc_`` prefix."""

@@ -93,7 +93,7 @@ def plan_executions(cfg, reducers: list[str], attentions: list[str], baseline_r)
                 if vid is None:
                     raise ConfigError(f"no vid-TLDR schedule: {vid_error}")
                 run = vid if name == "vidtldr" else resolved(name, _like_vidtldr(name, list(vid.schedule)))
-                source = ("merge.r" if spec.merge == "vidtldr" else "published") if name == "vidtldr" \
+                source = vidtldr_source(vid) if name == "vidtldr" \
                     else "vid-TLDR's first block, before block 0" if _input_only(name) else "same as vid-TLDR"
             else:
                 run = resolved(name, baseline_r)
@@ -105,6 +105,13 @@ def plan_executions(cfg, reducers: list[str], attentions: list[str], baseline_r)
             execs.append(Execution(merge=name, attention=mode, schedule=list(run.schedule), reducer_factory=run.reducer,
                                    schedule_source=source))
     return execs, skipped
+
+
+def vidtldr_source(vid: ModelSpec) -> str:
+    """Where vid-TLDR's benched schedule comes from: the named schedule the resolver settled on
+    (``published``, or ``umt_fractions`` where ``published`` resolves to it, VideoMAE's default),
+    else ``merge.r`` (a schedule given as numbers)."""
+    return vid.schedule_spec if isinstance(vid.schedule_spec, str) else "merge.r"
 
 
 def _input_only(name: str) -> bool:

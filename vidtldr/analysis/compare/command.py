@@ -23,7 +23,7 @@ import logging
 import math
 import statistics
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -98,12 +98,15 @@ def options(cfg: DictConfig) -> dict:
 # ----------------------------------------------------------------------------- the budget
 
 
-def model_level(cfg: DictConfig):
-    """(ModelSpec with no reduction, architecture config) of the compared model."""
-    from vidtldr.run.runspec import resolve_model
+def model_level(cfg: DictConfig, explicit: Iterable[str] = ()):
+    """(RunSpec with no reduction, architecture config) of the compared model: the evaluation's own
+    resolution (``explicit``: the keys given on the command line, so that e.g. ``model.checkpoint=``
+    with ``model=tiny`` loads that checkpoint here as in every row's evaluation); device, precision
+    and weights are read from it, never from the config."""
+    from vidtldr.run.runspec import resolve
 
-    spec = resolve_model(with_merge_node(cfg, "none", None))
-    return spec, spec.umt_config()
+    spec = resolve(with_merge_node(cfg, "none", None), explicit=explicit)
+    return spec, spec.arch_config()
 
 
 def encoder_gflops(arch_cfg, num_frames: int, reducer) -> float:
@@ -119,17 +122,19 @@ def published_schedule(cfg: DictConfig, depth: int) -> Optional[list]:
     return runspec.published_schedule(cfg, depth)
 
 
-def resolve_budget(cfg: DictConfig, arch_cfg, num_frames: int, published: Optional[list]) -> tuple[float, str]:
-    """(budget GFLOPs, how it was given) from ``budget=published``, ``budget.gflops`` or ``budget.ratio``."""
+def resolve_budget(cfg: DictConfig, spec, arch_cfg, published: Optional[list]) -> tuple[float, str]:
+    """(budget GFLOPs, how it was given) from ``budget=published``, ``budget.gflops`` or ``budget.ratio``
+    (``cfg``: compare's own keys; ``spec``: the resolved run)."""
     from vidtldr.config_values import number
     from vidtldr.reduce import build_reducer
 
+    num_frames = spec.num_frames
     unreduced = encoder_gflops(arch_cfg, num_frames, None)
     node = plain(cfg.get("budget"))
     if node == "published":
         if published is None:
-            raise ConfigError(f"budget=published: no vid-TLDR schedule was published for dataset={cfg.dataset.name} "
-                              f"model={cfg.model.name}; give budget.gflops=<GFLOPs> or budget.ratio=<fraction>")
+            raise ConfigError(f"budget=published: no vid-TLDR schedule was published for dataset={spec.dataset} "
+                              f"model={spec.model}; give budget.gflops=<GFLOPs> or budget.ratio=<fraction>")
         budget = encoder_gflops(arch_cfg, num_frames, build_reducer("vidtldr", published))
         how = f"published: vid-TLDR's schedule {[r for r in published if r] or published}"
     else:
@@ -227,16 +232,18 @@ def fit_all(names: list[str], arch_cfg, num_frames: int, budget: float, kind: st
 # ----------------------------------------------------------------------------- evaluation
 
 
-def headline(metrics: dict) -> dict:
-    """The dataset's headline numbers from an evaluation record's ``metrics``: ITM mean recall and
-    R@1 (mean of both directions) for retrieval; accuracy for QA and classification."""
-    if "itm" in metrics:
-        itm = metrics["itm"]
-        return {"itm_r_mean": float(itm["r_mean"]), "r1_mean": (float(itm["txt_r1"]) + float(itm["img_r1"])) / 2}
-    if "acc" in metrics:
-        return {"acc": float(metrics["acc"])}
-    if "top1" in metrics:  # classification: top-1 (and top-5) accuracy
-        return {k: float(metrics[k]) for k in ("top1", "top5") if k in metrics}
+def headline(metrics: dict, task: Optional[str] = None) -> dict:
+    """The dataset's headline numbers from an evaluation record's ``metrics``, as the task declares
+    them (``Task.headline_metrics`` / ``Task.headline``: retrieval ITM mean recall and R@1, QA
+    accuracy, classification top-1 and top-5); without ``task``, the first registered task whose
+    headline these metrics hold."""
+    from vidtldr.tasks.base import discover_tasks, get_task
+
+    tasks = [get_task(task)] if task is not None else [cls() for _, cls in sorted(discover_tasks().items())]
+    for candidate in tasks:
+        numbers = candidate.headline(metrics)
+        if numbers is not None:
+            return numbers
     raise ConfigError(f"the evaluation records no headline metric compare knows (got {sorted(metrics)})")
 
 
@@ -247,8 +254,10 @@ def mean_std(values: list[float]) -> tuple[Optional[float], Optional[float]]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def evaluate_labelled(cfg: DictConfig, run_dir: Path, name: str, merge_r: Optional[list], seeds: list[int]) -> list[dict]:
-    """One evaluation record per seed (one for a deterministic reducer) under ``run_dir/rows``."""
+def evaluate_labelled(cfg: DictConfig, run_dir: Path, name: str, merge_r: Optional[list], seeds: list[int],
+                      task: Optional[str] = None, overrides: Optional[list[str]] = None) -> list[dict]:
+    """One evaluation record per seed (one for a deterministic reducer) under ``run_dir/rows``, its
+    ``task``'s headline read from each; ``overrides``: the command line's (default: Hydra's)."""
     from vidtldr.run.runner import run
 
     out = []
@@ -258,9 +267,9 @@ def evaluate_labelled(cfg: DictConfig, run_dir: Path, name: str, merge_r: Option
         where = run_dir / "rows" / (f"{name}_seed{seed}" if extra else name)
         record = finished_row(where, name, merge_r, extra.get("seed"))
         if record is None:
-            record = run(row_cfg, where, progress=False)
+            record = run(row_cfg, where, progress=False, overrides=overrides)
         out.append({"seed": seed if extra else None, "record": str(where / "record.json"),
-                    "metrics": headline(record["metrics"]), "gflops_record": (record.get("gflops") or {}).get("paper")})
+                    "metrics": headline(record["metrics"], task), "gflops_record": (record.get("gflops") or {}).get("paper")})
     return out
 
 
@@ -380,18 +389,22 @@ def summarise_runs(row: dict, runs: list[dict], metric: str) -> None:
     row["mean"], row["std"] = row["metrics"][metric]["mean"], row["metrics"][metric]["std"]
 
 
-def run_compare(cfg: DictConfig, run_dir: str | Path) -> dict:
-    """The whole comparison; writes ``compare.json``, ``compare.md``/``.csv`` and the plot."""
+def run_compare(cfg: DictConfig, run_dir: str | Path, *, overrides: Optional[list[str]] = None) -> dict:
+    """The whole comparison; writes ``compare.json``, ``compare.md``/``.csv`` and the plot.
+    ``overrides``: the command-line overrides (default: Hydra's), resolved as the evaluation does."""
     from tqdm import tqdm
 
     from vidtldr.analysis.compare.report import write_outputs
     from vidtldr.run.cache import atomic_write_text
+    from vidtldr.run import adjust
     from vidtldr.run.record import base_record, now_iso
+    from vidtldr.tasks.base import get_task
 
     opts = options(cfg)
-    spec, arch_cfg = model_level(cfg)
+    explicit = adjust.explicit_keys(overrides)
+    spec, arch_cfg = model_level(cfg, explicit)
     published = published_schedule(cfg, arch_cfg.vision.depth)
-    budget, how = resolve_budget(cfg, arch_cfg, spec.num_frames, published)
+    budget, how = resolve_budget(cfg, spec, arch_cfg, published)
     for name in opts["reducers"]:
         check_seedable(name)
     fits, described = fit_all(opts["reducers"], arch_cfg, spec.num_frames, budget, opts["schedule"], published)
@@ -399,7 +412,7 @@ def run_compare(cfg: DictConfig, run_dir: str | Path) -> dict:
     for fit in fits:
         log.info("%s: %s", fit.reducer, f"merge.r={fit.merge_r} at {fit.gflops:.4f} GFLOPs" if fit.fitted else fit.error)
     labelled = cfg.get("videos") is None
-    if labelled and spec.task not in ("retrieval", "qa", "classification"):
+    if labelled and not get_task(spec.task).headline_metrics:
         raise ConfigError(f"dataset={spec.dataset}: compare has no headline metric for task {spec.task!r}")
     seeds_of = {f.reducer: list(range(opts["seeds"])) if is_stochastic(f.reducer) else [0] for f in fits}
     rows = [_row(f, is_stochastic(f.reducer), seeds_of[f.reducer]) for f in fits]
@@ -415,11 +428,13 @@ def run_compare(cfg: DictConfig, run_dir: str | Path) -> dict:
 
         metric = opts["fidelity_metric"]
         # a top-k overlap undefined for this many videos is refused here, before the model is built
-        session = prepare(with_merge_node(cfg, "none", None), metric=metric, metric_key="compare.fidelity_metric")
+        session = prepare(with_merge_node(cfg, "none", None), metric=metric, metric_key="compare.fidelity_metric",
+                          explicit=explicit)
     for i, row in enumerate(tqdm(todo, desc="compare", unit="reducer")):
         if labelled:
             with quiet_after_first(i):
-                runs = evaluate_labelled(cfg, run_dir, row["merge"], row["merge_r"], row["seeds"])
+                runs = evaluate_labelled(cfg, run_dir, row["merge"], row["merge_r"], row["seeds"], spec.task,
+                                         overrides=overrides)
             metric = metric or next(iter(runs[0]["metrics"]))
         else:
             runs = evaluate_fidelity(session, row["merge"], row["merge_r"], row["seeds"], metric)
@@ -428,10 +443,7 @@ def run_compare(cfg: DictConfig, run_dir: str | Path) -> dict:
     from vidtldr.provenance import load_average, machine
 
     load_before = load_average()
-    from vidtldr.run.settings import required
-
-    # the evaluation's keys, each read once (configs/config.yaml holds their defaults)
-    time_rows(spec, arch_cfg, todo, opts["repeats"], modes, str(required(cfg, "device")), str(required(cfg, "precision")))
+    time_rows(spec, arch_cfg, todo, opts["repeats"], modes, spec.device, spec.precision)
     record = base_record()
     record.update({
         "kind": "compare", "status": "complete", "finished": now_iso(), "run_dir": str(run_dir),
@@ -441,11 +453,11 @@ def run_compare(cfg: DictConfig, run_dir: str | Path) -> dict:
         "tolerance": TOLERANCE, "schedule_family": described, "seeds": opts["seeds"],
         "timing": {"repeats": opts["repeats"], "modes": list(modes), "batch": 1,
                    "input": "seeded random clip, seeded random weights",
-                   "statistic": "min", "device": str(cfg.device), "load_before": load_before,
-                   "load_after": load_average(), "machine": machine(str(cfg.device))},
+                   "statistic": "min", "device": spec.device, "load_before": load_before,
+                   "load_after": load_average(), "machine": machine(spec.device)},
         "reference": reference, "rows": rows, "config": plain(cfg),
     })
-    if spec.model == "tiny" or str(cfg.model.get("init")) == "random":
+    if spec.init == "random":  # as resolved: model=tiny with an explicit model.checkpoint= loads it
         record["note"] = (f"model={spec.model} has random weights: the numbers show the mechanism, "
                           "not what a trained model does")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig
@@ -278,10 +278,11 @@ def check_retrieval_family(spec) -> None:
 
 
 def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10), metric: Optional[str] = None,
-            metric_key: str = "tune.metric") -> Session:
+            metric_key: str = "tune.metric", explicit: Optional[Iterable[str]] = None) -> Session:
     """Resolve ``cfg`` like the evaluation, decode the collection, get the unreduced features;
     ``metric``: the objective a search (or a comparison) will use, given as option ``metric_key``
-    (checked to be defined for this collection before the model is built)."""
+    (checked to be defined for this collection before the model is built); ``explicit``: the keys
+    given on the command line (default: Hydra's overrides)."""
     from vidtldr.config_values import integers
     from vidtldr.data.annotations import load_split, video_root
     from vidtldr.run import adjust
@@ -293,7 +294,8 @@ def prepare(cfg: DictConfig, *, ks: Sequence[int] = (1, 5, 10), metric: Optional
     # The evaluation's resolution and assembly (vidtldr/run/assemble.py): the same model and, for the
     # unreduced features, the cache shards of an evaluation with merge=none; paths.data= with
     # model=tiny takes effect as in the evaluation.
-    spec = resolve_run(cfg, tiny_data=folder is None, explicit=adjust.explicit_keys())
+    spec = resolve_run(cfg, tiny_data=folder is None,
+                       explicit=adjust.explicit_keys() if explicit is None else explicit)
     check_retrieval_family(spec)
     settings = spec.settings
     arch_cfg = spec.arch_config("retrieval")
