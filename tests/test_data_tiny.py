@@ -154,12 +154,6 @@ def test_batch_size_and_workers_do_not_change_frames(tiny):
     assert torch.equal(one, collect(2, 2))
 
 
-def test_dataset_trims_as_its_config_says(tiny):
-    # (a task that reads whole videos refuses trimmed30: tests/test_task_registry.py)
-    assert VideoDataset.from_split(load_split(_cfg("didemo"), tiny), _cfg("didemo")).trimmed30 is True
-    assert VideoDataset.from_split(load_split(_cfg("msrvtt_qa"), tiny), _cfg("msrvtt_qa")).trimmed30 is False
-
-
 def test_skip_unreadable_videos_are_reported(tiny, tmp_path):
     bad = tmp_path / "corrupt.mp4"
     bad.write_bytes(b"not a video")

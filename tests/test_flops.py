@@ -14,6 +14,7 @@ from vidtldr.cost.vision import ReducerTraits, VisionDims, backbone_vision_dims,
 from vidtldr.models.config import load_architecture
 from vidtldr.reduce.schedule import VIDTLDR_PRESETS
 from vidtldr.reduce.vidtldr import VidTLDR
+from vidtldr.run.assemble import build_model
 from vidtldr.run.runspec import resolve_model
 
 ARCH = {"umt_b": "umt_b16", "umt_l": "umt_l16"}
@@ -198,13 +199,15 @@ def _reducer(name, schedule, depth):
 @pytest.mark.parametrize("attention", ["fused", "materialized"])
 @pytest.mark.parametrize("merge", ["none", "vidtldr", "tome", "random"])
 def test_traced_equals_analytic_tiny(merge, attention):
-    from vidtldr.models.config import load_architecture
+    from vidtldr.run.assemble import build_vision
 
-    cfg = load_architecture("tiny", num_frames=4)
+    spec = _spec("model=tiny")
+    cfg = spec.arch_config()
     vision = vision_dims(cfg)
     reducer = _reducer(merge, [48, 0.2, 5], vision.depth)
     analytic = reducer_cost(vision, 4, reducer)
-    traced = flops_trace.traced_vision_cost(cfg.vision, _reducer(merge, [48, 0.2, 5], vision.depth), attention)
+    encoder = build_vision(spec, seed=0, attention=attention)  # the assembler's, as every tool builds it
+    traced = flops_trace.traced_vision_cost(encoder, cfg.vision, _reducer(merge, [48, 0.2, 5], vision.depth))
     check = flops_trace.compare(analytic, traced)
     assert check["exact"], check
     assert traced.token_counts == analytic.tokens_per_layer
@@ -217,12 +220,14 @@ def test_traced_equals_analytic_tiny(merge, attention):
 
 def test_traced_equals_analytic_full_width_umt_b_one_frame():
     # the real UMT-B widths (768, 12 heads, 12 blocks) on 1 frame (196 tokens): cheap on CPU
-    from vidtldr.models.config import load_architecture
+    from vidtldr.run.assemble import build_vision
 
-    cfg = load_architecture("umt_b16", num_frames=1)
+    spec = _spec("model=umt_b", "eval.num_frames=1")
+    cfg = spec.arch_config()
     vision = vision_dims(cfg)
     analytic = reducer_cost(vision, 1, _reducer("vidtldr", [50, 30, 20], 12))
-    traced = flops_trace.traced_vision_cost(cfg.vision, _reducer("vidtldr", [50, 30, 20], 12), "fused")
+    traced = flops_trace.traced_vision_cost(build_vision(spec, seed=0), cfg.vision,
+                                            _reducer("vidtldr", [50, 30, 20], 12))
     assert flops_trace.compare(analytic, traced)["exact"]
     assert analytic.paper_by_op["match"] == 98 * 98 * 768 + 73 * 73 * 768 + 58 * 58 * 768
 
@@ -233,7 +238,7 @@ def test_extra_costs_equal_traced_text_modules(dataset):
     cfg = spec.umt_config()
     text = text_dims(cfg)
     analytic = flops_count.extra_costs(text, spec, 124)
-    traced = flops_trace.traced_extra_costs(cfg, spec, 124)
+    traced = flops_trace.traced_extra_costs(build_model(spec, cfg, seed=0)[0], spec, 124)
     assert set(analytic) == set(traced)
     for name, total in traced.items():
         assert total == round(analytic[name]["gflops_paper"] * 1e9), name
@@ -260,7 +265,8 @@ def test_extra_costs_are_what_the_task_declares():
         cfg = spec.umt_config()
         assert flops_count.extra_costs(text_dims(cfg), spec, 124) == {"caption_per_video": {"gflops_paper": 248e-9}}
         # itc_vision: one projection of a width-64 vector to embed_dim 32 (+ its L2 norm, not counted), twice
-        assert flops_trace.traced_extra_costs(cfg, spec, 124) == {"caption_per_video": 2 * 64 * 32}
+        model, _ = build_model(spec, cfg, seed=0)
+        assert flops_trace.traced_extra_costs(model, spec, 124) == {"caption_per_video": 2 * 64 * 32}
     finally:
         TASKS.pop("test_captioning")
 

@@ -240,6 +240,23 @@ def test_strict_booleans_on_the_command_line(tmp_path):
         "vidtldr.eval: error: eval.overwrite=no: not a boolean; accepted values: true, false"]
 
 
+def test_a_removed_device_key_is_one_line_before_the_data_parallel_setup(tmp_path):
+    """vidtldr.eval reads the device (for the data-parallel setup) through the resolver's rule, so a
+    config without it is the resolver's one-line error, not omegaconf's traceback."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "vidtldr.eval", "~device", f"paths.cache={tmp_path}/c",
+                          f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "vidtldr.eval: error: device: missing from the configuration (configs/config.yaml sets it; was it "
+        "removed with ~?)"]
+
+
 @pytest.fixture
 def no_model(monkeypatch):
     """Building a model fails the test: these mistakes must be refused before any model time."""

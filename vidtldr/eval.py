@@ -58,9 +58,12 @@ def _hydra_main(cfg: DictConfig) -> None:
 
     from vidtldr.run import distributed as D
     from vidtldr.run.runner import run
+    from vidtldr.run.settings import run_device
 
     with cli_guard("vidtldr.eval"):
-        ctx = D.init(str(cfg.device))  # a single process unless torchrun / SLURM started several
+        # the resolver's device rule, needed before the resolver runs: a single process unless
+        # torchrun / SLURM started several
+        ctx = D.init(run_device(cfg))
         try:
             run_dir = HydraConfig.get().runtime.output_dir
             if ctx.enabled:

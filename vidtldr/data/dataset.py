@@ -14,7 +14,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -51,15 +51,6 @@ class VideoDataset(Dataset):
         # Set by make_loader: a worker then returns the error with the item and the main process
         # raises it, so the user sees the VideoError's own message rather than a worker traceback.
         self.errors_in_band = False
-
-    @classmethod
-    def from_split(cls, split: Any, dataset_cfg: Mapping[str, Any], size: int = 224,
-                   skip_unreadable: bool = False) -> "VideoDataset":
-        """One item per video id (retrieval) or per question (QA, in file order), cut to the first
-        30 s where the dataset says so (the resolver refuses ``trimmed30`` for a task that reads
-        whole videos: ``vidtldr.run.dataset_spec.resolve_task``)."""
-        trimmed30 = bool(dataset_cfg.get("trimmed30", False))
-        return cls(split.videos, dataset_cfg["num_frames"], trimmed30, size, skip_unreadable)
 
     def frames_key(self) -> dict:
         """Everything that changes the cached (resized uint8) frames besides the video file itself."""

@@ -20,7 +20,7 @@ from vidtldr.config_utils import plain as _plain
 from vidtldr.errors import ConfigError
 from vidtldr.run.dataset_spec import (DatasetSettings, count_value, dataset_settings, opt_int, refuse_text_key,
                                       resolve_task, resolve_views, setting_value, text_length)
-from vidtldr.run.settings import RunSettings, required, resolve_settings
+from vidtldr.run.settings import RunSettings, required, resolve_settings, run_device
 
 
 @dataclass(kw_only=True)
@@ -334,7 +334,7 @@ def resolve(cfg: DictConfig, *, data_root: Optional[str] = None, explicit: Itera
         init=init, seed=int(required(cfg, "model.seed")), checkpoint=checkpoint,
         checkpoint_kind=kind, checkpoint_from_zoo=from_zoo, data_source=effective("data.source"),
         data_root=str(data_root if data_root is not None else required(cfg, "paths.data")),
-        limit=int(limit) if limit is not None else None, device=str(required(cfg, "device")),
+        limit=int(limit) if limit is not None else None, device=run_device(cfg),
         precision=str(required(cfg, "precision")), tokenizer=str(tokenizer) if tokenizer else None,
         settings=settings, dataset_config=_plain(cfg.dataset), adjusted={},
     )

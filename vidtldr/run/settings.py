@@ -73,6 +73,13 @@ def required(cfg: Any, key: str) -> Any:
     return value
 
 
+def run_device(cfg: Any) -> str:
+    """The evaluation's device (key ``device``: ``cpu``, ``cuda`` or ``cuda:N``), read here only: the
+    resolver's ``RunSpec.device``, the decoding workers' default and the data-parallel setup
+    (``vidtldr.eval``, which needs it before the resolver runs) all take it from this function."""
+    return str(required(cfg, "device"))
+
+
 def resolve_settings(cfg: Any) -> RunSettings:
     """Every execution setting of the evaluation config ``cfg``, checked (one ConfigError per mistake)."""
     def options(key):
@@ -86,7 +93,7 @@ def resolve_settings(cfg: Any) -> RunSettings:
 
     from vidtldr.data.workers import resolve_num_workers
 
-    device_type = str(required(cfg, "device")).split(":")[0]
+    device_type = run_device(cfg).split(":")[0]
     max_gb = number("cache.frames_max_gb", required(cfg, "cache.frames_max_gb"), low=0)
     cache_root = str(required(cfg, "paths.cache"))
     wandb = {key: plain(required(cfg, f"logger.wandb.{key}")) for key in WANDB_KEYS}
@@ -110,4 +117,4 @@ def resolve_settings(cfg: Any) -> RunSettings:
         wandb=wandb)
 
 
-__all__ = ["RunSettings", "resolve_settings", "required"]
+__all__ = ["RunSettings", "resolve_settings", "required", "run_device"]

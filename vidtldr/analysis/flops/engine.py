@@ -70,11 +70,11 @@ def count(spec: ModelSpec, trace: bool = True, attention: str = "fused", batch: 
 
         # the model every tool builds for this spec (its backbone family; seeded random weights)
         model, _ = build_model(spec, cfg, seed=0, attention=attention)
-        traced = traced_vision_cost(cfg.vision, spec.reducer(), attention=attention, batch=batch, model=model)
+        traced = traced_vision_cost(model, cfg.vision, spec.reducer(), batch=batch)
         check = compare(cost, traced, norms_in_paper=vision.norms_in_paper)
         report["traced"] = {"gflops_paper": round(check["traced"] / 1e9, 4), "attention": attention,
                             "exact": check["exact"], "diff_by_op": check["diff_by_op"]}
-        for name, total in (traced_extra_costs(cfg, spec, cost.tokens_per_layer[-1], model=model)
+        for name, total in (traced_extra_costs(model, spec, cost.tokens_per_layer[-1])
                             if text else {}).items():
             entry = report["extra"][name]
             entry["traced_gflops_paper"] = total / 1e9

@@ -93,33 +93,27 @@ def _untraced_random_draws():
         random_drop.per_sample_keep_indices = original
 
 
-def traced_vision_cost(vision_cfg, reducer=None, attention: str = "fused", batch: int = 1,
-                       seed: int = 0, model=None) -> TracedCount:
-    """fvcore's count of one forward of the real ``VisionTransformer`` (random weights), or of
-    ``model.encode_vision`` when a model is given (the assembler's: ``vidtldr.run.assemble``).
+def traced_vision_cost(encoder, vision_cfg, reducer=None, batch: int = 1) -> TracedCount:
+    """fvcore's count of one forward of ``encoder``, built by the assembler (:mod:`vidtldr.run.assemble`):
+    a whole model (its ``encode_vision``, ``build_model``) or the vision encoder alone (``build_vision``),
+    on a random clip of ``vision_cfg``'s size.
 
-    ``attention="fused"`` traces SDPA / query-blocked attention (counted by the added handle),
-    ``"materialized"`` the official explicit map; both must give the same total. The reducer's
-    similarity matmul is counted as fvcore's "matmul"; :func:`compare` splits it off analytically.
+    An encoder built with ``attention="fused"`` traces SDPA / query-blocked attention (counted by the
+    added handle), ``"materialized"`` the official explicit map; both must give the same total. The
+    reducer's similarity matmul is counted as fvcore's "matmul"; :func:`compare` splits it off analytically.
     """
     import torch
 
-    from vidtldr.models.vit import VisionTransformer
-
-    if model is None:
-        torch.manual_seed(seed)
-        encode = VisionTransformer(vision_cfg, attention=attention).eval()
-    else:
-        encode = model
+    whole = hasattr(encoder, "encode_vision")
     seen: dict = {}
 
     class _Encoder(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.vit = encode
+            self.vit = encoder
 
         def forward(self, videos):
-            out = self.vit(videos, reducer=reducer) if model is None else self.vit.encode_vision(videos, reducer=reducer)
+            out = self.vit.encode_vision(videos, reducer=reducer) if whole else self.vit(videos, reducer=reducer)
             seen["counts"] = list(out.state.token_counts)
             return (out.tokens,) if out.pooled is None else (out.tokens, out.pooled)
 
@@ -133,20 +127,15 @@ def traced_vision_cost(vision_cfg, reducer=None, attention: str = "fused", batch
                        token_counts=seen.get("counts", []))
 
 
-def traced_extra_costs(umt_cfg, spec, vision_tokens: int, seed: int = 0, model=None) -> dict:
-    """fvcore counts (paper convention) of the costs outside the encoder, on the real text modules
-    (random weights): the model calls the spec's task declares for one query
-    (:meth:`vidtldr.tasks.base.Task.query_calls`; retrieval: text-mode encoder + ITC projection for
-    one caption and one ITM pair times ``k_test``; QA: question encoder + first-token pass + ``k_test``
-    candidates)."""
+def traced_extra_costs(model, spec, vision_tokens: int) -> dict:
+    """fvcore counts (paper convention) of the costs outside the encoder, on the text modules of
+    ``model`` (built by the assembler, :func:`vidtldr.run.assemble.build_model`): the model calls the
+    spec's task declares for one query (:meth:`vidtldr.tasks.base.Task.query_calls`; retrieval:
+    text-mode encoder + ITC projection for one caption and one ITM pair times ``k_test``; QA:
+    question encoder + first-token pass + ``k_test`` candidates)."""
     import torch
 
-    from vidtldr.models.umt import build_model
     from vidtldr.tasks.base import get_task
-
-    if model is None:
-        torch.manual_seed(seed)
-        model = build_model(umt_cfg)
 
     class _Call(torch.nn.Module):
         def __init__(self, fn):
