@@ -50,7 +50,8 @@ def compare_one(dataset: str, backbone: str, extra, runs: Path) -> dict:
         if record.get("status") == "complete":
             print(f"{dataset}/{backbone}: reusing {done}", flush=True)
             return record
-    return run_compare(compose_config(overrides(dataset, backbone, extra), config_name="compare"), run_dir)
+    given = overrides(dataset, backbone, extra)  # explicit, as on `vidtldr compare`'s command line
+    return run_compare(compose_config(given, config_name="compare"), run_dir, overrides=given)
 
 
 def write_table(records: list[dict], out: Path) -> list[Path]:

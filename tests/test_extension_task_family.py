@@ -2,8 +2,8 @@
 family"), shown the way a contributor uses them: in a copy of the package, add ONE task module under
 vidtldr/tasks/ with ONE dataset YAML, and ONE family module under vidtldr/models/ with ONE model YAML,
 nothing else; then the evaluation runs the new task on the new family (through the feature cache,
-with a reducer), flops counts the new family's encoder from its architecture data, and bench times
-the encoder the family builds alone."""
+with a reducer), flops counts the new family's encoder from its architecture data, bench times
+the encoder the family builds alone, and compare ranks reducers by the headline the task declares."""
 
 from __future__ import annotations
 
@@ -108,6 +108,7 @@ class ToyNorms(Task):
     limit_unit = "videos"
     uses_text = False
     metric_columns = ("videos_scored", "pooled_norm")
+    headline_metrics = ("pooled_norm",)   # what `vidtldr compare` ranks reducers by
 
     def table_row(self, metrics: dict) -> dict:
         return {k: metrics[k] for k in self.metric_columns if k in metrics}
@@ -175,3 +176,14 @@ def test_bench_times_the_encoder_the_new_family_builds_alone(extended):
     rows = {row["merge"]: row for row in result["rows"]}
     assert set(rows) == {"none", "tome"} and all(row["model"] == "toyvit" for row in rows.values())
     assert (rows["none"]["final_tokens"], rows["tome"]["final_tokens"]) == (196, 166)  # 196 - 20 - 10
+
+
+def test_compare_ranks_reducers_by_the_new_tasks_declared_headline(extended, tmp_path):
+    args = ("-m", "vidtldr.compare", "model=toyvit", "dataset=toy_msrvtt", "budget.ratio=0.95", "compare.reducers=[tome]",
+            "compare.time.repeats=0", "compare.plot=false", f"paths.cache={tmp_path / 'c'}", f"hydra.run.dir={tmp_path}/r")
+    result = last_json(run_in(extended, *args))
+    # (2 blocks: removing half the tokens in each still costs 0.86 of the unreduced model)
+    assert result["metric"] == "pooled_norm" and [row["merge"] for row in result["rows"]] == ["tome"]
+    assert result["rows"][0]["merge_r"] and "error" not in result["rows"][0]
+    evaluated = json.loads((Path(result["record"]).parent / "rows" / "tome" / "record.json").read_text())
+    assert result["rows"][0]["mean"] == evaluated["metrics"]["pooled_norm"]
