@@ -91,9 +91,12 @@ def test_key_hash_is_the_sha256_of_the_canonical_json(tmp_path):
     assert stable_hash(key) == expected
     cache = FeatureCache(tmp_path / "features", key)
     assert cache.dir.name == expected and cache.stats()["key"] == expected  # the record names the folder
-    # key.json holds the key in full (paths as text) so that a human can tell the folders apart
+    # key.json holds the key in full (paths as text) so that a human can tell the folders apart: sorted,
+    # one field per line, as two folders' keys are compared side by side (diff)
     assert json.loads((cache.dir / "key.json").read_text()) == {"arch": "umt-b", "ckpt": str(tmp_path / "m.pth"),
                                                                 "schedule": [48, 24]}
+    assert (cache.dir / "key.json").read_text().splitlines() == [
+        "{", ' "arch": "umt-b",', f' "ckpt": "{tmp_path / "m.pth"}",', ' "schedule": [', "  48,", "  24", " ]", "}"]
     # Another process opening a cache with this cache's key (a scratch copy for data-parallel ranks) gets the same name
     assert FeatureCache(tmp_path / "scratch", cache.key).dir.name == expected
 
