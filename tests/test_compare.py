@@ -389,3 +389,22 @@ def test_a_task_declares_its_headline_and_compare_reads_it(monkeypatch):
     assert Task().headline({"acc": 1.0}) is None  # a task declaring none has no headline
     with pytest.raises(ConfigError, match="no headline metric"):
         headline({"acc": 50.0}, task="toy_norms")
+
+
+def test_a_task_declares_how_its_percentages_read_in_compare_tables(monkeypatch):
+    """Display names and decimals come from the tasks' declarations, not from a list in compare."""
+    from vidtldr.analysis.compare.report import digits, metric_name
+    from vidtldr.tasks.base import TASKS, Task
+
+    assert metric_name("itm_r_mean") == "ITM mean recall" and metric_name("top1") == "top-1 accuracy"
+    assert digits({"metric": "acc"}) == 2 and digits({"metric": "embedding_cosine_mean"}) == 4
+    assert metric_name("map") == "map" and digits({"metric": "map"}) == 4
+
+    class Toy(Task):
+        readers = ("caption",)
+        heads = "retrieval"
+        headline_metrics = ("map",)
+        metric_labels = {"map": "mean average precision"}
+
+    monkeypatch.setitem(TASKS, "toy_map", Toy)
+    assert metric_name("map") == "mean average precision" and digits({"metric": "map"}) == 2

@@ -21,7 +21,9 @@ everything the layers above need to know about the task, so none of them branche
 * ``views``: whether a video is evaluated as several test views (clips x crops, ``eval.clips`` /
   ``eval.crops``; the dataset config's ``sampling``, ``frame_interval``, ``test_clips``, ``test_crops``).
 * ``headline_metrics`` / :meth:`Task.headline`: the numbers ``vidtldr compare`` ranks reducers by, the
-  first being the one compared, read from a record's ``metrics`` (none: compare refuses the task).
+  first being the one compared, read from a record's ``metrics`` (none: compare refuses the task);
+* ``metric_labels``: display names of its metrics that are percentages (compare's tables and plot
+  show them by name with 2 decimals; any other metric, e.g. a fidelity in 0..1, by key with 4).
 
 How a task runs: the run layer (``vidtldr/run/task_run.py``) hands the assembled pieces (model,
 tokenizer, reducer, split, resolved spec, feature caches, settings) to the task's runner. A task that
@@ -71,6 +73,7 @@ class Task:
     data_help: ClassVar[str] = ""         # where to get its annotations and videos (shown when missing)
     # What `vidtldr compare` reads from a record's metrics, the first the one it ranks by (none: no headline)
     headline_metrics: ClassVar[tuple[str, ...]] = ()
+    metric_labels: ClassVar[dict[str, str]] = {}
 
     def run(self, job: Any) -> TaskResult:
         """Score the job's split (only for tasks without a runner in ``vidtldr/run/``)."""

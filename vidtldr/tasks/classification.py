@@ -75,6 +75,7 @@ class ClassificationTask(Task):
     limit_unit = "videos"
     metric_columns = ("top1", "top5")
     headline_metrics = ("top1", "top5")
+    metric_labels = {"top1": "top-1 accuracy", "top5": "top-5 accuracy"}
     uses_text = False
     views = True
     smoke_model = "videomae_tiny"

@@ -131,6 +131,7 @@ class QATask(Task):
     limit_unit = "questions"
     metric_columns = ("acc",)
     headline_metrics = ("acc",)
+    metric_labels = {"acc": "accuracy"}
 
     def table_row(self, metrics: dict) -> dict:
         from vidtldr.tasks.metrics import number

@@ -203,6 +203,7 @@ class RetrievalTask(Task):
     limit_unit = "videos"
     metric_columns = tuple(ours for ours, _ in COLUMNS) + ("r1_mean",)
     headline_metrics = ("itm_r_mean", "r1_mean")
+    metric_labels = {"itm_r_mean": "ITM mean recall", "r1_mean": "R@1 (mean T2V/V2T)"}
 
     def headline(self, metrics: dict) -> Optional[dict]:
         """The ITM-reranked mean recall, and R@1 as the mean of both directions."""

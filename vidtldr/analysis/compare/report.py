@@ -10,8 +10,6 @@ from typing import Optional
 from vidtldr.report.labels import METHOD_LABEL
 from vidtldr.files import atomic_write_text
 
-METRIC_NAME = {"itm_r_mean": "ITM mean recall", "r1_mean": "R@1 (mean T2V/V2T)", "acc": "accuracy",
-               "top1": "top-1 accuracy"}
 # Colours the project's plots do not give a method already (report/plots.py: blue, red, green, grey).
 EXTRA_COLOURS = ("#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#000000")
 COLUMNS = ("reducer", "stochastic", "merge_r", "gflops_paper", "metric_mean", "metric_std", "seeds",
@@ -56,13 +54,25 @@ def _cell(mean: Optional[float], std: Optional[float], digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
 
 
+def metric_labels() -> dict[str, str]:
+    """Display names of the percentage metrics, as the registered tasks declare them
+    (``Task.metric_labels``)."""
+    from vidtldr.tasks.base import discover_tasks
+
+    return {key: name for task in discover_tasks().values() for key, name in task.metric_labels.items()}
+
+
+def metric_name(metric: str) -> str:
+    return metric_labels().get(metric, metric)
+
+
 def digits(record: dict) -> int:
-    """Percentages (recall, accuracy) with 2 decimals, fidelities (0..1) with 4."""
-    return 2 if record["metric"] in METRIC_NAME else 4
+    """A task's percentages (recall, accuracy) with 2 decimals, fidelities (0..1) with 4."""
+    return 2 if record["metric"] in metric_labels() else 4
 
 
 def heading(record: dict) -> str:
-    name = METRIC_NAME.get(record["metric"], record["metric"])
+    name = metric_name(record["metric"])
     return (f"Reducers at equal GFLOPs: {record['model']} on {record['collection']} ({record['num_frames']} frames), "
             f"budget {record['budget_gflops']:.4f} GFLOPs ({record['budget']}; unreduced "
             f"{record['unreduced_gflops']:.4f}), each fitted within {100 * record['tolerance']:.0f}% below it "
@@ -76,7 +86,7 @@ def markdown(record: dict) -> str:
     if record.get("note"):
         lines += [f"Note: {record['note']}.", ""]
     retrieval = any(r["r1_mean"] is not None for r in table_rows(record))
-    head = ["reducer", "merge.r", "GFLOPs", METRIC_NAME.get(record["metric"], record["metric"])]
+    head = ["reducer", "merge.r", "GFLOPs", metric_name(record["metric"])]
     head += ["R@1"] if retrieval else []
     head += ["seeds", "ms fused", "ms materialized", "status"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -133,7 +143,7 @@ def draw_plot(record: dict, png: Path, svg: Path) -> None:
     axes[0].axvline(record["budget_gflops"], color="black", linestyle="--", linewidth=0.8, label="budget")
     axes[0].set_xlabel("vision encoder GFLOPs (paper convention)")
     axes[1].set_xlabel("measured encoder time per clip, fused (ms)")
-    axes[0].set_ylabel(METRIC_NAME.get(record["metric"], record["metric"]))
+    axes[0].set_ylabel(metric_name(record["metric"]))
     for ax in axes:
         ax.grid(alpha=0.3)
         if not rows:
