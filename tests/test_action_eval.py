@@ -156,6 +156,9 @@ def test_official_formats_give_the_same_run(tmp_path):
     (["dataset=kinetics400", "model=tiny"], "backbone family 'umt' has no 'classification' heads"),
     (["dataset=msrvtt"], "backbone family 'videomae' has no 'retrieval' heads"),
     (["dataset=kinetics400", "eval.crops=0"], "eval.crops"),
+    # the views are decoded by decord's index reader: another decoder would be ignored, so it is refused
+    (["dataset=kinetics400", "data.decoder=pyav"],
+     "data.decoder=pyav: dataset=kinetics400 .classification, test views. is decoded with decord only"),
 ])
 def test_settings_that_do_not_fit_are_refused(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -325,6 +325,7 @@ def resolve(cfg: DictConfig, *, data_root: Optional[str] = None, explicit: Itera
     base = resolve_model(cfg)
     settings = resolve_settings(cfg)
     check_adaptive(settings, base)
+    check_view_decoder(settings, base)
     init = effective("model.init")
     checkpoint, kind, from_zoo = resolve_checkpoint(cfg, base.dataset, base.setting, base.checkpoint_key, init)
     limit = required(cfg, "data.limit")
@@ -344,6 +345,15 @@ def resolve(cfg: DictConfig, *, data_root: Optional[str] = None, explicit: Itera
     spec.adjusted = {**implied, **spec_adjustments(cfg, spec, dims.num_tokens(spec.num_frames),
                                                    per_step=(dims.img_size // dims.patch_size) ** 2)}
     return spec
+
+
+def check_view_decoder(settings: RunSettings, spec: ModelSpec) -> None:
+    """A task with test views (action recognition) decodes each video's distinct frames at frame
+    indices of its own plan, which only decord's reader does here; another data.decoder would be
+    ignored, so it is refused."""
+    if spec.views is not None and settings.decoder != "decord":
+        raise ConfigError(f"data.decoder={settings.decoder}: dataset={spec.dataset} ({spec.task}, test views) is "
+                          "decoded with decord only; use data.decoder=decord")
 
 
 def check_adaptive(settings: RunSettings, spec: ModelSpec) -> None:
