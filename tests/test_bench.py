@@ -75,6 +75,19 @@ def test_markdown_renders_from_json(tiny_result, tmp_path):
     assert "Fused vs materialized outputs" in md
 
 
+def test_a_run_on_another_machine_is_kept_beside_the_first(tiny_result, tmp_path):
+    import copy
+
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(bench.merge_results(path, tiny_result)))
+    other = copy.deepcopy(tiny_result)
+    other["environment"]["processor"] = "another CPU"
+    db = bench.merge_results(path, other)
+    assert sorted(run["environment"]["processor"] for run in db["runs"]) == sorted(
+        [tiny_result["environment"]["processor"], "another CPU"])
+    assert "another CPU" in bench.render_md(db)
+
+
 def test_cli_last_line_is_json(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "vidtldr.bench", "model=tiny", "repeats=1", "reducers=[none,vidtldr]",

@@ -17,7 +17,8 @@ ISSUE_REFERENCE_S = {("umt_b", "msrvtt", 12): {"none": 7.8, "vidtldr": 4.7}}
 # ----------------------------------------------------------------------------------------------
 
 def merge_results(path: Path, result: dict) -> dict:
-    """Replace the runs with the same (model, dataset, device, batch) in ``path`` by ``result``."""
+    """Replace the runs with the same (model, dataset, device, batch, threads, processor or GPU) in
+    ``path`` by ``result``: a run on another machine is kept beside it, not overwritten."""
     try:
         db = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -38,7 +39,8 @@ def _display_order(run: dict) -> tuple:
 def _run_key(run: dict) -> tuple:
     r0 = run["rows"][0]
     env = run.get("environment", {})
-    return (r0["model"], r0["dataset"], r0["device"], r0["batch"], env.get("torch_threads", env.get("threads", 0)))
+    return (r0["model"], r0["dataset"], r0["device"], r0["batch"], env.get("torch_threads", env.get("threads", 0)),
+            str(env.get("gpu") or env.get("processor") or ""))
 
 
 TARGET_NAMES = {"vidtldr_fused_vs_vidtldr_materialized": "vid-TLDR fused vs vid-TLDR materialized (x)",
@@ -142,7 +144,8 @@ def _issue_reference(run: dict) -> str | None:
             and ("none", "fused") in by and ("vidtldr", "fused") in by):
         return None
     nf, vf = by[("none", "fused")]["s_per_clip"], by[("vidtldr", "fused")]["s_per_clip"]
-    text = (f"Against the issue's timings of the official code on this CPU ({ref['none']} s/clip without "
+    text = (f"Against the issue's timings of the official code on the project's 2-core CPU machine of that time "
+            f"(its processor was not recorded; compare with care on another one) ({ref['none']} s/clip without "
             f"reduction, {ref['vidtldr']} s with the MSRVTT schedule): none/fused is {ref['none'] / nf:.2f}x "
             f"faster than official none; vid-TLDR/fused is {ref['vidtldr'] / vf:.2f}x faster than official "
             f"vid-TLDR and {ref['none'] / vf:.2f}x faster than official none.")
