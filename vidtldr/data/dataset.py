@@ -14,7 +14,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -32,6 +32,21 @@ class SkippedVideo:
     index: int
     path: str
     reason: str
+
+
+def through_cache(cache: Any, path: str, frames_key: Callable[[], dict],
+                  decode: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, bool]:
+    """(uint8 pixels of ``path``, whether ``cache`` served them): read from the frame cache under
+    ``frames_key()``, else ``decode()`` and store them there (``cache`` None: always decode)."""
+    if cache is None:
+        return decode(), False
+    key = frames_key()
+    pixels = cache.get(path, key)
+    if pixels is not None:
+        return pixels, True
+    pixels = decode()
+    cache.put(path, key, pixels)
+    return pixels, False
 
 
 class VideoDataset(Dataset):
@@ -59,16 +74,8 @@ class VideoDataset(Dataset):
 
     def resized_frames(self, path: str) -> tuple[torch.Tensor, bool]:
         """(uint8 ``[T,3,size,size]``, whether the frame cache served them)."""
-        cache, key = self.frame_cache, None
-        if cache is not None:
-            key = self.frames_key()
-            frames = cache.get(path, key)
-            if frames is not None:
-                return frames, True
-        frames = resize_uint8(read_frames(path, self.num_frames, self.trimmed30, decoder=self.decoder), self.size)
-        if cache is not None:
-            cache.put(path, key, frames)
-        return frames, False
+        return through_cache(self.frame_cache, path, self.frames_key, lambda: resize_uint8(
+            read_frames(path, self.num_frames, self.trimmed30, decoder=self.decoder), self.size))
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -150,16 +157,7 @@ class ViewsDataset(Dataset):
 
     def view_pixels(self, path: str) -> tuple[torch.Tensor, bool]:
         """(uint8 views, whether the frame cache served them)."""
-        cache, key = self.frame_cache, None
-        if cache is not None:
-            key = self.frames_key()
-            pixels = cache.get(path, key)
-            if pixels is not None:
-                return pixels, True
-        pixels = read_view_pixels(path, self.spec)[0]
-        if cache is not None:
-            cache.put(path, key, pixels)
-        return pixels, False
+        return through_cache(self.frame_cache, path, self.frames_key, lambda: read_view_pixels(path, self.spec)[0])
 
     def __len__(self) -> int:
         return len(self.videos)
