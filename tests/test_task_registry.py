@@ -59,6 +59,7 @@ def test_a_family_without_the_task_heads_is_refused():
     @register_family("test_retrieval_only")
     class RetrievalOnly(BackboneFamily):
         heads = ("retrieval",)
+        architecture = build = load_weights = None  # never reached: the heads are refused first
 
     try:
         with pytest.raises(ConfigError, match="backbone family 'test_retrieval_only' has no 'qa' heads"):
@@ -67,6 +68,19 @@ def test_a_family_without_the_task_heads_is_refused():
         from vidtldr.models.family import FAMILIES
 
         FAMILIES.pop("test_retrieval_only")
+
+
+def test_a_family_missing_a_required_method_is_refused_when_it_registers():
+    from vidtldr.models.family import FAMILIES
+
+    with pytest.raises(TypeError, match=r"\.Partial must implement build, load_weights \(vidtldr/models/family.py"):
+        @register_family("test_partial")
+        class Partial(BackboneFamily):
+            heads = ("retrieval",)
+
+            def architecture(self, arch, heads, num_frames=None):
+                return None
+    assert "test_partial" not in FAMILIES
 
 
 def test_registration_checks_declarations_and_names():

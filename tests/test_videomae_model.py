@@ -85,18 +85,24 @@ def test_hook_is_inert_with_zero_removal(name):
     assert torch.equal(hooked.tokens, plain.tokens) and torch.equal(hooked.pooled, plain.pooled)
 
 
+def _in_both_modes(videos, make_reducer, **kwargs):
+    """The tiny model's encode_vision of ``videos`` in the fused and the materialized execution, a
+    fresh reducer each."""
+    model = _tiny()
+    outs = {}
+    for mode in ("fused", "materialized"):
+        model.attention = mode
+        with torch.no_grad():
+            outs[mode] = model.encode_vision(videos, reducer=make_reducer(), **kwargs)
+    return outs
+
+
 # token counts by hand from 32: vid-TLDR/ToMe remove r per block; fractions remove int(T * r)
 @pytest.mark.parametrize("name, schedule, counts", [
     ("vidtldr", [0, 8, 0, 4], [32, 32, 24, 24, 20]), ("tome", [4, 4, 4, 4], [32, 28, 24, 20, 16]),
     ("vidtldr", [0.25, 0, 0.5], [32, 24, 24, 12, 12]), ("random", [0, 8], [32, 32, 24, 24, 24])])
 def test_fused_decides_as_materialized(name, schedule, counts):
-    model = _tiny()
-    videos = _clip(2, 4, 64, seed=3)
-    outs = {}
-    for mode in ("fused", "materialized"):
-        model.attention = mode
-        with torch.no_grad():
-            outs[mode] = model.encode_vision(videos, reducer=build_reducer(name, schedule), trace=True)
+    outs = _in_both_modes(_clip(2, 4, 64, seed=3), lambda: build_reducer(name, schedule), trace=True)
     fused, mat = outs["fused"], outs["materialized"]
     last = max(i for i, r in enumerate(schedule) if r)
     assert fused.exact_through == last and mat.exact_through == -1
@@ -213,13 +219,7 @@ def _registered_reducers():
 
 @pytest.mark.parametrize("name", _registered_reducers())
 def test_every_registered_reducer_runs_on_videomae(name):
-    model = _tiny()
-    videos = _clip(2, 4, 64, seed=5)
-    outs = {}
-    for mode in ("fused", "materialized"):
-        model.attention = mode
-        with torch.no_grad():
-            outs[mode] = model.encode_vision(videos, reducer=build_reducer(name, [4, 4, 0, 4]))
+    outs = _in_both_modes(_clip(2, 4, 64, seed=5), lambda: build_reducer(name, [4, 4, 0, 4]))
     assert outs["fused"].token_counts == outs["materialized"].token_counts == [32, 28, 24, 24, 20]
     assert torch.allclose(outs["fused"].pooled, outs["materialized"].pooled, rtol=0, atol=1e-4)
 

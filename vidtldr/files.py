@@ -13,7 +13,7 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Optional
 
 from vidtldr.errors import DiskFullError, is_disk_full
 
@@ -81,6 +81,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_report_files(folder: Path, texts: dict[str, tuple[str, str]], plot_stem: Optional[str] = None,
+                       draw: Optional[Callable[[Path, Path], None]] = None) -> dict[str, str]:
+    """A command's report beside its record: ``texts`` ``{output key: (file name, content)}`` written
+    atomically, then (``plot_stem``) ``draw(png, svg)`` into ``<plot_stem>.png``/``.svg``; returns
+    ``{output key: path}`` with ``plot_png``/``plot_svg`` for the plot."""
+    out = {}
+    for key, (name, text) in texts.items():
+        atomic_write_text(folder / name, text)
+        out[key] = str(folder / name)
+    if plot_stem is not None and draw is not None:
+        png, svg = folder / f"{plot_stem}.png", folder / f"{plot_stem}.svg"
+        draw(png, svg)
+        out.update(plot_png=str(png), plot_svg=str(svg))
+    return out
 
 
 def temp_dir_beside(path: str | os.PathLike) -> Path:

@@ -41,18 +41,19 @@ class BackboneFamily:
     name: ClassVar[str] = ""
     heads: ClassVar[tuple[str, ...]] = ()
 
+    # Every family implements these three (checked when it registers, :func:`check_family`).
     def architecture(self, arch: str, heads: str, num_frames: Optional[int] = None) -> Any:
-        raise NotImplementedError
+        raise NotImplementedError(f"backbone family {self.name!r}: BackboneFamily.architecture")
 
     def build(self, arch_cfg: Any, attention: str = "fused") -> Any:
-        raise NotImplementedError
+        raise NotImplementedError(f"backbone family {self.name!r}: BackboneFamily.build")
 
     def build_vision(self, arch_cfg: Any, attention: str = "fused") -> Any:
         raise NotImplementedError(f"backbone family {self.name!r} cannot build its vision encoder alone "
                                   "(BackboneFamily.build_vision), which the benchmarks time")
 
     def load_weights(self, model: Any, path: str, kind: str) -> Any:
-        raise NotImplementedError
+        raise NotImplementedError(f"backbone family {self.name!r}: BackboneFamily.load_weights")
 
     def check_heads(self, heads: str, where: str) -> str:
         """``heads`` if this family builds it, else a ConfigError naming ``where``."""
@@ -72,10 +73,18 @@ def register_family(name: str):
     return registrar(FAMILIES, "backbone family", name, check_family)
 
 
+REQUIRED_METHODS = ("architecture", "build", "load_weights")
+
+
 def check_family(cls: type) -> None:
-    """A family subclasses :class:`BackboneFamily` and names the head sets it builds."""
+    """A family subclasses :class:`BackboneFamily`, names the head sets it builds and implements
+    :data:`REQUIRED_METHODS` (a forgotten one is named here, not met as a bare error at run time)."""
     if not (isinstance(cls, type) and issubclass(cls, BackboneFamily)):
         raise TypeError(f"{cls!r}: a registered family must subclass vidtldr.models.family.BackboneFamily")
+    missing = [m for m in REQUIRED_METHODS if getattr(cls, m) is getattr(BackboneFamily, m)]
+    if missing:
+        raise TypeError(f"{cls.__module__}.{cls.__qualname__} must implement {', '.join(missing)} "
+                        "(vidtldr/models/family.py, docs/architecture.md 'A new backbone family')")
     if not cls.heads or not all(isinstance(h, str) for h in cls.heads):
         raise TypeError(f"{cls.__module__}.{cls.__qualname__}.heads = {cls.heads!r}; expected head set names")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from vidtldr.report.labels import METHOD_LABEL
-from vidtldr.files import atomic_write_text
+from vidtldr.files import write_report_files
 
 # Colours the project's plots do not give a method already (report/plots.py: blue, red, green, grey).
 EXTRA_COLOURS = ("#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#000000")
@@ -162,13 +162,8 @@ def draw_plot(record: dict, png: Path, svg: Path) -> None:
 
 def write_outputs(record: dict, run_dir: Path, plot: bool = True) -> dict:
     """``compare.md``, ``compare.csv`` and (``plot``) ``compare.png``/``.svg``; their paths."""
-    out = {"md": str(run_dir / "compare.md"), "csv": str(run_dir / "compare.csv")}
-    atomic_write_text(run_dir / "compare.md", markdown(record))
-    atomic_write_text(run_dir / "compare.csv", csv_text(record))
-    if plot:
-        draw_plot(record, run_dir / "compare.png", run_dir / "compare.svg")
-        out.update(plot_png=str(run_dir / "compare.png"), plot_svg=str(run_dir / "compare.svg"))
-    return out
+    return write_report_files(run_dir, {"md": ("compare.md", markdown(record)), "csv": ("compare.csv", csv_text(record))},
+                              "compare" if plot else None, lambda png, svg: draw_plot(record, png, svg))
 
 
 def format_table(record: dict) -> str:

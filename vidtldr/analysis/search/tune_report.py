@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from vidtldr.analysis.search.schedules import Candidate, defined, pareto
-from vidtldr.files import atomic_write_text
+from vidtldr.files import write_report_files
 
 COLUMNS = ("reducer", "family", "merge_r", "gflops_paper", "fidelity", "embedding_cosine_mean",
            "itc_top1_agreement", "spearman_mean", "encoder_s", "pareto", "best")
@@ -140,13 +140,9 @@ def draw_plot(record: dict, png: Path, svg: Path) -> list[str]:
 
 def write_outputs(record: dict, run_dir: Path, plot: bool = True) -> dict:
     """Write ``pareto.md``, ``pareto.csv`` and (``plot``) ``tune.png``/``tune.svg``; their paths."""
-    out = {"pareto_md": str(run_dir / "pareto.md"), "pareto_csv": str(run_dir / "pareto.csv")}
-    atomic_write_text(run_dir / "pareto.md", markdown(record))
-    atomic_write_text(run_dir / "pareto.csv", csv_text(record))
-    if plot:
-        draw_plot(record, run_dir / "tune.png", run_dir / "tune.svg")
-        out.update(plot_png=str(run_dir / "tune.png"), plot_svg=str(run_dir / "tune.svg"))
-    return out
+    return write_report_files(run_dir, {"pareto_md": ("pareto.md", markdown(record)),
+                                        "pareto_csv": ("pareto.csv", csv_text(record))},
+                              "tune" if plot else None, lambda png, svg: draw_plot(record, png, svg))
 
 
 def format_table(record: dict) -> str:
